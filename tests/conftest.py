@@ -1,0 +1,53 @@
+"""Shared fixtures: a real simulator process over loopback HTTP, isolated cache dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simctl import FAST_CONFIG, SimProcess, start_sim
+
+
+@pytest.fixture(scope="session")
+def sim_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    """One simulator process for the whole test session (fast lifecycle)."""
+    sim = start_sim(tmp_path_factory.mktemp("sim"))
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(sim_session: SimProcess) -> Iterator[SimProcess]:
+    """The shared simulator, reset (faults, request log, config) around each test."""
+    sim_session.reset()
+    yield sim_session
+    sim_session.reset()
+
+
+@pytest.fixture
+def sim_env(sim: SimProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing goenhance_nb at the shared simulator with an isolated cache dir."""
+    env = {
+        "GOENHANCE_API_KEY": sim.api_key,
+        "GOENHANCE_BASE_URL": sim.base_url,
+        "GOENHANCE_CACHE_DIR": str(tmp_path / "cache"),
+        "GOENHANCE_POLL_INTERVAL": "0.2",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _no_real_key_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a developer's real key or config from the surrounding environment."""
+    for name in list(os.environ):
+        if name.startswith("GOENHANCE_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", os.environ.get("PYTEST_XDG_CONFIG_HOME", "/nonexistent-goenhance-config"))
+
+
+__all__ = ["FAST_CONFIG", "SimProcess", "start_sim"]
