@@ -1,0 +1,35 @@
+"""Notebook widgets of goenhance_nb, built on core ipywidgets only (DECISIONS 23).
+
+- :class:`StatusWidget` — live, throttled status of one job (works in JupyterLab, Notebook 7,
+  VS Code and Colab: no custom JavaScript).
+- small controls shared with the panel (:func:`state_badge`, :func:`backend_label`, ...).
+"""
+
+from __future__ import annotations
+
+from goenhance_nb.widgets._controls import (
+    Throttle,
+    append_bundle,
+    backend_label,
+    clear_outputs,
+    normalise_state,
+    result_bundle,
+    short_id,
+    state_badge,
+)
+from goenhance_nb.widgets._status import StatusWidget, estimate_runtime, retry_arguments, what_to_do
+
+__all__ = [
+    "StatusWidget",
+    "Throttle",
+    "append_bundle",
+    "backend_label",
+    "clear_outputs",
+    "estimate_runtime",
+    "normalise_state",
+    "result_bundle",
+    "retry_arguments",
+    "short_id",
+    "state_badge",
+    "what_to_do",
+]
