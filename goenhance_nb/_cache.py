@@ -1,0 +1,263 @@
+"""The result cache: request key -> :class:`ResultRecord` (diskcache index, JSON rows only).
+
+The index lives in ``<cache_dir>/index`` (a diskcache ``Cache`` with :class:`JSONOnlyDisk`); the
+files it points at live in the content-addressed :class:`~goenhance_nb._store.ResultStore`.
+A record is only served when its file exists and has the recorded size (``verify(full=True)``
+also compares the content hash). The cache never deletes files outside its store, so files in
+``goenhance_outputs/`` survive :meth:`ResultCache.clear` (DECISIONS 13).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from goenhance_nb._errors import CacheError
+from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+from goenhance_nb._store import ResultStore
+
+__all__ = ["ResultCache", "ResultRecord"]
+
+_RECORD_PREFIX = "r:"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """A finished transformation: where its file is and how it was made.
+
+    ``path`` is absolute and inside the store; ``sha`` is the blake3 of the output file;
+    ``params`` is the canonical parameter dict (``JobSpec.canonical()``); ``timings`` holds unix
+    times ``submitted``, ``finished``, ``downloaded`` when known.
+    """
+
+    key: str
+    path: str
+    sha: str
+    size: int
+    job_id: str | None
+    model: int
+    style_label: str
+    model_version: str
+    params: dict[str, Any]
+    input_hash: str
+    cost: int | None
+    backend: str
+    created: float
+    timings: dict[str, float] = field(default_factory=dict)
+    source_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ResultRecord:
+        """Build a record from :meth:`to_json` output.
+
+        :raises CacheError: when a required field is missing or has the wrong shape.
+        """
+        try:
+            return cls(
+                key=str(d["key"]), path=str(d["path"]), sha=str(d["sha"]), size=int(d["size"]),
+                job_id=d.get("job_id"), model=int(d["model"]),
+                style_label=str(d.get("style_label", "")),
+                model_version=str(d.get("model_version", "")),
+                params=dict(d.get("params") or {}), input_hash=str(d.get("input_hash", "")),
+                cost=None if d.get("cost") is None else int(d["cost"]),
+                backend=str(d.get("backend", "")), created=float(d.get("created", 0.0)),
+                timings={k: float(v) for k, v in (d.get("timings") or {}).items()},
+                source_name=str(d.get("source_name", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CacheError(f"malformed cache record ({type(exc).__name__}: {exc})") from None
+
+    @property
+    def file(self) -> Path:
+        """The stored result file as a :class:`~pathlib.Path`."""
+        return Path(self.path)
+
+
+class ResultCache:
+    """Index of finished results, backed by diskcache in ``<cache_dir>/index``.
+
+    Every method may raise :class:`CacheError` when the index holds a row that is not JSON (a
+    pickled row is refused, never loaded) or the database cannot be opened.
+    """
+
+    def __init__(self, cache_dir: Path, store: ResultStore | None = None,
+                 *, size_limit: int | None = None) -> None:
+        """Open (creating, mode 0700) the index under ``cache_dir``.
+
+        ``size_limit`` (bytes) bounds the store: :meth:`put` evicts least recently created
+        results beyond it.
+        """
+        self.cache_dir = private_dir(Path(cache_dir))
+        self.store = store if store is not None else ResultStore(self.cache_dir)
+        self.size_limit = size_limit
+        try:
+            self._db = diskcache.Cache(
+                str(private_dir(self.cache_dir / "index")), disk=JSONOnlyDisk,
+                eviction_policy="none", size_limit=2**62,
+            )
+            self._meta = diskcache.Cache(
+                str(private_dir(self.cache_dir / "meta")), disk=JSONOnlyDisk,
+                eviction_policy="none", size_limit=2**62,
+            )
+        except Exception as exc:  # sqlite errors, permissions
+            raise CacheError(f"cannot open the result cache index: {exc}") from None
+
+    # -- records ---------------------------------------------------------------------------
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except PickledRowError as exc:
+            raise CacheError(f"result cache index holds a non-JSON row: {exc}") from None
+
+    def get(self, key: str) -> ResultRecord | None:
+        """Return the record for ``key`` without checking its file, or ``None``."""
+        with self._guard():
+            raw = self._db.get(_RECORD_PREFIX + key)
+        return None if raw is None else ResultRecord.from_json(raw)
+
+    def lookup(self, key: str) -> tuple[ResultRecord | None, str]:
+        """Return ``(record, status)``: status ``"ok"``, ``"missing"`` (file gone),
+        ``"damaged"`` (size differs) or ``"absent"`` (no record). Only ``"ok"`` may be served."""
+        rec = self.get(key)
+        if rec is None:
+            return None, "absent"
+        return rec, self.store.check(rec.file, size=rec.size)
+
+    def put(self, record: ResultRecord) -> None:
+        """Store ``record`` (replacing any previous one for its key), then apply the size limit."""
+        with self._guard():
+            self._db.set(_RECORD_PREFIX + record.key, record.to_json())
+        if self.size_limit is not None:
+            self.enforce_limit(keep=record.key)
+
+    def verify(self, key: str, *, full: bool = False) -> bool:
+        """Return whether the cached file for ``key`` is intact (size; with ``full`` also hash).
+
+        :raises CacheError: when there is no record for ``key``.
+        """
+        rec = self.get(key)
+        if rec is None:
+            raise CacheError(f"no cached result for key {key[:12]}")
+        return self.store.check(rec.file, size=rec.size, sha=rec.sha if full else None) == "ok"
+
+    def list(self) -> list[ResultRecord]:
+        """Return all records, newest first."""
+        out: list[ResultRecord] = []
+        with self._guard():
+            for k in list(self._db.iterkeys()):
+                if isinstance(k, str) and k.startswith(_RECORD_PREFIX):
+                    raw = self._db.get(k)
+                    if raw is not None:
+                        out.append(ResultRecord.from_json(raw))
+        out.sort(key=lambda r: r.created, reverse=True)
+        return out
+
+    def find(self, key_or_prefix: str) -> ResultRecord | None:
+        """Return the record whose key (or job id) equals or starts with ``key_or_prefix``.
+
+        :raises CacheError: when a prefix matches more than one record.
+        """
+        rec = self.get(key_or_prefix)
+        if rec is not None:
+            return rec
+        hits = [r for r in self.list()
+                if r.key.startswith(key_or_prefix) or r.job_id == key_or_prefix]
+        if len(hits) > 1:
+            raise CacheError(f"{key_or_prefix!r} matches {len(hits)} cached results; be more specific")
+        return hits[0] if hits else None
+
+    def info(self, key_or_prefix: str) -> ResultRecord:
+        """Return the record for a key, key prefix or job id.
+
+        :raises CacheError: when none matches.
+        """
+        rec = self.find(key_or_prefix)
+        if rec is None:
+            raise CacheError(f"no cached result for {key_or_prefix!r}")
+        return rec
+
+    def remove(self, key: str) -> bool:
+        """Delete the record for ``key`` and its stored file (unless another record shares it).
+
+        Files in ``goenhance_outputs/`` are never touched. Returns whether a record existed.
+        """
+        rec = self.get(key)
+        if rec is None:
+            return False
+        with self._guard():
+            self._db.delete(_RECORD_PREFIX + key)
+        if not any(r.sha == rec.sha for r in self.list()):
+            self.store.remove(rec.file)
+        return True
+
+    def clear(self) -> int:
+        """Delete every record and its stored file; return the number of records removed.
+
+        Only the store under the cache dir is emptied; ``goenhance_outputs/`` is left alone.
+        """
+        recs = self.list()
+        for rec in recs:
+            with self._guard():
+                self._db.delete(_RECORD_PREFIX + rec.key)
+            self.store.remove(rec.file)
+        return len(recs)
+
+    def total_size(self) -> int:
+        """Return the summed size in bytes of all cached results."""
+        return sum(r.size for r in self.list())
+
+    def enforce_limit(self, *, keep: str | None = None) -> list[str]:
+        """Evict the oldest results until the total size is within ``size_limit``.
+
+        ``keep`` is never evicted. Returns the evicted keys.
+        """
+        if self.size_limit is None:
+            return []
+        recs = sorted(self.list(), key=lambda r: r.created)
+        total = sum(r.size for r in recs)
+        evicted: list[str] = []
+        for rec in recs:
+            if total <= self.size_limit:
+                break
+            if rec.key == keep:
+                continue
+            self.remove(rec.key)
+            total -= rec.size
+            evicted.append(rec.key)
+        return evicted
+
+    # -- small JSON metadata in <cache_dir>/meta (model list TTL cache, upload URLs, ...) ----
+    def meta_get(self, name: str, *, max_age: float | None = None,
+                 now: float | None = None) -> Any | None:
+        """Return the value stored under ``name`` by :meth:`meta_set`, or ``None`` when absent
+        or older than ``max_age`` seconds."""
+        with self._guard():
+            raw = self._meta.get(name)
+        if not isinstance(raw, dict) or "v" not in raw:
+            return None
+        if max_age is not None:
+            t = time.time() if now is None else now
+            if t - float(raw.get("t", 0.0)) > max_age:
+                return None
+        return raw["v"]
+
+    def meta_set(self, name: str, value: Any, *, now: float | None = None) -> None:
+        """Store a JSON value under ``name`` with a timestamp."""
+        with self._guard():
+            self._meta.set(name, {"t": time.time() if now is None else now, "v": value})
+
+    def close(self) -> None:
+        """Close the index and meta databases."""
+        self._db.close()
+        self._meta.close()

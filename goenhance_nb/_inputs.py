@@ -1,0 +1,196 @@
+"""Validate and hash inputs -> :class:`InputRef`; the :data:`Uploader` protocol (DECISIONS 10).
+
+Local validation happens before any HTTP call: parameters (duration 3-30, resolution 540p/720p,
+prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video stream, is MP4
+or MOV, and is at most ``max_upload_mb`` for the real API). A source shorter than ``duration``
+is only a warning. File hashes (blake3, streamed) are memoised by ``(device, inode, size,
+mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file does not re-read it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import diskcache
+
+from goenhance_nb._errors import InputError
+from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+from goenhance_nb._keys import hash_file
+
+__all__ = [
+    "RESOLUTIONS",
+    "HashMemo",
+    "InputRef",
+    "Uploader",
+    "inspect_file",
+    "is_url",
+    "probe_video",
+    "validate_params",
+]
+
+#: ``fn(path) -> public https URL`` that makes a local file reachable by the real API.
+Uploader = Callable[[Path], str]
+
+RESOLUTIONS = ("540p", "720p")
+MIN_DURATION, MAX_DURATION = 3, 30
+MAX_PROMPT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """A validated input: ``kind`` is ``"file"`` or ``"url"``; ``content_hash`` is blake3 hex of
+    the bytes; ``name`` is a display name (file name, never a URL query); ``path`` the local file
+    (for ``url`` inputs, the downloaded copy if kept); ``url`` the original URL for url inputs."""
+
+    kind: str
+    name: str
+    content_hash: str
+    size: int
+    path: str | None = None
+    url: str | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    container: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> InputRef:
+        """Build from :meth:`to_json` output."""
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def is_url(source: object) -> bool:
+    """True when ``source`` is an ``http``/``https`` URL string."""
+    return isinstance(source, str) and urlsplit(source).scheme in ("http", "https")
+
+
+def validate_params(*, duration: object, resolution: object, prompt: object, seed: object) -> None:
+    """Check generate parameters locally.
+
+    :raises InputError: duration not an int in 3-30, resolution not 540p/720p, prompt not a
+        string of at most 500 characters, seed not an int.
+    """
+    if isinstance(duration, bool) or not isinstance(duration, int):
+        raise InputError(f"duration must be a whole number of seconds, got {duration!r}")
+    if not MIN_DURATION <= duration <= MAX_DURATION:
+        raise InputError(f"duration must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {duration}")
+    if resolution not in RESOLUTIONS:
+        raise InputError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT:
+            raise InputError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an integer (-1 = random), got {seed!r}")
+
+
+def probe_video(path: Path) -> dict[str, Any]:
+    """Open ``path`` with PyAV and return ``{"duration", "width", "height", "container"}``.
+
+    :raises InputError: when PyAV cannot open it, it has no video stream, or it is not MP4/MOV.
+    """
+    import av  # heavy import, only when validating
+
+    try:
+        container = av.open(str(path), mode="r")
+    except Exception as exc:  # av.error.* and OSError
+        raise InputError(f"cannot open {path.name} as a video ({type(exc).__name__})") from None
+    try:
+        fmt = container.format.name or ""
+        if not {"mp4", "mov"} & set(fmt.split(",")):
+            raise InputError(f"{path.name} is a {fmt or 'unknown'} file; MP4 or MOV is required")
+        if not container.streams.video:
+            raise InputError(f"{path.name} has no video stream")
+        vs = container.streams.video[0]
+        duration: float | None = None
+        if container.duration is not None:
+            duration = container.duration / 1_000_000
+        elif vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        return {"duration": duration, "width": vs.codec_context.width,
+                "height": vs.codec_context.height, "container": fmt}
+    finally:
+        container.close()
+
+
+class HashMemo:
+    """blake3 file hashes memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes``."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._db = diskcache.Cache(str(private_dir(Path(cache_dir) / "hashes")), disk=JSONOnlyDisk,
+                                   size_limit=2**26, cull_limit=10)
+        self.reads = 0  # number of full reads performed (for tests / metrics)
+
+    def hash(self, path: Path) -> str:
+        """Return the blake3 hex of ``path``, reading it only if unseen or changed.
+
+        :raises InputError: when the file cannot be read.
+        """
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
+        memo_key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        try:
+            cached = self._db.get(memo_key)
+        except PickledRowError:
+            cached = None
+        if isinstance(cached, str):
+            return cached
+        try:
+            digest = hash_file(Path(path))
+        except OSError as exc:
+            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
+        self.reads += 1
+        self._db.set(memo_key, digest)
+        return digest
+
+    def close(self) -> None:
+        """Close the memo database."""
+        self._db.close()
+
+
+def inspect_file(path: Path, memo: HashMemo, *, duration: int | None = None,
+                 max_bytes: int | None = None, kind: str = "file", url: str | None = None,
+                 name: str | None = None) -> InputRef:
+    """Validate a local video file and return its :class:`InputRef`.
+
+    Warns (``UserWarning``) when the source is shorter than ``duration``.
+
+    :raises InputError: file missing / not a regular file / unreadable, larger than
+        ``max_bytes``, not openable by PyAV, without a video stream, or not MP4/MOV.
+    """
+    p = Path(path).expanduser()
+    label = name or p.name
+    if not p.exists():
+        raise InputError(f"input file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"input is not a regular file: {p}")
+    size = p.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise InputError(
+            f"{label} is {size / 1e6:.1f} MB; the API accepts at most {max_bytes / 1e6:.0f} MB "
+            "(raise Settings.max_upload_mb if your plan allows more)"
+        )
+    info = probe_video(p)
+    digest = memo.hash(p)
+    src_dur = info["duration"]
+    if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
+        warnings.warn(
+            f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
+            UserWarning, stacklevel=3,
+        )
+    return InputRef(kind=kind, name=label, content_hash=digest, size=size,
+                    path=str(p.resolve()), url=url, duration=src_dur, width=info["width"],
+                    height=info["height"], container=info["container"])

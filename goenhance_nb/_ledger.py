@@ -1,0 +1,200 @@
+"""The job ledger: durable, JSON-only record of every submitted (or being submitted) job.
+
+Exactly-once submission comes from here (STYLE 9): the engine writes an entry in state
+``submitting`` *before* the generate POST, records the ``img_uuid`` as soon as the POST returns,
+then every state change. Any later run with the same request key re-attaches to the job in the
+ledger instead of submitting again, across kernel restarts and processes; a per-key file lock
+(:meth:`Ledger.lock`) makes two processes racing on one key produce one API call.
+
+Entries live in ``<cache_dir>/ledger`` (diskcache, :class:`JSONOnlyDisk`, SQLite
+``synchronous=FULL``). Result URLs are never stored (they are short-lived and signed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import filelock
+
+from goenhance_nb._errors import LedgerError
+from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+
+__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry"]
+
+#: Ledger states. ``submitting`` = POST may or may not have reached the API (no id yet).
+SUBMITTING = "submitting"
+ACTIVE_STATES = frozenset({"submitting", "submitted", "queued", "running", "downloading",
+                           "timed_out", "watch_cancelled"})
+TERMINAL_STATES = frozenset({"done", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One job as the ledger knows it.
+
+    ``state`` is one of ``submitting, submitted, queued, running, downloading, timed_out,
+    watch_cancelled, done, failed``. ``spec`` is ``JobSpec.canonical()``; ``reference_url`` is
+    the public input URL sent to generate (needed to resubmit); ``result_key`` equals ``key``
+    once a result is cached.
+    """
+
+    key: str
+    state: str
+    spec: dict[str, Any]
+    backend: str
+    input_hash: str
+    model_version: str = ""
+    style_label: str = ""
+    source_name: str = ""
+    reference_url: str | None = None
+    job_id: str | None = None
+    raw_status: str | None = None
+    cost: int | None = None
+    error: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LedgerEntry:
+        """Build an entry from :meth:`to_json` output (unknown fields are ignored).
+
+        :raises LedgerError: when required fields are missing.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except TypeError as exc:
+            raise LedgerError(f"malformed ledger entry: {exc}") from None
+
+    def with_(self, **changes: Any) -> LedgerEntry:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_orphan(self) -> bool:
+        """True for an entry stuck in ``submitting`` (the POST's outcome is unknown)."""
+        return self.state == SUBMITTING and self.job_id is None
+
+    @property
+    def resumable(self) -> bool:
+        """True when the job has an id and is not finished: polling can pick it up again."""
+        return self.job_id is not None and self.state not in TERMINAL_STATES
+
+
+class Ledger:
+    """Durable job ledger under ``<cache_dir>/ledger`` plus per-key locks in ``locks/``.
+
+    Every read may raise :class:`LedgerError` when the database holds a non-JSON (e.g.
+    pickled) row: it is refused, never loaded.
+    """
+
+    def __init__(self, cache_dir: Path) -> None:
+        """Open (creating, mode 0700) the ledger database and lock directory.
+
+        :raises LedgerError: when the database cannot be opened.
+        """
+        self.cache_dir = private_dir(Path(cache_dir))
+        self.lock_dir = private_dir(self.cache_dir / "locks")
+        try:
+            self._db = diskcache.Cache(
+                str(private_dir(self.cache_dir / "ledger")), disk=JSONOnlyDisk,
+                eviction_policy="none", size_limit=2**62, sqlite_synchronous=2,
+            )
+        except Exception as exc:
+            raise LedgerError(f"cannot open the job ledger: {exc}") from None
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except PickledRowError as exc:
+            raise LedgerError(f"job ledger holds a non-JSON row: {exc}") from None
+
+    def lock(self, key: str) -> filelock.FileLock:
+        """Return the inter-process lock for request ``key`` (``<cache_dir>/locks/<key>.lock``)."""
+        return filelock.FileLock(str(self.lock_dir / f"{key}.lock"))
+
+    def get(self, key: str) -> LedgerEntry | None:
+        """Return the entry for ``key`` or ``None``."""
+        with self._guard():
+            raw = self._db.get(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise LedgerError("job ledger holds a malformed row")
+        return LedgerEntry.from_json(raw)
+
+    def put(self, entry: LedgerEntry) -> LedgerEntry:
+        """Write ``entry`` durably (SQLite commit with synchronous=FULL); return it with
+        ``updated`` set to now."""
+        entry = entry.with_(updated=time.time())
+        with self._guard():
+            self._db.set(entry.key, entry.to_json())
+        return entry
+
+    def update(self, key: str, **changes: Any) -> LedgerEntry:
+        """Apply ``changes`` to the entry for ``key`` and write it.
+
+        :raises LedgerError: when there is no entry for ``key``.
+        """
+        with self._guard(), self._db.transact():
+            cur = self.get(key)
+            if cur is None:
+                raise LedgerError(f"no ledger entry for key {key[:12]}")
+            return self.put(cur.with_(**changes))
+
+    def remove(self, key: str) -> bool:
+        """Delete the entry for ``key``; return whether it existed."""
+        with self._guard():
+            return bool(self._db.delete(key))
+
+    def entries(self) -> list[LedgerEntry]:
+        """Return all entries, newest first."""
+        out: list[LedgerEntry] = []
+        with self._guard():
+            for k in list(self._db.iterkeys()):
+                e = self.get(k)
+                if e is not None:
+                    out.append(e)
+        out.sort(key=lambda e: e.created, reverse=True)
+        return out
+
+    def find(self, ident: str) -> LedgerEntry | None:
+        """Return the entry whose key or job id equals ``ident``, or whose key / job id starts
+        with it (at least 6 characters).
+
+        :raises LedgerError: when a prefix is ambiguous.
+        """
+        e = self.get(ident)
+        if e is not None:
+            return e
+        all_ = self.entries()
+        exact = [x for x in all_ if x.job_id == ident]
+        if exact:
+            return exact[0]
+        if len(ident) < 6:
+            return None
+        hits = [x for x in all_
+                if x.key.startswith(ident) or (x.job_id or "").startswith(ident)]
+        if len(hits) > 1:
+            raise LedgerError(f"{ident!r} matches {len(hits)} ledger entries; be more specific")
+        return hits[0] if hits else None
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()

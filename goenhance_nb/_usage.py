@@ -1,0 +1,105 @@
+"""Credits, per-job cost, session spend and the optional budget (DECISIONS 11).
+
+The budget check runs before any API call: it refuses a submission when the session's spend so
+far plus the *estimated* cost of the new job would exceed ``Settings.budget``. The estimate is
+the last observed cost per second for that model and resolution (persisted in the meta store, so
+it survives restarts), else the simulator's published rates (540p 5/s, 720p 10/s, VIP x1.5) —
+always labelled as an estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from goenhance_nb._errors import BudgetExceeded
+
+__all__ = ["DEFAULT_RATES", "Estimate", "Usage"]
+
+DEFAULT_RATES: dict[str, float] = {"540p": 5.0, "720p": 10.0}
+VIP_MULTIPLIER = 1.5
+
+
+class _Meta(Protocol):
+    def meta_get(self, name: str, *, max_age: float | None = ..., now: float | None = ...) -> Any: ...
+    def meta_set(self, name: str, value: Any, *, now: float | None = ...) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An estimated job cost in credits and where the rate came from (``observed``/``default``)."""
+
+    credits: int
+    basis: str
+
+    def __str__(self) -> str:
+        return f"~{self.credits} credits (estimate, {self.basis} rate)"
+
+
+class Usage:
+    """Session spend and cost history. Thread-safe.
+
+    ``spent`` counts credits charged by jobs this session submitted (the real ``cost`` from the
+    generate response when given, else the estimate). ``last_credits`` is the last balance seen.
+    """
+
+    def __init__(self, meta: _Meta | None = None, *, budget: int | None = None) -> None:
+        self._meta = meta
+        self.budget = budget
+        self.spent = 0
+        self.jobs = 0
+        self.last_credits: int | None = None
+        self._lock = threading.Lock()
+        self._reserved = 0
+
+    def estimate(self, model: int, resolution: str, duration: int, *, is_vip: bool = False) -> Estimate:
+        """Return the estimated cost of a job (see module docstring)."""
+        rate: float | None = None
+        basis = "default"
+        if self._meta is not None:
+            obs = self._meta.meta_get(f"rate:{model}:{resolution}")
+            if isinstance(obs, (int, float)) and obs >= 0:
+                rate, basis = float(obs), "observed"
+        if rate is None:
+            rate = DEFAULT_RATES.get(resolution, max(DEFAULT_RATES.values()))
+            if is_vip:
+                rate *= VIP_MULTIPLIER
+        return Estimate(int(math.ceil(math.ceil(duration) * rate - 1e-9)), basis)
+
+    def reserve(self, est: Estimate) -> None:
+        """Check the budget for a job estimated at ``est`` and reserve it until :meth:`record`
+        or :meth:`release`.
+
+        :raises BudgetExceeded: when spend + reserved + estimate would exceed the budget.
+        """
+        with self._lock:
+            if self.budget is not None and self.spent + self._reserved + est.credits > self.budget:
+                raise BudgetExceeded(
+                    f"budget of {self.budget} credits would be exceeded: spent {self.spent}, "
+                    f"pending {self._reserved}, this job {est}"
+                )
+            self._reserved += est.credits
+
+    def release(self, est: Estimate) -> None:
+        """Drop a reservation made by :meth:`reserve` (the job was not submitted)."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - est.credits)
+
+    def record(self, est: Estimate, cost: int | None, *, model: int, resolution: str,
+               duration: int) -> None:
+        """Turn a reservation into spend: ``cost`` when the API reported it (also remembered
+        as the observed rate for model+resolution), else the estimate."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - est.credits)
+            self.spent += est.credits if cost is None else int(cost)
+            self.jobs += 1
+        if cost is not None and self._meta is not None and duration > 0:
+            self._meta.meta_set(f"rate:{model}:{resolution}", cost / math.ceil(duration))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return ``{"spent", "jobs", "budget", "last_credits"}`` for display."""
+        with self._lock:
+            return {"spent": self.spent, "jobs": self.jobs, "budget": self.budget,
+                    "last_credits": self.last_credits}
