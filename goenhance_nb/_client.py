@@ -1,0 +1,447 @@
+"""AsyncClient: the one place that speaks HTTP to the GoEnhance API (or its simulator).
+
+All HTTP and httpx errors are translated here into the :mod:`goenhance_nb._errors` tree
+(STYLE 2). Retries and rate limiting live in :class:`~goenhance_nb._transport.RetryTransport`,
+which wraps whatever transport is given (pass a ``RetryTransport`` yourself to tune it).
+
+The bearer key is sent only to the configured base URL, never to result/download hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from goenhance_nb._errors import (
+    APIError,
+    AuthError,
+    GoEnhanceError,
+    InputError,
+    InsufficientCredits,
+    InvalidParameters,
+    RateLimited,
+    ResultExpired,
+    TransportError,
+    redact_url,
+)
+from goenhance_nb._keys import extract_result, map_status
+from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, Style
+from goenhance_nb._settings import SecretKey, Settings
+from goenhance_nb._transport import RateLimiter, RetryTransport, parse_retry_after
+
+__all__ = ["AsyncClient", "classify_envelope_error"]
+
+_USER_AGENT = "goenhance-nb/0.1.0"
+_GENERATE = "/api/v1/video2video/generate"
+_DETAIL = "/api/v1/jobs/detail"
+_MODELS = "/api/v1/video2video/modellist"
+_TOKENS = "/api/v1/user/tokens"
+_UPLOAD = "/sim/uploads"
+_CHUNK = 1 << 16
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+def classify_envelope_error(code: int | None, msg: str, *, status: int | None = None,
+                            retry_after: float | None = None) -> APIError:
+    """Map a non-zero envelope ``code`` to an error by its ``msg`` (the API documents no codes).
+
+    "credit" -> InsufficientCredits; "param"/"invalid"/"model" -> InvalidParameters;
+    "limit"/"rate" -> RateLimited; anything else -> APIError.
+    """
+    m = (msg or "").lower()
+    if "credit" in m:
+        return InsufficientCredits(code, msg, status=status)
+    if "param" in m or "invalid" in m or "model" in m:
+        return InvalidParameters(code, msg, status=status)
+    if "limit" in m or "rate" in m:
+        return RateLimited(code, msg, status=status, retry_after=retry_after)
+    return APIError(code, msg, status=status)
+
+
+def _int_or_none(v: Any) -> int | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class AsyncClient:
+    """Async GoEnhance API client.
+
+    :param settings: timeouts, retries and rate limit come from here.
+    :param base_url: the API root (``https://api.goenhance.ai`` or a simulator URL).
+    :param api_key: sent as ``Authorization: Bearer`` to ``base_url`` only.
+    :param transport: the seam for tests; wrapped in a :class:`RetryTransport` unless it already
+        is one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        base_url: str,
+        api_key: SecretKey | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        if isinstance(transport, RetryTransport):
+            self.transport = transport
+        else:
+            self.transport = RetryTransport(
+                transport,
+                max_retries=settings.max_retries,
+                rate_limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
+            )
+        self._http = httpx.AsyncClient(
+            transport=self.transport,
+            timeout=httpx.Timeout(settings.request_timeout),
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
+        base = urlsplit(self.base_url)
+        self._origin = (base.scheme, base.hostname, base.port)
+        self.request_count = 0
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={redact_url(self.base_url)!r})"
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _auth_headers(self) -> dict[str, str]:
+        if self._api_key is None:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key.reveal()}"}
+
+    def _is_api_origin(self, url: str) -> bool:
+        p = urlsplit(url)
+        return (p.scheme, p.hostname, p.port) == self._origin
+
+    def _translate_transport_error(self, exc: httpx.HTTPError, what: str, *, post: bool) -> TransportError:
+        host = redact_url(self.base_url)
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            text = f"{what}: cannot connect to {host}"
+        elif isinstance(exc, httpx.TimeoutException):
+            text = f"{what}: no answer from {host} within {self.settings.request_timeout:g}s"
+        elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+            text = f"{what}: connection to {host} closed before a complete answer"
+        else:
+            text = f"{what}: {type(exc).__name__} talking to {host}"
+        if post:
+            text += (" (the job may have been submitted; check %goenhance jobs before "
+                     "submitting again)")
+        return TransportError(text)
+
+    async def _call(self, method: str, path: str, *, what: str,
+                    params: Mapping[str, str] | None = None,
+                    json_body: Any = None) -> Any:
+        """Send one API request and return the envelope's ``data``.
+
+        :raises AuthError: HTTP 401/403.
+        :raises RateLimited: HTTP 429 (after the transport's retries).
+        :raises APIError: other non-200 status, or a non-zero ``code`` (subclass by ``msg``).
+        :raises TransportError: no complete answer, or a body that is not a JSON envelope.
+        """
+        self.request_count += 1
+        try:
+            response = await self._http.request(
+                method, self.base_url + path, params=params, json=json_body,
+                headers=self._auth_headers(),
+            )
+        except httpx.HTTPError as exc:
+            raise self._translate_transport_error(exc, what, post=method == "POST") from None
+        return self._envelope_data(response, what)
+
+    def _envelope_data(self, response: httpx.Response, what: str) -> Any:
+        status = response.status_code
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            body = None
+        env = body if isinstance(body, dict) else None
+        code = _int_or_none(env.get("code")) if env else None
+        msg = str(env.get("msg") or "") if env else ""
+        if status in (401, 403):
+            if self._api_key is None:
+                raise AuthError(f"{what}: no API key set (HTTP {status}); set GOENHANCE_API_KEY or use %goenhance login")
+            raise AuthError(f"{what}: the API rejected the key (HTTP {status})")
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise RateLimited(code, f"{what}: {msg or 'too many requests'}", status=status,
+                              retry_after=retry_after)
+        if status != 200:
+            if env and msg:
+                raise classify_envelope_error(code, f"{what}: {msg}", status=status)
+            raise APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),
+                           status=status)
+        if env is None or "code" not in env:
+            raise TransportError(f"{what}: malformed response (not a JSON envelope) from "
+                                 f"{redact_url(self.base_url)}")
+        if code != 0:
+            raise classify_envelope_error(code, f"{what}: {msg or 'error'}", status=status)
+        return env.get("data")
+
+    # -- API ----------------------------------------------------------------------------
+    async def list_styles(self) -> list[Style]:
+        """The model (style) list, flattened out of its categories, first occurrence per id.
+
+        Tolerates missing fields (label defaults to ``Style <id>``, version to ``""``) and
+        skips entries without an integer id. :raises GoEnhanceError: see ``_call``.
+        """
+        data = await self._call("GET", _MODELS, what="model list")
+        return parse_styles(data)
+
+    async def generate(self, spec: JobSpec, reference_video_url: str) -> GenerateResult:
+        """Start a video-to-video job (charges credits). Sent at most once unless refused
+        before work (connect error, HTTP 429/503; DECISIONS 15).
+
+        :raises InsufficientCredits, InvalidParameters, RateLimited, APIError: API refusals.
+        :raises TransportError: no answer; the job may or may not exist (never re-sent).
+        """
+        data = await self._call("POST", _GENERATE, what="generate",
+                                json_body={"type": "mx-v2v",
+                                           "args": spec.to_args(reference_video_url)})
+        uuid = data.get("img_uuid") if isinstance(data, dict) else None
+        if not isinstance(uuid, str) or not uuid:
+            raise APIError(0, "generate: the answer carried no job id (img_uuid)", status=200)
+        return GenerateResult(img_uuid=uuid, cost=_int_or_none(data.get("cost")))
+
+    async def job_detail(self, img_uuid: str) -> JobDetail:
+        """Status of one job; ``state`` normalised by ``map_status``, ``raw_status`` verbatim.
+
+        :raises APIError: unknown job ("job not found") or another refusal.
+        :raises GoEnhanceError: see ``_call``.
+        """
+        data = await self._call("GET", _DETAIL, what=f"job {img_uuid}",
+                                params={"img_uuid": img_uuid})
+        return parse_job_detail(img_uuid, data, now=time.time())
+
+    async def credits(self) -> Credits:
+        """Account balance (``/api/v1/user/tokens``). :raises GoEnhanceError: see ``_call``."""
+        data = await self._call("GET", _TOKENS, what="credits")
+        if not isinstance(data, dict) or _int_or_none(data.get("count")) is None:
+            raise APIError(0, "credits: the answer carried no count", status=200)
+        user = data.get("user_id")
+        return Credits(count=int(data["count"]), queue_limit=_int_or_none(data.get("queueLimit")),
+                       user_id=str(user) if user is not None else None)
+
+    async def sim_upload(self, path: Path) -> str:
+        """Upload a local file to the simulator (``PUT /sim/uploads``); return its public URL.
+
+        :raises InputError: the file cannot be read.
+        :raises GoEnhanceError: see ``_call`` (a real API answers 404: not a simulator).
+        """
+        path = Path(path)
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {path.name}: {exc.strerror}") from None
+        self.request_count += 1
+        try:
+            response = await self._http.put(
+                self.base_url + _UPLOAD, content=content,
+                headers={**self._auth_headers(), "X-Filename": path.name,
+                         "Content-Type": "application/octet-stream"},
+            )
+        except httpx.HTTPError as exc:
+            raise self._translate_transport_error(exc, "upload", post=False) from None
+        if response.status_code in (401, 403):
+            raise AuthError(f"upload: the simulator rejected the key (HTTP {response.status_code})")
+        if response.status_code != 200:
+            raise APIError(None, f"upload: HTTP {response.status_code} (is {redact_url(self.base_url)} a simulator?)",
+                           status=response.status_code)
+        try:
+            url = response.json()["url"]
+        except (ValueError, KeyError, TypeError):
+            raise TransportError("upload: malformed response from the simulator") from None
+        if not isinstance(url, str):
+            raise TransportError("upload: malformed response from the simulator")
+        return url
+
+    async def download(self, url: str, dest: Path, *, resume: bool = True,
+                       on_progress: ProgressFn | None = None) -> int:
+        """Stream ``url`` into ``dest``; return the file's total size in bytes.
+
+        With ``resume`` and an existing ``dest``, asks for the rest with ``Range`` and appends
+        (a server that ignores Range restarts the file). A body shorter than ``Content-Length``
+        is resumed up to ``settings.max_retries`` times. ``on_progress(done, total)`` is called
+        as bytes arrive (``total`` None when unknown). The bearer key is sent only when ``url``
+        is on the API's own origin. A partial file is left in place for a later resume.
+
+        :raises ResultExpired: HTTP 403/404/410 (the signed URL expired or is gone).
+        :raises TransportError: truncated or failed transfer after the retries.
+        :raises APIError: another HTTP status.
+        """
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            dest.unlink(missing_ok=True)
+        attempts = self.settings.max_retries + 1
+        last_error: GoEnhanceError | None = None
+        for attempt in range(attempts):
+            try:
+                return await self._download_once(url, dest, on_progress)
+            except _Truncated as exc:
+                last_error = TransportError(str(exc))
+                if attempt + 1 < attempts:
+                    await self.transport.sleep(self.transport.backoff(attempt))
+        assert last_error is not None
+        raise last_error
+
+    async def _download_once(self, url: str, dest: Path, on_progress: ProgressFn | None) -> int:
+        have = dest.stat().st_size if dest.exists() else 0
+        headers = self._auth_headers() if self._is_api_origin(url) else {}
+        headers["Accept-Encoding"] = "identity"
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        safe = redact_url(url)
+        self.request_count += 1
+        try:
+            async with self._http.stream("GET", url, headers=headers) as response:
+                status = response.status_code
+                if status in (403, 404, 410):
+                    raise ResultExpired(f"result URL expired or gone (HTTP {status}): {safe}")
+                if status == 416 and have:
+                    total = _content_range_total(response.headers.get("content-range"))
+                    if total == have:
+                        return have
+                    dest.unlink(missing_ok=True)
+                    raise _Truncated(f"download of {safe}: range not satisfiable, restarting")
+                if status == 206 and have:
+                    start = _content_range_start(response.headers.get("content-range"))
+                    if start != have:
+                        dest.unlink(missing_ok=True)
+                        raise _Truncated(f"download of {safe}: unexpected range, restarting")
+                    mode, offset = "ab", have
+                elif status == 200:
+                    mode, offset = "wb", 0
+                elif status in (401,):
+                    raise AuthError(f"download refused (HTTP {status}): {safe}")
+                else:
+                    raise APIError(None, f"download of {safe}: HTTP {status}", status=status)
+                encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+                length = None if encoded else _int_or_none(response.headers.get("content-length"))
+                total = offset + length if length is not None else None
+                done = offset
+                if on_progress is not None:
+                    on_progress(done, total)
+                with dest.open(mode) as fh:
+                    try:
+                        async for chunk in response.aiter_bytes(_CHUNK):
+                            fh.write(chunk)
+                            done += len(chunk)
+                            if on_progress is not None:
+                                on_progress(done, total)
+                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                        fh.flush()
+                        raise _Truncated(
+                            f"download of {safe} interrupted at {done} of "
+                            f"{total if total is not None else '?'} bytes ({type(exc).__name__})"
+                        ) from None
+                if total is not None and done != total:
+                    raise _Truncated(f"download of {safe} truncated: {done} of {total} bytes")
+                return done
+        except httpx.HTTPError as exc:
+            raise TransportError(f"download of {safe} failed: {type(exc).__name__}") from None
+
+    async def aclose(self) -> None:
+        """Close connections (the client is unusable afterwards)."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _Truncated(Exception):
+    """Internal: a download stopped early; resumable."""
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not value or not value.startswith("bytes "):
+        return None
+    rng = value[6:].split("/", 1)[0]
+    start, _, _ = rng.partition("-")
+    return _int_or_none(start)
+
+
+def _content_range_total(value: str | None) -> int | None:
+    if not value or "/" not in value:
+        return None
+    return _int_or_none(value.rsplit("/", 1)[1])
+
+
+def parse_styles(data: Any) -> list[Style]:
+    """Flatten the model list (categories with ``list[]``; a flat list is accepted too)."""
+    styles: list[Style] = []
+    seen: set[int] = set()
+
+    def add(item: Any, category: str) -> None:
+        if not isinstance(item, Mapping):
+            return
+        sid = _int_or_none(item.get("value"))
+        if sid is None or sid in seen:
+            return
+        seen.add(sid)
+        label = item.get("label")
+        version = item.get("version")
+        url = item.get("url")
+        styles.append(Style(
+            id=sid,
+            label=str(label) if label not in (None, "") else f"Style {sid}",
+            version=str(version) if version is not None else "",
+            category=category,
+            is_vip=bool(item.get("isVip", False)),
+            preview_url=url if isinstance(url, str) and url else None,
+        ))
+
+    if isinstance(data, Mapping):
+        data = data.get("list", [])
+    if not isinstance(data, list):
+        return styles
+    for entry in data:
+        if isinstance(entry, Mapping) and isinstance(entry.get("list"), list):
+            cat = entry.get("label") or entry.get("value") or ""
+            for item in entry["list"]:
+                add(item, str(cat))
+        else:
+            add(entry, "")
+    return styles
+
+
+def parse_job_detail(img_uuid: str, data: Any, *, now: float) -> JobDetail:
+    """Build a :class:`JobDetail` from a ``jobs/detail`` ``data`` object (tolerant)."""
+    if not isinstance(data, dict):
+        data = {}
+    url, expires, duration = extract_result(data, now=now)
+    raw_status = data.get("status")
+    raw_status = "" if raw_status is None else str(raw_status)
+    model_id = data.get("model_id")
+
+    def opt_str(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return JobDetail(
+        img_uuid=str(data.get("img_uuid") or img_uuid),
+        raw_status=raw_status,
+        state=map_status(raw_status, url is not None),
+        result_url=url,
+        expires_at=expires,
+        output_duration=duration,
+        start_time=opt_str(data.get("start_time")),
+        end_time=opt_str(data.get("end_time")),
+        model_id=opt_str(model_id),
+        raw=data,
+    )

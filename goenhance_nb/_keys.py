@@ -1,0 +1,193 @@
+"""Pure functions: content hashes, cache keys, status mapping, result extraction.
+
+No network, no clock (``extract_result`` takes ``now``), no global state: values in, values out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import blake3
+
+from goenhance_nb._records import JobSpec, JobState
+
+__all__ = [
+    "RESULT_URL_MAX_TTL",
+    "canonical_json",
+    "extract_result",
+    "hash_bytes",
+    "hash_file",
+    "map_status",
+    "request_key",
+]
+
+RESULT_URL_MAX_TTL = 12 * 3600.0
+"""Result URLs are treated as valid for at most 12 h (spec §4.3)."""
+
+_CHUNK = 1 << 20
+
+
+def hash_bytes(data: bytes) -> str:
+    """blake3 hex digest of ``data``."""
+    return blake3.blake3(data).hexdigest()
+
+
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """blake3 hex digest of a file, read in 1 MiB chunks. :raises OSError: unreadable file."""
+    h = blake3.blake3()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys, no spaces, non-ASCII kept: equal values give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def request_key(input_hash: str, spec: JobSpec, model_version: str, backend: str) -> str:
+    """Cache key (DECISIONS 7): blake3 of input hash, params, model id, model version, backend.
+
+    ``backend`` is ``"simulated"`` or the real API's host, never a port or full URL.
+    """
+    payload = {
+        "input": input_hash,
+        "params": spec.canonical(),
+        "model": spec.model,
+        "model_version": model_version,
+        "backend": backend,
+    }
+    return hash_bytes(canonical_json(payload).encode("utf-8"))
+
+
+_DONE = frozenset({"success", "completed"})
+_FAILED = frozenset({"failed", "error"})
+_QUEUED = frozenset({"pending", "queued", "waiting"})
+
+
+def map_status(raw: str | None, has_result: bool) -> JobState:
+    """Normalise an API status (case-insensitive).
+
+    ``success``/``completed`` with a result URL -> DONE (without one -> RUNNING: keep polling);
+    ``failed``/``error`` -> FAILED; ``pending``/``queued``/``waiting`` -> QUEUED; anything else
+    (``processing``, unknown, missing) -> RUNNING.
+    """
+    s = (raw or "").strip().lower()
+    if s in _DONE:
+        return JobState.DONE if has_result else JobState.RUNNING
+    if s in _FAILED:
+        return JobState.FAILED
+    if s in _QUEUED:
+        return JobState.QUEUED
+    return JobState.RUNNING
+
+
+def _parse_time(value: Any) -> float | None:
+    """ISO-8601 string or unix seconds (or ms) -> unix seconds; None if unparsable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return v / 1000.0 if v > 1e11 else v
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            return _parse_time(float(s))
+        except ValueError:
+            pass
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def _expiry_from_url(url: str) -> float | None:
+    try:
+        query = parse_qs(urlsplit(url).query)
+    except ValueError:
+        return None
+    sign_time = query.get("q-sign-time")
+    if sign_time:
+        _, _, end = sign_time[0].partition(";")
+        t = _parse_time(end)
+        if t is not None:
+            return t
+    for name in ("exp", "expires", "Expires"):
+        if query.get(name):
+            t = _parse_time(query[name][0])
+            if t is not None:
+                return t
+    return None
+
+
+def _as_float(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def extract_result(
+    data: Mapping[str, Any] | None, now: float | None = None
+) -> tuple[str | None, float | None, float | None]:
+    """Find the result URL in a ``jobs/detail`` ``data`` object.
+
+    Order: ``json[*].value`` of an item with type ``video`` (then any item with a URL value),
+    then ``img_url``, then ``output.video_url``. Returns ``(url, expires_at, duration)``;
+    ``expires_at`` comes from ``link_expired_at``, else the URL's ``q-sign-time=a;b`` /
+    ``exp=`` query, and is capped at ``now + 12 h`` (also when nothing says). ``now`` defaults
+    to ``time.time()``. Tolerates any malformed shape (returns ``(None, None, None)``).
+    """
+    if not isinstance(data, Mapping):
+        return None, None, None
+    now = time.time() if now is None else now
+    url: str | None = None
+    link_expiry: Any = None
+    duration: float | None = None
+
+    items = data.get("json")
+    if isinstance(items, list):
+        candidates = [i for i in items if isinstance(i, Mapping)
+                      and isinstance(i.get("value"), str) and i["value"].strip()]
+        videos = [i for i in candidates if str(i.get("type", "")).lower() == "video"]
+        chosen = (videos or candidates or [None])[0]
+        if chosen is not None:
+            url = chosen["value"].strip()
+            link_expiry = chosen.get("link_expired_at")
+            duration = _as_float(chosen.get("duration"))
+    if url is None and isinstance(data.get("img_url"), str) and data["img_url"].strip():
+        url = data["img_url"].strip()
+    if url is None:
+        output = data.get("output")
+        if isinstance(output, Mapping) and isinstance(output.get("video_url"), str) \
+                and output["video_url"].strip():
+            url = output["video_url"].strip()
+    if url is None:
+        return None, None, None
+    if link_expiry is None:
+        link_expiry = data.get("link_expired_at")
+    expires = _parse_time(link_expiry)
+    if expires is None:
+        expires = _expiry_from_url(url)
+    cap = now + RESULT_URL_MAX_TTL
+    expires = cap if expires is None else min(expires, cap)
+    return url, expires, duration

@@ -1,0 +1,408 @@
+"""Settings: one frozen object resolved from explicit arguments, config, environment, defaults.
+
+Precedence (highest first): explicit argument (Python call) > ``config`` mapping (``%config
+GoEnhanceMagics.*`` traitlets) > environment (``GOENHANCE_*``) > key file (API key only) >
+defaults. The API key never comes from ``config`` (DECISIONS 16) and is held in a
+:class:`SecretKey`, whose ``repr``/``str``/``format`` never show it and which refuses pickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import stat
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from goenhance_nb._errors import ConfigError
+
+__all__ = [
+    "DEFAULT_REAL_BASE_URL",
+    "POLL_FLOOR_SECONDS",
+    "SecretKey",
+    "Settings",
+    "SettingsWarning",
+    "is_loopback_host",
+    "key_file_path",
+    "write_key_file",
+]
+
+DEFAULT_REAL_BASE_URL = "https://api.goenhance.ai"
+POLL_FLOOR_SECONDS = 5.0
+_MASK = "SecretKey('***')"
+
+
+class SettingsWarning(UserWarning):
+    """A setting was adjusted (e.g. the poll interval raised to the 5 s floor)."""
+
+
+class SecretKey:
+    """An API key that never shows itself.
+
+    ``repr``, ``str``, ``format`` and f-strings give ``SecretKey('***')``; pickling raises
+    ``TypeError``; ``copy``/``deepcopy`` return the same object. Use :meth:`reveal` only where the
+    key goes on the wire. Equality and hashing compare the key value.
+    """
+
+    __slots__ = ("_SecretKey__value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("SecretKey takes a str")
+        self.__value = value.strip()
+
+    def reveal(self) -> str:
+        """Return the key itself (for the Authorization header only)."""
+        return self.__value
+
+    def __repr__(self) -> str:
+        return _MASK
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretKey):
+            return self.__value == other.__value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("SecretKey", self.__value))
+
+    def __bool__(self) -> bool:
+        return bool(self.__value)
+
+    def __copy__(self) -> SecretKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretKey:
+        return self
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise TypeError("SecretKey cannot be pickled (it would write the API key out)")
+
+    def __getstate__(self) -> Any:
+        raise TypeError("SecretKey cannot be pickled (it would write the API key out)")
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (the simulator's hosts)."""
+    if not host:
+        return False
+    h = host.strip("[]").lower()
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def key_file_path() -> Path:
+    """The API key file: ``platformdirs.user_config_path("goenhance_nb") / "api_key"``."""
+    return platformdirs.user_config_path("goenhance_nb") / "api_key"
+
+
+def _read_key_file(path: Path) -> SecretKey | None:
+    """Read the key file; ``None`` if absent or empty.
+
+    :raises ConfigError: the file is readable by group/others (must be mode 0600) or unreadable.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"the key file {path} is accessible by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror}") from None
+    return SecretKey(text) if text else None
+
+
+def write_key_file(key: SecretKey, path: Path | None = None) -> Path:
+    """Save ``key`` to the key file (mode 0600, written atomically); return its path.
+
+    :raises ConfigError: the file cannot be written.
+    """
+    path = path or key_file_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".api_key.")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(key.reveal() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write the key file {path}: {exc.strerror}") from None
+    return path
+
+
+def _default_cache_dir() -> Path:
+    return platformdirs.user_cache_path("goenhance_nb")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All configuration of a session. Build with :meth:`resolve`; change with :meth:`with_`.
+
+    Construction validates values (``ConfigError``), normalises ``base_url`` (no trailing
+    slash) and raises ``poll_interval`` to 5 s for a non-loopback host, with a
+    :class:`SettingsWarning` (DECISIONS 6).
+    """
+
+    api_key: SecretKey | None = None
+    base_url: str | None = None  # None = embedded simulator (resolved by Session)
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    poll_interval: float = 5.0
+    job_timeout: float = 1800.0
+    request_timeout: float = 30.0
+    rate_limit: float = 5.0
+    max_retries: int = 4
+    output_dir: Path | None = None
+    budget: int | None = None
+    max_upload_mb: float = 50.0
+    embed_limit_mb: float = 8.0
+    wait: bool | None = None
+    key_source: str | None = None  # "explicit" | "env" | "key file" | None (never the key)
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not isinstance(self.api_key, SecretKey):
+            if isinstance(self.api_key, str):
+                object.__setattr__(self, "api_key", SecretKey(self.api_key) if self.api_key.strip() else None)
+            else:
+                raise ConfigError("api_key must be a str or SecretKey")
+        if self.api_key is not None and not self.api_key:
+            object.__setattr__(self, "api_key", None)
+        if self.base_url is not None:
+            object.__setattr__(self, "base_url", _check_base_url(self.base_url))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+        if self.output_dir is not None:
+            object.__setattr__(self, "output_dir", Path(self.output_dir).expanduser())
+        for name in ("poll_interval", "job_timeout", "request_timeout", "rate_limit",
+                     "max_upload_mb", "embed_limit_mb"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+        if self.request_timeout <= 0 or self.job_timeout <= 0:
+            raise ConfigError("request_timeout and job_timeout must be > 0")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.budget is not None and (
+            isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0
+        ):
+            raise ConfigError(f"budget must be an integer >= 0, got {self.budget!r}")
+        if self.wait is not None and not isinstance(self.wait, bool):
+            raise ConfigError(f"wait must be True, False or None, got {self.wait!r}")
+        if self.poll_interval < POLL_FLOOR_SECONDS and not self.is_loopback:
+            warnings.warn(
+                f"poll_interval {self.poll_interval:g}s is below the {POLL_FLOOR_SECONDS:g}s "
+                f"floor for {self.backend}; using {POLL_FLOOR_SECONDS:g}s",
+                SettingsWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "poll_interval", POLL_FLOOR_SECONDS)
+
+    @property
+    def host(self) -> str | None:
+        """The API host (``None`` for the embedded simulator)."""
+        return urlsplit(self.base_url).hostname if self.base_url else None
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when requests stay on this machine (embedded or loopback simulator)."""
+        return self.base_url is None or is_loopback_host(self.host)
+
+    @property
+    def backend(self) -> str:
+        """Backend identity for cache keys: ``"simulated"`` or the API host (never a port)."""
+        return "simulated" if self.is_loopback else (self.host or "unknown")
+
+    @property
+    def is_simulated(self) -> bool:
+        """True when the backend is a simulator (no real credits are spent)."""
+        return self.backend == "simulated"
+
+    def with_(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated like a fresh construction).
+
+        :raises ConfigError: unknown field or invalid value.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Settings cannot be pickled (it holds the API key)")
+
+    def __copy__(self) -> Settings:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Settings:
+        return self
+
+    @classmethod
+    def resolve(
+        cls,
+        explicit: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        key_file: Path | None = None,
+    ) -> Settings:
+        """Build settings: explicit > config > environment > key file (key only) > defaults.
+
+        ``None`` values in ``explicit``/``config`` count as "not given". ``env`` defaults to
+        ``os.environ``; ``key_file`` defaults to :func:`key_file_path`. A key with no base URL
+        means the real API (``https://api.goenhance.ai``); no key and no base URL means the
+        embedded simulator (``base_url=None``).
+
+        :raises ConfigError: an unknown name, an unparsable value, a key in ``config``, or a key
+            file readable by others.
+        """
+        env = os.environ if env is None else env
+        names = {f.name for f in dataclasses.fields(cls)} - {"key_source"}
+        explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+        config = {k: v for k, v in (config or {}).items() if v is not None}
+        for src, m in (("argument", explicit), ("config", config)):
+            unknown = sorted(set(m) - names)
+            if unknown:
+                raise ConfigError(f"unknown setting(s) in {src}: {', '.join(unknown)}")
+        if "api_key" in config:
+            raise ConfigError(
+                "the API key cannot be set through %config (a cell's text is saved); "
+                "use GOENHANCE_API_KEY, the key file, or %goenhance login"
+            )
+        values: dict[str, Any] = {}
+        for name in sorted(names - {"api_key"}):
+            env_name = f"GOENHANCE_{name.upper()}"
+            if name in explicit:
+                raw, src = explicit[name], f"argument {name}"
+            elif name in config:
+                raw, src = config[name], f"GoEnhanceMagics.{name}"
+            elif env.get(env_name, "").strip():
+                raw, src = env[env_name].strip(), env_name
+            else:
+                continue
+            values[name] = _PARSERS[name](raw, src)
+
+        key: SecretKey | None = None
+        key_source: str | None = None
+        if "api_key" in explicit:
+            raw_key = explicit["api_key"]
+            key = raw_key if isinstance(raw_key, SecretKey) else SecretKey(str(raw_key))
+            key_source = "explicit"
+        elif env.get("GOENHANCE_API_KEY", "").strip():
+            key, key_source = SecretKey(env["GOENHANCE_API_KEY"]), "env"
+        else:
+            key = _read_key_file(key_file or key_file_path())
+            key_source = "key file" if key else None
+        if key is not None and not key:
+            key, key_source = None, None
+        if key is not None and "base_url" not in values:
+            values["base_url"] = DEFAULT_REAL_BASE_URL
+        return cls(api_key=key, key_source=key_source, **values)
+
+
+def _check_base_url(url: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigError("base_url must be a string")
+    url = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError("base_url is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("base_url must be an http(s) URL with a host, e.g. https://api.goenhance.ai")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError("base_url must not contain credentials, a query or a fragment")
+    return url
+
+
+def _float(raw: Any, src: str) -> float:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{src} must be a number, got {raw!r}") from None
+
+
+def _int(raw: Any, src: str) -> int:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        if isinstance(raw, float):
+            if not raw.is_integer():
+                raise ValueError
+            return int(raw)
+        return int(str(raw).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(f"{src} must be an integer, got {raw!r}") from None
+
+
+def _bool_or_none(raw: Any, src: str) -> bool | None:
+    if isinstance(raw, bool):
+        return raw
+    s = str(raw).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    if s in ("", "auto", "none"):
+        return None
+    raise ConfigError(f"{src} must be 1/0, true/false or auto, got {raw!r}")
+
+
+def _path(raw: Any, src: str) -> Path:
+    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
+        raise ConfigError(f"{src} must be a path, got {raw!r}")
+    return Path(os.fspath(raw)).expanduser()
+
+
+def _str(raw: Any, src: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{src} must be a string")
+    return raw
+
+
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "base_url": _str,
+    "cache_dir": _path,
+    "poll_interval": _float,
+    "job_timeout": _float,
+    "request_timeout": _float,
+    "rate_limit": _float,
+    "max_retries": _int,
+    "output_dir": _path,
+    "budget": _int,
+    "max_upload_mb": _float,
+    "embed_limit_mb": _float,
+    "wait": _bool_or_none,
+}
