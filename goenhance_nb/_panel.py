@@ -1,0 +1,532 @@
+"""The GoEnhance panel: pick an input and a style, submit, watch jobs (core ipywidgets).
+
+``goenhance_nb.panel()`` (and ``%goenhance panel``) returns a :class:`Panel`. It talks to the
+:class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python through the
+session's client and shown as ``ipywidgets.Image`` bytes (the browser never fetches an
+authenticated URL); when previews fail the gallery is plain text buttons. Uploaded clips
+(``FileUpload``, small files only; DECISIONS 17) are copied to a local file at once and the
+widget's value is cleared so the bytes never reach saved widget state.
+
+Headless use (DECISIONS 22): ``Panel.submit(input, style, **params)`` sets the controls and
+submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks: ARCHITECTURE.md
+section 4.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
+from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, result_bundle
+
+__all__ = ["VIDEO_SUFFIXES", "Panel", "find_videos", "panel"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov")
+UPLOAD_WARN_BYTES = 10 * 1024 * 1024  # the server's websocket message limit is about 10 MiB
+_SKIP_DIRS = {"goenhance_outputs", "node_modules", "__pycache__", "site-packages"}
+_RESOLUTIONS = ("540p", "720p")
+
+
+def panel(session: Any = None) -> Panel:
+    """Build the panel for ``session`` (default: :func:`goenhance_nb.get_session`).
+
+    :raises GoEnhanceError: only for a broken session; model-list failures are shown in the
+        panel's message line instead.
+    """
+    return Panel(session=session)
+
+
+def find_videos(root: Path | str, *, max_depth: int = 3, limit: int = 200) -> list[str]:
+    """Video files (``.mp4``/``.mov``) under ``root``, as sorted paths relative to it.
+
+    Hidden directories, ``goenhance_outputs`` and virtualenv/package folders are skipped.
+    """
+    root = Path(root)
+    found: list[str] = []
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).parts) - base_depth
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
+                             and not (Path(dirpath) / d / "pyvenv.cfg").exists())
+        if depth >= max_depth:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            if name.lower().endswith(VIDEO_SUFFIXES) and not name.startswith("."):
+                found.append((Path(dirpath) / name).relative_to(root).as_posix())
+                if len(found) >= limit:
+                    return sorted(found)
+    return sorted(found)
+
+
+def _safe_name(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload.mp4"
+    return stem[:80]
+
+
+class _Gallery(W.Box):
+    """Style gallery: one ToggleButton per style (classes ``goenhance-style``,
+    ``goenhance-style-<id>``) under an optional thumbnail ``Image``; one selected at a time."""
+
+    def __init__(self, on_change: Callable[[int | None], None]) -> None:
+        super().__init__(layout=W.Layout(flex_flow="row wrap", gap="6px"))
+        self.add_class("goenhance-gallery")
+        self.buttons: dict[int, W.ToggleButton] = {}
+        self.images: dict[int, W.Image] = {}
+        self.styles: dict[int, Any] = {}
+        self._on_change = on_change
+        self._busy = False
+        self.selected: int | None = None
+
+    def set_styles(self, styles: list[Any]) -> None:
+        cards = []
+        self.buttons.clear()
+        self.images.clear()
+        self.styles = {int(s.id): s for s in styles}
+        for s in styles:
+            label = f"{s.label} ★VIP" if getattr(s, "is_vip", False) else str(s.label)
+            btn = W.ToggleButton(description=label, tooltip=f"{s.label} (id {s.id}, {s.version})",
+                                 layout=W.Layout(width="140px"))
+            btn.add_class("goenhance-style")
+            btn.add_class(f"goenhance-style-{s.id}")
+            btn.observe(lambda ch, sid=int(s.id): self._toggled(sid, ch["new"]), names="value")
+            img = W.Image(format="jpeg", layout=W.Layout(width="140px", height="79px",
+                                                          display="none"))
+            img.add_class("goenhance-style-preview")
+            self.buttons[int(s.id)] = btn
+            self.images[int(s.id)] = img
+            cards.append(W.VBox([img, btn], layout=W.Layout(width="146px")))
+        self.children = cards
+
+    def set_preview(self, style_id: int, data: bytes | None) -> None:
+        img = self.images.get(style_id)
+        if img is None or not data:
+            return
+        with img.hold_sync(), img.layout.hold_sync():
+            img.value = data
+            img.layout.display = None
+
+    def select(self, style_id: int | None) -> None:
+        if style_id is not None and style_id not in self.buttons:
+            raise InputError(f"unknown style id {style_id}")
+        self._busy = True
+        try:
+            for sid, btn in self.buttons.items():
+                btn.value = sid == style_id
+                btn.button_style = "primary" if sid == style_id else ""
+        finally:
+            self._busy = False
+        self.selected = style_id
+        self._on_change(style_id)
+
+    def _toggled(self, sid: int, value: bool) -> None:
+        if self._busy:
+            return
+        if value:
+            self.select(sid)
+        elif self.selected == sid:
+            self.select(None)
+
+
+class Panel(W.VBox):
+    """Input picker, style gallery, parameters, Submit, live jobs list and credits.
+
+    Python API (headless, DECISIONS 22): :meth:`submit`, :attr:`jobs`, :meth:`refresh_credits`,
+    :meth:`load_previews`. Attributes expose the controls (``input_path``, ``browser``,
+    ``upload``, ``gallery``, ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``,
+    ``submit_button``, ``jobs_box``, ``credits``, ``result``, ``message``).
+    """
+
+    def __init__(self, session: Any = None, *, notebook_dir: Path | str | None = None,
+                 load_previews: bool = True, **kwargs: Any) -> None:
+        if session is None:
+            from goenhance_nb._session import get_session
+
+            session = get_session()
+        self._session = session
+        self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
+        self._jobs: list[Any] = []
+        self._rows: list[W.Widget] = []
+        self._status: list[StatusWidget] = []
+        self._lock = threading.Lock()
+        self._preview_cache: dict[int, bytes | None] = {}
+        self.previews_ready = threading.Event()
+        self.styles: list[Any] = []
+
+        # -- input --------------------------------------------------------------------------
+        self.input_path = W.Text(placeholder="path/to/clip.mp4 or https://…", description="Input",
+                                 layout=W.Layout(width="420px"))
+        self.input_path.add_class("goenhance-input")
+        self.browser = W.Select(options=[], rows=5, description="Videos",
+                                layout=W.Layout(width="420px"))
+        self.browser.add_class("goenhance-browser")
+        self.browser.observe(self._browsed, names="value")
+        self.refresh_button = W.Button(description="Refresh list", icon="sync",
+                                       layout=W.Layout(width="auto"))
+        self.refresh_button.on_click(lambda _b: self.refresh_files())
+        self.upload = W.FileUpload(accept=",".join(VIDEO_SUFFIXES), multiple=False,
+                                   description="Upload small clip")
+        self.upload.add_class("goenhance-upload")
+        self.upload.observe(self._uploaded, names="value")
+
+        # -- style and params ---------------------------------------------------------------
+        self.gallery = _Gallery(self._style_changed)
+        self.prompt = W.Textarea(placeholder="optional prompt (≤ 500 characters)",
+                                 description="Prompt", layout=W.Layout(width="420px"))
+        self.prompt.add_class("goenhance-prompt")
+        self.duration = W.BoundedIntText(value=5, min=3, max=30, description="Duration (s)",
+                                         style={"description_width": "initial"},
+                                         layout=W.Layout(width="160px"))
+        self.duration.add_class("goenhance-duration")
+        self.resolution = W.Dropdown(options=list(_RESOLUTIONS), value="720p",
+                                     description="Resolution", layout=W.Layout(width="200px"))
+        self.resolution.add_class("goenhance-resolution")
+        self.seed = W.IntText(value=-1, description="Seed", layout=W.Layout(width="160px"))
+        self.seed.add_class("goenhance-seed")
+        self.force = W.Checkbox(value=False, description="run again (ignore cache)", indent=False)
+        self.force.add_class("goenhance-force")
+        self.estimate = W.Label("")
+        self.estimate.add_class("goenhance-estimate")
+        for w in (self.duration, self.resolution):
+            w.observe(lambda _ch: self._update_estimate(), names="value")
+        self.submit_button = W.Button(description="Submit", button_style="success", icon="play")
+        self.submit_button.add_class("goenhance-submit")
+        self.submit_button.on_click(lambda _b: self._submit_clicked())
+        self.message = W.HTML("")
+        self.message.add_class("goenhance-panel-message")
+
+        # -- jobs, credits, result ----------------------------------------------------------
+        self.jobs_box = W.VBox([])
+        self.jobs_box.add_class("goenhance-jobs")
+        self.credits = W.Label("")
+        self.credits.add_class("goenhance-credits")
+        self.backend = W.Label(backend_label(getattr(session, "backend", None)),
+                               style={"font_weight": "bold"})
+        self.backend.add_class("goenhance-backend")
+        if self.backend.value == "SIMULATED":
+            self.backend.style.background = "#fdd835"
+        self.result = W.Output()
+        self.result.add_class("goenhance-panel-result")
+
+        super().__init__([
+            W.HBox([W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
+                   layout=W.Layout(gap="10px", align_items="center")),
+            W.HBox([W.VBox([self.input_path, self.browser]),
+                    W.VBox([self.refresh_button, self.upload])]),
+            W.HTML("<b>Style</b>"), self.gallery,
+            self.prompt,
+            W.HBox([self.duration, self.resolution, self.seed, self.force],
+                   layout=W.Layout(flex_flow="row wrap", align_items="center")),
+            W.HBox([self.submit_button, self.estimate], layout=W.Layout(align_items="center")),
+            self.message,
+            W.HTML("<b>Jobs</b>"), self.jobs_box,
+            self.result,
+        ], **kwargs)
+        self.add_class("goenhance-panel")
+
+        self.refresh_files()
+        self._load_styles()
+        self.refresh_credits()
+        if load_previews:
+            threading.Thread(target=self.load_previews, name="goenhance-previews",
+                             daemon=True).start()
+        else:
+            self.previews_ready.set()
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def session(self) -> Any:
+        return self._session
+
+    @property
+    def jobs(self) -> list[Any]:
+        """The Jobs submitted from this panel, oldest first."""
+        with self._lock:
+            return list(self._jobs)
+
+    @property
+    def status_widgets(self) -> list[StatusWidget]:
+        """The compact StatusWidget of each job row, oldest first."""
+        with self._lock:
+            return list(self._status)
+
+    def submit(self, input: str | os.PathLike[str] | None = None, style: int | str | None = None,
+               **params: Any) -> Any:
+        """Set the controls, then submit exactly like the Submit button.
+
+        ``params``: ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``. Omitted values
+        keep the controls' current values.
+
+        :returns: the Job (already done and ``cached`` when the result was in the cache).
+        :raises GoEnhanceError: a bad input or parameter (also shown in the message line).
+        """
+        unknown = set(params) - {"prompt", "duration", "resolution", "seed", "force"}
+        if unknown:
+            raise TypeError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        if input is not None:
+            self.input_path.value = os.fspath(input)
+        if style is not None:
+            self.gallery.select(self._style_id(style))
+        if "prompt" in params:
+            self.prompt.value = params["prompt"] or ""
+        if "duration" in params:
+            self.duration.value = int(params["duration"])
+        if "resolution" in params:
+            self.resolution.value = params["resolution"]
+        if "seed" in params:
+            self.seed.value = int(params["seed"])
+        if "force" in params:
+            self.force.value = bool(params["force"])
+        return self._submit_from_controls()
+
+    def refresh_files(self) -> None:
+        """Re-list the video files under the notebook directory."""
+        try:
+            files = find_videos(self._root)
+        except OSError:
+            files = []
+        self.browser.options = files
+
+    def refresh_credits(self) -> None:
+        """Ask the session for the balance and show it with the session spend."""
+        try:
+            c = self._session.credits()
+            count: int | None = int(c.count)
+        except GoEnhanceError as exc:
+            count = None
+            self._show_message(f"credits unavailable: {type(exc).__name__}: {exc}", error=True)
+        self._render_credits(count)
+
+    def load_previews(self) -> None:
+        """Fetch every style's thumbnail (bytes, through the session) and show it. Never raises;
+        a style whose preview fails stays a text button."""
+        try:
+            for s in list(self.gallery.styles.values()):
+                data = self._preview_bytes(s)
+                self.gallery.set_preview(int(s.id), data)
+        finally:
+            self.previews_ready.set()
+
+    def close(self) -> None:
+        for sw in self.status_widgets:
+            sw.close()
+        super().close()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _load_styles(self) -> None:
+        try:
+            self.styles = list(self._session.styles())
+        except GoEnhanceError as exc:
+            self.styles = []
+            self._show_message(f"could not load styles: {type(exc).__name__}: {exc}", error=True)
+        self.gallery.set_styles(self.styles)
+        if self.styles:
+            self.gallery.select(int(self.styles[0].id))
+
+    def _style_id(self, style: int | str) -> int:
+        if isinstance(style, int) or (isinstance(style, str) and style.strip().isdigit()):
+            sid = int(style)
+            if sid in self.gallery.buttons:
+                return sid
+            raise InputError(f"unknown style id {sid}")
+        want = str(style).strip().lower()
+        for s in self.styles:
+            if str(s.label).lower() == want:
+                return int(s.id)
+        raise InputError(f"unknown style {style!r}")
+
+    def _style_changed(self, _sid: int | None) -> None:
+        self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        sid = self.gallery.selected
+        usage = getattr(self._session, "usage", None)
+        if sid is None or usage is None:
+            self.estimate.value = ""
+            return
+        s = self.gallery.styles.get(sid)
+        try:
+            est = usage.estimate(sid, self.resolution.value, int(self.duration.value),
+                                 is_vip=bool(getattr(s, "is_vip", False)))
+            self.estimate.value = f"cost {est}"
+        except Exception:
+            self.estimate.value = ""
+
+    def _browsed(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self.input_path.value = str(change["new"])
+
+    def _uploaded(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        if not files:
+            return
+        try:
+            f = files[0]
+            name = _safe_name(str(f.get("name") or "upload.mp4"))
+            data = bytes(f.get("content") or b"")
+            dest_dir = Path(self._session.settings.cache_dir) / "uploads"
+            dest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            dest = dest_dir / name
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            self.input_path.value = str(dest)
+            note = f"uploaded {name} ({len(data) / 1e6:.1f} MB)"
+            if len(data) > UPLOAD_WARN_BYTES:
+                note += " — large files: use the path field or the file list instead"
+            self._show_message(note)
+        except OSError as exc:
+            self._show_message(f"upload failed: {exc}", error=True)
+        finally:
+            # DECISIONS 17: the bytes must never stay in the widget's (saved) state
+            self.upload.value = ()
+
+    def _resolve_input(self) -> str:
+        text = self.input_path.value.strip()
+        if not text:
+            raise InputError("choose an input video (path, file list or upload)")
+        if re.match(r"^https?://", text):
+            return text
+        p = Path(text).expanduser()
+        if not p.is_absolute():
+            p = self._root / p
+        return str(p)
+
+    def _submit_from_controls(self) -> Any:
+        try:
+            source = self._resolve_input()
+            sid = self.gallery.selected
+            if sid is None:
+                raise InputError("choose a style")
+            prompt = self.prompt.value.strip() or None
+            job = self._session.transform(
+                source, sid, prompt=prompt, duration=int(self.duration.value),
+                resolution=self.resolution.value, seed=int(self.seed.value),
+                force=bool(self.force.value))
+        except GoEnhanceError as exc:
+            self._show_message(f"{type(exc).__name__}: {exc}", error=True)
+            raise
+        self._show_message("")
+        self._add_job(job, Path(source).name if "://" not in source else source.rsplit("/", 1)[-1])
+        return job
+
+    def _submit_clicked(self) -> None:
+        with contextlib.suppress(GoEnhanceError):
+            self._submit_from_controls()
+
+    def _add_job(self, job: Any, input_name: str) -> None:
+        style = self.gallery.styles.get(getattr(job.spec, "model", None))
+        label = getattr(style, "label", None) or str(getattr(job.spec, "model", "?"))
+        sw = StatusWidget(job, session=self._session, compact=True)
+        row = W.HBox([W.Label(label, layout=W.Layout(width="120px")),
+                      W.Label(input_name, layout=W.Layout(width="160px")), sw],
+                     layout=W.Layout(align_items="center"))
+        row.add_class("goenhance-job")
+        with self._lock:
+            self._jobs.append(job)
+            self._status.append(sw)
+            self._rows.append(row)
+            rows = list(self._rows)
+        self.jobs_box.children = tuple(reversed(rows))  # newest first
+        shown: set[str] = set()
+
+        def on_event(ev: Any) -> None:  # engine thread
+            kind = getattr(ev, "kind", None)
+            if kind in {"done", "cached"} and getattr(ev, "result", None) is not None:
+                key = str(getattr(ev.result, "key", ""))
+                if key in shown:
+                    return
+                shown.add(key)
+                self._show_result(ev.result, cached=kind == "cached" or bool(job.cached))
+                self._render_credits_later()
+
+        job.subscribe(on_event)
+
+    def _show_result(self, result: Any, *, cached: bool) -> None:
+        try:
+            data, md = result_bundle(result, notebook_dir=self._root, cached=cached)
+        except GoEnhanceError as exc:
+            self._show_message(f"{type(exc).__name__}: {exc}", error=True)
+            return
+        append_bundle(self.result, data, md)
+
+    def _render_credits_later(self) -> None:
+        # credits() is an HTTP call: never on the engine thread
+        threading.Thread(target=self.refresh_credits, name="goenhance-credits",
+                         daemon=True).start()
+
+    def _render_credits(self, count: int | None) -> None:
+        usage = getattr(self._session, "usage", None)
+        snap = usage.snapshot() if usage is not None else {}
+        parts = [f"credits {count}" if count is not None else "credits ?"]
+        parts.append(f"session spend {snap.get('spent', 0)}")
+        if snap.get("budget") is not None:
+            parts.append(f"budget {snap['budget']}")
+        self.credits.value = " · ".join(parts)
+
+    def _show_message(self, text: str, *, error: bool = False) -> None:
+        text = redact_text(text)
+        colour = "#c62828" if error else "#555"
+        self.message.value = (f'<span style="color:{colour}">{html.escape(text)}</span>'
+                              if text else "")
+
+    def _preview_bytes(self, style: Any) -> bytes | None:
+        sid = int(style.id)
+        if sid in self._preview_cache:
+            return self._preview_cache[sid]
+        data = _fetch_preview(self._session, style)
+        self._preview_cache[sid] = data
+        return data
+
+
+def _fetch_preview(session: Any, style: Any) -> bytes | None:
+    """Preview image bytes for ``style`` via the session (memoised in the session's meta
+    store as base64). ``None`` when there is no preview or fetching fails."""
+    if not getattr(style, "preview_url", None):
+        return None
+    cache = getattr(session, "cache", None)
+    meta_key = f"preview:{style.id}:{style.version}"
+    if cache is not None:
+        with contextlib.suppress(Exception):
+            hit = cache.meta_get(meta_key, max_age=7 * 86400)
+            if isinstance(hit, str):
+                return base64.b64decode(hit)
+    data: bytes | None = None
+    try:
+        fetch = getattr(session, "style_preview", None)
+        if fetch is not None:
+            data = fetch(style)
+        else:
+            data = _download_preview(session, style)
+    except Exception:
+        return None
+    if data and cache is not None:
+        with contextlib.suppress(Exception):
+            cache.meta_set(meta_key, base64.b64encode(data).decode("ascii"))
+    return data or None
+
+
+def _download_preview(session: Any, style: Any) -> bytes | None:
+    """Fallback: download through the session's AsyncClient into the cache's tmp dir."""
+    client = getattr(session, "client", None)
+    if client is None:
+        return None
+    from goenhance_nb._sync import run_sync
+
+    tmp_dir = Path(session.settings.cache_dir) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = tmp_dir / f"preview-{style.id}-{os.getpid()}-{threading.get_ident()}.jpg"
+    try:
+        run_sync(client.download(style.preview_url, dest, resume=False))
+        return dest.read_bytes()
+    finally:
+        dest.unlink(missing_ok=True)
