@@ -1,0 +1,358 @@
+"""Show a finished result inline: the stored video as a regular notebook output.
+
+The content-addressed store in the cache dir is the source of truth (DECISIONS 13). A notebook
+shows a hard link (else a copy) of the stored file in ``goenhance_outputs/`` beside the notebook,
+named ``<style-slug>-<key8>.mp4`` and referenced by a RELATIVE path, so the saved notebook and its
+HTML export play it from disk and never hold a signed remote URL. Where the frontend cannot fetch
+files beside the notebook (VS Code, Colab) the video is embedded as a base64 data URI under
+``settings.embed_limit_mb``.
+
+DOM hooks (docs/ARCHITECTURE.md section 4): ``div.goenhance-result`` holding
+``video.goenhance-video``, ``span.goenhance-simulated`` ("SIMULATED") when simulated and
+``span.goenhance-cached`` ("cached") for cache hits. Output metadata
+``{"goenhance_nb": provenance}``. The ``text/plain`` part is one line for terminals.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from goenhance_nb._errors import GoEnhanceError, redact_text
+
+__all__ = [
+    "OUTPUTS_DIRNAME",
+    "ResultBundle",
+    "choose_media",
+    "error_bundle",
+    "link_or_copy",
+    "notebook_dir",
+    "outputs_path",
+    "placeholder_bundle",
+    "provenance",
+    "publish_result",
+    "slugify",
+]
+
+OUTPUTS_DIRNAME = "goenhance_outputs"
+_VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
+_DEFAULT_EMBED_LIMIT_MB = 8.0
+
+
+class ResultLike(Protocol):
+    """What :func:`publish_result` reads from a result (``_cache.ResultRecord`` fits)."""
+
+    key: str
+    path: str
+    sha: str
+    job_id: str | None
+    model: int
+    style_label: str
+    params: Mapping[str, Any]
+    input_hash: str
+    cost: int | None
+    backend: str
+    created: float
+
+
+class ResultBundle(dict):  # type: ignore[type-arg]
+    """A MIME bundle (``{mime: data}``) that also carries its output metadata.
+
+    It is a plain ``dict`` of MIME data, and displays itself with the metadata through
+    ``_repr_mimebundle_``, so ``display(bundle)``, ``handle.update(bundle)`` and
+    ``Output.append_display_data(bundle)`` all keep the provenance metadata.
+    """
+
+    metadata: dict[str, Any]
+
+    def __init__(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.metadata = dict(metadata or {})
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(self), dict(self.metadata)
+
+    def __repr__(self) -> str:
+        return str(self.get("text/plain", "ResultBundle"))
+
+
+# -- paths ------------------------------------------------------------------------------------
+def slugify(text: str, *, fallback: str = "result") -> str:
+    """``"Oil Painting"`` -> ``"oil-painting"`` (lowercase ASCII letters, digits and dashes)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return slug[:40].strip("-") or fallback
+
+
+def notebook_dir(output_dir: Path | str | None = None, *, shell: Any | None = None,
+                 env: Mapping[str, str] | None = None) -> Path:
+    """The folder relative output paths are resolved against (the notebook's folder).
+
+    Order: VS Code's ``__vsc_ipynb_file__`` in the user namespace, then ``JPY_SESSION_NAME``'s
+    folder when it names an existing folder, then the kernel's working directory.
+    ``output_dir`` is not used here (it changes where files go, not what they are relative to).
+    """
+    env = os.environ if env is None else env
+    if shell is None:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover
+            shell = None
+    vsc = (getattr(shell, "user_ns", None) or {}).get("__vsc_ipynb_file__")
+    candidates = [vsc, env.get("JPY_SESSION_NAME")]
+    for cand in candidates:
+        if isinstance(cand, str) and cand:
+            p = Path(cand).expanduser()
+            if not p.is_absolute():
+                p = Path.cwd() / p
+            if p.parent.is_dir():
+                return p.parent.resolve()
+    return Path.cwd().resolve()
+
+
+_find_notebook_dir = notebook_dir
+
+
+def link_or_copy(src: Path, dest: Path) -> Path:
+    """Make ``dest`` hold the bytes of ``src``: a hard link when possible, else a copy.
+
+    An existing ``dest`` that is already the same file (same inode, or same size and bytes) is
+    kept. Writes through a temp name and ``os.replace``, so a reader never sees half a file.
+    Raises :class:`GoEnhanceError` when ``src`` is missing or ``dest`` cannot be written.
+    """
+    src = Path(src)
+    dest = Path(dest)
+    try:
+        if dest.exists():
+            if os.path.samefile(src, dest):
+                return dest
+            if dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest):
+                return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except FileNotFoundError as exc:
+        raise GoEnhanceError(f"result file missing: {exc.filename}") from None
+    except OSError as exc:
+        raise GoEnhanceError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
+def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def outputs_path(result: ResultLike, notebook_dir: Path | str, *,
+                 output_dir: Path | str | None = None) -> Path:
+    """Put the stored result beside the notebook and return the new path.
+
+    The file is ``<output_dir or notebook_dir/goenhance_outputs>/<style-slug>-<key8>.mp4``, a hard
+    link to the store file (else a copy). These files belong to the notebook: ``cache clear``
+    never deletes them. Raises :class:`GoEnhanceError` if the stored file is gone.
+    """
+    base = Path(output_dir) if output_dir else Path(notebook_dir) / OUTPUTS_DIRNAME
+    if not base.is_absolute():
+        base = Path(notebook_dir) / base
+    name = f"{slugify(result.style_label)}-{result.key[:8]}.mp4"
+    return link_or_copy(Path(result.path), base / name)
+
+
+def _relative_src(path: Path, notebook_dir: Path) -> str:
+    """``path`` relative to ``notebook_dir`` with forward slashes (a URL path)."""
+    rel = os.path.relpath(Path(path).resolve(), Path(notebook_dir).resolve())
+    return Path(rel).as_posix()
+
+
+# -- media choice -----------------------------------------------------------------------------
+def choose_media(frontend: str, size: int, *, embed: bool | None = None,
+                 embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB) -> str:
+    """``"embed"`` (base64 data URI in the output) or ``"link"`` (relative file path).
+
+    ``embed=True`` always embeds and ``embed=False`` never does. Otherwise (auto) embed only where
+    the frontend cannot fetch a file beside the notebook (``vscode``, ``colab``) and only when
+    the file is at most ``embed_limit_mb`` MiB (Colab caps an output at about 10 MB; base64 is
+    1.33x). Lab, headless runs, terminals and unknown frontends link.
+    """
+    if embed is not None:
+        return "embed" if embed else "link"
+    if frontend in ("vscode", "colab") and size <= embed_limit_mb * 1024 * 1024:
+        return "embed"
+    return "link"
+
+
+def _data_uri(path: Path, mime: str = "video/mp4") -> str:
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+
+
+# -- bundles ----------------------------------------------------------------------------------
+def provenance(result: ResultLike, *, file: str | None = None, cached: bool = False) -> dict[str, Any]:
+    """The ``goenhance_nb`` output metadata of ``result`` (JSON-safe; no URLs, no key)."""
+    params = getattr(result, "params", None)
+    return {
+        "input_hash": getattr(result, "input_hash", None),
+        "params": dict(params) if isinstance(params, Mapping) else params,
+        "job_id": getattr(result, "job_id", None),
+        "model": getattr(result, "model", None),
+        "model_version": getattr(result, "model_version", None),
+        "style": getattr(result, "style_label", None),
+        "backend": getattr(result, "backend", None),
+        "output_sha": getattr(result, "sha", None),
+        "key": getattr(result, "key", None),
+        "cost": getattr(result, "cost", None),
+        "created": getattr(result, "created", None),
+        "source_name": getattr(result, "source_name", None),
+        "file": file,
+        "cached": bool(cached),
+    }
+
+
+def _is_simulated(result: ResultLike) -> bool:
+    return str(getattr(result, "backend", "")) == "simulated"
+
+
+def _caption(result: ResultLike, cached: bool) -> tuple[str, str]:
+    """(html, text) caption: style, duration, resolution, job id, cost, labels."""
+    params = getattr(result, "params", None) or {}
+    bits = [str(result.style_label)]
+    if isinstance(params, Mapping):
+        if params.get("duration") is not None:
+            bits.append(f"{params['duration']} s")
+        if params.get("resolution"):
+            bits.append(str(params["resolution"]))
+    if result.job_id:
+        bits.append(f"job {str(result.job_id)[:8]}")
+    if result.cost is not None:
+        bits.append(f"{result.cost} credits")
+    text = " · ".join(bits)
+    labels_html = ""
+    labels_text = ""
+    if _is_simulated(result):
+        labels_html += (' <span class="goenhance-simulated" style="background:#fde68a;color:#713f12;'
+                        'padding:0 4px;border-radius:3px;font-weight:600">SIMULATED</span>')
+        labels_text += " [SIMULATED]"
+    if cached:
+        labels_html += (' <span class="goenhance-cached" style="background:#e0e7ff;color:#3730a3;'
+                        'padding:0 4px;border-radius:3px">cached</span>')
+        labels_text += " [cached]"
+    return html.escape(text) + labels_html, text + labels_text
+
+
+_SYNC_SCRIPT = """<script>(function(){var s=document.currentScript;if(!s)return;
+var r=s.closest('.goenhance-result');if(!r)return;var v=r.querySelectorAll('video');if(v.length<2)return;
+var a=v[0],b=v[1],busy=false;function f(x,y){['play','pause','seeked','ratechange'].forEach(function(e){
+x.addEventListener(e,function(){if(busy)return;busy=true;try{if(Math.abs(y.currentTime-x.currentTime)>0.05)
+{y.currentTime=x.currentTime;}y.playbackRate=x.playbackRate;if(e==='play'){y.play();}else if(e==='pause')
+{y.pause();}}finally{busy=false;}});});}f(a,b);f(b,a);r.setAttribute('data-goenhance-synced','1');})();</script>"""
+
+
+def publish_result(result: ResultLike, *, notebook_dir: Path | str | None = None,
+                   embed: bool | None = None, cached: bool = False, compare: bool = False,
+                   source: Path | str | None = None, frontend: str | None = None,
+                   output_dir: Path | str | None = None,
+                   embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
+                   width: int = 480) -> ResultBundle:
+    """Build the regular output for a finished result; returns a :class:`ResultBundle`.
+
+    Links (else copies) the stored file into ``goenhance_outputs/`` (or ``output_dir``) and
+    references it by a path relative to ``notebook_dir`` (default: :func:`notebook_dir`), or
+    embeds it as a data URI per :func:`choose_media` (``frontend`` defaults to
+    :func:`goenhance_nb._frontend.frontend`). ``compare=True`` with a ``source`` file shows the
+    input and the result side by side, with a tiny script that syncs play/pause/seek when the
+    frontend runs JavaScript (plain side-by-side players otherwise). The bundle holds
+    ``text/html`` and a one-line ``text/plain`` (path and ``[SIMULATED]``), and the metadata
+    ``{"goenhance_nb": provenance}``. Raises :class:`GoEnhanceError` if the stored file is gone.
+    """
+    if frontend is None:
+        from goenhance_nb._frontend import frontend as _detect
+
+        frontend = _detect()
+    nb_dir = Path(notebook_dir) if notebook_dir is not None else _find_notebook_dir()
+    local = outputs_path(result, nb_dir, output_dir=output_dir)
+    rel = _relative_src(local, nb_dir)
+    size = local.stat().st_size
+    mode = choose_media(frontend, size, embed=embed, embed_limit_mb=embed_limit_mb)
+    src = _data_uri(local) if mode == "embed" else rel
+
+    cap_html, cap_text = _caption(result, cached)
+    key = html.escape(str(result.key))
+    video = (f'<video class="goenhance-video" {_VIDEO_ATTRS} width="{width}" '
+             f'src="{html.escape(src, quote=True)}"></video>')
+    link = "" if mode == "embed" else (
+        f' <a href="{html.escape(rel, quote=True)}" target="_blank" '
+        f'class="goenhance-file">{html.escape(rel)}</a>')
+    body: str
+    src_rel: str | None = None
+    if compare and source is not None and Path(source).is_file():
+        src_path = Path(source)
+        ext = src_path.suffix.lower() or ".mp4"
+        ihash = str(getattr(result, "input_hash", "") or "")[:8] or slugify(src_path.stem)
+        before_local = link_or_copy(
+            src_path,
+            (Path(output_dir) if output_dir else nb_dir / OUTPUTS_DIRNAME) / f"source-{ihash}{ext}",
+        )
+        src_rel = _relative_src(before_local, nb_dir)
+        mime = "video/quicktime" if ext == ".mov" else "video/mp4"
+        before_src = _data_uri(before_local, mime) if mode == "embed" else src_rel
+        before = (f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
+                  f'src="{html.escape(before_src, quote=True)}"></video>')
+        fig = 'style="margin:0;display:flex;flex-direction:column;gap:2px"'
+        body = (f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
+                f'<figure {fig}>{before}<figcaption>before</figcaption></figure>'
+                f'<figure {fig}>{video}<figcaption>after</figcaption></figure></div>'
+                + _SYNC_SCRIPT)
+        klass = "goenhance-result goenhance-compare"
+    else:
+        body = video
+        klass = "goenhance-result"
+    html_out = (f'<div class="{klass}" data-goenhance-key="{key}">{body}'
+                f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
+                f'{cap_html}{link}</div></div>')
+    text = f"GoEnhance result: {rel} ({cap_text.split(' [', 1)[0]})"
+    if _is_simulated(result):
+        text += " [SIMULATED]"
+    if cached:
+        text += " [cached]"
+    if src_rel:
+        text += f" (before: {src_rel})"
+    meta = provenance(result, file=rel, cached=cached)
+    meta["embedded"] = mode == "embed"
+    return ResultBundle({"text/html": html_out, "text/plain": text}, {"goenhance_nb": meta})
+
+
+def placeholder_bundle(job_label: str, *, simulated: bool = False) -> ResultBundle:
+    """The regular output shown while a job runs; replaced by the result via its display id."""
+    label = (' <span class="goenhance-simulated">SIMULATED</span>' if simulated else "")
+    text = f"GoEnhance: {job_label} running; the video will appear here when it is done."
+    return ResultBundle({
+        "text/html": (f'<div class="goenhance-placeholder" style="font-size:12px;color:#666">'
+                      f'{html.escape(text)}{label}</div>'),
+        "text/plain": text + (" [SIMULATED]" if simulated else ""),
+    })
+
+
+def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBundle:
+    """A one-line regular output for a job that failed in the background (no traceback)."""
+    msg = f"{type(error).__name__}: {redact_text(error)}"
+    return ResultBundle({
+        "text/html": (f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
+                      f'{html.escape(msg)}</div>'),
+        "text/plain": msg,
+    }, {"goenhance_nb": {"job_id": job_id, "error": msg}})

@@ -1,0 +1,1101 @@
+"""``%goenhance`` / ``%%goenhance``: parse with shlex + argparse, then dispatch to a handler.
+
+``%load_ext goenhance_nb`` calls :func:`load_ipython_extension`, which registers
+:class:`GoEnhanceMagics`. Subcommands (each has ``--help``)::
+
+    run INPUT --style S [--prompt P --duration N --resolution R --seed N --wait/--no-wait
+                         --timeout T --force --embed/--no-embed --compare]
+    styles | credits | jobs | config | panel | help [SUBCOMMAND]
+    resume [ID] [--resubmit]
+    cache [list | info KEY | clear | remove KEY | verify KEY]
+    login [--save]
+
+``%%goenhance`` takes ``run`` options on its first line and YAML ``key: value`` parameters in its
+body (DECISIONS 9). Bad arguments raise :class:`~IPython.core.error.UsageError` (one line, no API
+call made); expected runtime failures are :class:`~goenhance_nb._errors.GoEnhanceError`
+subclasses, which IPython renders as one line. ``--help`` prints the help and returns None.
+
+Defaults are ``config=True`` traitlets (``%config GoEnhanceMagics.default_style = "Anime Style"``
+or ``ipython_config.py``). None of them takes the API key (DECISIONS 16): ``%goenhance login``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html
+import io
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Float, Int, Unicode
+
+from goenhance_nb import _display, _frontend
+from goenhance_nb._errors import GoEnhanceError, redact_text
+
+__all__ = [
+    "CELL_KEYS",
+    "GoEnhanceMagics",
+    "RunArgs",
+    "build_parser",
+    "load_ipython_extension",
+    "parse_cell_body",
+    "parse_line",
+    "unload_ipython_extension",
+]
+
+RESOLUTIONS = ("540p", "720p")
+
+
+# -- parsing ----------------------------------------------------------------------------------
+class _HelpShown(Exception):
+    """argparse printed help (``--help``): the magic returns None."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting (parse errors -> one-line UsageError)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("exit_on_error", False)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, end="", file=sys.stdout)
+        raise _HelpShown()
+
+    def print_help(self, file: Any = None) -> None:
+        super().print_help(sys.stdout if file is None else file)
+
+
+@dataclass(frozen=True, slots=True)
+class RunArgs:
+    """``%goenhance run`` / ``%%goenhance`` after parsing; None = not given (use the default)."""
+
+    input: str | None = None
+    style: str | None = None
+    prompt: str | None = None
+    duration: int | None = None
+    resolution: str | None = None
+    seed: int | None = None
+    wait: bool | None = None
+    timeout: float | None = None
+    force: bool = False
+    embed: bool | None = None
+    compare: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeArgs:
+    """``%goenhance resume [ID] [--resubmit]``."""
+
+    id: str | None = None
+    resubmit: bool = False
+    wait: bool | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheArgs:
+    """``%goenhance cache [list|info KEY|clear|remove KEY|verify KEY]``."""
+
+    action: str = "list"
+    key: str | None = None
+    yes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoginArgs:
+    """``%goenhance login [--save]``."""
+
+    save: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StylesArgs:
+    """``%goenhance styles [--refresh] [--text]``."""
+
+    refresh: bool = False
+    text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HelpArgs:
+    """``%goenhance help [SUBCOMMAND]``."""
+
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoArgs:
+    """A subcommand without options (credits, jobs, config, panel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed line: the subcommand name and its frozen arguments."""
+
+    name: str
+    args: Any
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, input_optional: bool) -> None:
+    if input_optional:
+        p.add_argument("input", nargs="?", default=None,
+                       help="input video: a local file or an http(s) URL (or 'input:' in the body)")
+    else:
+        p.add_argument("input", help="input video: a local file or an http(s) URL")
+    p.add_argument("--style", "-s", default=None,
+                   help="style id or label, e.g. 2000 or 'Anime Style' (see %%goenhance styles)")
+    p.add_argument("--prompt", "-p", default=None, help="optional text prompt (<= 500 characters)")
+    p.add_argument("--duration", "-d", type=int, default=None, help="seconds of output, 3-30")
+    p.add_argument("--resolution", "-r", default=None, choices=RESOLUTIONS, help="540p or 720p")
+    p.add_argument("--seed", type=int, default=None, help="seed, -1 = random")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                   help="block until the video is ready (default: only in headless runs)")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds before the job counts as timed out (stays resumable)")
+    p.add_argument("--force", action="store_true", default=False,
+                   help="bypass the cache: run again and replace the cached result")
+    p.add_argument("--embed", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed the video in the notebook (base64) instead of linking the file")
+    p.add_argument("--compare", action="store_true", default=False,
+                   help="show the input and the result side by side (synced when JS runs)")
+
+
+def build_parser() -> _Parser:
+    """The ``%goenhance`` argument parser (subcommands, each with ``--help``)."""
+    root = _Parser(prog="%goenhance", description="GoEnhance AI video-to-video in the notebook.",
+                   add_help=True)
+    sub = root.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="transform a video with a style",
+                         description="Transform INPUT with a style; returns the Job handle.")
+    _add_run_options(run, input_optional=False)
+    st = sub.add_parser("styles", help="list the available styles",
+                        description="Show the model list (cached on disk).")
+    st.add_argument("--refresh", action="store_true", help="fetch the model list again")
+    st.add_argument("--text", action="store_true", help="plain text table")
+    sub.add_parser("credits", help="credit balance and session spend",
+                   description="Show the account's credits and this session's spend.")
+    sub.add_parser("jobs", help="the job ledger", description="Show the job ledger.")
+    rs = sub.add_parser("resume", help="resume watching a job",
+                        description="Resume a job by id or cache key (no ID: list resumable jobs).")
+    rs.add_argument("id", nargs="?", default=None, metavar="ID", help="job id (img_uuid) or key")
+    rs.add_argument("--resubmit", action="store_true",
+                    help="re-send a job that never got an id (may charge twice)")
+    rs.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                    help="block until the video is ready")
+    rs.add_argument("--timeout", type=_positive_float, default=None, help="seconds to wait")
+    ca = sub.add_parser("cache", help="inspect or clear the result cache",
+                        description="list | info KEY | clear | remove KEY | verify KEY. "
+                                    "Files in goenhance_outputs/ are never deleted.")
+    ca.add_argument("action", nargs="?", default="list",
+                    choices=("list", "info", "clear", "remove", "verify"))
+    ca.add_argument("key", nargs="?", default=None, metavar="KEY", help="a cache key (prefix)")
+    sub.add_parser("config", help="effective settings",
+                   description="Show the effective settings (the key only as set / not set).")
+    sub.add_parser("panel", help="open the panel", description="Show the GoEnhance panel.")
+    lg = sub.add_parser("login", help="enter the API key (kept in memory)",
+                        description="Ask for the API key with getpass and keep it in memory.")
+    lg.add_argument("--save", action="store_true",
+                    help="also write it to the key file (mode 0600)")
+    hp = sub.add_parser("help", help="this help", description="Show help for a subcommand.")
+    hp.add_argument("topic", nargs="?", default=None, metavar="SUBCOMMAND")
+    return root
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%goenhance",
+                description="Run a job: run options on the first line, YAML key: value "
+                            f"parameters in the body ({', '.join(CELL_KEYS)}).")
+    _add_run_options(p, input_optional=True)
+    return p
+
+
+def parse_line(line: str) -> Command | None:
+    """Parse a ``%goenhance`` line into a :class:`Command`; None when help was printed.
+
+    Raises :class:`UsageError` (one line) on a quoting error, an unknown subcommand or a bad
+    option. No API call is made here.
+    """
+    try:
+        argv = shlex.split(line, posix=True)
+    except ValueError as exc:
+        raise UsageError(f"%goenhance: {exc}") from None
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return None
+    try:
+        ns = parser.parse_args(argv)
+    except _HelpShown:
+        return None
+    except argparse.ArgumentError as exc:
+        raise UsageError(f"%goenhance: {exc}") from None
+    name = ns.command
+    if name == "run":
+        if ns.duration is not None and not 3 <= ns.duration <= 30:
+            raise UsageError(f"%goenhance run: --duration must be 3-30, got {ns.duration}")
+        return Command("run", RunArgs(**{f.name: getattr(ns, f.name) for f in fields(RunArgs)}))
+    if name == "resume":
+        return Command("resume", ResumeArgs(ns.id, ns.resubmit, ns.wait, ns.timeout))
+    if name == "cache":
+        if ns.action in ("info", "remove", "verify") and not ns.key:
+            raise UsageError(f"%goenhance cache {ns.action}: KEY is required")
+        if ns.action in ("list", "clear") and ns.key:
+            raise UsageError(f"%goenhance cache {ns.action}: takes no KEY")
+        return Command("cache", CacheArgs(ns.action, ns.key))
+    if name == "login":
+        return Command("login", LoginArgs(ns.save))
+    if name == "styles":
+        return Command("styles", StylesArgs(ns.refresh, ns.text))
+    if name == "help":
+        return Command("help", HelpArgs(ns.topic))
+    return Command(name, NoArgs())
+
+
+# -- %%goenhance cell bodies ------------------------------------------------------------------
+CELL_KEYS: tuple[str, ...] = ("input", "style", "prompt", "duration", "resolution", "seed",
+                              "wait", "timeout", "force", "embed", "compare")
+_BOOL_KEYS = {"wait", "force", "embed", "compare"}
+_INT_KEYS = {"duration", "seed"}
+
+
+def parse_cell_body(body: str) -> dict[str, Any]:
+    """Parse a ``%%goenhance`` body: YAML ``key: value`` lines (``yaml.safe_load``).
+
+    Returns a dict with keys from :data:`CELL_KEYS`. ``prompt`` is always the literal text of the
+    scalar (``prompt: yes`` stays ``"yes"``, ``prompt: 0012`` stays ``"0012"``). Raises
+    :class:`UsageError` for invalid YAML, a body that is not a mapping, unknown keys or a value
+    of the wrong type.
+    """
+    import yaml
+
+    if not body.strip():
+        return {}
+    try:
+        data = yaml.safe_load(body)
+        node = yaml.compose(body, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UsageError(f"%%goenhance: cell body is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError("%%goenhance: the cell body must be 'key: value' lines "
+                         f"({', '.join(CELL_KEYS)})")
+    unknown = sorted(str(k) for k in data if k not in CELL_KEYS)
+    if unknown:
+        raise UsageError(f"%%goenhance: unknown key(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(CELL_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key == "prompt":
+            value = _raw_scalar(node, "prompt", value)
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise UsageError(f"%%goenhance: {key} must be true or false, got {value!r}")
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"%%goenhance: {key} must be an integer, got {value!r}")
+        elif key == "timeout":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise UsageError(f"%%goenhance: timeout must be a positive number, got {value!r}")
+            value = float(value)
+        elif key in ("input", "style", "resolution"):
+            if isinstance(value, list | dict | bool):
+                raise UsageError(f"%%goenhance: {key} must be a single value, got {value!r}")
+            value = str(value)
+        out[key] = value
+    if "resolution" in out and out["resolution"] not in RESOLUTIONS:
+        raise UsageError(f"%%goenhance: resolution must be one of {', '.join(RESOLUTIONS)}, "
+                         f"got {out['resolution']!r}")
+    if "duration" in out and not 3 <= out["duration"] <= 30:
+        raise UsageError(f"%%goenhance: duration must be 3-30, got {out['duration']}")
+    return out
+
+
+def _raw_scalar(node: Any, key: str, parsed: Any) -> str:
+    """The literal text of ``key``'s scalar value in a composed YAML mapping node."""
+    import yaml
+
+    if isinstance(parsed, str):
+        return parsed
+    if isinstance(node, yaml.MappingNode):
+        for knode, vnode in node.value:
+            if getattr(knode, "value", None) == key:
+                if isinstance(vnode, yaml.ScalarNode):
+                    return str(vnode.value)
+                break
+    raise UsageError(f"%%goenhance: {key} must be text, got {parsed!r}")
+
+
+def merge_cell(line_args: RunArgs, body: Mapping[str, Any]) -> RunArgs:
+    """Combine first-line options and body keys; a key given in both places is a UsageError."""
+    changes: dict[str, Any] = {}
+    defaults = RunArgs()
+    for key, value in body.items():
+        current = getattr(line_args, key)
+        if current != getattr(defaults, key):
+            raise UsageError(f"%%goenhance: {key} is given on the first line and in the body")
+        changes[key] = value
+    return replace(line_args, **changes)
+
+
+# -- the magics -------------------------------------------------------------------------------
+Handler = Callable[["GoEnhanceMagics", Any], Any]
+
+
+@magics_class
+class GoEnhanceMagics(Magics):
+    """``%goenhance`` and ``%%goenhance``. Defaults are ``config=True`` traits.
+
+    The traits ``poll_interval``, ``job_timeout``, ``output_dir`` and ``wait`` are passed to
+    :meth:`Settings.resolve` as its ``config`` mapping; ``default_style``, ``default_duration``,
+    ``default_resolution`` and ``embed`` are run defaults. No trait ever holds the API key.
+    """
+
+    poll_interval = Float(None, allow_none=True, config=True,
+                          help="Seconds between status polls (floor 5 s for the real API).")
+    job_timeout = Float(None, allow_none=True, config=True,
+                        help="Wall-clock seconds before a job counts as timed out.")
+    output_dir = Unicode(None, allow_none=True, config=True,
+                         help="Folder for result files (default: goenhance_outputs/ beside the notebook).")
+    default_style = Unicode(None, allow_none=True, config=True,
+                            help="Style used when run has no --style.")
+    default_duration = Int(5, config=True, help="Default --duration (seconds, 3-30).")
+    default_resolution = Unicode("720p", config=True, help="Default --resolution (540p or 720p).")
+    embed = Bool(None, allow_none=True, config=True,
+                 help="Embed result videos (True), link them (False), or decide per frontend (None).")
+    wait = Bool(None, allow_none=True, config=True,
+                help="Block until done (True), never (False), or only in headless runs (None).")
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        self._session: Any | None = None
+        self._lock = threading.RLock()
+        super().__init__(shell=shell, **kwargs)
+        self.observe(self._config_changed, names=["poll_interval", "job_timeout", "output_dir",
+                                                  "wait"])
+
+    # -- session ------------------------------------------------------------------------------
+    def settings_config(self) -> dict[str, Any]:
+        """The ``config`` mapping handed to ``Settings.resolve`` (never the key)."""
+        out: dict[str, Any] = {}
+        for name in ("poll_interval", "job_timeout", "output_dir", "wait"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = Path(value) if name == "output_dir" else value
+        return out
+
+    def _config_changed(self, change: Any) -> None:
+        with self._lock:
+            self._session = None  # rebuilt with the new settings on next use
+
+    def session(self) -> Any:
+        """The Session the magics use (created on first use from env + these traits)."""
+        with self._lock:
+            if self._session is None:
+                self._session = _session_for(self.settings_config())
+            return self._session
+
+    def set_session(self, session: Any) -> None:
+        """Use ``session`` from now on (``login`` and tests)."""
+        with self._lock:
+            self._session = session
+
+    # -- entry point --------------------------------------------------------------------------
+    @line_cell_magic
+    def goenhance(self, line: str, cell: str | None = None) -> Any:
+        """GoEnhance AI video-to-video. ``%goenhance help`` lists the subcommands."""
+        if cell is not None:
+            return self._cell(line, cell)
+        cmd = parse_line(line)
+        if cmd is None:
+            return None
+        return HANDLERS[cmd.name](self, cmd.args)
+
+    def _cell(self, line: str, cell: str) -> Any:
+        try:
+            argv = shlex.split(line, posix=True)
+        except ValueError as exc:
+            raise UsageError(f"%%goenhance: {exc}") from None
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        try:
+            ns = _cell_parser().parse_args(argv)
+        except _HelpShown:
+            return None
+        except argparse.ArgumentError as exc:
+            raise UsageError(f"%%goenhance: {exc}") from None
+        line_args = RunArgs(**{f.name: getattr(ns, f.name) for f in fields(RunArgs)})
+        if line_args.duration is not None and not 3 <= line_args.duration <= 30:
+            raise UsageError(f"%%goenhance: --duration must be 3-30, got {line_args.duration}")
+        body = cell
+        if self.shell is not None and ("{" in body or "$" in body):
+            body = self.shell.var_expand(body)
+        args = merge_cell(line_args, parse_cell_body(body))
+        if not args.input:
+            raise UsageError("%%goenhance: no input (give it on the first line or as 'input:')")
+        return handle_run(self, args)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+def _session_for(config: Mapping[str, Any]) -> Any:
+    """The process-wide session when no trait changes the settings, else a private one."""
+    from goenhance_nb import _session
+
+    if not config:
+        return _session.get_session()
+    from goenhance_nb._settings import Settings
+
+    return _session.Session(Settings.resolve(config=dict(config)))
+
+
+def _should_wait(m: GoEnhanceMagics, flag: bool | None) -> bool:
+    """--wait/--no-wait win; then the ``wait`` trait; then settings/env; then headless."""
+    if flag is not None:
+        return flag
+    if m.wait is not None:
+        return bool(m.wait)
+    env_wait = _frontend.wait_env()
+    if env_wait is not None:
+        return env_wait
+    return _frontend.is_headless(m.shell)
+
+
+def handle_run(m: GoEnhanceMagics, args: RunArgs) -> Any:
+    """Validate and submit (or take from the cache); returns the Job handle (DECISIONS 4).
+
+    Interactive: returns at once after showing the live status widget and a placeholder output
+    that the finished video replaces. Headless / ``--wait``: blocks, then shows the video as a
+    static output. Bad input raises here (the cell fails) in both modes.
+    """
+    style = args.style if args.style is not None else m.default_style
+    if not style:
+        raise UsageError("%goenhance run: --style is required (see %goenhance styles)")
+    if args.input is None:
+        raise UsageError("%goenhance run: INPUT is required")
+    duration = args.duration if args.duration is not None else m.default_duration
+    resolution = args.resolution if args.resolution is not None else m.default_resolution
+    if resolution not in RESOLUTIONS:
+        raise UsageError(f"%goenhance run: resolution must be one of {', '.join(RESOLUTIONS)}")
+    kwargs: dict[str, Any] = {"prompt": args.prompt, "duration": duration,
+                              "resolution": resolution, "force": args.force}
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    if args.timeout is not None:
+        kwargs["timeout"] = args.timeout
+    source = _local_source(args.input)
+    wait = _should_wait(m, args.wait)
+    frontend = _frontend.frontend(m.shell)
+    session = m.session()
+    job = session.transform(args.input, style, **kwargs)
+    _present_job(m, job, wait=wait, timeout=args.timeout, embed=_embed(m, args.embed),
+                 compare=args.compare, source=source, frontend=frontend, session=session)
+    return job
+
+
+def _embed(m: GoEnhanceMagics, flag: bool | None) -> bool | None:
+    return flag if flag is not None else m.embed
+
+
+def _local_source(text: str) -> Path | None:
+    if "://" in text:
+        return None
+    p = Path(text).expanduser()
+    return p if p.is_file() else None
+
+
+def _settings_of(session: Any) -> Any:
+    return getattr(session, "settings", None)
+
+
+def _publish(job: Any, result: Any, *, embed: bool | None, compare: bool, source: Path | None,
+             frontend: str, session: Any, nb_dir: Path) -> _display.ResultBundle:
+    settings = _settings_of(session)
+    return _display.publish_result(
+        result, notebook_dir=nb_dir, embed=embed, cached=bool(getattr(job, "cached", False)),
+        compare=compare, source=source, frontend=frontend,
+        output_dir=getattr(settings, "output_dir", None),
+        embed_limit_mb=float(getattr(settings, "embed_limit_mb", 8.0) or 8.0),
+    )
+
+
+def _display_obj(obj: Any, **kw: Any) -> Any:
+    from IPython.display import display
+
+    return display(obj, **kw)
+
+
+def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | None,
+                 embed: bool | None, compare: bool, source: Path | None, frontend: str,
+                 session: Any) -> None:
+    """Show a job: a final output (blocking or already done) or a live widget + placeholder."""
+    nb_dir = _display.notebook_dir(shell=m.shell)
+    publish = lambda result: _publish(job, result, embed=embed, compare=compare,  # noqa: E731
+                                      source=source, frontend=frontend, session=session,
+                                      nb_dir=nb_dir)
+    if job.done():
+        result = job.result(timeout=0)  # raises the job's error: the cell fails
+        _display_obj(publish(result))
+        return
+    terminal = frontend == "terminal"
+    if wait:
+        if terminal or frontend == "headless":
+            print(_status_line(job), flush=True)
+        else:
+            _show_widget(job)
+        try:
+            result = job.result(timeout=timeout)
+        except TimeoutError:
+            from goenhance_nb._errors import JobTimedOut
+
+            raise JobTimedOut(getattr(job, "id", None)) from None
+        except KeyboardInterrupt:
+            print(f"Stopped waiting; the job keeps going. Resume with %goenhance resume "
+                  f"{getattr(job, 'id', None) or job.key}", file=sys.stderr)
+            raise
+        _display_obj(publish(result))
+        return
+    if terminal:
+        _watch_text(job, publish)
+        print(_status_line(job), flush=True)
+        return
+    _show_widget(job)
+    simulated = str(getattr(job, "backend", "")) == "simulated"
+    handle = _display_obj(_display.placeholder_bundle(_job_label(job), simulated=simulated),
+                          display_id=True)
+    _watch_update(job, handle, publish)
+
+
+def _job_label(job: Any) -> str:
+    jid = getattr(job, "id", None)
+    return f"job {str(jid)[:8]}" if jid else f"job {str(job.key)[:8]}"
+
+
+def _status_line(job: Any) -> str:
+    state = getattr(job, "state", None)
+    state_text = getattr(state, "value", state) or "submitted"
+    sim = " [SIMULATED]" if str(getattr(job, "backend", "")) == "simulated" else ""
+    return f"GoEnhance: {_job_label(job)} {str(state_text).lower()}{sim}"
+
+
+def _show_widget(job: Any) -> None:
+    try:
+        from goenhance_nb.widgets import StatusWidget
+    except ImportError:
+        print(_status_line(job), flush=True)
+        return
+    _display_obj(StatusWidget(job))
+
+
+_TERMINAL_KINDS = {"done", "failed", "timed_out", "watch_cancelled", "cached"}
+
+
+def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
+    """On the engine thread: replace the placeholder with the result (or a one-line error)."""
+    done = threading.Event()
+
+    def on_event(event: Any) -> None:
+        kind = getattr(event, "kind", None)
+        if kind not in _TERMINAL_KINDS or done.is_set():
+            return
+        if kind == "watch_cancelled":
+            done.set()
+            return
+        if kind == "cached" and not job.done():
+            return
+        done.set()
+        try:
+            if job.error is not None or kind in ("failed", "timed_out"):
+                err = job.error or GoEnhanceError(str(getattr(event, "message", "") or kind))
+                handle.update(_display.error_bundle(err, job_id=getattr(job, "id", None)))
+            else:
+                handle.update(publish(job.result(timeout=0)))
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                handle.update(_display.error_bundle(exc, job_id=getattr(job, "id", None)))
+
+    job.subscribe(on_event)
+
+
+def _watch_text(job: Any, publish: Callable[[Any], Any]) -> None:
+    """Terminal: print one line per state change and the result path when done."""
+    last: list[Any] = [None]
+
+    def on_event(event: Any) -> None:
+        state = getattr(event, "state", None)
+        kind = getattr(event, "kind", None)
+        if kind in ("done", "cached") and job.done() and job.error is None:
+            with contextlib.suppress(Exception):
+                print(f"\n{publish(job.result(timeout=0))['text/plain']}", flush=True)
+            return
+        if kind in ("failed", "timed_out"):
+            print(f"\nGoEnhance: {_job_label(job)} {kind}: {redact_text(job.error or '')}",
+                  flush=True)
+            return
+        if state != last[0] and state is not None:
+            last[0] = state
+            raw = getattr(event, "raw_status", None)
+            print(f"\nGoEnhance: {_job_label(job)} {getattr(state, 'value', state)}"
+                  + (f" ({raw})" if raw else ""), flush=True)
+
+    job.subscribe(on_event)
+
+
+# -- small subcommands ------------------------------------------------------------------------
+def _backend_label(session: Any) -> str:
+    backend = str(getattr(session, "backend", "") or "")
+    return "SIMULATED" if backend == "simulated" else backend
+
+
+def _show(html_text: str, plain: str, metadata: Mapping[str, Any] | None = None) -> None:
+    _display_obj(_display.ResultBundle({"text/html": html_text, "text/plain": plain}, metadata))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, klass: str) -> tuple[str, str]:
+    """(html, text) of a simple table; every cell escaped."""
+    head = "".join(f"<th style='text-align:left'>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else html.escape(str(c))}</td>"
+                                    for c in row) + "</tr>" for row in rows)
+    html_text = f"<table class='{klass}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cols = [list(map(_plain, col)) for col in zip(headers, *rows, strict=False)] if rows else [[h] for h in headers]
+    widths = [max(len(x) for x in col) for col in cols]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    lines += ["  ".join(_plain(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+              for row in rows]
+    return html_text, "\n".join(lines)
+
+
+class _Raw(str):
+    """A table cell that is already HTML (its plain text is given separately)."""
+
+    plain: str
+
+    def __new__(cls, html_text: str, plain: str) -> _Raw:
+        obj = super().__new__(cls, html_text)
+        obj.plain = plain
+        return obj
+
+
+def _plain(c: Any) -> str:
+    return c.plain if isinstance(c, _Raw) else str(c)
+
+
+def handle_styles(m: GoEnhanceMagics, args: StylesArgs) -> None:
+    """Show the model list as an HTML gallery table (thumbnails) with a text fallback."""
+    session = m.session()
+    styles = session.styles(refresh=args.refresh)
+    rows = []
+    for s in styles:
+        preview = getattr(s, "preview_url", None)
+        thumb = ""
+        if preview and "?" not in preview and str(preview).startswith(("http://", "https://")):
+            thumb = (f"<img src='{html.escape(preview, quote=True)}' alt='' loading='lazy' "
+                     f"style='height:48px;border-radius:3px'>")
+        rows.append([
+            _Raw(thumb, ""), s.id, s.label, s.category, s.version, "VIP" if s.is_vip else "",
+        ])
+    html_t, text = _table(["", "id", "label", "category", "version", ""], rows,
+                          klass="goenhance-styles")
+    label = _backend_label(session)
+    head = f"{len(styles)} styles ({label})"
+    sim = (" <span class='goenhance-simulated'>SIMULATED</span>" if label == "SIMULATED" else
+           f" ({html.escape(label)})")
+    if args.text:
+        print(f"{head}\n{text}")
+        return
+    _show(f"<div class='goenhance-styles-list'><b>{len(styles)} styles</b>{sim}{html_t}</div>",
+          f"{head}\n{text}")
+
+
+def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
+    """Show the credit balance (one API call) and this session's spend."""
+    session = m.session()
+    c = session.credits()
+    spend = _session_spend(session)
+    label = _backend_label(session)
+    parts = [f"Credits: {c.count}"]
+    if c.queue_limit is not None:
+        parts.append(f"queue limit {c.queue_limit}")
+    if spend is not None:
+        parts.append(f"session spend {spend}")
+    text = " · ".join(parts) + f" ({label})"
+    sim = " <span class='goenhance-simulated'>SIMULATED</span>" if label == "SIMULATED" else ""
+    _show(f"<div class='goenhance-credits-line'>{html.escape(' · '.join(parts))}{sim}</div>", text)
+
+
+def _session_spend(session: Any) -> Any:
+    usage = getattr(session, "usage", None)
+    for name in ("spend", "session_spend", "spent"):
+        value = getattr(usage, name, None)
+        if callable(value):
+            with contextlib.suppress(Exception):
+                value = value()
+        if isinstance(value, int | float):
+            return value
+    return None
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    if hasattr(entry, "to_json"):
+        with contextlib.suppress(Exception):
+            return dict(entry.to_json())
+    if isinstance(entry, Mapping):
+        return dict(entry)
+    return {k: getattr(entry, k) for k in dir(entry) if not k.startswith("_")
+            and not callable(getattr(entry, k, None))}
+
+
+def _fmt_time(value: Any) -> str:
+    if isinstance(value, int | float) and value > 0:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    return "" if value is None else str(value)
+
+
+_JOB_COLUMNS = (("job_id", "job id"), ("state", "state"), ("raw_status", "raw status"),
+                ("style_label", "style"), ("cost", "cost"), ("created", "created"),
+                ("key", "key"))
+
+
+def handle_jobs(m: GoEnhanceMagics, args: NoArgs) -> None:
+    """Show the job ledger as a table (newest first)."""
+    session = m.session()
+    entries = [_entry_dict(e) for e in session.jobs()]
+    entries.sort(key=lambda d: d.get("created") or d.get("submitted") or 0, reverse=True)
+    rows = []
+    for d in entries:
+        row = []
+        for name, _ in _JOB_COLUMNS:
+            v = d.get(name)
+            if name == "style_label" and v is None:
+                v = d.get("style") or d.get("model")
+            if name == "created":
+                v = _fmt_time(v if v is not None else d.get("submitted"))
+            elif name in ("key", "job_id") and v:
+                v = str(v)[:12]
+            row.append("" if v is None else v)
+        rows.append(row)
+    html_t, text = _table([h for _, h in _JOB_COLUMNS], rows, klass="goenhance-jobs-table")
+    label = _backend_label(session)
+    head = f"{len(rows)} jobs in the ledger ({label})"
+    _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
+
+
+def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
+    """Resume a job by id or key and show it like ``run``; no ID lists the resumable jobs."""
+    session = m.session()
+    if args.id is None:
+        entries = [_entry_dict(e) for e in session.jobs()]
+        open_ = [d for d in entries if str(d.get("state", "")).lower() not in
+                 ("done", "jobstate.done", "failed", "jobstate.failed")]
+        if not open_:
+            print("No unfinished jobs in the ledger.")
+            return None
+        for d in open_:
+            jid = d.get("job_id")
+            hint = (f"%goenhance resume {jid}" if jid else
+                    f"never got a job id; %goenhance resume --resubmit {str(d.get('key'))[:12]} "
+                    "(may charge twice)")
+            print(f"{str(d.get('key'))[:12]}  {d.get('state')}  {hint}")
+        return None
+    job = session.resume(args.id, resubmit=args.resubmit)
+    _present_job(m, job, wait=_should_wait(m, args.wait), timeout=args.timeout,
+                 embed=m.embed, compare=False, source=None,
+                 frontend=_frontend.frontend(m.shell), session=session)
+    return job
+
+
+def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> Any:
+    """``list`` / ``info KEY`` / ``clear`` / ``remove KEY`` / ``verify KEY`` on the result cache."""
+    session = m.session()
+    cache = session.cache
+    if args.action == "list":
+        records = list(_cache_records(cache))
+        rows = [[str(r.key)[:12], r.style_label, (r.params or {}).get("duration", ""),
+                 (r.params or {}).get("resolution", ""), r.backend, _fmt_size(r.size),
+                 _fmt_time(r.created)] for r in records]
+        html_t, text = _table(["key", "style", "duration", "resolution", "backend", "size",
+                               "created"], rows, klass="goenhance-cache-table")
+        head = f"{len(rows)} cached results"
+        _show(f"<div><b>{head}</b>{html_t}</div>", f"{head}\n{text}")
+        return None
+    if args.action == "clear":
+        n = _call(cache, ("clear",))
+        print(f"Cache cleared ({n if isinstance(n, int) else 'all'} entries). "
+              "Files in goenhance_outputs/ are kept.")
+        return None
+    key = _resolve_key(cache, args.key or "")
+    if args.action == "info":
+        rec = cache.get(key)
+        data = rec.to_json() if hasattr(rec, "to_json") else dict(rec)
+        lines = [f"{k}: {v}" for k, v in data.items()]
+        print("\n".join(lines))
+        return None
+    if args.action == "remove":
+        _call(cache, ("remove", "delete", "pop"), key)
+        print(f"Removed {key[:12]} from the cache. Files in goenhance_outputs/ are kept.")
+        return None
+    ok = _call(cache, ("verify",), key)
+    print(f"{key[:12]}: {'ok' if ok in (True, None) else ok}")
+    return None
+
+
+def _fmt_size(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return ""
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
+
+
+def _call(obj: Any, names: Sequence[str], *a: Any) -> Any:
+    for name in names:
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            return fn(*a)
+    raise GoEnhanceError(f"cache does not support {names[0]}")
+
+
+def _cache_records(cache: Any) -> list[Any]:
+    for name in ("records", "list", "entries", "all"):
+        fn = getattr(cache, name, None)
+        if callable(fn):
+            return list(fn())
+    return []
+
+
+def _resolve_key(cache: Any, prefix: str) -> str:
+    """A full cache key from a unique prefix; UsageError when none or several match."""
+    keys = [str(r.key) for r in _cache_records(cache)]
+    hits = [k for k in keys if k.startswith(prefix)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise UsageError(f"%goenhance cache: no cached result with key {prefix!r}")
+    raise UsageError(f"%goenhance cache: key prefix {prefix!r} is ambiguous ({len(hits)} matches)")
+
+
+_CONFIG_FIELDS = ("base_url", "cache_dir", "poll_interval", "job_timeout", "request_timeout",
+                  "rate_limit", "max_retries", "output_dir", "budget", "max_upload_mb",
+                  "embed_limit_mb", "wait")
+
+
+def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
+    """Show the effective settings and magic defaults; the key only as set / not set."""
+    session = m.session()
+    s = session.settings
+    rows: list[list[Any]] = [["api_key", "set" if getattr(s, "api_key", None) else "not set"],
+                             ["backend", getattr(session, "backend", getattr(s, "backend", ""))]]
+    for name in _CONFIG_FIELDS:
+        if hasattr(s, name):
+            value = getattr(s, name)
+            if name == "base_url":
+                value = _display_url(value) if value else "(embedded simulator)"
+            rows.append([name, "" if value is None else value])
+    for name in ("default_style", "default_duration", "default_resolution", "embed", "wait"):
+        rows.append([f"GoEnhanceMagics.{name}", getattr(m, name)])
+    rows.append(["frontend", _frontend.frontend(m.shell)])
+    rows.append(["headless", _frontend.is_headless(m.shell)])
+    html_t, text = _table(["setting", "value"], rows, klass="goenhance-config")
+    _show(f"<div>{html_t}</div>", text)
+
+
+def _display_url(url: str) -> str:
+    from goenhance_nb._errors import redact_url
+
+    return redact_url(url)
+
+
+def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
+    """Return the panel widget (displayed as the cell's result)."""
+    from goenhance_nb._panel import panel
+
+    session = m.session()
+    try:
+        return panel(session=session)
+    except TypeError:
+        return panel()
+
+
+def _key_file() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_path("goenhance_nb")) / "api_key"
+
+
+def save_key_file(key: str, path: Path | None = None) -> Path:
+    """Write ``key`` to the key file with mode 0600 (folder 0700); returns the path."""
+    path = _key_file() if path is None else path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (key.strip() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
+    """Ask for the key with getpass, keep it in memory (a new session); ``--save`` writes it.
+
+    Raises UsageError where nobody can type (headless runs). The key is never printed.
+    """
+    import getpass
+
+    if _frontend.allow_stdin(m.shell) is False:
+        raise UsageError("%goenhance login needs an interactive frontend; "
+                         "set GOENHANCE_API_KEY for headless runs")
+    try:
+        key = getpass.getpass("GoEnhance API key: ").strip()
+    except (EOFError, KeyboardInterrupt):
+        raise UsageError("%goenhance login: cancelled") from None
+    except Exception as exc:
+        raise UsageError(f"%goenhance login: cannot read the key here ({type(exc).__name__})") from None
+    if not key:
+        raise UsageError("%goenhance login: no key entered")
+    from goenhance_nb import _session
+    from goenhance_nb._settings import SecretKey, Settings
+
+    settings = Settings.resolve(config=m.settings_config()).with_(api_key=SecretKey(key))
+    session = _session.Session(settings)
+    m.set_session(session)
+    setter = getattr(_session, "set_session", None)
+    if callable(setter):
+        with contextlib.suppress(Exception):
+            setter(session)
+    where = _backend_label(session)
+    msg = f"Key kept in memory for this kernel ({where})."
+    if args.save:
+        path = save_key_file(key)
+        msg += f" Saved to {path} (mode 0600)."
+    print(msg)
+
+
+def handle_help(m: GoEnhanceMagics, args: HelpArgs) -> None:
+    """Print the overall help, or one subcommand's help."""
+    if args.topic:
+        parse_line(f"{args.topic} --help")
+        return
+    buf = io.StringIO()
+    build_parser().print_help(buf)
+    print(buf.getvalue().rstrip())
+    print("\n%%goenhance [INPUT] [run options]  + YAML body: "
+          + ", ".join(CELL_KEYS))
+
+
+HANDLERS: dict[str, Handler] = {
+    "run": handle_run,
+    "styles": handle_styles,
+    "credits": handle_credits,
+    "jobs": handle_jobs,
+    "resume": handle_resume,
+    "cache": handle_cache,
+    "config": handle_config,
+    "panel": handle_panel,
+    "login": handle_login,
+    "help": handle_help,
+}
+
+
+# -- Job repr ---------------------------------------------------------------------------------
+def _job_plain(job: Any, p: Any, cycle: bool) -> None:
+    p.text(_job_text(job))
+
+
+def _job_text(job: Any) -> str:
+    line = _status_line(job)
+    path = None
+    with contextlib.suppress(Exception):
+        path = job.path
+    if path:
+        line += f" -> {path}"
+    if getattr(job, "cached", False):
+        line += " [cached]"
+    err = getattr(job, "error", None)
+    if err is not None:
+        line += f": {type(err).__name__}: {redact_text(err)}"
+    return line
+
+
+def _job_html(job: Any) -> str | None:
+    """A later cell's bare ``job``: the result video when done, else a status line."""
+    if job.done() and getattr(job, "error", None) is None:
+        with contextlib.suppress(Exception):
+            session = None
+            with contextlib.suppress(Exception):
+                from goenhance_nb._session import get_session
+
+                session = get_session()
+            bundle = _publish(job, job.result(timeout=0), embed=None, compare=False, source=None,
+                              frontend=_frontend.frontend(), session=session,
+                              nb_dir=_display.notebook_dir())
+            return str(bundle["text/html"])
+    return (f"<div class='goenhance-job-repr' style='font-size:12px'>"
+            f"{html.escape(_job_text(job))}</div>")
+
+
+def _register_job_formatters(shell: Any) -> None:
+    try:
+        from goenhance_nb._engine import Job
+    except ImportError:
+        return
+    formatters = shell.display_formatter.formatters
+    formatters["text/plain"].for_type(Job, _job_plain)
+    formatters["text/html"].for_type(Job, _job_html)
+
+
+def _unregister_job_formatters(shell: Any) -> None:
+    try:
+        from goenhance_nb._engine import Job
+    except ImportError:
+        return
+    for mime in ("text/plain", "text/html"):
+        with contextlib.suppress(KeyError):
+            shell.display_formatter.formatters[mime].pop(Job)
+
+
+# -- extension hooks --------------------------------------------------------------------------
+def load_ipython_extension(ipython: Any) -> None:
+    """Register :class:`GoEnhanceMagics` on ``ipython`` (``%load_ext goenhance_nb``)."""
+    magics = GoEnhanceMagics(shell=ipython)
+    ipython.register_magics(magics)
+    _register_job_formatters(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics and the Job formatters (``%unload_ext goenhance_nb``)."""
+    mm = ipython.magics_manager
+    for kind in ("line", "cell"):
+        mm.magics[kind].pop("goenhance", None)
+    mm.registry.pop("GoEnhanceMagics", None)
+    _unregister_job_formatters(ipython)
