@@ -1,0 +1,111 @@
+"""sample_clip(): a small, colourful, moving test-pattern mp4 made with PyAV.
+
+Imports only PyAV and numpy (and the standard library).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["sample_clip"]
+
+
+def _frame(i: int, width: int, height: int, fps: int, rng_phase: float) -> NDArray[np.uint8]:
+    """Frame `i`: moving diagonal gradient, a bouncing disc, a sliding square, counter bars."""
+    t = i / fps
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = 2.0 * np.pi * (t / 4.0 + rng_phase)
+    r = 0.5 + 0.5 * np.sin(2.0 * np.pi * x / width + phase)
+    g = 0.5 + 0.5 * np.sin(2.0 * np.pi * y / height - phase * 0.7)
+    b = 0.5 + 0.5 * np.cos(2.0 * np.pi * (x + y) / (width + height) + phase * 1.3)
+    img = np.stack([r, g, b], axis=2)
+    # bouncing disc
+    cx = width * (0.5 + 0.35 * np.sin(2.0 * np.pi * t / 3.0 + rng_phase * 6.0))
+    cy = height * (0.5 + 0.3 * np.cos(2.0 * np.pi * t / 2.2))
+    rad = min(width, height) * 0.16
+    img[((x - cx) ** 2 + (y - cy) ** 2) < rad * rad] = (1.0, 0.9, 0.1)
+    # sliding square
+    s = int(min(width, height) * 0.2)
+    sx = int((t * width * 0.3 + rng_phase * width) % max(1, width - s))
+    sy = int(height * 0.62)
+    img[sy : sy + s, sx : sx + s] = (0.9, 0.1, 0.3)
+    # frame-counter bars: 8 bits of the frame index as black/white blocks along the top
+    bw = max(2, width // 16)
+    bh = max(2, height // 16)
+    for bit in range(8):
+        on = (i >> bit) & 1
+        img[0:bh, bit * bw : (bit + 1) * bw] = (1.0, 1.0, 1.0) if on else (0.0, 0.0, 0.0)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _default_path(seconds: float, width: int, height: int, fps: int, seed: int) -> Path:
+    base = Path(tempfile.gettempdir()) / "goenhance_nb-samples"
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"sample-{seconds:g}s-{width}x{height}-{fps}fps-seed{seed}.mp4"
+
+
+def sample_clip(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    seconds: float = 4.0,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 24,
+    seed: int = 0,
+) -> Path:
+    """Write a colourful moving test-pattern clip and return its path.
+
+    The clip is H.264 (libx264), yuv420p, `+faststart` mp4 with `round(seconds * fps)` frames.
+    It is written to a temp file beside `path` and moved into place, so a reader never sees a
+    half-written file. With `path=None` it goes to a per-argument file in the system temp dir
+    (``<tmp>/goenhance_nb-samples/``), reused when it already exists. The same arguments give
+    byte-identical files (single-threaded encoder, bit-exact muxing).
+
+    :raises ValueError: a size that is not a positive even number, `fps` < 1, or `seconds` <= 0.
+    :raises OSError: the file cannot be written.
+    """
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise ValueError("width and height must be positive even numbers")
+    if fps < 1 or seconds <= 0:
+        raise ValueError("fps must be >= 1 and seconds > 0")
+    if path is None:
+        dest = _default_path(seconds, width, height, fps, seed)
+        if dest.exists() and dest.stat().st_size > 0:
+            return dest
+    else:
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    phase = (seed * 0.6180339887) % 1.0
+    nframes = max(1, round(seconds * fps))
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with av.open(
+            str(tmp), "w", format="mp4",
+            options={"movflags": "+faststart", "fflags": "+bitexact"},
+        ) as out:
+            stream = out.add_stream("libx264", rate=fps)
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
+            stream.codec_context.flags |= av.codec.context.Flags.bitexact
+            stream.codec_context.time_base = Fraction(1, fps)
+            for i in range(nframes):
+                vf = av.VideoFrame.from_ndarray(_frame(i, width, height, fps, phase), format="rgb24")
+                vf = vf.reformat(format="yuv420p")
+                vf.pts = i
+                vf.time_base = Fraction(1, fps)
+                for packet in stream.encode(vf):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
