@@ -46,18 +46,22 @@ def panel(session: Any = None) -> Panel:
     return Panel(session=session)
 
 
-def find_videos(root: Path | str, *, max_depth: int = 3, limit: int = 200) -> list[str]:
+def find_videos(root: Path | str, *, max_depth: int = 3, limit: int = 200,
+                exclude: tuple[Path, ...] = ()) -> list[str]:
     """Video files (``.mp4``/``.mov``) under ``root``, as sorted paths relative to it.
 
-    Hidden directories, ``goenhance_outputs`` and virtualenv/package folders are skipped.
+    Hidden directories, ``goenhance_outputs``, virtualenv/package folders and the ``exclude``
+    directories (e.g. the cache dir) are skipped.
     """
     root = Path(root)
+    skip = {Path(p).resolve() for p in exclude}
     found: list[str] = []
     base_depth = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).parts) - base_depth
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
-                             and not (Path(dirpath) / d / "pyvenv.cfg").exists())
+                             and not (Path(dirpath) / d / "pyvenv.cfg").exists()
+                             and (not skip or (Path(dirpath) / d).resolve() not in skip))
         if depth >= max_depth:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -291,7 +295,8 @@ class Panel(W.VBox):
     def refresh_files(self) -> None:
         """Re-list the video files under the notebook directory."""
         try:
-            files = find_videos(self._root)
+            cache_dir = getattr(getattr(self._session, "settings", None), "cache_dir", None)
+            files = find_videos(self._root, exclude=(cache_dir,) if cache_dir else ())
         except OSError:
             files = []
         self.browser.options = files

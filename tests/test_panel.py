@@ -1,0 +1,107 @@
+"""The panel against a real Session and the simulator (no browser): gallery, submit, cache,
+upload handling, file browser, headless Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_widgets import WAIT, clip, comms, result_html, session, visible, wait_settled  # noqa: F401
+
+from goenhance_nb._panel import Panel, find_videos
+
+
+def test_gallery_is_built_from_the_model_list_with_preview_images(sim, session, comms):
+    styles = session.styles()
+    p = Panel(session)
+    assert "goenhance-panel" in p._dom_classes
+    assert set(p.gallery.buttons) == {s.id for s in styles}
+    for s in styles:
+        btn = p.gallery.buttons[s.id]
+        assert {"goenhance-style", f"goenhance-style-{s.id}"} <= set(btn._dom_classes)
+        assert s.label in btn.description
+    assert p.previews_ready.wait(WAIT)
+    for s in styles:
+        img = p.gallery.images[s.id]
+        assert bytes(img.value[:3]) == b"\xff\xd8\xff", s  # JPEG bytes, not a URL
+        assert visible(img)
+        assert "http" not in str(img.get_state().get("value", ""))[:20]
+    # exactly one style selected, and selecting another deselects it
+    p.gallery.buttons[2006].value = True
+    assert [sid for sid, b in p.gallery.buttons.items() if b.value] == [2006]
+    assert p.gallery.selected == 2006
+    # previews are cached: a second panel fetches none over HTTP
+    sim.clear_requests()
+    p2 = Panel(session)
+    assert p2.previews_ready.wait(WAIT)
+    assert sim.requests("/sim/previews") == []
+    assert bytes(p2.gallery.images[2000].value[:3]) == b"\xff\xd8\xff"
+
+
+def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms, clip):
+    p = Panel(session)
+    job = p.submit(clip, "oil painting", duration=3, resolution="540p", seed=7)
+    assert p.input_path.value == str(clip) and p.gallery.selected == 2006
+    assert p.duration.value == 3 and p.resolution.value == "540p" and p.seed.value == 7
+    job.result(timeout=WAIT)
+    wait_settled(p.status_widgets[0])
+    assert p.status_widgets[0].badge.value == "done"
+    assert sim.generate_calls() == 1
+    assert 'class="goenhance-video"' in result_html(p.result)
+    assert "goenhance-cached" not in result_html(p.result)
+
+    again = p.submit_button.click() or p.jobs[-1]  # the button, exactly as a user does
+    assert again is not job and len(p.jobs) == 2
+    assert again.cached
+    wait_settled(p.status_widgets[1])
+    assert p.status_widgets[1].badge.value == "cached"
+    assert sim.generate_calls() == 1  # zero new generate calls
+    assert len(p.result.outputs) == 2
+    assert "goenhance-cached" in p.result.outputs[1]["data"]["text/html"]
+    rows = p.jobs_box.children
+    assert len(rows) == 2 and "goenhance-jobs" in p.jobs_box._dom_classes
+    assert "credits" in p.credits.value and "session spend" in p.credits.value
+
+
+def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
+    p = Panel(session, load_previews=False)
+    data = clip.read_bytes()
+    p.upload.value = ({"name": "my clip.mp4", "type": "video/mp4", "size": len(data),
+                       "content": memoryview(data), "last_modified": 0},)
+    assert p.upload.value == ()
+    assert p.upload.get_state()["value"] == []
+    local = Path(p.input_path.value)
+    assert local.is_file() and local.read_bytes() == data
+    assert "uploaded" in p.message.value
+    job = p.submit()
+    job.result(timeout=WAIT)
+    assert sim.generate_calls() == 1
+
+
+def test_file_browser_lists_videos_and_sets_the_path(sim, session, comms, clip, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.MOV").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "goenhance_outputs").mkdir()
+    (tmp_path / "goenhance_outputs" / "old.mp4").write_bytes(b"x")
+    assert find_videos(tmp_path) == ["clip.mp4", "sub/b.MOV"]
+    p = Panel(session, notebook_dir=tmp_path, load_previews=False)
+    assert list(p.browser.options) == ["clip.mp4", "sub/b.MOV"]
+    p.browser.value = "clip.mp4"
+    assert p.input_path.value == "clip.mp4"
+    job = p.submit()
+    assert Path(job.input.path).resolve() == clip.resolve() or job.input.name == "clip.mp4"
+
+
+def test_bad_input_is_refused_before_any_http_call(sim, session, comms, tmp_path):
+    from goenhance_nb import InputError
+
+    p = Panel(session, load_previews=False)
+    sim.clear_requests()
+    with pytest.raises(InputError):
+        p.submit(tmp_path / "missing.mp4", 2000)
+    assert "InputError" in p.message.value
+    with pytest.raises(InputError):
+        p.submit(style="no such style")
+    assert p.jobs == [] and sim.generate_calls() == 0

@@ -1,0 +1,359 @@
+"""StatusWidget against a real Session and the simulator over loopback (no browser).
+
+Widget messages are recorded by a comm that keeps what ipywidgets would send to the frontend
+(the `comm` package's documented seam), so each test asserts what a user would see.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import comm
+import ipywidgets
+import pytest
+from comm.base_comm import BaseComm
+from ipywidgets.widgets.widget import _instances
+
+from goenhance_nb.widgets import StatusWidget, Throttle
+
+WAIT = 60  # generous upper bound for waits (never asserted on)
+
+
+# -- recording comm ----------------------------------------------------------------------------
+class CommLog:
+    """Every comm message the widgets sent, in order: (comm_id, msg_type, data)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, Any]] = []
+        self.lock = threading.Lock()
+
+    def updates(self, widget: ipywidgets.Widget) -> list[dict[str, Any]]:
+        """The state dicts of the ``update`` messages sent for ``widget``."""
+        cid = widget.comm.comm_id
+        with self.lock:
+            return [d["state"] for c, t, d in self.messages
+                    if c == cid and t == "comm_msg" and (d or {}).get("method") == "update"]
+
+    def synced_values(self, widget: ipywidgets.Widget, name: str = "value") -> list[Any]:
+        """Values of trait ``name`` as the frontend received them (open state, then updates)."""
+        cid = widget.comm.comm_id
+        out = []
+        with self.lock:
+            for c, t, d in self.messages:
+                if c != cid or not d:
+                    continue
+                state = d.get("state") or {}
+                if name in state:
+                    out.append(state[name])
+        return out
+
+
+class _RecordingComm(BaseComm):
+    log: CommLog
+
+    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
+                    buffers: Any = None, **keys: Any) -> None:
+        with self.log.lock:
+            self.log.messages.append((self.comm_id, msg_type, data))
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommLog]:
+    """Record every widget comm message (widgets created in the test open recording comms)."""
+    log = CommLog()
+
+    def create(*args: Any, **kwargs: Any) -> BaseComm:
+        c = _RecordingComm.__new__(_RecordingComm)
+        c.log = log
+        c.__init__(*args, **kwargs)
+        return c
+
+    monkeypatch.setattr(comm, "create_comm", create)
+    before = set(_instances)
+    yield log
+    for mid in set(_instances) - before:
+        w = _instances.get(mid)
+        if w is not None:
+            w.close()
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    from goenhance_nb import sample_clip
+
+    return Path(sample_clip(tmp_path / "clip.mp4", seconds=3.0, width=160, height=120, fps=12))
+
+
+@pytest.fixture
+def session(sim_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from goenhance_nb import Session
+
+    monkeypatch.chdir(tmp_path)
+    s = Session()
+    yield s
+    s.close()
+
+
+def wait_settled(w: StatusWidget) -> None:
+    assert w.settled.wait(WAIT), f"widget never showed a terminal state (badge {w.badge.value!r})"
+
+
+def visible(w: ipywidgets.Widget) -> bool:
+    return w.layout.display != "none"
+
+
+def result_html(out: ipywidgets.Output) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in out.outputs)
+
+
+# -- tests ------------------------------------------------------------------------------------
+def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session, comms, clip):
+    # a second job waits behind the first (queue_limit 1): the server says WAITING, then
+    # reports completion as "completed", both verbatim next to the normalised badge
+    sim.config(queue_limit=1, waiting_status="WAITING", success_status="completed",
+               processing_seconds=1.5)
+    first = session.transform(clip, 2000, duration=3, resolution="540p", seed=1)
+    job = session.transform(clip, 2000, duration=3, resolution="540p", seed=2)
+    w = StatusWidget(job, session=session)
+    seen: list[tuple[str, str]] = []
+    w.raw_label.observe(lambda ch: seen.append((w.badge.value, ch["new"])), names="value")
+
+    job.result(timeout=WAIT)
+    first.result(timeout=WAIT)
+    wait_settled(w)
+
+    assert ("queued", "WAITING") in seen, seen
+    assert any(b == "running" for b, _ in seen), seen
+    assert (w.badge.value, w.raw_label.value) == ("done", "completed")
+    # the frontend received the final state (not only the Python trait)
+    assert comms.synced_values(w.badge)[-1] == "done"
+    assert comms.synced_values(w.raw_label)[-1] == "completed"
+    assert w.backend.value == "SIMULATED"
+    assert w.job_id_label.value == job.id[:8]
+    assert "cost" in w.info.value
+    assert w.toast.value.startswith("Ready: ") and w.toast.value.endswith(".mp4")
+    assert visible(w.toast)
+    html = result_html(w.result)
+    assert 'class="goenhance-video"' in html and "goenhance-simulated" in html
+    assert not visible(w.retry_button) and not visible(w.cancel_button)
+    assert not visible(w.error)
+    assert {"goenhance-status"} <= set(w._dom_classes)
+
+
+def test_failure_shows_one_line_error_then_retry_yields_done(sim, session, comms, clip):
+    from goenhance_nb import JobFailed
+
+    sim.faults({"kind": "job_failed"})
+    job = session.transform(clip, 2004, duration=3, resolution="540p")
+    w = StatusWidget(job, session=session)
+    with pytest.raises(JobFailed):
+        job.result(timeout=WAIT)
+    wait_settled(w)
+
+    assert w.badge.value == "failed"
+    assert visible(w.error) and "\n" not in w.error.value
+    assert "JobFailed" in w.error.value and job.id in w.error.value
+    assert "Retry" in w.hint.value
+    assert visible(w.retry_button) and w.retry_button.description == "Retry"
+    assert "goenhance-retry" in w.retry_button._dom_classes
+    assert not visible(w.cancel_button)
+    assert w.result.outputs == ()
+
+    w.retry_button.click()  # what the user does
+    new = w.job
+    assert new is not job
+    new.result(timeout=WAIT)
+    wait_settled(w)
+    assert w.badge.value == "done"
+    assert w.job_id_label.value == new.id[:8] != job.id[:8]
+    assert not visible(w.error) and not visible(w.retry_button)
+    assert 'class="goenhance-video"' in result_html(w.result)
+    assert sim.generate_calls() == 2
+
+
+def test_updates_are_throttled_and_final_state_is_delivered(sim, session, comms, clip):
+    sim.config(processing_seconds=2.0)
+    job = session.transform(clip, 2006, duration=3, resolution="540p")
+    t0 = time.monotonic()
+    w = StatusWidget(job, session=session)
+    job.result(timeout=WAIT)
+    wait_settled(w)
+    wall = time.monotonic() - t0
+    renders = w._throttle.runs
+    # at most 4 renders a second (+1 for the initial frame, +1 for timer granularity)
+    assert renders <= 4 * wall + 2, (renders, wall)
+    for child in (w.badge, w.raw_label, w.timing):
+        n = len(comms.updates(child))
+        assert n <= 4 * wall + 2, (child, n, wall)
+    assert comms.synced_values(w.badge)[-1] == "done"
+    assert comms.synced_values(w.raw_label)[-1] == "success"
+
+
+def test_throttle_coalesces_a_burst_and_delivers_the_last_value():
+    seen: list[int] = []
+    current = [0]
+    done = threading.Event()
+
+    def render() -> None:
+        seen.append(current[0])
+        if current[0] == 999:
+            done.set()
+
+    th = Throttle(render, 0.25)
+    t0 = time.monotonic()
+    for i in range(1000):
+        current[0] = i
+        th.request()
+    assert done.wait(WAIT)
+    wall = time.monotonic() - t0
+    assert seen[-1] == 999
+    assert len(seen) <= 4 * wall + 2, (len(seen), wall)
+
+
+def test_elapsed_ticks_between_events(sim, session, comms, clip):
+    # the sim holds the job in "processing" long enough for several 1 s ticks with no new status
+    sim.config(processing_seconds=3.5)
+    job = session.transform(clip, 2007, duration=3, resolution="540p")
+    w = StatusWidget(job, session=session)
+    job.result(timeout=WAIT)
+    wait_settled(w)
+    elapsed_texts = [v for v in comms.synced_values(w.timing) if v.startswith("elapsed")]
+    assert len(set(elapsed_texts)) >= 3, elapsed_texts
+
+
+def test_stop_watching_leaves_job_resumable(sim, session, comms, clip):
+    sim.config(processing_seconds=5.0)
+    job = session.transform(clip, 2008, duration=3, resolution="540p")
+    w = StatusWidget(job, session=session)
+    assert w.cancel_button.description == "Stop watching"
+    w.cancel_button.click()
+    wait_settled(w)
+    assert not visible(w.cancel_button)
+    assert "resume" in w.timing.value
+    assert w.badge.value in {"queued", "running"}
+
+
+# -- secrets ------------------------------------------------------------------------------------
+def secret_needles(secret: str) -> list[bytes]:
+    """Plain, URL-encoded and base64 forms of ``secret`` (base64 at all 3 alignments)."""
+    raw = secret.encode()
+    needles = {raw, urllib.parse.quote(secret, safe="").encode(),
+               urllib.parse.quote_plus(secret).encode()}
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + raw)
+        # drop the chars touched by the padding prefix and the unaligned tail
+        start = (pad * 4 + 2) // 3
+        end = len(enc) - 4
+        needles.add(enc[start:end])
+        needles.add(base64.urlsafe_b64encode(b"\0" * pad + raw)[start:end])
+    return [n for n in needles if len(n) >= 8]
+
+
+def _as_bytes(value: Any) -> bytes:
+    chunks: list[bytes] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            chunks.append(bytes(v))
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(k)
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+        else:
+            chunks.append(json.dumps(v, default=str).encode())
+
+    walk(value)
+    return b"\n".join(chunks)
+
+
+def leaks(secret: str, blobs: list[bytes]) -> list[int]:
+    needles = secret_needles(secret)
+    return [i for i, b in enumerate(blobs) if any(n in b for n in needles)]
+
+
+def all_widget_states() -> list[bytes]:
+    return [_as_bytes(w.get_state()) for w in list(_instances.values())]
+
+
+SENTINEL = "sk-SENTINEL-7f3a9c2e1b8d4f60a5c9e2d7b1f4a8c3"
+
+
+@pytest.fixture
+def sentinel_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from simctl import start_sim
+
+    s = start_sim(tmp_path_factory.mktemp("sentinel-sim"), keys=[SENTINEL])
+    yield s
+    s.stop()
+
+
+def test_no_key_in_any_widget_state(sentinel_sim, tmp_path, monkeypatch, comms, clip):
+    from goenhance_nb import JobFailed, Session
+    from goenhance_nb._panel import Panel
+
+    monkeypatch.setenv("GOENHANCE_API_KEY", SENTINEL)
+    monkeypatch.setenv("GOENHANCE_BASE_URL", sentinel_sim.base_url)
+    monkeypatch.setenv("GOENHANCE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GOENHANCE_POLL_INTERVAL", "0.2")
+    monkeypatch.chdir(tmp_path)
+
+    # the scanner must be able to fail: a deliberately leaking control widget is caught
+    control = ipywidgets.Password(value=SENTINEL)
+    encoded = ipywidgets.HTML(base64.b64encode(f"token={SENTINEL}".encode()).decode())
+    quoted = ipywidgets.Label(urllib.parse.quote(f"?key={SENTINEL}&x=1"))
+    states = all_widget_states()
+    assert len(leaks(SENTINEL, states)) == 3
+    for w in (control, encoded, quoted):
+        w.close()
+    assert leaks(SENTINEL, all_widget_states()) == []
+
+    session = Session()
+    try:
+        p = Panel(session)
+        assert p.previews_ready.wait(WAIT)
+        job = p.submit(clip, 2000, duration=3, resolution="540p")
+        sw = StatusWidget(job, session=session)
+        job.result(timeout=WAIT)
+        wait_settled(sw)
+        sentinel_sim.faults({"kind": "job_failed"})
+        bad = p.submit(clip, 2004, duration=3, resolution="540p")
+        fw = StatusWidget(bad, session=session)
+        with pytest.raises(JobFailed):
+            bad.result(timeout=WAIT)
+        wait_settled(fw)
+        for s in p.status_widgets:
+            wait_settled(s)
+        assert sw.badge.value == "done" and fw.badge.value == "failed"
+        # nothing in any widget's state and nothing the widgets ever sent carries the key
+        assert len(_instances) > 20
+        assert leaks(SENTINEL, all_widget_states()) == []
+        with comms.lock:
+            sent = [_as_bytes(d) for _c, _t, d in comms.messages]
+        assert sent and leaks(SENTINEL, sent) == []
+    finally:
+        session.close()
+
+
+def test_timeout_shows_timed_out_with_resume_hint(sim, session, comms, clip):
+    from goenhance_nb import JobTimedOut
+
+    sim.config(processing_seconds=30.0)
+    job = session.transform(clip, 2012, duration=3, resolution="540p", timeout=0.8)
+    w = StatusWidget(job, session=session)
+    with pytest.raises(JobTimedOut):
+        job.result(timeout=WAIT)
+    wait_settled(w)
+    assert w.badge.value == "timed out"
+    assert visible(w.error) and "JobTimedOut" in w.error.value
+    assert "%goenhance resume" in w.hint.value
+    assert visible(w.retry_button)
