@@ -131,16 +131,19 @@ class StatusWidget(W.VBox):
     *Stop watching* (``job.cancel_watch()``) and *Retry* (after a failure or timeout: submits the
     same transformation again through the session with ``force=True`` and follows the new job).
     When the job is done the result video is appended to :attr:`result` (an ``Output``) and a
-    toast line reads ``Ready: <file>``. ``compact=True`` gives a one-row view (no video) for lists.
+    toast line reads ``Ready: <file>`` (``show_result=False`` keeps the video out of the widget,
+    e.g. when the caller shows it as a regular output). ``compact=True`` gives a one-row view (no
+    video) for lists.
 
     :attr:`settled` is a :class:`threading.Event` set once the terminal state has been rendered.
     """
 
     def __init__(self, job: Any, *, session: Any = None, compact: bool = False,
-                 notebook_dir: Path | str | None = None, interval: float = 0.25,
+                 show_result: bool = True, notebook_dir: Path | str | None = None, interval: float = 0.25,
                  tick: float = 1.0, **kwargs: Any) -> None:
         self._session = session
         self._compact = compact
+        self._show_result = show_result and not compact
         self._notebook_dir = Path(notebook_dir) if notebook_dir is not None else None
         self._tick_interval = tick
         self._lock = threading.RLock()
@@ -182,7 +185,7 @@ class StatusWidget(W.VBox):
         self.retry_button.add_class("goenhance-retry")
         self.cancel_button.on_click(lambda _b: self.stop_watching())
         self.retry_button.on_click(lambda _b: self._retry_clicked())
-        self.result = W.Output(layout=W.Layout(display="none" if compact else None))
+        self.result = W.Output(layout=W.Layout(display=None if self._show_result else "none"))
         self.result.add_class("goenhance-status-result")
 
         head = W.HBox([self.badge, W.Label("status:", layout=W.Layout(margin="0 0 0 8px")),
@@ -337,7 +340,7 @@ class StatusWidget(W.VBox):
         # the result video goes into a regular display output inside the Output widget
         bundle = None
         toast = ""
-        if result is not None and state in {"done", "cached"} and not self._compact:
+        if result is not None and state in {"done", "cached"} and self._show_result:
             rkey = str(getattr(result, "key", id(result)))
             if self._shown_result != rkey:
                 bundle = result_bundle(result, notebook_dir=self._notebook_dir, cached=cached)
@@ -468,7 +471,12 @@ def _result_name(result: Any, bundle: tuple[dict[str, Any], dict[str, Any]] | No
         for k in ("output", "outputs_path", "file", "path"):
             if prov.get(k):
                 return Path(str(prov[k])).name
-    return Path(str(getattr(result, "path", "result.mp4"))).name
+    try:  # the name _display gives the file beside the notebook
+        from goenhance_nb._display import slugify
+
+        return f"{slugify(result.style_label)}-{str(result.key)[:8]}.mp4"
+    except Exception:
+        return Path(str(getattr(result, "path", "result.mp4"))).name
 
 
 def retry_arguments(job: Any) -> tuple[Any, Any, dict[str, Any]]:
