@@ -40,7 +40,7 @@ def _healthy(info: dict[str, object], timeout: float = 2.0) -> bool:
     if not isinstance(base, str) or not base.startswith("http://127.0.0.1:"):
         return False
     try:
-        with urllib.request.urlopen(f"{base}/sim/health", timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/sim/health", timeout=timeout) as resp:
             body = json.loads(resp.read().decode("utf-8"))
     except (OSError, ValueError, urllib.error.URLError):
         return False

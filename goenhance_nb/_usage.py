@@ -66,7 +66,7 @@ class Usage:
             rate = DEFAULT_RATES.get(resolution, max(DEFAULT_RATES.values()))
             if is_vip:
                 rate *= VIP_MULTIPLIER
-        return Estimate(int(math.ceil(math.ceil(duration) * rate - 1e-9)), basis)
+        return Estimate(math.ceil(math.ceil(duration) * rate - 1e-9), basis)
 
     def reserve(self, est: Estimate) -> None:
         """Check the budget for a job estimated at ``est`` and reserve it until :meth:`record`

@@ -1,0 +1,370 @@
+"""The :class:`Session`: one object that owns settings, client, cache, ledger, store, engine, usage.
+
+``Session.transform(source, style, ...)`` validates synchronously (a bad input raises
+:class:`InputError` here, before any HTTP call), computes the request key, checks the budget and
+returns a non-blocking :class:`~goenhance_nb._engine.Job`. With no API key and no base URL the
+session uses the embedded simulator (``_simproc.ensure_simulator``), shared by every kernel on the
+machine through a port file in the cache dir.
+
+Module-level :func:`transform`, :func:`resume`, :func:`styles`, :func:`credits` use the
+process-wide session from :func:`get_session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from goenhance_nb._cache import ResultCache
+from goenhance_nb._client import AsyncClient
+from goenhance_nb._engine import Job, JobEngine, JobRequest
+from goenhance_nb._errors import (
+    GoEnhanceError,
+    InputError,
+    JobFailed,
+    LedgerError,
+    ResultExpired,
+    TransportError,
+)
+from goenhance_nb._inputs import HashMemo, InputRef, Uploader, inspect_file, is_url, validate_params
+from goenhance_nb._jsondisk import network_fs_type, private_dir
+from goenhance_nb._keys import hash_bytes, request_key
+from goenhance_nb._ledger import Ledger, LedgerEntry
+from goenhance_nb._records import Credits, JobSpec, Style
+from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, SecretKey, Settings
+from goenhance_nb._simproc import ensure_simulator
+from goenhance_nb._store import ResultStore
+from goenhance_nb._usage import Usage
+
+__all__ = ["STYLES_TTL", "Session", "credits", "get_session", "resume", "styles", "transform"]
+
+#: Seconds the model list stays cached on disk (DECISIONS 7: a cache hit needs no HTTP).
+STYLES_TTL = 6 * 3600.0
+
+
+class Session:
+    """Owns :class:`Settings`, the :class:`AsyncClient`, cache, ledger, store, engine and usage.
+
+    :param settings: defaults to ``Settings.resolve()`` (environment, key file).
+    :param transport: an ``httpx.AsyncBaseTransport`` for the client (test seam).
+    :param uploader: ``fn(path) -> public https URL`` used for local files with the real API.
+    :raises ConfigError: bad settings, or the embedded simulator does not start.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, transport: Any = None,
+                 uploader: Uploader | None = None, queue_limit: int | None = None) -> None:
+        self.settings = settings if settings is not None else Settings.resolve()
+        s = self.settings
+        self.cache_dir = private_dir(Path(s.cache_dir).expanduser())
+        fstype = network_fs_type(self.cache_dir)
+        if fstype is not None:
+            warnings.warn(
+                f"the goenhance cache dir {self.cache_dir} is on a network filesystem ({fstype}); "
+                "its SQLite index is not safe there: set GOENHANCE_CACHE_DIR to a local disk",
+                UserWarning, stacklevel=2,
+            )
+        api_key = s.api_key
+        if s.base_url is None and api_key is None:
+            base_url, raw_key = ensure_simulator(self.cache_dir)
+            api_key = SecretKey(raw_key)
+            self.backend = "simulated"
+        elif s.base_url is None:
+            base_url = DEFAULT_REAL_BASE_URL
+            self.backend = urlsplit(base_url).hostname or "api.goenhance.ai"
+        else:
+            base_url = s.base_url
+            self.backend = s.backend
+        self.base_url = base_url
+        self.uploader = uploader
+        self.client = AsyncClient(s, base_url=base_url, api_key=api_key, transport=transport)
+        self.store = ResultStore(self.cache_dir)
+        self.cache = ResultCache(self.cache_dir, self.store)
+        self.ledger = Ledger(self.cache_dir)
+        self.hashes = HashMemo(self.cache_dir)
+        self.usage = Usage(self.cache, budget=s.budget)
+        self.engine = JobEngine(
+            self.client, cache=self.cache, ledger=self.ledger, store=self.store, usage=self.usage,
+            poll_interval=s.poll_interval, job_timeout=s.job_timeout, queue_limit=queue_limit,
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Session backend={self.backend!r} cache_dir={str(self.cache_dir)!r}>"
+
+    @property
+    def is_simulated(self) -> bool:
+        """True when jobs run on a simulator (no real credits are spent)."""
+        return self.backend == "simulated"
+
+    # -- look-ups --------------------------------------------------------------------------
+    def styles(self, refresh: bool = False) -> list[Style]:
+        """Return the model list; served from the disk cache (TTL :data:`STYLES_TTL`) without
+        any HTTP request unless ``refresh`` or the cached list is missing/stale.
+
+        :raises GoEnhanceError: the API could not be reached or refused (see ``AsyncClient``).
+        """
+        name = f"styles:{self.backend}"
+        if not refresh:
+            cached = self.cache.meta_get(name, max_age=STYLES_TTL)
+            if isinstance(cached, list):
+                try:
+                    return [Style.from_json(d) for d in cached]
+                except (ValueError, TypeError):
+                    pass
+        fresh = self.engine.run(self.client.list_styles())
+        self.cache.meta_set(name, [st.to_json() for st in fresh])
+        return fresh
+
+    def resolve_style(self, style: int | str | Style) -> Style:
+        """Return the :class:`Style` for an id (int or digit string) or label (case-insensitive).
+
+        :raises InputError: unknown style.
+        """
+        if isinstance(style, Style):
+            return style
+        if isinstance(style, bool) or not isinstance(style, (int, str)):
+            raise InputError(f"style must be an id or a label, got {type(style).__name__}")
+        wanted = str(style).strip()
+        for refresh in (False, True):
+            all_styles = self.styles(refresh=refresh)
+            for st in all_styles:
+                if wanted.isdigit() and st.id == int(wanted):
+                    return st
+                if st.label.lower() == wanted.lower():
+                    return st
+            if not self._styles_may_be_stale():
+                break
+        sample = ", ".join(f"{st.id} {st.label}" for st in all_styles[:8])
+        raise InputError(f"unknown style {wanted!r}; known styles include: {sample} "
+                         "(see goenhance_nb.styles())")
+
+    def _styles_may_be_stale(self) -> bool:
+        # One refresh is allowed per session for an unknown style (a new model may have appeared).
+        done = getattr(self, "_styles_refreshed", False)
+        self._styles_refreshed = True
+        return not done
+
+    def credits(self) -> Credits:
+        """Return the account balance (one HTTP request).
+
+        :raises GoEnhanceError: see ``AsyncClient.credits``.
+        """
+        cr = self.engine.run(self.client.credits())
+        self.usage.last_credits = cr.count
+        return cr
+
+    def jobs(self) -> list[LedgerEntry]:
+        """Return all ledger entries (jobs this cache dir knows), newest first."""
+        return self.ledger.entries()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def inspect(self, source: str | Path, *, duration: int | None = None) -> InputRef:
+        """Validate ``source`` (a local path or http(s) URL) and return its :class:`InputRef`.
+
+        :raises InputError: see :func:`goenhance_nb._inputs.inspect_file`; also a local file
+            with the real API and no uploader.
+        """
+        max_bytes = None if self.is_simulated else int(self.settings.max_upload_mb * 1_000_000)
+        if is_url(source):
+            return self._inspect_url(str(source), duration=duration, max_bytes=max_bytes)
+        if not isinstance(source, (str, Path)):
+            raise InputError(f"source must be a file path or an http(s) URL, got {type(source).__name__}")
+        ref = inspect_file(Path(source), self.hashes, duration=duration, max_bytes=max_bytes)
+        if not self.is_simulated and self.uploader is None:
+            raise InputError(
+                f"{ref.name} is a local file, but the GoEnhance API only accepts public URLs: "
+                "pass an http(s) URL as the source, or give Session(uploader=fn) a function that "
+                "uploads a file and returns its public https URL"
+            )
+        return ref
+
+    def _inspect_url(self, url: str, *, duration: int | None, max_bytes: int | None) -> InputRef:
+        tmp = self.store.tmp_dir / f"src-{hash_bytes(url.encode())[:24]}.part"
+        name = unquote(Path(urlsplit(url).path).name) or "input"
+        try:
+            self.engine.run(self.client.download(url, tmp, resume=False))
+            return inspect_file(tmp, self.hashes, duration=duration, max_bytes=max_bytes,
+                                kind="url", url=url, name=name)
+        except (ResultExpired, TransportError) as exc:
+            raise InputError(f"cannot fetch the input URL: {exc}") from None
+        except GoEnhanceError as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"cannot fetch the input URL: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _reference_url(self, ref: InputRef) -> Callable[[], Any]:
+        async def get() -> str:
+            if ref.kind == "url" and ref.url:
+                return ref.url
+            assert ref.path is not None
+            scope = self.base_url if self.is_simulated else self.backend
+            name = f"upload:{scope}:{ref.content_hash}"
+            cached = self.cache.meta_get(name)
+            if isinstance(cached, str):
+                return cached
+            if self.is_simulated:
+                url = await self.client.sim_upload(Path(ref.path))
+            else:
+                if self.uploader is None:
+                    raise InputError("no uploader for a local file with the real API")
+                url = await asyncio.to_thread(self.uploader, Path(ref.path))
+                if not is_url(url):
+                    raise InputError("the uploader did not return an http(s) URL")
+            self.cache.meta_set(name, url)
+            return url
+        return get
+
+    # -- jobs ------------------------------------------------------------------------------
+    def transform(self, source: str | Path, style: int | str | Style, *, prompt: str | None = None,
+                  duration: int = 5, resolution: str = "720p", seed: int = -1,
+                  force: bool = False, timeout: float | None = None) -> Job:
+        """Start transforming ``source`` with ``style``; return a :class:`Job` at once.
+
+        Validation runs here, synchronously: parameters, the style (against the cached model
+        list), the source file (PyAV) — a bad input raises before any job HTTP call. A result
+        already cached for the same request key is served without HTTP; a job for the key
+        already in the ledger (this or an earlier process) is re-attached, never re-submitted.
+
+        :raises InputError: bad parameter, unknown style, unusable source.
+        :raises BudgetExceeded: the session budget would be exceeded (no HTTP call made).
+        :raises CacheError, LedgerError: the cache or ledger holds a refused (non-JSON) row.
+        """
+        validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        ref = self.inspect(source, duration=duration)
+        st = self.resolve_style(style)
+        spec = JobSpec(model=st.id, duration=duration, resolution=resolution, seed=seed,
+                       prompt=prompt)
+        key = request_key(ref.content_hash, spec, st.version, self.backend)
+        existing = self.engine.active(key)
+        if existing is not None:
+            return existing
+        estimate = None
+        if self._needs_new_charge(key, force):
+            estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip)
+            self.usage.reserve(estimate)
+        req = JobRequest(
+            key=key, spec=spec, input=ref, model_version=st.version, style_label=st.label,
+            backend=self.backend, reference_url=self._reference_url(ref), timeout=timeout,
+            force=force, estimate=estimate, source_name=ref.name,
+        )
+        return self.engine.submit(req)
+
+    def _needs_new_charge(self, key: str, force: bool) -> bool:
+        """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight)"""
+        if not force:
+            _, status = self.cache.lookup(key)
+            if status == "ok":
+                return False
+        entry = self.ledger.get(key)
+        return not (entry is not None and entry.job_id is not None
+                    and entry.state not in ("failed", "done"))
+
+    def resume(self, img_uuid_or_key: str, *, resubmit: bool = False,
+               timeout: float | None = None) -> Job:
+        """Re-attach to a job in the ledger by its img_uuid, request key or key prefix.
+
+        With ``resubmit=True`` an entry left in ``submitting`` (or failed) is submitted again —
+        this may charge twice.
+
+        :raises LedgerError: no such job, or it belongs to another backend, or it is an orphaned
+            ``submitting`` entry and ``resubmit`` is false (raised by ``job.result()``).
+        :raises JobFailed: the job failed and ``resubmit`` is false.
+        """
+        entry = self.ledger.find(str(img_uuid_or_key).strip())
+        if entry is None:
+            raise LedgerError(f"no job {img_uuid_or_key!r} in the ledger of {self.cache_dir}")
+        if entry.backend != self.backend:
+            raise LedgerError(
+                f"job {entry.job_id or entry.key[:12]} was made on backend {entry.backend!r}, "
+                f"this session uses {self.backend!r}")
+        if entry.state == "failed" and not resubmit:
+            raise JobFailed(entry.job_id, entry.error or "failed earlier")
+        existing = self.engine.active(entry.key)
+        if existing is not None:
+            return existing
+        spec = JobSpec.from_json(entry.spec)
+        raw_input = entry.extra.get("input") if isinstance(entry.extra, dict) else None
+        ref = (InputRef.from_json(raw_input) if isinstance(raw_input, dict) else
+               InputRef(kind="file", name=entry.source_name, content_hash=entry.input_hash, size=0))
+        estimate = None
+        if resubmit and (entry.is_orphan or entry.state == "failed"):
+            estimate = self.usage.estimate(spec.model, spec.resolution, spec.duration)
+            self.usage.reserve(estimate)
+        req = JobRequest(
+            key=entry.key, spec=spec, input=ref, model_version=entry.model_version,
+            style_label=entry.style_label, backend=entry.backend, reference_url=None,
+            timeout=timeout, resubmit=resubmit, estimate=estimate, source_name=entry.source_name,
+        )
+        if resubmit and entry.state == "failed":
+            req.force = True
+        return self.engine.submit(req)
+
+    def close(self) -> None:
+        """Stop watching jobs (they stay resumable) and close the client and databases."""
+        if self._closed:
+            return
+        self._closed = True
+        self.engine.close()
+        for part in (self.cache, self.ledger, self.hashes):
+            with contextlib.suppress(Exception):
+                part.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_session: Session | None = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    """Return the process-wide :class:`Session`, creating it on first use from
+    ``Settings.resolve()``.
+
+    :raises ConfigError: see :class:`Session`.
+    """
+    global _session
+    with _session_lock:
+        if _session is None or _session._closed:
+            _session = Session()
+        return _session
+
+
+def _set_session(session: Session | None) -> None:
+    """Replace the process-wide session (used by the magics' ``%goenhance`` config changes)."""
+    global _session
+    with _session_lock:
+        _session = session
+
+
+def transform(source: str | Path, style: int | str | Style, **kwargs: Any) -> Job:
+    """``get_session().transform(...)``: start a transformation; returns a :class:`Job`."""
+    return get_session().transform(source, style, **kwargs)
+
+
+def resume(img_uuid_or_key: str, *, resubmit: bool = False, timeout: float | None = None) -> Job:
+    """``get_session().resume(...)``: re-attach to a job in the ledger."""
+    return get_session().resume(img_uuid_or_key, resubmit=resubmit, timeout=timeout)
+
+
+def styles(refresh: bool = False) -> list[Style]:
+    """``get_session().styles(...)``: the model list (disk-cached with a TTL)."""
+    return get_session().styles(refresh=refresh)
+
+
+def credits() -> Credits:
+    """``get_session().credits()``: the account balance."""
+    return get_session().credits()
