@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import html
 import io
-import os
 import shlex
 import sys
 import threading
@@ -468,14 +467,17 @@ class GoEnhanceMagics(Magics):
 
 # -- handlers ---------------------------------------------------------------------------------
 def _session_for(config: Mapping[str, Any]) -> Any:
-    """The process-wide session when no trait changes the settings, else a private one."""
+    """The process-wide session; when traits change the settings, a new one that replaces it
+    (so the panel and ``goenhance_nb.transform`` share the magics' engine and settings)."""
     from goenhance_nb import _session
 
     if not config:
         return _session.get_session()
     from goenhance_nb._settings import Settings
 
-    return _session.Session(Settings.resolve(config=dict(config)))
+    session = _session.Session(Settings.resolve(config=dict(config)))
+    _session._set_session(session)
+    return session
 
 
 def _should_wait(m: GoEnhanceMagics, flag: bool | None) -> bool:
@@ -571,7 +573,7 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
         if terminal or frontend == "headless":
             print(_status_line(job), flush=True)
         else:
-            _show_widget(job)
+            _show_widget(job, session)
         try:
             result = job.result(timeout=timeout)
         except TimeoutError:
@@ -588,7 +590,7 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
         _watch_text(job, publish)
         print(_status_line(job), flush=True)
         return
-    _show_widget(job)
+    _show_widget(job, session)
     simulated = str(getattr(job, "backend", "")) == "simulated"
     handle = _display_obj(_display.placeholder_bundle(_job_label(job), simulated=simulated),
                           display_id=True)
@@ -602,44 +604,48 @@ def _job_label(job: Any) -> str:
 
 def _status_line(job: Any) -> str:
     state = getattr(job, "state", None)
-    state_text = getattr(state, "value", state) or "submitted"
+    text = "cached" if getattr(job, "cached", False) else _state_text(state or "submitted")
     sim = " [SIMULATED]" if str(getattr(job, "backend", "")) == "simulated" else ""
-    return f"GoEnhance: {_job_label(job)} {str(state_text).lower()}{sim}"
+    return f"GoEnhance: {_job_label(job)} {text}{sim}"
 
 
-def _show_widget(job: Any) -> None:
+def _show_widget(job: Any, session: Any = None) -> None:
     try:
         from goenhance_nb.widgets import StatusWidget
     except ImportError:
         print(_status_line(job), flush=True)
         return
-    _display_obj(StatusWidget(job))
-
-
-_TERMINAL_KINDS = {"done", "failed", "timed_out", "watch_cancelled", "cached"}
+    _display_obj(StatusWidget(job, session=session, compact=True))
 
 
 def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
-    """On the engine thread: replace the placeholder with the result (or a one-line error)."""
-    done = threading.Event()
+    """On the engine thread: replace the placeholder with the result (or a one-line error).
+
+    Uses the event's own ``result``/``error`` (never a blocking call on the engine thread).
+    """
+    finished = threading.Event()
 
     def on_event(event: Any) -> None:
+        if finished.is_set():
+            return
         kind = getattr(event, "kind", None)
-        if kind not in _TERMINAL_KINDS or done.is_set():
-            return
-        if kind == "watch_cancelled":
-            done.set()
-            return
-        if kind == "cached" and not job.done():
-            return
-        done.set()
+        result = getattr(event, "result", None)
         try:
-            if job.error is not None or kind in ("failed", "timed_out"):
-                err = job.error or GoEnhanceError(str(getattr(event, "message", "") or kind))
+            if kind in ("done", "cached") and result is not None:
+                finished.set()
+                handle.update(publish(result))
+            elif kind in ("failed", "timed_out"):
+                finished.set()
+                err = getattr(event, "error", None) or job.error or GoEnhanceError(
+                    str(getattr(event, "message", "") or kind))
                 handle.update(_display.error_bundle(err, job_id=getattr(job, "id", None)))
-            else:
-                handle.update(publish(job.result(timeout=0)))
-        except BaseException as exc:
+            elif kind == "watch_cancelled":
+                finished.set()
+                jid = getattr(job, "id", None) or job.key[:12]
+                handle.update(_display.ResultBundle({
+                    "text/plain": f"GoEnhance: stopped watching {jid}; %goenhance resume {jid}",
+                }))
+        except Exception as exc:  # a listener never raises into the engine
             with contextlib.suppress(Exception):
                 handle.update(_display.error_bundle(exc, job_id=getattr(job, "id", None)))
 
@@ -649,25 +655,39 @@ def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
 def _watch_text(job: Any, publish: Callable[[Any], Any]) -> None:
     """Terminal: print one line per state change and the result path when done."""
     last: list[Any] = [None]
+    finished = threading.Event()
 
     def on_event(event: Any) -> None:
+        if finished.is_set():
+            return
         state = getattr(event, "state", None)
         kind = getattr(event, "kind", None)
-        if kind in ("done", "cached") and job.done() and job.error is None:
+        result = getattr(event, "result", None)
+        if kind in ("done", "cached") and result is not None:
+            finished.set()
             with contextlib.suppress(Exception):
-                print(f"\n{publish(job.result(timeout=0))['text/plain']}", flush=True)
+                print(f"\n{publish(result)['text/plain']}", flush=True)
             return
         if kind in ("failed", "timed_out"):
-            print(f"\nGoEnhance: {_job_label(job)} {kind}: {redact_text(job.error or '')}",
-                  flush=True)
+            finished.set()
+            err = getattr(event, "error", None) or job.error or kind
+            print(f"\nGoEnhance: {_job_label(job)} {kind}: {redact_text(err)}", flush=True)
             return
         if state != last[0] and state is not None:
             last[0] = state
             raw = getattr(event, "raw_status", None)
-            print(f"\nGoEnhance: {_job_label(job)} {getattr(state, 'value', state)}"
+            print(f"\nGoEnhance: {_job_label(job)} {_state_text(state)}"
                   + (f" ({raw})" if raw else ""), flush=True)
 
     job.subscribe(on_event)
+
+
+_LOCAL_STATES = {"LOCAL": "starting", "LOCAL_QUEUE": "waiting for a local queue slot"}
+
+
+def _state_text(state: Any) -> str:
+    text = str(getattr(state, "value", state))
+    return _LOCAL_STATES.get(text, text.lower())
 
 
 # -- small subcommands ------------------------------------------------------------------------
@@ -754,13 +774,10 @@ def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
 
 def _session_spend(session: Any) -> Any:
     usage = getattr(session, "usage", None)
-    for name in ("spend", "session_spend", "spent"):
-        value = getattr(usage, name, None)
-        if callable(value):
-            with contextlib.suppress(Exception):
-                value = value()
-        if isinstance(value, int | float):
-            return value
+    snap = getattr(usage, "snapshot", None)
+    if callable(snap):
+        with contextlib.suppress(Exception):
+            return snap().get("spent")
     return None
 
 
@@ -813,20 +830,20 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
     """Resume a job by id or key and show it like ``run``; no ID lists the resumable jobs."""
     session = m.session()
     if args.id is None:
-        entries = [_entry_dict(e) for e in session.jobs()]
-        open_ = [d for d in entries if str(d.get("state", "")).lower() not in
-                 ("done", "jobstate.done", "failed", "jobstate.failed")]
-        if not open_:
+        entries = [e for e in session.jobs() if getattr(e, "state", None) not in ("done", "failed")]
+        if not entries:
             print("No unfinished jobs in the ledger.")
             return None
-        for d in open_:
-            jid = d.get("job_id")
-            hint = (f"%goenhance resume {jid}" if jid else
-                    f"never got a job id; %goenhance resume --resubmit {str(d.get('key'))[:12]} "
-                    "(may charge twice)")
-            print(f"{str(d.get('key'))[:12]}  {d.get('state')}  {hint}")
+        for e in entries:
+            key = str(e.key)[:12]
+            if getattr(e, "is_orphan", False):
+                hint = (f"never got a job id; %goenhance resume --resubmit {key} "
+                        "(may charge twice)")
+            else:
+                hint = f"%goenhance resume {e.job_id}"
+            print(f"{key}  {e.state:<16} {e.style_label or ''}  {hint}")
         return None
-    job = session.resume(args.id, resubmit=args.resubmit)
+    job = session.resume(args.id, resubmit=args.resubmit, timeout=args.timeout)
     _present_job(m, job, wait=_should_wait(m, args.wait), timeout=args.timeout,
                  embed=m.embed, compare=False, source=None,
                  frontend=_frontend.frontend(m.shell), session=session)
@@ -834,37 +851,40 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
 
 
 def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> Any:
-    """``list`` / ``info KEY`` / ``clear`` / ``remove KEY`` / ``verify KEY`` on the result cache."""
+    """``list`` / ``info KEY`` / ``clear`` / ``remove KEY`` / ``verify KEY`` on the result cache.
+
+    KEY may be a unique key prefix or a job id. ``clear`` and ``remove`` delete only the store's
+    files, never the notebook's files in ``goenhance_outputs/`` (DECISIONS 13).
+    :raises CacheError: unknown or ambiguous KEY, unreadable index.
+    """
     session = m.session()
     cache = session.cache
     if args.action == "list":
-        records = list(_cache_records(cache))
+        records = cache.list()
         rows = [[str(r.key)[:12], r.style_label, (r.params or {}).get("duration", ""),
                  (r.params or {}).get("resolution", ""), r.backend, _fmt_size(r.size),
                  _fmt_time(r.created)] for r in records]
         html_t, text = _table(["key", "style", "duration", "resolution", "backend", "size",
                                "created"], rows, klass="goenhance-cache-table")
-        head = f"{len(rows)} cached results"
-        _show(f"<div><b>{head}</b>{html_t}</div>", f"{head}\n{text}")
+        head = f"{len(rows)} cached results ({_fmt_size(sum(r.size for r in records)) or '0 KiB'})"
+        _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
         return None
     if args.action == "clear":
-        n = _call(cache, ("clear",))
-        print(f"Cache cleared ({n if isinstance(n, int) else 'all'} entries). "
-              "Files in goenhance_outputs/ are kept.")
+        n = cache.clear()
+        print(f"Cache cleared: {n} result(s) removed. Files in goenhance_outputs/ are kept.")
         return None
-    key = _resolve_key(cache, args.key or "")
+    rec = cache.info(args.key or "")
     if args.action == "info":
-        rec = cache.get(key)
-        data = rec.to_json() if hasattr(rec, "to_json") else dict(rec)
-        lines = [f"{k}: {v}" for k, v in data.items()]
-        print("\n".join(lines))
+        data = rec.to_json()
+        width = max(len(k) for k in data)
+        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
         return None
     if args.action == "remove":
-        _call(cache, ("remove", "delete", "pop"), key)
-        print(f"Removed {key[:12]} from the cache. Files in goenhance_outputs/ are kept.")
+        cache.remove(rec.key)
+        print(f"Removed {rec.key[:12]} from the cache. Files in goenhance_outputs/ are kept.")
         return None
-    ok = _call(cache, ("verify",), key)
-    print(f"{key[:12]}: {'ok' if ok in (True, None) else ok}")
+    ok = cache.verify(rec.key, full=True)
+    print(f"{rec.key[:12]}: {'ok (size and content hash match)' if ok else 'DAMAGED or missing'}")
     return None
 
 
@@ -872,33 +892,6 @@ def _fmt_size(n: Any) -> str:
     if not isinstance(n, int | float):
         return ""
     return f"{n / 1024 / 1024:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
-
-
-def _call(obj: Any, names: Sequence[str], *a: Any) -> Any:
-    for name in names:
-        fn = getattr(obj, name, None)
-        if callable(fn):
-            return fn(*a)
-    raise GoEnhanceError(f"cache does not support {names[0]}")
-
-
-def _cache_records(cache: Any) -> list[Any]:
-    for name in ("records", "list", "entries", "all"):
-        fn = getattr(cache, name, None)
-        if callable(fn):
-            return list(fn())
-    return []
-
-
-def _resolve_key(cache: Any, prefix: str) -> str:
-    """A full cache key from a unique prefix; UsageError when none or several match."""
-    keys = [str(r.key) for r in _cache_records(cache)]
-    hits = [k for k in keys if k.startswith(prefix)]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise UsageError(f"%goenhance cache: no cached result with key {prefix!r}")
-    raise UsageError(f"%goenhance cache: key prefix {prefix!r} is ambiguous ({len(hits)} matches)")
 
 
 _CONFIG_FIELDS = ("base_url", "cache_dir", "poll_interval", "job_timeout", "request_timeout",
@@ -943,28 +936,6 @@ def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
         return panel()
 
 
-def _key_file() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_config_path("goenhance_nb")) / "api_key"
-
-
-def save_key_file(key: str, path: Path | None = None) -> Path:
-    """Write ``key`` to the key file with mode 0600 (folder 0700); returns the path."""
-    path = _key_file() if path is None else path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (key.strip() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
-
-
 def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
     """Ask for the key with getpass, keep it in memory (a new session); ``--save`` writes it.
 
@@ -989,14 +960,13 @@ def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
     settings = Settings.resolve(config=m.settings_config()).with_(api_key=SecretKey(key))
     session = _session.Session(settings)
     m.set_session(session)
-    setter = getattr(_session, "set_session", None)
-    if callable(setter):
-        with contextlib.suppress(Exception):
-            setter(session)
+    _session._set_session(session)
     where = _backend_label(session)
     msg = f"Key kept in memory for this kernel ({where})."
     if args.save:
-        path = save_key_file(key)
+        from goenhance_nb._settings import write_key_file
+
+        path = write_key_file(SecretKey(key))
         msg += f" Saved to {path} (mode 0600)."
     print(msg)
 
