@@ -1,0 +1,134 @@
+"""Input validation (DECISIONS 10) and memoised hashing, on real files made with PyAV."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from goenhance_nb._errors import InputError
+from goenhance_nb._inputs import HashMemo, inspect_file, validate_params
+from goenhance_nb._keys import hash_file
+from goenhance_nb._samples import sample_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2.0)
+
+
+def _audio_only_mp4(path: Path) -> Path:
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=44100)
+        stream.layout = "mono"
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            frame.pts = i * 1024
+            frame.time_base = Fraction(1, 44100)
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def _mkv_video(path: Path) -> Path:
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24")
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"duration": 2}, "between 3 and 30"),
+    ({"duration": 31}, "between 3 and 30"),
+    ({"duration": 5.5}, "whole number"),
+    ({"resolution": "1080p"}, "540p, 720p"),
+    ({"prompt": "x" * 501}, "501 characters"),
+    ({"seed": "7"}, "seed"),
+])
+def test_parameters_out_of_range_are_refused(kwargs: dict[str, object], message: str) -> None:
+    params: dict[str, object] = {"duration": 5, "resolution": "720p", "prompt": None, "seed": -1}
+    params.update(kwargs)
+    with pytest.raises(InputError, match=message):
+        validate_params(**params)
+
+
+def test_valid_parameters_pass() -> None:
+    validate_params(duration=3, resolution="540p", prompt="x" * 500, seed=-1)
+    validate_params(duration=30, resolution="720p", prompt=None, seed=42)
+
+
+def test_good_clip_gives_input_ref(clip: Path, tmp_path: Path) -> None:
+    ref = inspect_file(clip, HashMemo(tmp_path), duration=None)
+    assert ref.kind == "file" and ref.name == "clip.mp4"
+    assert ref.content_hash == hash_file(clip)
+    assert ref.size == clip.stat().st_size
+    assert ref.width == 320 and ref.height == 240
+    assert ref.duration is not None and 1.5 < ref.duration < 2.5
+
+
+def test_shorter_source_than_duration_only_warns(clip: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="shorter than the requested duration 5s"):
+        inspect_file(clip, HashMemo(tmp_path), duration=5)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        inspect_file(tmp_path / "nope.mp4", HashMemo(tmp_path))
+
+
+def test_not_a_video(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video")
+    with pytest.raises(InputError, match="cannot open notes.mp4 as a video"):
+        inspect_file(bad, HashMemo(tmp_path))
+
+
+def test_no_video_stream(tmp_path: Path) -> None:
+    audio = _audio_only_mp4(tmp_path / "voice.mp4")
+    with pytest.raises(InputError, match="no video stream"):
+        inspect_file(audio, HashMemo(tmp_path))
+
+
+def test_wrong_container(tmp_path: Path) -> None:
+    mkv = _mkv_video(tmp_path / "clip.mkv")
+    with pytest.raises(InputError, match="MP4 or MOV is required"):
+        inspect_file(mkv, HashMemo(tmp_path))
+
+
+def test_size_limit_for_real_api(clip: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="at most"):
+        inspect_file(clip, HashMemo(tmp_path), max_bytes=clip.stat().st_size - 1)
+
+
+def test_hash_memo_does_not_reread_unchanged_file(clip: Path, tmp_path: Path) -> None:
+    memo = HashMemo(tmp_path / "c")
+    first = memo.hash(clip)
+    again = HashMemo(tmp_path / "c")  # a later run (new process state), same memo on disk
+    assert again.hash(clip) == first
+    assert again.reads == 0
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clip.read_bytes())
+    assert again.hash(copy) == first and again.reads == 1  # other inode: read once
+    with copy.open("r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    os.utime(copy, ns=(1, 1))  # a different mtime
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert again.hash(copy) != first
+    assert again.reads == 2
