@@ -400,7 +400,7 @@ class GoEnhanceMagics(Magics):
         self._session: Any | None = None
         self._lock = threading.RLock()
         super().__init__(shell=shell, **kwargs)
-        self.observe(self._config_changed, names=["poll_interval", "job_timeout", "output_dir",
+        self.observe(self._settings_traits_changed, names=["poll_interval", "job_timeout", "output_dir",
                                                   "wait"])
 
     # -- session ------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ class GoEnhanceMagics(Magics):
                 out[name] = Path(value) if name == "output_dir" else value
         return out
 
-    def _config_changed(self, change: Any) -> None:
+    def _settings_traits_changed(self, change: Any) -> None:
         with self._lock:
             self._session = None  # rebuilt with the new settings on next use
 
@@ -458,7 +458,9 @@ class GoEnhanceMagics(Magics):
             raise UsageError(f"%%goenhance: --duration must be 3-30, got {line_args.duration}")
         body = cell
         if self.shell is not None and ("{" in body or "$" in body):
-            body = self.shell.var_expand(body)
+            # line by line: IPython's formatter drops text after a {var} across newlines
+            body = "\n".join(self.shell.var_expand(ln) if ("{" in ln or "$" in ln) else ln
+                              for ln in body.split("\n"))
         args = merge_cell(line_args, parse_cell_body(body))
         if not args.input:
             raise UsageError("%%goenhance: no input (give it on the first line or as 'input:')")
@@ -1059,6 +1061,9 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register :class:`GoEnhanceMagics` on ``ipython`` (``%load_ext goenhance_nb``)."""
     magics = GoEnhanceMagics(shell=ipython)
     ipython.register_magics(magics)
+    # %config GoEnhanceMagics.<trait> finds configurables here
+    ipython.configurables = [c for c in getattr(ipython, "configurables", [])
+                             if not isinstance(c, GoEnhanceMagics)] + [magics]
     _register_job_formatters(ipython)
 
 
@@ -1068,4 +1073,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     for kind in ("line", "cell"):
         mm.magics[kind].pop("goenhance", None)
     mm.registry.pop("GoEnhanceMagics", None)
+    ipython.configurables = [c for c in getattr(ipython, "configurables", [])
+                             if not isinstance(c, GoEnhanceMagics)]
     _unregister_job_formatters(ipython)
