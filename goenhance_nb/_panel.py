@@ -82,7 +82,7 @@ class _Gallery(W.Box):
     ``goenhance-style-<id>``) under an optional thumbnail ``Image``; one selected at a time."""
 
     def __init__(self, on_change: Callable[[int | None], None]) -> None:
-        super().__init__(layout=W.Layout(flex_flow="row wrap", gap="6px"))
+        super().__init__(layout=W.Layout(flex_flow="row wrap"))
         self.add_class("goenhance-gallery")
         self.buttons: dict[int, W.ToggleButton] = {}
         self.images: dict[int, W.Image] = {}
@@ -108,7 +108,7 @@ class _Gallery(W.Box):
             img.add_class("goenhance-style-preview")
             self.buttons[int(s.id)] = btn
             self.images[int(s.id)] = img
-            cards.append(W.VBox([img, btn], layout=W.Layout(width="146px")))
+            cards.append(W.VBox([img, btn], layout=W.Layout(width="146px", margin="0 6px 6px 0")))
         self.children = cards
 
     def set_preview(self, style_id: int, data: bytes | None) -> None:
@@ -223,7 +223,7 @@ class Panel(W.VBox):
 
         super().__init__([
             W.HBox([W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
-                   layout=W.Layout(gap="10px", align_items="center")),
+                   layout=W.Layout(align_items="center", grid_gap="10px")),
             W.HBox([W.VBox([self.input_path, self.browser]),
                     W.VBox([self.refresh_button, self.upload])]),
             W.HTML("<b>Style</b>"), self.gallery,
@@ -523,15 +523,15 @@ def _fetch_preview(session: Any, style: Any) -> bytes | None:
 def _download_preview(session: Any, style: Any) -> bytes | None:
     """Fallback: download through the session's AsyncClient into the cache's tmp dir."""
     client = getattr(session, "client", None)
-    if client is None:
+    engine = getattr(session, "engine", None)
+    if client is None or engine is None:
         return None
-    from goenhance_nb._sync import run_sync
 
     tmp_dir = Path(session.settings.cache_dir) / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     dest = tmp_dir / f"preview-{style.id}-{os.getpid()}-{threading.get_ident()}.jpg"
     try:
-        run_sync(client.download(style.preview_url, dest, resume=False))
+        engine.run(client.download(style.preview_url, dest, resume=False), timeout=60)
         return dest.read_bytes()
     finally:
         dest.unlink(missing_ok=True)

@@ -67,14 +67,16 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
 def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
     p = Panel(session, load_previews=False)
     data = clip.read_bytes()
-    p.upload.value = ({"name": "my clip.mp4", "type": "video/mp4", "size": len(data),
-                       "content": memoryview(data), "last_modified": 0},)
+    # what the frontend sends when the user picks a file (deserialised like a comm update)
+    p.upload.set_state({"value": [{"name": "my clip.mp4", "type": "video/mp4",
+                                   "size": len(data), "content": memoryview(data),
+                                   "last_modified": 1_700_000_000_000}]})
     assert p.upload.value == ()
     assert p.upload.get_state()["value"] == []
     local = Path(p.input_path.value)
     assert local.is_file() and local.read_bytes() == data
     assert "uploaded" in p.message.value
-    job = p.submit()
+    job = p.submit(duration=3)
     job.result(timeout=WAIT)
     assert sim.generate_calls() == 1
 
@@ -90,7 +92,7 @@ def test_file_browser_lists_videos_and_sets_the_path(sim, session, comms, clip, 
     assert list(p.browser.options) == ["clip.mp4", "sub/b.MOV"]
     p.browser.value = "clip.mp4"
     assert p.input_path.value == "clip.mp4"
-    job = p.submit()
+    job = p.submit(duration=3)
     assert Path(job.input.path).resolve() == clip.resolve() or job.input.name == "clip.mp4"
 
 

@@ -114,12 +114,29 @@ def result_html(out: ipywidgets.Output) -> str:
 
 
 # -- tests ------------------------------------------------------------------------------------
-def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session, comms, clip):
-    # a second job waits behind the first (queue_limit 1): the server says WAITING, then
-    # reports completion as "completed", both verbatim next to the normalised badge
+@pytest.fixture
+def session_no_local_queue(sim_env: dict[str, str], tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Session that does not hold jobs back locally (so the server's WAITING shows)."""
+    from goenhance_nb import Session
+
+    monkeypatch.chdir(tmp_path)
+    s = Session(queue_limit=8)
+    yield s
+    s.close()
+
+
+def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session_no_local_queue,
+                                                             comms, clip):
+    # a second job waits behind the first on the server (queue_limit 1): the server says
+    # WAITING, then reports completion as "completed", both verbatim beside the badge
+    session = session_no_local_queue
     sim.config(queue_limit=1, waiting_status="WAITING", success_status="completed",
                processing_seconds=1.5)
     first = session.transform(clip, 2000, duration=3, resolution="540p", seed=1)
+    submitted = threading.Event()
+    first.subscribe(lambda ev: ev.job_id and submitted.set())
+    assert submitted.wait(WAIT)  # the first job holds the server's only slot
     job = session.transform(clip, 2000, duration=3, resolution="540p", seed=2)
     w = StatusWidget(job, session=session)
     seen: list[tuple[str, str]] = []
@@ -145,6 +162,24 @@ def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session, comms
     assert not visible(w.retry_button) and not visible(w.cancel_button)
     assert not visible(w.error)
     assert {"goenhance-status"} <= set(w._dom_classes)
+
+
+def test_local_queue_position_is_shown(sim, session, comms, clip):
+    # the account allows one job at a time: the second waits locally and says where it is
+    sim.config(queue_limit=1, processing_seconds=1.5)
+    first = session.transform(clip, 2000, duration=3, resolution="540p", seed=11)
+    submitted = threading.Event()
+    first.subscribe(lambda ev: ev.job_id and submitted.set())
+    assert submitted.wait(WAIT)
+    job = session.transform(clip, 2000, duration=3, resolution="540p", seed=12)
+    w = StatusWidget(job, session=session)
+    job.result(timeout=WAIT)
+    first.result(timeout=WAIT)
+    wait_settled(w)
+    timings = comms.synced_values(w.timing)
+    assert any("local queue position 1" in t for t in timings), timings
+    assert "local queue" not in w.timing.value  # gone once it ran
+    assert w.badge.value == "done"
 
 
 def test_failure_shows_one_line_error_then_retry_yields_done(sim, session, comms, clip):
@@ -179,7 +214,7 @@ def test_failure_shows_one_line_error_then_retry_yields_done(sim, session, comms
 
 
 def test_updates_are_throttled_and_final_state_is_delivered(sim, session, comms, clip):
-    sim.config(processing_seconds=2.0)
+    sim.config(processing_seconds=2.0, success_status="success")
     job = session.transform(clip, 2006, duration=3, resolution="540p")
     t0 = time.monotonic()
     w = StatusWidget(job, session=session)
@@ -316,6 +351,10 @@ def test_no_key_in_any_widget_state(sentinel_sim, tmp_path, monkeypatch, comms, 
     for w in (control, encoded, quoted):
         w.close()
     assert leaks(SENTINEL, all_widget_states()) == []
+    with comms.lock:
+        sent_before = len(comms.messages)
+        control_sent = [_as_bytes(d) for _c, _t, d in comms.messages]
+    assert len(leaks(SENTINEL, control_sent)) == 3  # the control widgets' comm_open messages
 
     session = Session()
     try:
@@ -338,7 +377,7 @@ def test_no_key_in_any_widget_state(sentinel_sim, tmp_path, monkeypatch, comms, 
         assert len(_instances) > 20
         assert leaks(SENTINEL, all_widget_states()) == []
         with comms.lock:
-            sent = [_as_bytes(d) for _c, _t, d in comms.messages]
+            sent = [_as_bytes(d) for _c, _t, d in comms.messages[sent_before:]]
         assert sent and leaks(SENTINEL, sent) == []
     finally:
         session.close()

@@ -283,7 +283,7 @@ class StatusWidget(W.VBox):
             elapsed = getattr(ev, "elapsed", None)
             if m.t0 is None:
                 m.t0 = ts - elapsed if elapsed is not None else ts
-            cached = kind == "cached" or bool(getattr(job, "cached", False))
+            cached = kind == "cached" or m.cached or bool(getattr(job, "cached", False))
             state = normalise_state(kind, getattr(ev, "state", None), cached=cached)
             if state is not None and not m.terminal:
                 m.state = state
@@ -295,8 +295,14 @@ class StatusWidget(W.VBox):
             if getattr(ev, "cost", None) is not None:
                 m.cost = int(ev.cost)
             m.queue_position = getattr(ev, "queue_position", None)
-            msg = getattr(ev, "message", None)
-            if msg:
+            msg = getattr(ev, "message", None) or ""
+            progress = getattr(ev, "progress", None)
+            if kind == "downloading" and progress and progress[1]:
+                done_b, total_b = progress
+                msg = f"downloading {100 * done_b // max(total_b, 1)}% of {total_b / 1e6:.1f} MB"
+            if kind == "status" and msg.startswith("status "):
+                msg = ""  # the raw status is shown verbatim beside the badge already
+            if kind not in {"done", "cached"}:
                 m.message = redact_text(msg)
             if getattr(ev, "error", None) is not None:
                 m.error = ev.error
@@ -349,7 +355,8 @@ class StatusWidget(W.VBox):
             toast = f"Ready: {_result_name(result, bundle)}"
 
         parts = []
-        style = getattr(result, "style_label", None) or getattr(job, "style_label", None)
+        style = (getattr(result, "style_label", None)
+                 or getattr(getattr(job, "request", None), "style_label", None))
         if style:
             parts.append(str(style))
         if spec is not None:
