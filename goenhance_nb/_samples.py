@@ -20,12 +20,13 @@ __all__ = ["sample_clip"]
 def _frame(i: int, width: int, height: int, fps: int, rng_phase: float) -> NDArray[np.uint8]:
     """Frame `i`: moving diagonal gradient, a bouncing disc, a sliding square, counter bars."""
     t = i / fps
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = np.arange(width, dtype=np.float32)[None, :]
+    y = np.arange(height, dtype=np.float32)[:, None]
     phase = 2.0 * np.pi * (t / 4.0 + rng_phase)
-    r = 0.5 + 0.5 * np.sin(2.0 * np.pi * x / width + phase)
-    g = 0.5 + 0.5 * np.sin(2.0 * np.pi * y / height - phase * 0.7)
-    b = 0.5 + 0.5 * np.cos(2.0 * np.pi * (x + y) / (width + height) + phase * 1.3)
-    img = np.stack([r, g, b], axis=2)
+    img = np.empty((height, width, 3), dtype=np.float32)
+    img[..., 0] = 0.5 + 0.5 * np.sin(2.0 * np.pi * x / width + phase)
+    img[..., 1] = 0.5 + 0.5 * np.sin(2.0 * np.pi * y / height - phase * 0.7)
+    img[..., 2] = 0.5 + 0.5 * np.cos(2.0 * np.pi * (x + y) / (width + height) + phase * 1.3)
     # bouncing disc
     cx = width * (0.5 + 0.35 * np.sin(2.0 * np.pi * t / 3.0 + rng_phase * 6.0))
     cy = height * (0.5 + 0.3 * np.cos(2.0 * np.pi * t / 2.2))

@@ -76,7 +76,7 @@ class SimApp:
             Route("/sim/previews/{name}", self.previews, methods=["GET"]),
             Route("/sim/health", self.health, methods=["GET"]),
             Route("/sim/requests", self.requests_log, methods=["GET", "DELETE"]),
-            Route("/sim/config", self.config, methods=["GET", "POST"]),
+            Route("/sim/config", self.config, methods=["GET", "POST", "DELETE"]),
             Route("/sim/faults", self.faults, methods=["GET", "POST", "DELETE"]),
         ]
         self.starlette = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
@@ -277,6 +277,8 @@ class SimApp:
         if request.method == "GET":
             with self.sim.lock:
                 return JSONResponse(dict(self.sim.config))
+        if request.method == "DELETE":
+            return JSONResponse(self.sim.reset_config())
         try:
             patch = json.loads(await request.body())
             return JSONResponse(self.sim.patch_config(patch))
@@ -340,12 +342,12 @@ class FaultAndLogMiddleware:
         method: str = scope["method"]
         query = scope.get("query_string", b"").decode("latin-1")
         sim = self.owner.sim
-        logged = path.startswith(LOGGED_PREFIXES)
-        status_box: dict[str, int] = {"status": 0}
+        # logged at arrival (so the log is in arrival order); status 0 = no response sent
+        entry = sim.log_request(method, path, query, 0) if path.startswith(LOGGED_PREFIXES) else None
 
         async def send_logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box["status"] = message["status"]
+            if message["type"] == "http.response.start" and entry is not None:
+                entry["status"] = message["status"]
             await send(message)
 
         fault = None
@@ -355,14 +357,10 @@ class FaultAndLogMiddleware:
                 m = re.search(r"(?:^|&)img_uuid=([^&]*)", query)
                 img_uuid = m.group(1) if m else None
             fault = sim.faults.take(GENERIC_KINDS, path, img_uuid=img_uuid)
-        try:
-            if fault is None:
-                await self.app(scope, receive, send_logged)
-            else:
-                await self._apply(fault, scope, receive, send_logged)
-        finally:
-            if logged:
-                sim.log_request(method, path, query, status_box["status"])
+        if fault is None:
+            await self.app(scope, receive, send_logged)
+        else:
+            await self._apply(fault, scope, receive, send_logged)
 
     async def _apply(self, fault: dict[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
         kind = fault["kind"]

@@ -48,6 +48,7 @@ MODELS_BY_ID = {m[0]: m for m in MODELS}
 
 RESOLUTION_HEIGHT = {"540p": 540, "720p": 720}
 MAX_SOURCE_BYTES = 200 * 1024 * 1024
+MAX_LOG = 20000
 
 
 class APIFailure(Exception):
@@ -127,6 +128,7 @@ class Simulator:
         self.config.update(validate_patch(read_json(state_dir / "config.json", {})))
         if config:
             self.config.update(validate_patch(config))
+        self.start_config = dict(default_config(), **validate_patch(config or {}))
         self.accounts: dict[str, dict[str, Any]] = read_json(state_dir / "accounts.json", {})
         for n, aid in enumerate(sorted(set(self.keys.values()))):
             self.accounts.setdefault(aid, self._new_account(aid, n))
@@ -193,11 +195,27 @@ class Simulator:
             self.save()
             return dict(self.config)
 
-    def log_request(self, method: str, path: str, query: str, status: int) -> None:
-        """Append one entry to the request log (never headers)."""
+    def reset_config(self) -> dict[str, Any]:
+        """Restore the start config (defaults + `--config`) and set every balance to its
+        `credits`; returns the config."""
         with self.lock:
-            self.requests.append({"method": method, "path": path, "query": query,
-                                  "status": status, "ts": self.clock()})
+            self.config = dict(self.start_config)
+            for acc in self.accounts.values():
+                acc["credits"] = int(self.config["credits"])
+            self._dirty = True
+            self.save()
+            return dict(self.config)
+
+    def log_request(self, method: str, path: str, query: str, status: int) -> dict[str, Any]:
+        """Append one entry to the request log (never headers) and return it (mutable, so the
+        HTTP layer can fill in the status once the response starts)."""
+        entry = {"method": method, "path": path, "query": query, "status": status,
+                 "ts": self.clock()}
+        with self.lock:
+            self.requests.append(entry)
+            if len(self.requests) > MAX_LOG:
+                del self.requests[: len(self.requests) - MAX_LOG]
+        return entry
 
     # -- API: models, tokens -----------------------------------------------------------------
     def model_list(self) -> list[dict[str, Any]]:
