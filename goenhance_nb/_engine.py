@@ -330,6 +330,7 @@ class JobEngine:
         self._queue = _LocalQueue()
         self._queue_limit_fixed = queue_limit
         self._queue_limit_known = queue_limit is not None
+        self._queue_limit_task: asyncio.Future[None] | None = None
         self._queue.limit = queue_limit
         self._active: dict[str, Job] = {}
         self._active_lock = threading.Lock()
@@ -519,7 +520,7 @@ class JobEngine:
             try:
                 detail = await self._poll(job, entry, deadline)
                 return await self._download(job, entry, detail, deadline)
-            except (ResultExpired, APIError) as exc:
+            except (ResultExpired, APIError, JobFailed) as exc:
                 if not repair:
                     raise
                 # The old job's result cannot be had any more: generate again, with a warning.
@@ -582,9 +583,15 @@ class JobEngine:
                   message=f"re-attached to job {entry.job_id}")
 
     async def _ensure_queue_limit(self) -> None:
+        """Learn the account's queueLimit once (one ``user/tokens`` call); concurrent callers
+        wait for that one call, so no job slips past an unknown limit."""
         if self._queue_limit_known:
             return
-        self._queue_limit_known = True
+        if self._queue_limit_task is None:
+            self._queue_limit_task = asyncio.ensure_future(self._fetch_queue_limit())
+        await asyncio.shield(self._queue_limit_task)
+
+    async def _fetch_queue_limit(self) -> None:
         limit = 3
         try:
             cr = await self.client.credits()
@@ -594,7 +601,7 @@ class JobEngine:
         except GoEnhanceError as exc:
             log.warning("goenhance_nb: could not read the account's queue limit (%s); using 3", exc)
         self._queue.limit = limit
-        self._queue._wake()
+        self._queue_limit_known = True
 
     async def _take_slot(self, job: Job) -> None:
         await self._ensure_queue_limit()

@@ -1,0 +1,269 @@
+"""The job engine against the real simulator over loopback: cache, expiry, repair, queue,
+budget, deadlines, failures, events."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from goenhance_nb._engine import LOCAL_QUEUE, JobEvent
+from goenhance_nb._errors import APIError, BudgetExceeded, JobFailed, JobTimedOut
+from goenhance_nb._keys import hash_file
+from goenhance_nb._records import JobState
+from goenhance_nb._samples import sample_clip
+from goenhance_nb._session import Session
+from workers.support import make_session, restore_sim
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=3.0)
+
+
+@pytest.fixture
+def esim(sim: Any) -> Iterator[Any]:
+    restore_sim(sim)
+    yield sim
+    restore_sim(sim)
+
+
+@pytest.fixture
+def session(esim: Any, tmp_path: Path) -> Iterator[Session]:
+    s = make_session(esim, tmp_path / "cache")
+    yield s
+    s.close()
+
+
+def api_requests(sim: Any) -> list[dict[str, Any]]:
+    return sim.requests("/api/")
+
+
+def test_first_run_generates_once_and_a_cache_hit_makes_zero_requests(
+        esim: Any, session: Session, clip: Path, tmp_path: Path) -> None:
+    job = session.transform(clip, "Anime Style", duration=3)
+    rec = job.result(60)
+    assert Path(rec.path).is_file() and hash_file(rec.path) == rec.sha
+    assert rec.job_id == job.id and rec.cost == 30 and rec.backend == "simulated"
+    assert esim.generate_calls() == 1
+    session.close()
+
+    esim.clear_requests()
+    again = make_session(esim, tmp_path / "cache")  # a new kernel on the same cache dir
+    try:
+        job2 = again.transform(clip, "2000", duration=3)
+        rec2 = job2.result(10)
+        assert job2.cached and rec2.path == rec.path
+        assert [e.kind for e in job2.history] == ["validated", "cached", "done"]
+        assert esim.requests() == []  # not even the model list: it is cached on disk
+    finally:
+        again.close()
+
+
+def test_expired_result_url_is_refreshed(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "expired_url"})
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    assert hash_file(rec.path) == rec.sha
+    downloads = esim.requests("/sim/results/")
+    assert [d["status"] for d in downloads][0] == 403
+    assert downloads[-1]["status"] == 200
+    assert esim.generate_calls() == 1
+
+
+def test_corrupted_cached_file_is_detected_and_repaired(
+        esim: Any, session: Session, clip: Path) -> None:
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    Path(rec.path).write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="damaged"):
+        job = session.transform(clip, 2000, duration=3)
+        rec2 = job.result(60)
+    assert not job.cached
+    assert rec2.sha == rec.sha and hash_file(rec2.path) == rec.sha
+    assert session.cache.verify(rec.key, full=True)
+    assert esim.generate_calls() == 1  # re-downloaded from the same job, not regenerated
+
+    Path(rec.path).unlink()
+    with pytest.warns(UserWarning, match="missing"):
+        rec3 = session.transform(clip, 2000, duration=3).result(60)
+    assert hash_file(rec3.path) == rec.sha and esim.generate_calls() == 1
+
+
+def test_damaged_file_whose_job_is_gone_is_regenerated(
+        esim: Any, session: Session, clip: Path) -> None:
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    Path(rec.path).write_bytes(b"x")
+    esim.faults({"kind": "lost_job", "times": 3})
+    with pytest.warns(UserWarning):
+        rec2 = session.transform(clip, 2000, duration=3).result(60)
+    assert esim.generate_calls() == 2
+    assert hash_file(rec2.path) == rec2.sha
+
+
+def test_queue_limit_is_respected_with_local_queue_positions(
+        esim: Any, session: Session, clip: Path) -> None:
+    esim.config(queue_limit=1)
+    events: dict[int, list[JobEvent]] = {0: [], 1: [], 2: []}
+    jobs = []
+    for seed in range(3):
+        job = session.transform(clip, 2000, duration=3, seed=seed)
+        job.subscribe(events[seed].append)
+        jobs.append(job)
+    for job in jobs:
+        job.result(120)
+    raw_seen = {e.raw_status for evs in events.values() for e in evs}
+    assert "WAITING" not in raw_seen  # the server never had to queue: we never exceeded it
+    positions = [e.queue_position for evs in events.values() for e in evs
+                 if e.kind == "queued_locally"]
+    assert 2 in positions and 1 in positions
+    assert any(e.state == LOCAL_QUEUE for evs in events.values() for e in evs)
+    # server-side intervals (submitting .. success seen) never overlap
+    spans = []
+    for evs in events.values():
+        start = next(e.ts for e in evs if e.kind == "submitting")
+        end = next(e.ts for e in evs if e.kind == "status" and e.raw_status == "success")
+        spans.append((start, end))
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end
+    assert esim.generate_calls() == 3
+
+
+def test_budget_refusal_makes_no_http_call(esim: Any, tmp_path: Path, clip: Path) -> None:
+    s = make_session(esim, tmp_path / "cache", budget=20)
+    try:
+        s.styles()  # warm the model list cache
+        esim.clear_requests()
+        with pytest.raises(BudgetExceeded, match="estimate"):
+            s.transform(clip, 2000, duration=3, resolution="720p")  # 3 s x 10/s = 30 > 20
+        assert esim.requests() == []
+        job = s.transform(clip, 2000, duration=3, resolution="540p")  # 15 <= 20
+        with pytest.raises(BudgetExceeded):  # 15 pending + 15 > 20
+            s.transform(clip, 2000, duration=3, resolution="540p", seed=7)
+        assert job.result(60).cost == 15
+        assert s.usage.spent == 15
+        assert esim.generate_calls() == 1
+    finally:
+        s.close()
+
+
+def test_deadline_raises_timed_out_and_job_stays_resumable(
+        esim: Any, session: Session, clip: Path) -> None:
+    esim.config(pending_seconds=3.0)
+    job = session.transform(clip, 2000, duration=3, timeout=0.3)
+    with pytest.raises(JobTimedOut) as info:
+        job.result(30)
+    assert info.value.job_id == job.id is not None
+    assert f"resume {job.id}" in str(info.value)
+    assert job.history[-1].kind == "timed_out"
+    entry = session.ledger.get(job.key)
+    assert entry is not None and entry.state == "timed_out" and entry.resumable
+    esim.config(pending_seconds=0.3)
+    rec = session.resume(job.id).result(60)  # type: ignore[arg-type]
+    assert hash_file(rec.path) == rec.sha
+    assert esim.generate_calls() == 1
+
+
+def test_rerun_after_timeout_reattaches(esim: Any, session: Session, clip: Path) -> None:
+    esim.config(pending_seconds=2.0)
+    with pytest.raises(JobTimedOut):
+        session.transform(clip, 2000, duration=3, timeout=0.2).result(30)
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    assert rec.job_id is not None and esim.generate_calls() == 1
+
+
+def test_failed_job_raises_and_rerun_submits_again(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "job_failed"})
+    job = session.transform(clip, 2000, duration=3)
+    with pytest.raises(JobFailed) as info:
+        job.result(60)
+    assert info.value.job_id == job.id
+    assert job.state is JobState.FAILED and job.history[-1].kind == "failed"
+    assert session.ledger.get(job.key).state == "failed"  # type: ignore[union-attr]
+    with pytest.raises(JobFailed):
+        session.resume(job.id)  # type: ignore[arg-type]
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 2
+
+
+def test_rejected_generate_is_an_error_not_an_orphan(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded"})
+    job = session.transform(clip, 2000, duration=3)
+    with pytest.raises(APIError, match="daily limit"):
+        job.result(60)
+    entry = session.ledger.get(job.key)
+    assert entry is not None and entry.state == "failed" and not entry.is_orphan
+    assert esim.generate_calls() == 1
+
+
+def test_unknown_status_is_shown_and_polling_goes_on(esim: Any, session: Session, clip: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    esim.faults({"kind": "unknown_status", "status": "Rendering-Phase-2", "times": 2})
+    with caplog.at_level(logging.WARNING, logger="goenhance_nb.engine"):
+        job = session.transform(clip, 2000, duration=3)
+        job.result(60)
+    raws = [e.raw_status for e in job.history if e.kind == "status"]
+    assert "Rendering-Phase-2" in raws and raws[-1] == "success"
+    assert sum("unknown status" in r.message for r in caplog.records) == 1
+
+
+def test_poll_errors_back_off_and_recover(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 6},
+                {"kind": "malformed_json", "path": "/api/v1/jobs/detail", "times": 1})
+    rec = session.transform(clip, 2000, duration=3).result(120)
+    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
+
+
+def test_events_reach_listeners_and_a_failing_listener_is_skipped(
+        esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    def broken(ev: JobEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    with caplog.at_level(logging.ERROR, logger="goenhance_nb.engine"):
+        job = session.transform(clip, 2000, duration=3)
+        job.subscribe(broken)
+        job.subscribe(lambda ev: seen.append(ev.kind))
+        job.result(60)
+        late: list[str] = []
+        job.subscribe(lambda ev: late.append(ev.kind))
+        session.engine.run(asyncio.sleep(0))  # let the replay run on the engine thread
+    assert {"submitting", "submitted", "status", "downloading", "done"} <= set(seen)
+    assert seen[-1] == "done" and late == ["done"]
+    assert any("listener" in r.message for r in caplog.records)
+
+
+def test_await_job_in_another_loop(esim: Any, session: Session, clip: Path) -> None:
+    job = session.transform(clip, 2000, duration=3)
+
+    async def main() -> str:
+        rec = await job
+        return rec.sha
+
+    assert asyncio.run(main()) == job.result().sha
+
+
+def test_cancel_watch_leaves_the_job_resumable(esim: Any, session: Session, clip: Path) -> None:
+    esim.config(pending_seconds=2.0)
+    job = session.transform(clip, 2000, duration=3)
+    job.subscribe(lambda ev: job.cancel_watch() if ev.kind == "submitted" else None)
+    with pytest.raises(concurrent.futures.CancelledError):
+        job.result(30)
+    assert job.history[-1].kind == "watch_cancelled"
+    assert session.ledger.get(job.key).state == "watch_cancelled"  # type: ignore[union-attr]
+    esim.config(pending_seconds=0.3)
+    rec = session.resume(job.key[:12]).result(60)
+    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
+
+
+def test_same_key_twice_in_one_process_is_one_job(esim: Any, session: Session, clip: Path) -> None:
+    a = session.transform(clip, 2000, duration=3)
+    b = session.transform(clip, 2000, duration=3)
+    assert a is b
+    a.result(60)
+    assert esim.generate_calls() == 1
