@@ -396,3 +396,70 @@ def test_timeout_shows_timed_out_with_resume_hint(sim, session, comms, clip):
     assert visible(w.error) and "JobTimedOut" in w.error.value
     assert "%goenhance resume" in w.hint.value
     assert visible(w.retry_button)
+
+
+KERNEL_CODE = r"""
+import ipywidgets
+from IPython.display import display
+from goenhance_nb import Session
+from goenhance_nb.widgets import StatusWidget
+session = Session()
+job = session.transform({clip!r}, 2000, duration=3, resolution="540p", seed=31)
+w = StatusWidget(job, session=session)
+display(w)
+"""
+
+
+@pytest.mark.slow
+def test_widget_keeps_updating_after_the_cell_returns_in_a_real_kernel(sim, sim_env, clip,
+                                                                      tmp_path):
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    sim.config(processing_seconds=3.0)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, **sim_env})
+    try:
+        first = kc.execute(KERNEL_CODE.format(clip=str(clip)))
+        second = kc.execute("import time; time.sleep(2.0)")  # another cell keeps the kernel busy
+        badge_id = timing_id = None
+        order: list[tuple[str, str, Any]] = []  # (kind, parent msg id, payload)
+        done_seen = False
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and not done_seen:
+            try:
+                msg = kc.get_iopub_msg(timeout=1)
+            except Exception:
+                continue
+            t = msg["msg_type"]
+            parent = msg["parent_header"].get("msg_id", "")
+            c = msg["content"]
+            if t == "status":
+                order.append((c["execution_state"], parent, None))
+            elif t in ("comm_open", "comm_msg") and "state" in (c.get("data") or {}):
+                state = c["data"]["state"]
+                classes = state.get("_dom_classes", [])
+                if "goenhance-state" in classes:
+                    badge_id = c["comm_id"]
+                if "goenhance-elapsed" in classes:
+                    timing_id = c["comm_id"]
+                if c["comm_id"] == badge_id and "value" in state:
+                    order.append(("badge", parent, state["value"]))
+                    done_seen = state["value"] == "done"
+                if c["comm_id"] == timing_id and "value" in state:
+                    order.append(("timing", parent, state["value"]))
+            elif t == "error":
+                pytest.fail("\n".join(c["traceback"]))
+        assert done_seen, order
+        # the first cell went idle long before the job finished ...
+        first_idle = order.index(("idle", first, None))
+        assert any(k == "badge" for k, _p, _v in order[first_idle:])
+        # ... and the elapsed time kept moving while the second cell slept
+        busy2 = order.index(("busy", second, None))
+        idle2 = order.index(("idle", second, None))
+        during = [v for k, _p, v in order[busy2:idle2] if k == "timing"]
+        assert len(during) >= 2, order
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
