@@ -34,9 +34,11 @@ __all__ = [
     "link_or_copy",
     "notebook_dir",
     "outputs_path",
+    "outputs_relpath",
     "placeholder_bundle",
     "provenance",
     "publish_result",
+    "result_grid",
     "slugify",
 ]
 
@@ -173,6 +175,18 @@ def outputs_path(result: ResultLike, notebook_dir: Path | str, *,
         base = Path(notebook_dir) / base
     name = f"{slugify(result.style_label)}-{result.key[:8]}.mp4"
     return link_or_copy(Path(result.path), base / name)
+
+
+def outputs_relpath(result: ResultLike, notebook_dir: Path | str | None = None, *,
+                    output_dir: Path | str | None = None) -> str | None:
+    """The relative path :func:`outputs_path` uses for ``result``, if that file exists (no I/O
+    besides a stat)."""
+    nb = Path(notebook_dir) if notebook_dir is not None else _find_notebook_dir()
+    base = Path(output_dir) if output_dir else nb / OUTPUTS_DIRNAME
+    if not base.is_absolute():
+        base = nb / base
+    path = base / f"{slugify(result.style_label)}-{result.key[:8]}.mp4"
+    return _relative_src(path, nb) if path.is_file() else None
 
 
 def _relative_src(path: Path, notebook_dir: Path) -> str:
@@ -356,3 +370,44 @@ def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBu
                       f'{html.escape(msg)}</div>'),
         "text/plain": msg,
     }, {"goenhance_nb": {"job_id": job_id, "error": msg}})
+
+
+def result_grid(results: Any, *, notebook_dir: Path | str | None = None, columns: int = 3,
+                frontend: str | None = None, embed: bool | None = None,
+                output_dir: Path | str | None = None,
+                embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB) -> ResultBundle:
+    """Several finished results (Jobs or records) in one grid output, ``columns`` per row.
+
+    Each cell is the same ``div.goenhance-result`` as :func:`publish_result` (same files in
+    ``goenhance_outputs/``). A Job that failed shows its one-line error instead. The metadata
+    holds ``{"goenhance_nb": {"results": [provenance, ...]}}``.
+    """
+    cells_html: list[str] = []
+    lines: list[str] = []
+    provs: list[dict[str, Any]] = []
+    for item in results:
+        record, cached = item, False
+        if hasattr(item, "done") and hasattr(item, "key") and callable(item.done):
+            cached = bool(getattr(item, "cached", False))
+            try:
+                record = item.result(timeout=0) if item.done() else None
+            except Exception as exc:
+                err = error_bundle(exc, job_id=getattr(item, "id", None))
+                cells_html.append(str(err["text/html"]))
+                lines.append(str(err["text/plain"]))
+                continue
+            if record is None:
+                cells_html.append("<div class='goenhance-placeholder'>still running</div>")
+                lines.append(f"{getattr(item, 'id', None) or item.key[:8]}: still running")
+                continue
+        b = publish_result(record, notebook_dir=notebook_dir, cached=cached, frontend=frontend,
+                           embed=embed, output_dir=output_dir, embed_limit_mb=embed_limit_mb,
+                           width=260)
+        cells_html.append(str(b["text/html"]))
+        lines.append(str(b["text/plain"]))
+        provs.append(b.metadata["goenhance_nb"])
+    grid = (f'<div class="goenhance-grid" style="display:grid;gap:8px;'
+            f'grid-template-columns:repeat({max(1, int(columns))},minmax(0,1fr))">'
+            + "".join(cells_html) + "</div>")
+    return ResultBundle({"text/html": grid, "text/plain": "\n".join(lines)},
+                        {"goenhance_nb": {"results": provs}})

@@ -562,6 +562,7 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
                  embed: bool | None, compare: bool, source: Path | None, frontend: str,
                  session: Any) -> None:
     """Show a job: a final output (blocking or already done) or a live widget + placeholder."""
+    _PRESENTED[job.key] = _execution_count(m.shell)
     nb_dir = _display.notebook_dir(shell=m.shell)
     publish = lambda result: _publish(job, result, embed=embed, compare=compare,  # noqa: E731
                                       source=source, frontend=frontend, session=session,
@@ -1000,17 +1001,14 @@ HANDLERS: dict[str, Handler] = {
 
 
 # -- Job repr ---------------------------------------------------------------------------------
-def _job_plain(job: Any, p: Any, cycle: bool) -> None:
-    p.text(_job_text(job))
-
-
 def _job_text(job: Any) -> str:
     line = _status_line(job)
-    path = None
-    with contextlib.suppress(Exception):
-        path = job.path
-    if path:
-        line += f" -> {path}"
+    record = getattr(job, "record", None)
+    if record is not None:
+        shown = None
+        with contextlib.suppress(Exception):
+            shown = _display.outputs_relpath(record)
+        line += f" · {record.style_label} -> {shown or record.path}"
     if getattr(job, "cached", False):
         line += " [cached]"
     err = getattr(job, "error", None)
@@ -1019,9 +1017,24 @@ def _job_text(job: Any) -> str:
     return line
 
 
-def _job_html(job: Any) -> str | None:
-    """A later cell's bare ``job``: the result video when done, else a status line."""
-    if job.done() and getattr(job, "error", None) is None:
+_PRESENTED: dict[str, int | None] = {}
+
+
+def _execution_count(shell: Any) -> int | None:
+    count = getattr(shell, "execution_count", None)
+    return count if isinstance(count, int) else None
+
+
+def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The display of a bare ``job``: the result video (+ provenance metadata) when done, else
+    a status line. In the cell whose magic already showed the job, only the status line (no
+    second video)."""
+    from IPython import get_ipython
+
+    text = _job_text(job)
+    same_cell = (job.key in _PRESENTED
+                 and _PRESENTED[job.key] == _execution_count(get_ipython()))
+    if job.done() and getattr(job, "error", None) is None and not same_cell:
         with contextlib.suppress(Exception):
             session = None
             with contextlib.suppress(Exception):
@@ -1031,9 +1044,9 @@ def _job_html(job: Any) -> str | None:
             bundle = _publish(job, job.result(timeout=0), embed=None, compare=False, source=None,
                               frontend=_frontend.frontend(), session=session,
                               nb_dir=_display.notebook_dir())
-            return str(bundle["text/html"])
-    return (f"<div class='goenhance-job-repr' style='font-size:12px'>"
-            f"{html.escape(_job_text(job))}</div>")
+            return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
+    return ({"text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
+                          f"{html.escape(text)}</div>", "text/plain": text}, {})
 
 
 def _register_job_formatters(shell: Any) -> None:
@@ -1041,9 +1054,7 @@ def _register_job_formatters(shell: Any) -> None:
         from goenhance_nb._engine import Job
     except ImportError:
         return
-    formatters = shell.display_formatter.formatters
-    formatters["text/plain"].for_type(Job, _job_plain)
-    formatters["text/html"].for_type(Job, _job_html)
+    shell.display_formatter.mimebundle_formatter.for_type(Job, _job_bundle)
 
 
 def _unregister_job_formatters(shell: Any) -> None:
@@ -1051,9 +1062,8 @@ def _unregister_job_formatters(shell: Any) -> None:
         from goenhance_nb._engine import Job
     except ImportError:
         return
-    for mime in ("text/plain", "text/html"):
-        with contextlib.suppress(KeyError):
-            shell.display_formatter.formatters[mime].pop(Job)
+    with contextlib.suppress(KeyError):
+        shell.display_formatter.mimebundle_formatter.pop(Job)
 
 
 # -- extension hooks --------------------------------------------------------------------------

@@ -212,7 +212,8 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     assert '<span class="goenhance-cached"' in html2
 
     # a bare `job` in a later cell shows its status and result
-    fmt = ip.display_formatter.format(job)[0]
+    fmt, md = ip.display_formatter.format(job)
+    assert md["goenhance_nb"]["key"] == job.key
     assert "done" in fmt["text/plain"] and "goenhance-video" in fmt["text/html"]
 
 

@@ -1,0 +1,129 @@
+"""Execute every notebook headless (nbclient, a real kernel, cwd = a temp copy) against the
+simulator and check what a reader of the saved notebook sees: the video, its provenance, the
+SIMULATED label, and no API key anywhere (plain, base64, URL-encoded; DECISIONS 18)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from goenhance_nb._demo import NOTEBOOKS_DIR, execute_notebook, export_html
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+VIDEO_RE = re.compile(r'<video class="goenhance-video"[^>]*\ssrc="([^"]+)"')
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The forms a leaked key can take in a file: plain, URL-encoded, and base64 at each of the
+    three byte alignments (the key embedded anywhere inside a base64 blob)."""
+    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    raw = secret.encode()
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + raw).decode()
+        # drop the chars touched by the padding bytes and the possibly partial last group
+        start = {0: 0, 1: 2, 2: 3}[pad]
+        usable = (len(b"\0" * pad + raw) // 3) * 4
+        forms.add(enc[start:usable][: max(8, usable - start)])
+    return sorted(f for f in forms if len(f) >= 8)
+
+
+def find_secret(text: str, secret: str) -> list[str]:
+    """Which forms of ``secret`` occur in ``text`` (empty list = clean)."""
+    return [f for f in secret_forms(secret) if f in text]
+
+
+def outputs_of(nb: Any) -> list[dict[str, Any]]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def result_outputs(nb: Any) -> list[dict[str, Any]]:
+    return [o for o in outputs_of(nb)
+            if "goenhance-video" in str(o.get("data", {}).get("text/html", ""))]
+
+
+def test_scanner_catches_a_leaking_notebook(tmp_path: Path, sim_env: dict[str, str]) -> None:
+    """Control case: a notebook that prints the key (plain and base64) must be caught."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, base64; k = os.environ['GOENHANCE_API_KEY']\n"
+        "print('x' + base64.b64encode(('ab' + k).encode()).decode())")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    src = tmp_path / "leak.ipynb"
+    nbformat.write(nb, src)
+    _, error = execute_notebook(src, tmp_path / "run")
+    assert error is None
+    text = (tmp_path / "run" / "leak.ipynb").read_text()
+    assert sim_env["GOENHANCE_API_KEY"] not in text  # not plain...
+    assert find_secret(text, sim_env["GOENHANCE_API_KEY"])  # ...but caught in base64
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_headless_with_saved_video_and_provenance(
+        name: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    work = tmp_path / "work"
+    nb, error = execute_notebook(NOTEBOOKS_DIR / name, work)
+    assert error is None, f"{name} failed: {error}"
+    saved = work / name
+    results = result_outputs(nbformat.read(saved, as_version=4))
+    assert results, f"{name}: no result video in the saved outputs"
+    for out in results:
+        html = out["data"]["text/html"]
+        srcs = VIDEO_RE.findall(html)
+        assert srcs
+        for src in srcs:
+            assert not src.startswith(("/", "http:", "https:", "data:")), src
+            assert src.startswith("goenhance_outputs/") and (work / src).is_file(), src
+        assert '<span class="goenhance-simulated"' in html
+        meta = out.get("metadata", {}).get("goenhance_nb")
+        assert meta, f"{name}: no provenance metadata"
+        provs = meta.get("results", [meta])
+        for p in provs:
+            assert p["backend"] == "simulated" and p["input_hash"] and p["output_sha"]
+            assert p["job_id"] and p["params"]["duration"] == 3 and p["key"]
+    text = saved.read_text()
+    html_text = export_html(saved).read_text()
+    for blob in (text, html_text):
+        assert not find_secret(blob, sim_env["GOENHANCE_API_KEY"])
+        assert "sig=" not in blob and "/sim/results/" not in blob  # no signed result URLs
+    errors = [o for o in outputs_of(nb) if o.get("output_type") == "error"]
+    assert not errors
+
+
+def test_quickstart_outputs_read_well(tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    nb, error = execute_notebook(NOTEBOOKS_DIR / "01-quickstart.ipynb", tmp_path)
+    assert error is None
+    by_source = {c.source.splitlines()[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
+    styles = by_source["%goenhance styles"][0]["data"]
+    assert "Anime Style" in styles["text/html"] and "SIMULATED" in styles["text/plain"]
+    run_out = by_source['job = %goenhance run sample.mp4 --style "Anime Style" --duration 3 --resolution 540p']
+    assert [o for o in run_out if "goenhance-video" in o.get("data", {}).get("text/html", "")]
+    job_repr = by_source["job"][0]["data"]
+    assert "done" in job_repr["text/plain"] and "goenhance-video" in job_repr["text/html"]
+    credits = by_source["%goenhance credits"][0]["data"]["text/plain"]
+    assert "session spend 30" in credits
+    jobs = by_source["%goenhance jobs"][0]["data"]["text/plain"]
+    assert "2 jobs in the ledger" in jobs
+    assert sim.generate_calls() == 2
+
+
+def test_reproducible_notebook_second_run_makes_no_generate_call(
+        tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    src = NOTEBOOKS_DIR / "04-reproducible-research.ipynb"
+    _, error = execute_notebook(src, tmp_path)
+    assert error is None
+    assert sim.generate_calls() == 2  # two distinct analyses in the first run
+    sim.clear_requests()
+    nb, error = execute_notebook(src, tmp_path)  # the same folder and cache: a re-run
+    assert error is None
+    assert sim.generate_calls() == 0
+    shown = [o for o in result_outputs(nb)]
+    assert shown and all('<span class="goenhance-cached"' in o["data"]["text/html"] for o in shown)
+    printed = "".join(o.get("text", "") for o in outputs_of(nb))
+    assert "2 re-runs, all cache hits, credits unchanged" in printed
