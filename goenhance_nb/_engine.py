@@ -53,7 +53,7 @@ from goenhance_nb._errors import (
     TransportError,
 )
 from goenhance_nb._inputs import InputRef
-from goenhance_nb._ledger import Ledger, LedgerEntry
+from goenhance_nb._ledger import Ledger, LedgerEntry, orphan_error
 from goenhance_nb._records import JobDetail, JobSpec, JobState
 from goenhance_nb._store import ResultStore
 from goenhance_nb._usage import Estimate, Usage
@@ -479,7 +479,7 @@ class JobEngine:
             if rec is not None:
                 return rec
 
-        lock = filelock.FileLock(str(self.ledger.lock_dir / f"{job.key}.lock"), thread_local=False)
+        lock = self.ledger.lock(job.key)
         await self._acquire(lock, job)
         try:
             if not req.force:
@@ -503,13 +503,7 @@ class JobEngine:
                 entry = await self._submit(job, entry)
             elif entry.is_orphan or entry.job_id is None:
                 if not req.resubmit:
-                    ident = job.key[:12]
-                    raise LedgerError(
-                        f"job {ident} was left 'submitting' by an earlier run that stopped before the "
-                        f"API answered; it may or may not have been charged. To submit again (may "
-                        f"charge twice): %goenhance resume --resubmit {ident} or "
-                        f"resume('{ident}', resubmit=True)"
-                    )
+                    raise orphan_error(job.key)
                 warnings.warn(
                     f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
                     UserWarning, stacklevel=1,

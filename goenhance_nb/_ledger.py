@@ -26,7 +26,7 @@ import filelock
 from goenhance_nb._errors import LedgerError
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
 
-__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry"]
+__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry", "orphan_error"]
 
 #: Ledger states. ``submitting`` = POST may or may not have reached the API (no id yet).
 SUBMITTING = "submitting"
@@ -96,6 +96,16 @@ class LedgerEntry:
         return self.job_id is not None and self.state not in TERMINAL_STATES
 
 
+def orphan_error(key: str) -> LedgerError:
+    """The one-line error for an entry left in ``submitting`` by a run that stopped mid-POST."""
+    ident = key[:12]
+    return LedgerError(
+        f"job {ident} was left 'submitting' by an earlier run that stopped before the API "
+        f"answered; it may or may not have been charged. To submit it again (may charge twice): "
+        f"%goenhance resume --resubmit {ident} or resume('{ident}', resubmit=True)"
+    )
+
+
 class Ledger:
     """Durable job ledger under ``<cache_dir>/ledger`` plus per-key locks in ``locks/``.
 
@@ -126,8 +136,32 @@ class Ledger:
             raise LedgerError(f"job ledger holds a non-JSON row: {exc}") from None
 
     def lock(self, key: str) -> filelock.FileLock:
-        """Return the inter-process lock for request ``key`` (``<cache_dir>/locks/<key>.lock``)."""
-        return filelock.FileLock(str(self.lock_dir / f"{key}.lock"))
+        """Return the inter-process lock for request ``key`` (``<cache_dir>/locks/<key>.lock``).
+
+        The lock is not thread-bound (the engine may take and release it from its own thread).
+        """
+        return filelock.FileLock(str(self.lock_dir / f"{key}.lock"), thread_local=False)
+
+    def check_orphan(self, key: str) -> None:
+        """Raise if ``key``'s entry is an orphaned ``submitting`` entry nobody is working on
+        (its lock is free).
+
+        :raises LedgerError: see :func:`orphan_error`.
+        """
+        entry = self.get(key)
+        if entry is None or not entry.is_orphan:
+            return
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return  # another process is submitting it right now
+        try:
+            entry = self.get(key)
+        finally:
+            lock.release()
+        if entry is not None and entry.is_orphan:
+            raise orphan_error(key)
 
     def get(self, key: str) -> LedgerEntry | None:
         """Return the entry for ``key`` or ``None``."""

@@ -235,7 +235,9 @@ class Session:
 
         :raises InputError: bad parameter, unknown style, unusable source.
         :raises BudgetExceeded: the session budget would be exceeded (no HTTP call made).
-        :raises CacheError, LedgerError: the cache or ledger holds a refused (non-JSON) row.
+        :raises LedgerError: an earlier run left this job 'submitting' (use resume with
+            ``resubmit=True``), or the ledger holds a refused (non-JSON) row.
+        :raises CacheError: the cache holds a refused (non-JSON) row.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -248,6 +250,7 @@ class Session:
         existing = self.engine.active(key)
         if existing is not None:
             return existing
+        self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
         if self._needs_new_charge(key, force):
             estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip)

@@ -212,7 +212,7 @@ def test_unknown_status_is_shown_and_polling_goes_on(esim: Any, session: Session
 
 
 def test_poll_errors_back_off_and_recover(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults({"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 6},
+    esim.faults({"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 3},
                 {"kind": "malformed_json", "path": "/api/v1/jobs/detail", "times": 1})
     rec = session.transform(clip, 2000, duration=3).result(120)
     assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
