@@ -1,0 +1,175 @@
+"""Session: synchronous validation with no HTTP, styles TTL cache, uploads, URL inputs,
+module-level functions, and the embedded simulator default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import goenhance_nb
+from goenhance_nb._errors import InputError
+from goenhance_nb._keys import hash_file
+from goenhance_nb._samples import sample_clip
+from goenhance_nb._session import Session, _set_session
+from goenhance_nb._settings import Settings
+from goenhance_nb._simproc import sim_paths
+from workers.support import make_session, restore_sim
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=3.0)
+
+
+@pytest.fixture
+def esim(sim: Any) -> Iterator[Any]:
+    restore_sim(sim)
+    yield sim
+    restore_sim(sim)
+
+
+@pytest.fixture
+def session(esim: Any, tmp_path: Path) -> Iterator[Session]:
+    s = make_session(esim, tmp_path / "cache")
+    yield s
+    s.close()
+
+
+def test_styles_are_cached_on_disk_with_a_ttl(esim: Any, session: Session, tmp_path: Path) -> None:
+    first = session.styles()
+    assert {s.id for s in first} >= {2000, 2004, 2005, 2006, 2007, 2008, 2012}
+    assert len(esim.requests("/api/v1/video2video/modellist")) == 1
+    assert session.styles() == first
+    other = make_session(esim, tmp_path / "cache")  # another kernel, same cache dir
+    try:
+        assert other.styles() == first
+    finally:
+        other.close()
+    assert len(esim.requests("/api/v1/video2video/modellist")) == 1
+    session.styles(refresh=True)
+    assert len(esim.requests("/api/v1/video2video/modellist")) == 2
+
+
+def test_style_by_label_or_id(session: Session) -> None:
+    assert session.resolve_style("oil painting").id == 2006
+    assert session.resolve_style("2006").label == "Oil Painting"
+    assert session.resolve_style(2005).is_vip
+    with pytest.raises(InputError, match="unknown style 'Vaporwave'"):
+        session.resolve_style("Vaporwave")
+
+
+@pytest.mark.parametrize(("source", "kwargs", "message"), [
+    ("clip", {"duration": 2}, "between 3 and 30"),
+    ("clip", {"resolution": "4k"}, "resolution"),
+    ("clip", {"prompt": "p" * 501}, "limit is 500"),
+    ("missing", {}, "not found"),
+    ("text", {}, "as a video"),
+    ("clip", {"timeout": -1}, "timeout"),
+])
+def test_bad_input_raises_in_transform_with_no_http_call(
+        esim: Any, session: Session, clip: Path, tmp_path: Path,
+        source: str, kwargs: dict[str, Any], message: str) -> None:
+    paths = {"clip": clip, "missing": tmp_path / "nope.mp4", "text": tmp_path / "t.mp4"}
+    paths["text"].write_text("hello")
+    with pytest.raises(InputError, match=message):
+        session.transform(paths[source], 2000, **{"duration": 3, **kwargs})
+    assert esim.requests() == []
+    assert session.jobs() == []
+
+
+def test_unknown_style_raises_before_any_job_call(esim: Any, session: Session, clip: Path) -> None:
+    with pytest.raises(InputError, match="unknown style"):
+        session.transform(clip, 99999, duration=3)
+    assert esim.generate_calls() == 0
+    assert {r["path"] for r in esim.requests()} == {"/api/v1/video2video/modellist"}
+
+
+def test_short_source_is_only_a_warning(esim: Any, session: Session, clip: Path) -> None:
+    with pytest.warns(UserWarning, match="shorter than the requested duration 5s"):
+        job = session.transform(clip, 2000, duration=5)
+    assert hash_file(job.result(60).path) == job.result().sha
+
+
+def test_real_api_local_file_without_uploader_names_the_options(tmp_path: Path, clip: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 5 s poll floor notice
+        settings = Settings.resolve(explicit={"api_key": "sk-test-not-real",
+                                              "base_url": "https://api.goenhance.invalid",
+                                              "cache_dir": tmp_path / "c"}, env={})
+    s = Session(settings)
+    try:
+        assert s.backend == "api.goenhance.invalid"
+        with pytest.raises(InputError) as info:
+            s.transform(clip, 2000, duration=3)
+        assert "uploader" in str(info.value) and "URL" in str(info.value)
+        assert "sk-test" not in str(info.value)
+        tiny = Session(settings.with_(max_upload_mb=0.001), uploader=lambda p: "https://x/y.mp4")
+        try:
+            with pytest.raises(InputError, match="at most"):
+                tiny.transform(clip, 2000, duration=3)
+        finally:
+            tiny.close()
+    finally:
+        s.close()
+
+
+def test_local_upload_is_cached_by_content_hash(esim: Any, session: Session, clip: Path) -> None:
+    session.transform(clip, 2000, duration=3, seed=1).result(60)
+    session.transform(clip, 2004, duration=3, seed=1).result(60)
+    assert len([r for r in esim.requests("/sim/uploads") if r["method"] == "PUT"]) == 1
+
+
+def test_url_input_is_keyed_by_its_content(esim: Any, session: Session, clip: Path) -> None:
+    url = session.engine.run(session.client.sim_upload(clip))
+    rec = session.transform(url, 2000, duration=3).result(60)
+    esim.clear_requests()
+    job = session.transform(clip, 2000, duration=3)  # same bytes as a local file
+    assert job.result(10).path == rec.path and job.cached
+    assert esim.requests() == []
+
+
+def test_credits_and_jobs(esim: Any, session: Session, clip: Path) -> None:
+    before = session.credits().count
+    rec = session.transform(clip, 2000, duration=3, resolution="540p").result(60)
+    assert session.credits().count == before - 15 == before - (rec.cost or 0)
+    (entry,) = session.jobs()
+    assert entry.state == "done" and entry.job_id == rec.job_id and entry.cost == 15
+    assert session.usage.spent == 15
+
+
+def test_module_level_functions_use_the_process_session(sim_env: dict[str, str], esim: Any,
+                                                        clip: Path) -> None:
+    _set_session(None)
+    try:
+        sess = goenhance_nb.get_session()
+        assert sess is goenhance_nb.get_session()
+        assert str(sess.cache_dir) == sim_env["GOENHANCE_CACHE_DIR"]
+        assert any(s.id == 2000 for s in goenhance_nb.styles())
+        rec = goenhance_nb.transform(clip, "anime style", duration=3).result(60)
+        assert goenhance_nb.resume(rec.job_id).result(10).path == rec.path
+        assert goenhance_nb.credits().count >= 0
+    finally:
+        goenhance_nb.get_session().close()
+        _set_session(None)
+
+
+def test_embedded_simulator_is_the_default_without_a_key(tmp_path: Path, clip: Path) -> None:
+    cache = tmp_path / "cache"
+    settings = Settings.resolve(explicit={"cache_dir": cache, "poll_interval": 0.2}, env={})
+    assert settings.api_key is None and settings.base_url is None
+    s = Session(settings)
+    pid = json.loads(sim_paths(cache)["port_file"].read_text())["pid"]
+    try:
+        assert s.backend == "simulated" and s.is_simulated
+        s.engine.run(s.client.sim_upload(clip))  # the embedded sim answers with its own key
+        assert (cache / "sim" / "state").is_dir()
+    finally:
+        s.close()
+        os.kill(pid, signal.SIGTERM)
