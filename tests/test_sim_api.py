@@ -143,7 +143,7 @@ def test_jobs_detail_unknown_and_missing_id(http: httpx.Client) -> None:
 
 # -- lifecycle -------------------------------------------------------------------------------
 def test_lifecycle_pending_processing_success(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
-    sim.config(pending_seconds=0.4, processing_seconds=0.4)
+    sim.config(pending_seconds=1.5, processing_seconds=0.3)
     data = generate(http, clip_url, duration=3, resolution="540p")
     job = data["img_uuid"]
     first = detail(http, job)["data"]
@@ -194,7 +194,7 @@ def test_result_field_switch(http: httpx.Client, sim: SimProcess, clip_url: str,
 @pytest.mark.parametrize("waiting", ["WAITING", "queued"])
 def test_jobs_over_the_queue_limit_wait(http: httpx.Client, sim: SimProcess, clip_url: str,
                                         waiting: str) -> None:
-    sim.config(queue_limit=1, waiting_status=waiting, pending_seconds=0.3, processing_seconds=0.3)
+    sim.config(queue_limit=1, waiting_status=waiting, pending_seconds=1.0, processing_seconds=0.3)
     a = generate(http, clip_url)["img_uuid"]
     b = generate(http, clip_url)["img_uuid"]
     assert detail(http, a)["data"]["status"] in ("pending", "processing")

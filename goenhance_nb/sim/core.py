@@ -49,6 +49,8 @@ MODELS_BY_ID = {m[0]: m for m in MODELS}
 RESOLUTION_HEIGHT = {"540p": 540, "720p": 720}
 MAX_SOURCE_BYTES = 200 * 1024 * 1024
 MAX_LOG = 20000
+#: Bump when the transforms change, so cached renders are not reused.
+RENDER_VERSION = 1
 
 
 class APIFailure(Exception):
@@ -406,7 +408,7 @@ class Simulator:
         result: dict[str, Any]
         try:
             path = self._fetch_source(spec["reference_video_url"], src)
-            out_dur = media.render_video(
+            out_dur = self._render_cached(
                 path, self.result_path(job_id), style=MODELS_BY_ID[spec["model"]][4],
                 duration=float(spec["duration"]),
                 height=RESOLUTION_HEIGHT[spec["resolution"]],
@@ -427,6 +429,36 @@ class Simulator:
                 job["render"] = result
                 self._dirty = True
                 self.save()
+
+    def _render_cached(self, src: Path, dest: Path, *, style: str, duration: float,
+                       height: int) -> float:
+        """Render, or reuse an earlier render of the same source bytes and parameters (the
+        transform is deterministic), hard-linked (else copied) to `dest`; returns its duration.
+
+        :raises media.MediaError: the source cannot be transformed.
+        """
+        h = hashlib.sha256()
+        with src.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        key = hashlib.sha256(
+            f"{RENDER_VERSION}:{h.hexdigest()}:{style}:{duration}:{height}".encode()).hexdigest()
+        cache_dir = self.state_dir / "render-cache"
+        cache_dir.mkdir(exist_ok=True)
+        cached, meta = cache_dir / f"{key}.mp4", cache_dir / f"{key}.json"
+        info = read_json(meta, None)
+        if info is None or not cached.is_file():
+            out_dur = media.render_video(src, cached, style=style, duration=duration, height=height)
+            write_json(meta, {"duration": out_dur})
+        else:
+            out_dur = float(info["duration"])
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(cached, tmp)
+        except OSError:
+            shutil.copyfile(cached, tmp)
+        os.replace(tmp, dest)
+        return out_dur
 
     def _fetch_source(self, url: str, dest: Path) -> Path:
         """Our own `/sim/files/<name>` is read from disk; anything else is fetched over HTTP."""
