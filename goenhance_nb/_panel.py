@@ -432,6 +432,7 @@ class Panel(W.VBox):
         style = self.gallery.styles.get(getattr(job.spec, "model", None))
         label = getattr(style, "label", None) or str(getattr(job.spec, "model", "?"))
         sw = StatusWidget(job, session=self._session, compact=True)
+        sw.on_retry(self._track_retry)
         row = W.HBox([W.Label(label, layout=W.Layout(width="120px")),
                       W.Label(input_name, layout=W.Layout(width="160px")), sw],
                      layout=W.Layout(align_items="center"))
@@ -442,6 +443,15 @@ class Panel(W.VBox):
             self._rows.append(row)
             rows = list(self._rows)
         self.jobs_box.children = tuple(reversed(rows))  # newest first
+        self._watch_result(job)
+
+    def _track_retry(self, new_job: Any) -> None:
+        """A row's Retry submitted ``new_job``: list it and show its result when done."""
+        with self._lock:
+            self._jobs.append(new_job)
+        self._watch_result(new_job)
+
+    def _watch_result(self, job: Any) -> None:
         shown: set[str] = set()
 
         def on_event(ev: Any) -> None:  # engine thread

@@ -3,6 +3,7 @@ upload handling, file browser, headless Python API."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,12 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     assert "goenhance-cached" in p.result.outputs[1]["data"]["text/html"]
     rows = p.jobs_box.children
     assert len(rows) == 2 and "goenhance-jobs" in p.jobs_box._dom_classes
-    assert "credits" in p.credits.value and "session spend" in p.credits.value
+    # credits refresh after each finished job (in the background): spend shows the real cost
+    deadline = time.monotonic() + WAIT
+    while "session spend 15" not in p.credits.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "session spend 15" in p.credits.value, p.credits.value
+    assert "goenhance-credits" in p.credits._dom_classes
 
 
 def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
@@ -107,3 +113,26 @@ def test_bad_input_is_refused_before_any_http_call(sim, session, comms, tmp_path
     with pytest.raises(InputError):
         p.submit(style="no such style")
     assert p.jobs == [] and sim.generate_calls() == 0
+
+
+def test_failed_row_retry_is_tracked_by_the_panel(sim, session, comms, clip):
+    from goenhance_nb import JobFailed
+
+    p = Panel(session, load_previews=False)
+    sim.faults({"kind": "job_failed"})
+    job = p.submit(clip, 2005, duration=3, resolution="540p")
+    with pytest.raises(JobFailed):
+        job.result(timeout=WAIT)
+    row = p.status_widgets[0]
+    wait_settled(row)
+    assert row.badge.value == "failed" and visible(row.retry_button) and visible(row.error)
+    assert p.result.outputs == ()
+    row.retry_button.click()
+    assert len(p.jobs) == 2 and p.jobs[1] is row.job
+    p.jobs[1].result(timeout=WAIT)
+    wait_settled(row)
+    assert row.badge.value == "done"
+    deadline = time.monotonic() + WAIT
+    while not p.result.outputs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 'class="goenhance-video"' in result_html(p.result)

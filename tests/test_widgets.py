@@ -182,6 +182,28 @@ def test_local_queue_position_is_shown(sim, session, comms, clip):
     assert w.badge.value == "done"
 
 
+def test_eta_comes_only_from_observed_history(sim, session, comms, clip):
+    sim.config(processing_seconds=1.0)
+    job = session.transform(clip, 2000, duration=3, resolution="540p", seed=41)
+    w = StatusWidget(job, session=session)
+    job.result(timeout=WAIT)
+    wait_settled(w)
+    # no history yet: no ETA, no bar (nothing invented)
+    assert not any("ETA" in v for v in comms.synced_values(w.timing))
+    assert "none" in comms.synced_values(w.progress.layout, "display")
+    assert all(v == "none" for v in comms.synced_values(w.progress.layout, "display"))
+
+    job2 = session.transform(clip, 2000, duration=3, resolution="540p", seed=42)
+    w2 = StatusWidget(job2, session=session)
+    job2.result(timeout=WAIT)
+    wait_settled(w2)
+    etas = [v for v in comms.synced_values(w2.timing) if "ETA" in v]
+    assert etas and all("estimate from 1 past job" in v for v in etas), etas
+    assert None in comms.synced_values(w2.progress.layout, "display")  # the labelled bar showed
+    assert w2.progress.description == "estimate"
+    assert "ETA" not in w2.timing.value  # gone once done
+
+
 def test_failure_shows_one_line_error_then_retry_yields_done(sim, session, comms, clip):
     from goenhance_nb import JobFailed
 

@@ -49,6 +49,7 @@ from goenhance_nb.widgets._controls import (
 __all__ = ["StatusWidget", "estimate_runtime", "what_to_do"]
 
 _TERMINAL = {"done", "cached", "failed", "timed out"}
+_TERMINAL_KINDS = {"done", "cached", "failed", "timed_out"}
 
 
 def what_to_do(error: BaseException | None, job_id: str | None) -> str:
@@ -157,6 +158,7 @@ class StatusWidget(W.VBox):
         self._closed = False
         self.settled = threading.Event()
         self.retries: list[Any] = []
+        self._retry_callbacks: list[Any] = []
 
         self.badge = state_badge()
         self.raw_label = W.Label("", layout=W.Layout(margin="0 8px 0 2px"))
@@ -255,7 +257,13 @@ class StatusWidget(W.VBox):
         new = session.transform(source, style, force=True, **params)
         self.retries.append(old)
         self.follow(new)
+        for cb in list(self._retry_callbacks):
+            cb(new)
         return new
+
+    def on_retry(self, callback: Any) -> None:
+        """Call ``callback(new_job)`` after each retry (e.g. the panel tracks the new job)."""
+        self._retry_callbacks.append(callback)
 
     def flush(self) -> None:
         """Render the newest state now (tests and teardown)."""
@@ -311,8 +319,10 @@ class StatusWidget(W.VBox):
             m.cached = m.cached or cached
             if kind == "watch_cancelled":
                 m.watching = False
-            if state in _TERMINAL or kind == "watch_cancelled":
-                m.terminal = m.terminal or state in _TERMINAL
+            # terminal only on the engine's terminal events (a "status" event may already
+            # say failed/success before the error or the downloaded result is known)
+            if kind in _TERMINAL_KINDS or kind == "watch_cancelled":
+                m.terminal = m.terminal or kind in _TERMINAL_KINDS
                 m.t_end = ts
                 if elapsed is not None:
                     m.final_elapsed = float(elapsed)
@@ -384,7 +394,8 @@ class StatusWidget(W.VBox):
 
         err_text = ""
         hint = ""
-        if state in {"failed", "timed out"}:
+        failed = terminal and state in {"failed", "timed out"}
+        if failed:
             err = error
             err_text = (f"{type(err).__name__}: {err}" if err is not None
                         else (message or f"job {job_id} {state}"))
@@ -413,7 +424,7 @@ class StatusWidget(W.VBox):
             self.toast.value = toast
             self.toast.layout.display = None if toast else "none"
             self.cancel_button.layout.display = "none" if (terminal or not watching) else None
-            self.retry_button.layout.display = None if state in {"failed", "timed out"} else "none"
+            self.retry_button.layout.display = None if failed else "none"
             if bundle is not None:
                 clear_outputs(self.result)
                 append_bundle(self.result, *bundle)
