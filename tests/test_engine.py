@@ -267,3 +267,27 @@ def test_same_key_twice_in_one_process_is_one_job(esim: Any, session: Session, c
     assert a is b
     a.result(60)
     assert esim.generate_calls() == 1
+
+
+def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
+        esim: Any, session: Session, clip: Path) -> None:
+    """A listener runs on the engine thread; a blocking result()/credits() there is re-entrant."""
+    out: dict[str, Any] = {}
+    done = concurrent.futures.Future()  # type: ignore[var-annotated]
+
+    def on_event(ev: JobEvent) -> None:
+        if ev.kind == "done" and not done.done():
+            try:
+                inner = session.transform(clip, 2004, duration=3)
+                out["path"] = inner.result(60).path
+                out["credits"] = session.credits().count
+                done.set_result(True)
+            except BaseException as exc:  # report to the test thread
+                done.set_exception(exc)
+
+    job = session.transform(clip, 2000, duration=3)
+    job.subscribe(on_event)
+    job.result(60)
+    assert done.result(90) is True
+    assert Path(out["path"]).is_file() and out["credits"] >= 0
+    assert esim.generate_calls() == 2
