@@ -291,3 +291,33 @@ def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
     assert done.result(90) is True
     assert Path(out["path"]).is_file() and out["credits"] >= 0
     assert esim.generate_calls() == 2
+
+
+def test_deadline_uses_the_injected_clock(esim: Any, session: Session, clip: Path) -> None:
+    """The deadline is measured on the engine's clock: advancing a fake clock times the job out
+    without waiting in real time."""
+    now = [1000.0]
+    session.engine.clock = lambda: now[0]
+    esim.config(pending_seconds=30.0)
+
+    jumped: list[bool] = []
+
+    def jump(ev: JobEvent) -> None:
+        if ev.job_id is not None and not jumped:  # once the job exists on the server
+            jumped.append(True)
+            now[0] += 601.0  # ten minutes "later"
+
+    job = session.transform(clip, 2000, duration=3, timeout=600)
+    job.subscribe(jump)
+    with pytest.raises(JobTimedOut):
+        job.result(60)
+    assert job.history[-1].elapsed >= 601.0
+    assert session.ledger.get(job.key).resumable  # type: ignore[union-attr]
+
+
+def test_truncated_download_is_resumed_with_range(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "truncated_download", "after_bytes": 50_000})
+    rec = session.transform(clip, 2000, duration=3).result(60)
+    assert hash_file(rec.path) == rec.sha
+    statuses = [d["status"] for d in esim.requests("/sim/results/")]
+    assert statuses[0] == 200 and 206 in statuses[1:]
