@@ -1,0 +1,150 @@
+"""The notebook layer on both kernel lines: ipykernel 7 (this venv) and 6.29 (the
+``goenhance-ipykernel6`` kernelspec that ``make test`` builds in ``.venv-ipykernel6``).
+
+- the quickstart notebook runs headless on each and leaves its videos;
+- an interactive (``allow_stdin`` true) ``--no-wait`` run returns at once, and the status
+  widget's comm updates and the placeholder's ``update_display_data`` keep arriving on IOPub
+  after the cell's ``execute_reply``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import KernelManager
+
+import goenhance_nb
+from goenhance_nb._demo import NOTEBOOKS_DIR, execute_notebook
+
+pytestmark = pytest.mark.slow
+
+KERNEL6 = "goenhance-ipykernel6"
+
+
+def _kernel_or_skip(name: str) -> str:
+    if name == "python3":
+        return name
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        pytest.skip(f"kernelspec {name!r} is not installed here (make .venv-ipykernel6/.installed "
+                    "builds it; `make test` does so)")
+    return name
+
+
+KERNELS = [pytest.param("python3", id="ipykernel7"), pytest.param(KERNEL6, id="ipykernel6")]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_quickstart_runs_on_kernel(kernel: str, tmp_path: Path, sim: Any,
+                                   sim_env: dict[str, str]) -> None:
+    name = _kernel_or_skip(kernel)
+    # the quickstart plus one cell that names the kernel line actually used
+    nb = nbformat.read(NOTEBOOKS_DIR / "01-quickstart.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import ipykernel; print('ipykernel', ipykernel.__version__)"))
+    src = tmp_path / "src" / "01-quickstart.ipynb"
+    src.parent.mkdir()
+    nbformat.write(nb, src)
+    work = tmp_path / "work"
+    nb, error = execute_notebook(src, work, kernel_name=name)
+    assert error is None, error
+    html = "".join(str(o.get("data", {}).get("text/html", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert 'src="goenhance_outputs/anime-style-' in html
+    assert 'src="goenhance_outputs/pixar-style-' in html
+    assert len(list((work / "goenhance_outputs").glob("*.mp4"))) == 2
+    version = nb.cells[-1].outputs[0]["text"].split()[1]
+    assert version.startswith("6.29.") if name == KERNEL6 else version.startswith("7."), version
+
+
+def _collect_until(kc: Any, pred: Any, limit: int = 2000, timeout: float = 120) -> list[dict[str, Any]]:
+    """Read IOPub messages until ``pred(msgs)`` holds (bounded by message count and a generous
+    per-message timeout; no assertion on timing)."""
+    msgs: list[dict[str, Any]] = []
+    for _ in range(limit):
+        try:
+            msg = kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            break
+        msgs.append(msg)
+        if pred(msgs):
+            break
+    return msgs
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
+        kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    name = _kernel_or_skip(kernel)
+    # long enough that the job cannot finish before the cell returns
+    sim.config(pending_seconds=1.5, processing_seconds=1.0)
+    goenhance_nb.sample_clip(str(tmp_path / "sample.mp4"))
+    km = KernelManager(kernel_name=name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "VSCODE_"))}
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        reply = kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
+                                       stdin_hook=lambda m: None)
+        assert reply["content"]["status"] == "ok"
+        # drain what is left of the setup cell
+        while True:
+            try:
+                kc.get_iopub_msg(timeout=0.5)
+            except queue.Empty:
+                break
+
+        msg_id = kc.execute(
+            'job = %goenhance run sample.mp4 --style "Clay Style" --duration 3 -r 540p --no-wait',
+            allow_stdin=True)
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["status"] == "ok", reply["content"]
+
+        def cell_idle(msgs: list[dict[str, Any]]) -> bool:
+            return any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                       and m["parent_header"].get("msg_id") == msg_id for m in msgs)
+
+        during = _collect_until(kc, cell_idle)
+        assert cell_idle(during)
+        # during the cell: the widget view and the placeholder regular output with a display id
+        views = [m for m in during if m["msg_type"] == "display_data"
+                 and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+        placeholders = [m for m in during if m["msg_type"] == "display_data"
+                        and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")]
+        assert views and placeholders
+        display_id = placeholders[0]["content"]["transient"]["display_id"]
+        assert not [m for m in during if m["msg_type"] == "update_display_data"]
+
+        def final_update(msgs: list[dict[str, Any]]) -> bool:
+            return any(m["msg_type"] == "update_display_data"
+                       and m["content"]["transient"]["display_id"] == display_id for m in msgs)
+
+        def badge_done(msgs: list[dict[str, Any]]) -> bool:
+            return any(m["msg_type"] == "comm_msg"
+                       and m["content"]["data"].get("method") == "update"
+                       and m["content"]["data"]["state"].get("value") == "done" for m in msgs)
+
+        after = _collect_until(kc, lambda msgs: final_update(msgs) and badge_done(msgs))
+        assert final_update(after) and badge_done(after)
+        updates = [m for m in after if m["msg_type"] == "comm_msg"
+                   and m["content"]["data"].get("method") == "update"]
+        states = [m["content"]["data"]["state"] for m in updates]
+        assert any(s.get("value") == "done" for s in states), states[-5:]
+        assert any("description" in s or "value" in s for s in states)
+        final = next(m for m in after if m["msg_type"] == "update_display_data")
+        html = final["content"]["data"]["text/html"]
+        assert 'class="goenhance-video"' in html and 'src="goenhance_outputs/clay-style-' in html
+        assert final["content"]["metadata"]["goenhance_nb"]["style"] == "Clay Style"
+        assert (tmp_path / "goenhance_outputs").is_dir()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
