@@ -251,7 +251,7 @@ def test_await_job_in_another_loop(esim: Any, session: Session, clip: Path) -> N
 def test_cancel_watch_leaves_the_job_resumable(esim: Any, session: Session, clip: Path) -> None:
     esim.config(pending_seconds=2.0)
     job = session.transform(clip, 2000, duration=3)
-    job.subscribe(lambda ev: job.cancel_watch() if ev.kind == "submitted" else None)
+    job.subscribe(lambda ev: job.cancel_watch() if ev.job_id is not None else None)
     with pytest.raises(concurrent.futures.CancelledError):
         job.result(30)
     assert job.history[-1].kind == "watch_cancelled"
