@@ -143,6 +143,7 @@ class Simulator:
         self.public_base = ""
         self.own_netlocs: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sim-render")
+        self._stopping = threading.Event()
         self._dirty = True
         self.save()
 
@@ -162,8 +163,9 @@ class Simulator:
             self._dirty = False
 
     def close(self) -> None:
-        """Stop the render pool (running renders finish) and persist."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Cancel running renders (they are redone after a restart) and persist."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
         with self.lock:
             self._dirty = True
             self.save()
@@ -414,6 +416,8 @@ class Simulator:
                 height=RESOLUTION_HEIGHT[spec["resolution"]],
             )
             result = {"status": "done", "duration": out_dur}
+        except media.Cancelled:
+            return  # shutting down: stays "running" on disk, reset to "none" at the next start
         except media.MediaError as exc:
             result = {"status": "failed", "error": str(exc)}
         except SourceError as exc:
@@ -448,7 +452,8 @@ class Simulator:
         cached, meta = cache_dir / f"{key}.mp4", cache_dir / f"{key}.json"
         info = read_json(meta, None)
         if info is None or not cached.is_file():
-            out_dur = media.render_video(src, cached, style=style, duration=duration, height=height)
+            out_dur = media.render_video(src, cached, style=style, duration=duration,
+                                         height=height, cancel=self._stopping.is_set)
             write_json(meta, {"duration": out_dur})
         else:
             out_dur = float(info["duration"])
@@ -461,13 +466,21 @@ class Simulator:
         return out_dur
 
     def _fetch_source(self, url: str, dest: Path) -> Path:
-        """Our own `/sim/files/<name>` is read from disk; anything else is fetched over HTTP."""
+        """Our own `/sim/files/<name>` (also under an earlier run's loopback port) is read from
+        disk; anything else is fetched over HTTP with httpx.
+
+        :raises SourceError: not found, HTTP status other than 200, transport error, too large.
+        """
         parts = urlsplit(url)
-        if parts.netloc in self.own_netlocs and parts.path.startswith("/sim/files/"):
+        if parts.path.startswith("/sim/files/"):
+            # content-addressed: our copy is the same bytes even when the URL names the port of
+            # an earlier run of this simulator (a restart picks a new port)
             local = self.files_path(parts.path.removeprefix("/sim/files/"))
-            if local is None or not local.is_file():
+            loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+            if local is not None and local.is_file() and (loopback or parts.netloc in self.own_netlocs):
+                return local
+            if parts.netloc in self.own_netlocs:
                 raise SourceError("source video not found")
-            return local
         try:
             with httpx.Client(timeout=30, follow_redirects=True) as client, \
                     client.stream("GET", url) as resp:

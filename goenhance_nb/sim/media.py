@@ -28,6 +28,10 @@ class MediaError(Exception):
     """The source could not be decoded or the output could not be written."""
 
 
+class Cancelled(Exception):
+    """A render was stopped by its `cancel` callback (the simulator is shutting down)."""
+
+
 # -- small numpy filters -------------------------------------------------------------------
 def box_blur(img: Frame, radius: int) -> Frame:
     """Separable box blur (edge-clamped) of an HxW or HxWxC array; radius 0 returns it."""
@@ -177,19 +181,22 @@ def _work_size(src_w: int, src_h: int) -> tuple[int, int]:
 
 
 # -- render ----------------------------------------------------------------------------------
-def render_video(src: Path, dest: Path, *, style: str, duration: float, height: int) -> float:
+def render_video(src: Path, dest: Path, *, style: str, duration: float, height: int,
+                 cancel: Callable[[], bool] | None = None) -> float:
     """Transform `src` into an H.264 mp4 at `dest` and return its duration in seconds.
 
     Output: libx264 (ultrafast, crf 28), yuv420p, even width, the given height with the source
     aspect ratio, `+faststart`, the source frame rate capped at 30 fps, trimmed to `duration`
     seconds (a shorter source is used whole). Written to a temp file and moved into place.
+    `cancel` is checked before each frame.
 
+    :raises Cancelled: `cancel()` returned true (nothing is written to `dest`).
     :raises MediaError: the source cannot be opened, has no video stream or no decodable frame,
         or encoding fails.
     """
     tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
     try:
-        n = _render(src, tmp, style=style, duration=duration, height=height)
+        n = _render(src, tmp, style=style, duration=duration, height=height, cancel=cancel)
         os.replace(tmp, dest)
         return n
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -198,7 +205,8 @@ def render_video(src: Path, dest: Path, *, style: str, duration: float, height: 
         tmp.unlink(missing_ok=True)
 
 
-def _render(src: Path, dest: Path, *, style: str, duration: float, height: int) -> float:
+def _render(src: Path, dest: Path, *, style: str, duration: float, height: int,
+            cancel: Callable[[], bool] | None) -> float:
     with av.open(str(src)) as inp:
         if not inp.streams.video:
             raise MediaError("source has no video stream")
@@ -217,6 +225,8 @@ def _render(src: Path, dest: Path, *, style: str, duration: float, height: int) 
         first_t: float | None = None
         try:
             for frame in inp.decode(vs):
+                if cancel is not None and cancel():
+                    raise Cancelled("render cancelled")
                 t = float(frame.time) if frame.time is not None else count * frame_dt
                 if first_t is None:
                     first_t = t
