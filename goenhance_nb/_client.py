@@ -10,6 +10,7 @@ The bearer key is sent only to the configured base URL, never to result/download
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -43,26 +44,27 @@ _DETAIL = "/api/v1/jobs/detail"
 _MODELS = "/api/v1/video2video/modellist"
 _TOKENS = "/api/v1/user/tokens"
 _UPLOAD = "/sim/uploads"
-_CHUNK = 1 << 16
 
 ProgressFn = Callable[[int, "int | None"], None]
 
 
 def classify_envelope_error(code: int | None, msg: str, *, status: int | None = None,
-                            retry_after: float | None = None) -> APIError:
+                            retry_after: float | None = None, what: str = "") -> APIError:
     """Map a non-zero envelope ``code`` to an error by its ``msg`` (the API documents no codes).
 
     "credit" -> InsufficientCredits; "param"/"invalid"/"model" -> InvalidParameters;
-    "limit"/"rate" -> RateLimited; anything else -> APIError.
+    "limit"/"rate"/"too many" -> RateLimited; anything else -> APIError. Only ``msg`` is
+    classified; ``what`` (e.g. "generate") only prefixes the message.
     """
     m = (msg or "").lower()
+    text = f"{what}: {msg}" if what else msg
     if "credit" in m:
-        return InsufficientCredits(code, msg, status=status)
-    if "param" in m or "invalid" in m or "model" in m:
-        return InvalidParameters(code, msg, status=status)
-    if "limit" in m or "rate" in m:
-        return RateLimited(code, msg, status=status, retry_after=retry_after)
-    return APIError(code, msg, status=status)
+        return InsufficientCredits(code, text, status=status)
+    if "param" in m or "invalid" in m or re.search(r"\bmodel", m):
+        return InvalidParameters(code, text, status=status)
+    if re.search(r"\blimit|\brate\b|rate.?limit|too many", m):
+        return RateLimited(code, text, status=status, retry_after=retry_after)
+    return APIError(code, text, status=status)
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -180,14 +182,14 @@ class AsyncClient:
                               retry_after=retry_after)
         if status != 200:
             if env and msg:
-                raise classify_envelope_error(code, f"{what}: {msg}", status=status)
+                raise classify_envelope_error(code, msg, status=status, what=what)
             raise APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),
                            status=status)
         if env is None or "code" not in env:
             raise TransportError(f"{what}: malformed response (not a JSON envelope) from "
                                  f"{redact_url(self.base_url)}")
         if code != 0:
-            raise classify_envelope_error(code, f"{what}: {msg or 'error'}", status=status)
+            raise classify_envelope_error(code, msg or "error", status=status, what=what)
         return env.get("data")
 
     # -- API ----------------------------------------------------------------------------
@@ -336,7 +338,7 @@ class AsyncClient:
                     on_progress(done, total)
                 with dest.open(mode) as fh:
                     try:
-                        async for chunk in response.aiter_bytes(_CHUNK):
+                        async for chunk in response.aiter_bytes():
                             fh.write(chunk)
                             done += len(chunk)
                             if on_progress is not None:

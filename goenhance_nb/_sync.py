@@ -66,6 +66,36 @@ def _run_in_helper_thread(coro: Coroutine[Any, Any, T], timeout: float | None) -
         return pool.submit(asyncio.run, coro).result(timeout)
 
 
+def _run_reentrant(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Case 3: drive ``coro`` on ``loop`` from inside one of its own callbacks.
+
+    nest_asyncio patches the loop class; the ``_run_once`` frame that is running right now is
+    still the unpatched original, which will pop as many ready handles as it counted before
+    calling us. The nested run may consume some of those, so the ready queue is padded with
+    cancelled no-op handles afterwards (the original skips cancelled handles) — otherwise the
+    engine loop dies with ``IndexError: pop from an empty deque``.
+    """
+    if id(loop) not in _nested:
+        import nest_asyncio  # lazily: only the re-entrant case needs it
+
+        nest_asyncio.apply(loop)
+        _nested.add(id(loop))
+    ready = getattr(loop, "_ready", None)
+    owed = len(ready) if ready is not None else 0
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        if ready is not None:
+            while len(ready) < owed:
+                filler = asyncio.Handle(_noop, (), loop)
+                filler.cancel()
+                ready.append(filler)
+
+
+def _noop() -> None:
+    return None
+
+
 def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
     """Run ``coro`` to completion from synchronous code and return its result.
 
@@ -85,12 +115,7 @@ def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T
 
     engine = engine_loop()
     if running is engine:
-        if id(running) not in _nested:
-            import nest_asyncio  # lazily: only the re-entrant case needs it
-
-            nest_asyncio.apply(running)
-            _nested.add(id(running))
-        return running.run_until_complete(coro)
+        return _run_reentrant(running, coro)
 
     if engine is not None and engine.is_running():
         fut = asyncio.run_coroutine_threadsafe(coro, engine)

@@ -1,0 +1,739 @@
+"""AsyncClient (and the sync face) against the real simulator over loopback HTTP.
+
+Every endpoint, every documented response shape (the simulator's config switches), each error
+type, the retry rules (asserted on the simulator's request log), downloads with Range resume,
+truncation and expiry. Retry sleeps are recorded, not slept. ``httpx.MockTransport`` appears only
+for shapes the simulator cannot produce (a server that ignores Range, a foreign download host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from goenhance_nb import _sync
+from goenhance_nb._client import AsyncClient
+from goenhance_nb._errors import (
+    APIError,
+    AuthError,
+    ConfigError,
+    GoEnhanceError,
+    InsufficientCredits,
+    InvalidParameters,
+    RateLimited,
+    ResultExpired,
+    TransportError,
+)
+from goenhance_nb._keys import hash_file
+from goenhance_nb._records import JobDetail, JobSpec, JobState
+from goenhance_nb._samples import sample_clip
+from goenhance_nb._settings import SecretKey, Settings
+from goenhance_nb._sync import Client, register_engine_loop, run_sync
+from goenhance_nb._transport import RetryTransport
+from simctl import SimProcess
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = "/api/v1/video2video/generate"
+DETAIL = "/api/v1/jobs/detail"
+MODELS = "/api/v1/video2video/modellist"
+TOKENS = "/api/v1/user/tokens"
+RESULTS = "/sim/results/"
+# config keys the shared fixture's reset() does not restore; restored here after each test
+SIM_DEFAULTS: dict[str, Any] = {
+    "success_status": "success", "result_field": "json", "waiting_status": "WAITING",
+    "queue_limit": 3, "url_ttl": 43200, "download_rate": None, "daily_cap": None,
+    "refund_on_failure": True, "credits": 5000,
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Recorder:
+    """Async sleep stand-in: records retry delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def simx(sim: SimProcess) -> Iterator[SimProcess]:
+    """The shared simulator; also restores the config switches these tests flip."""
+    yield sim
+    sim.config(**SIM_DEFAULTS)
+
+
+def make_client(sim: SimProcess, *, key: str | None = "default", request_timeout: float = 10.0,
+                max_retries: int = 3, sleep: Recorder | None = None,
+                inner: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+    api_key = SecretKey(sim.api_key if key == "default" else key) if key else None
+    settings = Settings(base_url=sim.base_url, api_key=api_key, request_timeout=request_timeout,
+                        max_retries=max_retries, rate_limit=0, poll_interval=0.1)
+    transport = RetryTransport(inner or httpx.AsyncHTTPTransport(), max_retries=max_retries,
+                               backoff_base=0.01, sleep=sleep or Recorder())
+    return AsyncClient(settings, base_url=sim.base_url, api_key=api_key, transport=transport)
+
+
+@pytest.fixture
+async def client(simx: SimProcess) -> AsyncIterator[AsyncClient]:
+    c = make_client(simx)
+    yield c
+    await c.aclose()
+
+
+def no_secret(exc: BaseException, sim: SimProcess) -> None:
+    """What the user sees: one line, no key, no signed query."""
+    text = str(exc)
+    assert sim.api_key not in text and "sig=" not in text and "exp=" not in text
+    assert "\n" not in text
+    assert exc._render_traceback_() == [f"{type(exc).__name__}: {text}"]  # type: ignore[attr-defined]
+
+
+async def wait_state(client: AsyncClient, job_id: str, states: set[JobState],
+                     deadline_s: float = 60.0) -> tuple[JobDetail, list[str]]:
+    """Poll until the job reaches one of ``states``; return the detail and the raw statuses seen."""
+    seen: list[str] = []
+    end = time.monotonic() + deadline_s
+    while True:
+        d = await client.job_detail(job_id)
+        if not seen or seen[-1] != d.raw_status:
+            seen.append(d.raw_status)
+        if d.state in states:
+            return d, seen
+        if time.monotonic() > end:
+            raise AssertionError(f"job {job_id} stuck in {seen}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_log(sim: SimProcess, prefix: str, n: int, deadline_s: float = 20.0) -> list[dict[str, Any]]:
+    """The request log for ``prefix`` once it has ``n`` entries (slow requests log late)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        log = sim.requests(prefix)
+        if len(log) >= n or time.monotonic() > end:
+            return log
+        await asyncio.sleep(0.05)
+
+
+SPEC = JobSpec(model=2000, duration=3, resolution="540p", seed=1)
+
+
+@pytest.fixture(scope="module")
+def clip_url(sim_session: SimProcess) -> str:
+    """A small sample clip uploaded to the simulator once per module."""
+    clip = sample_clip(seconds=3.0, width=160, height=120, fps=12)
+
+    async def go() -> str:
+        c = make_client(sim_session)
+        try:
+            return await c.sim_upload(clip)
+        finally:
+            await c.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def done_job(sim_session: SimProcess, clip_url: str) -> str:
+    """One finished job, shared by the shape/download tests (rendering is the slow part)."""
+    sim_session.reset()
+
+    async def go() -> str:
+        c = make_client(sim_session)
+        try:
+            gr = await c.generate(SPEC, clip_url)
+            await wait_state(c, gr.img_uuid, {JobState.DONE, JobState.FAILED})
+            return gr.img_uuid
+        finally:
+            await c.aclose()
+
+    return asyncio.run(go())
+
+
+# -- endpoints and shapes ------------------------------------------------------------------------
+
+async def test_list_styles(client: AsyncClient, simx: SimProcess) -> None:
+    styles = await client.list_styles()
+    by_id = {s.id: s for s in styles}
+    assert {2000, 2004, 2005, 2006, 2007, 2008, 2012} <= set(by_id)
+    assert by_id[2000].label == "Anime Style" and by_id[2000].version == "v5"
+    assert by_id[2005].is_vip and not by_id[2000].is_vip
+    assert all(s.category for s in styles)
+    assert by_id[2006].preview_url and "/sim/previews/2006" in by_id[2006].preview_url
+    assert len(by_id) == len(styles)  # flat, one entry per id
+    assert [q["method"] for q in simx.requests(MODELS)] == ["GET"]
+
+
+async def test_credits(client: AsyncClient, simx: SimProcess) -> None:
+    c = await client.credits()
+    assert c.count == 5000 and c.queue_limit == 3 and c.user_id
+    simx.config(credits=1234, queue_limit=2)
+    c = await client.credits()
+    assert (c.count, c.queue_limit) == (1234, 2)
+
+
+async def test_full_lifecycle_upload_generate_poll_download(
+    client: AsyncClient, simx: SimProcess, tmp_path: Path
+) -> None:
+    clip = sample_clip(seconds=3.0, width=160, height=120, fps=12)
+    url = await client.sim_upload(clip)
+    assert url.startswith(simx.base_url + "/sim/files/")
+    # the uploaded file is public and identical
+    copy = tmp_path / "copy.mp4"
+    assert await client.download(url, copy) == clip.stat().st_size
+    assert hash_file(copy) == hash_file(clip)
+
+    before = (await client.credits()).count
+    gr = await client.generate(SPEC, url)
+    assert gr.img_uuid and gr.cost == math.ceil(SPEC.duration) * 5  # 540p: 5 credits/s
+    assert (await client.credits()).count == before - gr.cost
+    assert simx.generate_calls() == 1
+
+    detail, seen = await wait_state(client, gr.img_uuid, {JobState.DONE, JobState.FAILED})
+    assert detail.state is JobState.DONE, seen
+    assert seen[-1] == "success" and set(seen) <= {"WAITING", "pending", "processing", "success"}
+    assert detail.model_id == "2000" and detail.start_time and detail.end_time
+    assert detail.result_url and detail.result_url.startswith(simx.base_url + RESULTS)
+    assert detail.expires_at is not None and time.time() < detail.expires_at <= time.time() + 12 * 3600 + 5
+    assert detail.output_duration is not None and detail.output_duration > 0
+    assert "raw" not in detail.to_json()
+
+    progress: list[tuple[int, int | None]] = []
+    out = tmp_path / "out" / "result.mp4"
+    total = await client.download(detail.result_url, out, on_progress=lambda d, t: progress.append((d, t)))
+    assert total == out.stat().st_size > 0
+    assert progress[-1] == (total, total)
+    assert out.read_bytes()[4:8] == b"ftyp"
+    assert client.request_count >= 6
+
+
+@pytest.mark.parametrize(
+    ("switch", "raw"),
+    [({"success_status": "completed"}, "completed"),
+     ({"result_field": "img_url"}, "success"),
+     ({"result_field": "output"}, "success"),
+     ({"result_field": "img_url", "success_status": "completed"}, "completed")],
+)
+async def test_documented_result_shapes(client: AsyncClient, simx: SimProcess, done_job: str,
+                                        switch: dict[str, str], raw: str, tmp_path: Path) -> None:
+    simx.config(**switch)
+    d = await client.job_detail(done_job)
+    assert d.state is JobState.DONE and d.raw_status == raw
+    assert d.result_url and d.result_url.startswith(simx.base_url + RESULTS)
+    field = switch.get("result_field", "json")
+    if field == "img_url":
+        assert d.raw.get("img_url") == d.result_url and not d.raw.get("json")
+    elif field == "output":
+        assert d.raw["output"]["video_url"] == d.result_url
+    # the URL from every shape downloads
+    assert await client.download(d.result_url, tmp_path / "r.mp4") > 0
+
+
+@pytest.mark.parametrize("waiting", ["WAITING", "queued"])
+async def test_waiting_status_shown_verbatim(client: AsyncClient, simx: SimProcess, waiting: str) -> None:
+    # One slot, a long pending phase: the second job waits. The source URL is unreachable, so
+    # both jobs fail fast once they get their slot and do not hold slots for later tests.
+    simx.config(queue_limit=1, waiting_status=waiting, pending_seconds=0.5)
+    dead = "http://127.0.0.1:9/nothing.mp4"
+    a = await client.generate(SPEC, dead)
+    b = await client.generate(SPEC, dead)
+    da, db = await client.job_detail(a.img_uuid), await client.job_detail(b.img_uuid)
+    assert da.raw_status == "pending" and da.state is JobState.QUEUED
+    assert db.raw_status == waiting and db.state is JobState.QUEUED
+    # let both finish (failed: unreachable source) so no slot or refund leaks into later tests
+    for job in (a, b):
+        d, seen = await wait_state(client, job.img_uuid, {JobState.FAILED, JobState.DONE})
+        assert d.state is JobState.FAILED
+
+
+async def test_unknown_status_is_in_flight_even_with_a_url(client: AsyncClient, simx: SimProcess,
+                                                           done_job: str) -> None:
+    simx.faults({"kind": "unknown_status", "status": "rendering-frames", "path": DETAIL, "times": 1})
+    d = await client.job_detail(done_job)
+    assert d.raw_status == "rendering-frames" and d.state is JobState.RUNNING
+    d = await client.job_detail(done_job)
+    assert d.raw_status == "success" and d.state is JobState.DONE
+
+
+async def test_failed_job(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
+    before = (await client.credits()).count
+    simx.faults({"kind": "job_failed", "path": GENERATE})
+    gr = await client.generate(SPEC, clip_url)
+    d, _ = await wait_state(client, gr.img_uuid, {JobState.DONE, JobState.FAILED})
+    assert d.state is JobState.FAILED and d.raw_status == "failed" and d.result_url is None
+    assert (await client.credits()).count == before  # refunded
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+async def test_wrong_key_is_auth_error_and_not_retried(simx: SimProcess) -> None:
+    c = make_client(simx, key="sk-WRONG-123")
+    try:
+        with pytest.raises(AuthError) as info:
+            await c.list_styles()
+    finally:
+        await c.aclose()
+    no_secret(info.value, simx)
+    assert "sk-WRONG-123" not in str(info.value) and "401" in str(info.value)
+    assert [q["status"] for q in simx.requests(MODELS)] == [401]
+
+
+async def test_missing_key_is_auth_error(simx: SimProcess) -> None:
+    c = make_client(simx, key=None)
+    try:
+        with pytest.raises(AuthError, match="no API key"):
+            await c.credits()
+    finally:
+        await c.aclose()
+
+
+async def test_insufficient_credits(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
+    simx.config(credits=0)
+    with pytest.raises(InsufficientCredits) as info:
+        await client.generate(SPEC, clip_url)
+    assert info.value.code == 402 and "insufficient credits" in str(info.value)
+    no_secret(info.value, simx)
+    assert simx.generate_calls() == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [(JobSpec(model=999999, duration=3, resolution="540p"), "model"),
+     (JobSpec(model=2000, duration=99, resolution="540p"), "duration"),
+     (JobSpec(model=2000, duration=3, resolution="1080p"), "resolution"),
+     (JobSpec(model=2000, duration=3, resolution="540p", prompt="x" * 501), "prompt")],
+)
+async def test_invalid_parameters(client: AsyncClient, simx: SimProcess, clip_url: str,
+                                  spec: JobSpec, text: str) -> None:
+    with pytest.raises(InvalidParameters, match=text) as info:
+        await client.generate(spec, clip_url)
+    assert info.value.code == 400
+    assert simx.generate_calls() == 1
+
+
+async def test_invalid_reference_url(client: AsyncClient, simx: SimProcess) -> None:
+    with pytest.raises(InvalidParameters):
+        await client.generate(SPEC, "ftp://example.org/a.mp4")
+
+
+async def test_unknown_job(client: AsyncClient, simx: SimProcess) -> None:
+    with pytest.raises(APIError) as info:
+        await client.job_detail("00000000-0000-4000-8000-000000000000")
+    assert type(info.value) is APIError and info.value.code == 404
+    assert "job not found" in str(info.value)
+    assert len(simx.requests(DETAIL)) == 1  # an API answer, not retried
+
+
+async def test_lost_job_fault(client: AsyncClient, simx: SimProcess, done_job: str) -> None:
+    simx.faults({"kind": "lost_job", "path": DETAIL})
+    with pytest.raises(APIError, match="job not found"):
+        await client.job_detail(done_job)
+
+
+async def test_reject_generate_is_an_error_not_a_retry(client: AsyncClient, simx: SimProcess,
+                                                       clip_url: str) -> None:
+    simx.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded", "path": GENERATE})
+    with pytest.raises(RateLimited, match="daily limit exceeded"):
+        await client.generate(SPEC, clip_url)
+    assert simx.generate_calls() == 1
+    simx.faults({"kind": "reject_generate", "code": 1234, "msg": "something odd", "path": GENERATE})
+    with pytest.raises(APIError) as info:
+        await client.generate(SPEC, clip_url)
+    assert type(info.value) is APIError and info.value.code == 1234
+    assert simx.generate_calls() == 2
+
+
+# -- retry rules (asserted on the simulator's request log) ----------------------------------------
+
+async def test_get_retried_after_500(client: AsyncClient, simx: SimProcess) -> None:
+    simx.faults({"kind": "http_500", "path": TOKENS})
+    c = await client.credits()
+    assert c.count == 5000
+    assert [q["status"] for q in simx.requests(TOKENS)] == [500, 200]
+
+
+async def test_get_gives_up_after_max_retries(simx: SimProcess) -> None:
+    c = make_client(simx, max_retries=2)
+    simx.faults({"kind": "http_500", "path": TOKENS, "times": 10})
+    try:
+        with pytest.raises(APIError) as info:
+            await c.credits()
+    finally:
+        await c.aclose()
+    assert info.value.status == 500
+    assert [q["status"] for q in simx.requests(TOKENS)] == [500, 500, 500]
+
+
+async def test_post_resent_after_503(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
+    before = (await client.credits()).count
+    simx.faults({"kind": "http_503", "path": GENERATE})
+    gr = await client.generate(SPEC, clip_url)
+    assert [q["status"] for q in simx.requests(GENERATE)] == [503, 200]
+    assert (await client.credits()).count == before - (gr.cost or 0)  # charged once
+
+
+async def test_post_resent_after_429_honouring_retry_after(simx: SimProcess, clip_url: str) -> None:
+    rec = Recorder()
+    c = make_client(simx, sleep=rec)
+    simx.faults({"kind": "http_429", "retry_after": 2, "path": GENERATE})
+    try:
+        await c.generate(SPEC, clip_url)
+    finally:
+        await c.aclose()
+    assert [q["status"] for q in simx.requests(GENERATE)] == [429, 200]
+    assert rec.delays == [2.0]
+
+
+async def test_429_exhausted_is_rate_limited(simx: SimProcess) -> None:
+    c = make_client(simx, max_retries=1)
+    simx.faults({"kind": "http_429", "retry_after": 7, "path": MODELS, "times": 5})
+    try:
+        with pytest.raises(RateLimited) as info:
+            await c.list_styles()
+    finally:
+        await c.aclose()
+    assert info.value.retry_after == 7.0 and info.value.status == 429
+    no_secret(info.value, simx)
+
+
+@pytest.mark.parametrize("after", [False, True])
+async def test_post_not_resent_after_reset(client: AsyncClient, simx: SimProcess, clip_url: str,
+                                           after: bool) -> None:
+    # after=True: the job was created, then the connection dropped (the client cannot know).
+    simx.faults({"kind": "reset", "path": GENERATE, "after": after})
+    with pytest.raises(TransportError, match="may have been submitted") as info:
+        await client.generate(SPEC, clip_url)
+    no_secret(info.value, simx)
+    assert simx.generate_calls() == 1
+
+
+async def test_post_not_resent_after_read_timeout(simx: SimProcess, clip_url: str) -> None:
+    c = make_client(simx, request_timeout=0.3)
+    simx.faults({"kind": "slow", "delay": 1.0, "path": GENERATE})
+    try:
+        with pytest.raises(TransportError, match="no answer") as info:
+            await c.generate(SPEC, clip_url)
+    finally:
+        await c.aclose()
+    no_secret(info.value, simx)
+    await wait_log(simx, GENERATE, 1)
+    await asyncio.sleep(0.2)  # a re-send, had there been one, would be logged by now
+    assert [q["method"] for q in simx.requests(GENERATE)] == ["POST"]
+
+
+async def test_get_retried_after_read_timeout_and_reset(simx: SimProcess) -> None:
+    c = make_client(simx, request_timeout=0.3)
+    simx.faults({"kind": "slow", "delay": 1.0, "path": TOKENS},
+                {"kind": "reset", "path": MODELS})
+    try:
+        assert (await c.credits()).count == 5000
+        assert len(await c.list_styles()) >= 7
+    finally:
+        await c.aclose()
+    assert len(await wait_log(simx, TOKENS, 2)) == 2
+    assert [q["status"] for q in simx.requests(MODELS)][-1] == 200
+    assert len(simx.requests(MODELS)) == 2
+
+
+async def test_malformed_json_retried_for_get(client: AsyncClient, simx: SimProcess) -> None:
+    simx.faults({"kind": "malformed_json", "path": TOKENS})
+    assert (await client.credits()).count == 5000
+    assert len(simx.requests(TOKENS)) == 2
+
+
+async def test_malformed_json_exhausted_is_transport_error(simx: SimProcess) -> None:
+    c = make_client(simx, max_retries=1)
+    simx.faults({"kind": "malformed_json", "path": TOKENS, "times": 5})
+    try:
+        with pytest.raises(TransportError, match="malformed"):
+            await c.credits()
+    finally:
+        await c.aclose()
+    assert len(simx.requests(TOKENS)) == 2
+
+
+async def test_malformed_json_on_generate_not_resent(client: AsyncClient, simx: SimProcess,
+                                                     clip_url: str) -> None:
+    simx.faults({"kind": "malformed_json", "path": GENERATE})
+    with pytest.raises(TransportError, match="malformed"):
+        await client.generate(SPEC, clip_url)
+    assert simx.generate_calls() == 1
+
+
+async def test_connect_error_is_transport_error(simx: SimProcess) -> None:
+    # a port nobody listens on: the client retries (connect errors are safe) then gives up
+    settings = Settings(base_url="http://127.0.0.1:9", api_key=SecretKey("k"), max_retries=1, rate_limit=0)
+    rec = Recorder()
+    c = AsyncClient(settings, base_url="http://127.0.0.1:9", api_key=SecretKey("k"),
+                    transport=RetryTransport(max_retries=1, backoff_base=0.01, sleep=rec))
+    try:
+        with pytest.raises(TransportError, match="cannot connect"):
+            await c.generate(SPEC, "http://x/a.mp4")
+    finally:
+        await c.aclose()
+    assert len(rec.delays) == 1  # the POST was re-sent once: it never left
+
+
+# -- downloads ------------------------------------------------------------------------------------
+
+async def _result_url(client: AsyncClient, job: str) -> str:
+    d = await client.job_detail(job)
+    assert d.result_url
+    return d.result_url
+
+
+async def test_download_resumes_with_range(client: AsyncClient, simx: SimProcess, done_job: str,
+                                           tmp_path: Path) -> None:
+    url = await _result_url(client, done_job)
+    full = tmp_path / "full.mp4"
+    size = await client.download(url, full)
+    part = tmp_path / "part.mp4"
+    part.write_bytes(full.read_bytes()[: size // 3])
+    simx.clear_requests()
+    progress: list[tuple[int, int | None]] = []
+    assert await client.download(url, part, on_progress=lambda d, t: progress.append((d, t))) == size
+    assert part.read_bytes() == full.read_bytes()
+    assert [q["status"] for q in simx.requests(RESULTS)] == [206]
+    assert progress[0] == (size // 3, size) and progress[-1] == (size, size)
+    # resume=False starts over
+    simx.clear_requests()
+    assert await client.download(url, part, resume=False) == size
+    assert [q["status"] for q in simx.requests(RESULTS)] == [200]
+    # already complete: a 416 answer means nothing left to fetch
+    simx.clear_requests()
+    assert await client.download(url, part) == size
+    assert part.read_bytes() == full.read_bytes()
+
+
+async def test_truncated_download_is_detected_and_resumed(client: AsyncClient, simx: SimProcess,
+                                                          done_job: str, tmp_path: Path) -> None:
+    url = await _result_url(client, done_job)
+    simx.faults({"kind": "truncated_download", "after_bytes": 1000, "path": RESULTS})
+    dest = tmp_path / "r.mp4"
+    size = await client.download(url, dest)
+    assert dest.stat().st_size == size > 1000
+    assert [q["status"] for q in simx.requests(RESULTS)] == [200, 206]
+    ref = tmp_path / "ref.mp4"
+    await client.download(url, ref)
+    assert dest.read_bytes() == ref.read_bytes()
+
+
+async def test_truncated_download_gives_up(simx: SimProcess, done_job: str, tmp_path: Path) -> None:
+    c = make_client(simx, max_retries=2)
+    try:
+        url = await _result_url(c, done_job)
+        simx.faults({"kind": "truncated_download", "after_bytes": 500, "path": RESULTS, "times": 3})
+        dest = tmp_path / "r.mp4"
+        with pytest.raises(TransportError, match="truncated|interrupted") as info:
+            await c.download(url, dest)
+    finally:
+        await c.aclose()
+    no_secret(info.value, simx)
+    assert 0 < dest.stat().st_size < 10_000_000  # partial file kept for a later resume
+    assert len(simx.requests(RESULTS)) == 3
+
+
+async def test_expired_url_is_result_expired(client: AsyncClient, simx: SimProcess, done_job: str,
+                                             tmp_path: Path) -> None:
+    simx.faults({"kind": "expired_url", "path": DETAIL})
+    d = await client.job_detail(done_job)
+    assert d.result_url and d.expires_at is not None and d.expires_at < time.time()
+    with pytest.raises(ResultExpired) as info:
+        await client.download(d.result_url, tmp_path / "x.mp4")
+    no_secret(info.value, simx)
+    assert "403" in str(info.value)
+    assert [q["status"] for q in simx.requests(RESULTS)] == [403]  # not retried
+
+
+async def test_tampered_or_missing_result_url(client: AsyncClient, simx: SimProcess, done_job: str,
+                                              tmp_path: Path) -> None:
+    url = await _result_url(client, done_job)
+    with pytest.raises(ResultExpired):
+        await client.download(url.replace("sig=", "sig=00"), tmp_path / "x.mp4")
+    with pytest.raises(ResultExpired, match="404"):
+        await client.download(simx.base_url + "/sim/files/" + "0" * 64 + ".mp4", tmp_path / "y.mp4")
+
+
+async def test_download_restarts_when_server_ignores_range(tmp_path: Path) -> None:
+    # The simulator always honours Range; a plain host may not (MockTransport: documented variant).
+    body = bytes(range(256)) * 40
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    settings = Settings(base_url="http://127.0.0.1:1", rate_limit=0)
+    c = AsyncClient(settings, base_url="http://127.0.0.1:1", api_key=None,
+                    transport=httpx.MockTransport(handler))
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"garbage-prefix")
+    assert await c.download("https://cdn.example/f.bin?sig=1", dest) == len(body)
+    assert dest.read_bytes() == body
+    await c.aclose()
+
+
+async def test_key_sent_only_to_the_api_origin(tmp_path: Path) -> None:
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"data")
+
+    key = SecretKey("sk-SENTINEL")
+    c = AsyncClient(Settings(base_url="https://api.goenhance.ai", api_key=key, rate_limit=0),
+                    base_url="https://api.goenhance.ai", api_key=key,
+                    transport=httpx.MockTransport(handler))
+    await c.download("https://openapi-static.goenhance.ai/x.mp4?q-sign-time=1;2", tmp_path / "a")
+    await c.download("https://api.goenhance.ai/files/x.mp4", tmp_path / "b")
+    await c.aclose()
+    assert seen == {"openapi-static.goenhance.ai": None, "api.goenhance.ai": "Bearer sk-SENTINEL"}
+    assert "sk-SENTINEL" not in repr(c)
+
+
+# -- sync face -----------------------------------------------------------------------------------
+
+def _settings_for(sim: SimProcess) -> Settings:
+    return Settings(base_url=sim.base_url, api_key=SecretKey(sim.api_key), rate_limit=0)
+
+
+def test_sync_client_without_a_loop(simx: SimProcess) -> None:
+    c = Client(_settings_for(simx))
+    assert any(s.id == 2000 for s in c.styles())
+    assert c.credits().count == 5000
+    with pytest.raises(APIError, match="job not found"):
+        c.job_detail("nope")
+    assert simx.api_key not in repr(c)
+
+
+def test_sync_client_needs_a_base_url() -> None:
+    with pytest.raises(ConfigError, match="base URL"):
+        Client(Settings())
+
+
+def test_run_sync_inside_a_running_loop_without_engine(simx: SimProcess) -> None:
+    register_engine_loop(None)
+
+    async def cell() -> int:
+        # like a notebook cell: a loop runs in this thread, sync code calls the sync face
+        return Client(_settings_for(simx)).credits().count
+
+    assert asyncio.run(cell()) == 5000
+
+
+@pytest.fixture
+def engine_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, name="fake-engine", daemon=True)
+    t.start()
+    register_engine_loop(loop)
+    yield loop
+    register_engine_loop(None)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+    loop.close()
+
+
+def test_run_sync_from_another_loop_goes_to_the_engine(engine_loop: asyncio.AbstractEventLoop) -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    async def cell() -> str:
+        return run_sync(where())
+
+    assert asyncio.run(cell()) == "fake-engine"
+
+
+REENTRANT_SCRIPT = r"""
+import asyncio, json, os, sys, threading
+from goenhance_nb import _sync
+from goenhance_nb._settings import SecretKey, Settings
+from goenhance_nb._sync import Client, register_engine_loop, run_sync
+
+loop = asyncio.new_event_loop()
+errors = []
+t = threading.Thread(target=loop.run_forever, name="engine", daemon=True)
+t.start()
+register_engine_loop(loop)
+settings = Settings(base_url=os.environ["SIM_URL"], api_key=SecretKey(os.environ["SIM_KEY"]), rate_limit=0)
+out = {}
+done = threading.Event()
+
+def callback():
+    # a sync call on the engine thread (e.g. a widget callback asking for a result)
+    try:
+        fut = loop.create_future()
+        loop.call_later(0.05, fut.set_result, "engine-progressed")
+        for _ in range(5):  # busy ready queue around the nested run
+            loop.call_soon(lambda: None)
+        out["count"] = Client(settings).credits().count
+        out["fut"] = run_sync(asyncio.wait_for(fut, 5))   # needs the engine loop itself
+        out["thread"] = threading.current_thread().name
+    except BaseException as exc:
+        out["error"] = repr(exc)
+    done.set()
+
+loop.call_soon_threadsafe(callback)
+done.wait(30)
+# the engine loop must survive and keep serving work afterwards
+after = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.01, "alive"), loop).result(10)
+out["after"] = after
+out["nested"] = id(loop) in _sync._nested
+loop.call_soon_threadsafe(loop.stop)
+t.join(5)
+print(json.dumps(out))
+"""
+
+
+def test_run_sync_reentrant_on_the_engine_thread(simx: SimProcess) -> None:
+    # In a subprocess: nest_asyncio patches asyncio process-wide, which must not leak into
+    # the other tests. A callback on the engine thread calls the sync face and awaits engine
+    # work; nest_asyncio is applied lazily, the call completes, and the loop stays alive.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", REENTRANT_SCRIPT], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SIM_URL": simx.base_url, "SIM_KEY": simx.api_key},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Exception in thread" not in proc.stderr and "IndexError" not in proc.stderr, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"count": 5000, "fut": "engine-progressed", "thread": "engine",
+                   "after": "alive", "nested": True}
+
+
+def test_nest_asyncio_not_applied_outside_the_reentrant_case(simx: SimProcess) -> None:
+    assert not _sync._nested
+    assert not hasattr(asyncio, "_nest_patched")
+
+
+def test_run_sync_propagates_errors_and_timeout() -> None:
+    async def boom() -> None:
+        raise InvalidParameters(400, "invalid params: x")
+
+    with pytest.raises(InvalidParameters):
+        run_sync(boom())
+    with pytest.raises(TimeoutError):
+        run_sync(asyncio.sleep(5), timeout=0.05)
+
+
+def test_errors_are_goenhance_errors() -> None:
+    assert issubclass(ResultExpired, GoEnhanceError)
+    fn: Callable[..., Any] = run_sync
+    assert callable(fn)
