@@ -127,3 +127,59 @@ def test_reproducible_notebook_second_run_makes_no_generate_call(
     assert shown and all('<span class="goenhance-cached"' in o["data"]["text/html"] for o in shown)
     printed = "".join(o.get("text", "") for o in outputs_of(nb))
     assert "2 re-runs, all cache hits, credits unchanged" in printed
+
+
+def test_demo_runs_quickstart_on_the_embedded_simulator(tmp_path: Path) -> None:
+    """`make demo`: no key, the package starts its own simulator (state inside the out dir),
+    writes notebook + HTML + videos, lists them, stops its simulator, exits 0."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "demo-output"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOENHANCE_", "JPY_"))}
+    proc = subprocess.run([sys.executable, "-m", "goenhance_nb._demo", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line
+                  and line.split(":", 1)[0] in ("notebook", "html"))
+    nb_path, html_path = Path(listed["notebook"].strip()), Path(listed["html"].strip())
+    videos = [Path(line.split(":", 1)[1].strip()) for line in proc.stdout.splitlines()
+              if line.startswith("video:")]
+    assert nb_path.is_file() and html_path.is_file() and len(videos) == 2
+    html = html_path.read_text()
+    srcs = VIDEO_RE.findall(html)
+    assert srcs and all((html_path.parent / s).is_file() for s in srcs)
+    assert "SIMULATED" in html
+    # the embedded simulator lived in the out dir and was stopped afterwards (SIGTERM: it
+    # removes its port file on a clean shutdown)
+    sim_dir = out / ".goenhance-cache" / "sim"
+    assert (sim_dir / "state").is_dir() and (sim_dir / "sim.log").is_file()
+    port_file = sim_dir / "port.json"
+    for _ in range(100):
+        if not port_file.exists():
+            break
+        time.sleep(0.1)
+    else:
+        pid = json.loads(port_file.read_text())["pid"]
+        pytest.fail(f"the demo left its simulator (pid {pid}) running")
+
+
+def test_binder_start_hook_opens_quickstart_without_a_key(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    start = NOTEBOOKS_DIR.parent / "binder" / "start"
+    env = {**os.environ, "GOENHANCE_API_KEY": "sk-should-be-dropped"}
+    out = subprocess.run([str(start), "sh", "-c", 'echo "key=${GOENHANCE_API_KEY:-none}" "$@"', "x"],
+                         env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "key=none" in out
+    assert "--ServerApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb" in out
+    # a launch URL that names a page wins
+    out = subprocess.run([str(start), "echo", "--NotebookApp.default_url=/lab/tree/x.ipynb"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "01-quickstart" not in out
+    reqs = (start.parent / "requirements.txt").read_text()
+    assert "jupyterlab" in reqs and "pip install --no-cache-dir ." in (start.parent / "postBuild").read_text()
