@@ -9,6 +9,7 @@ cells, the app's own command registry exposed with `expose_app_in_browser`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -66,8 +67,10 @@ def write_notebook(path: Path, cells: Iterable[str | tuple[str, str]]) -> Path:
             nb_cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
         else:
             nb_cells.append(new_code_cell(c))
-    nb = new_notebook(cells=nb_cells, metadata={"kernelspec": dict(KERNELSPEC),
-                                                "language_info": {"name": "python"}})
+    nb = new_notebook(
+        cells=nb_cells,
+        metadata={"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
@@ -98,8 +101,9 @@ class JupyterServer:
         return f"{self.base_url}/notebooks/{quoted}?token={self.token}"
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        with httpx.Client(base_url=self.base_url, timeout=30,
-                          headers={"Authorization": f"token {self.token}"}) as c:
+        with httpx.Client(
+            base_url=self.base_url, timeout=30, headers={"Authorization": f"token {self.token}"}
+        ) as c:
             return c.request(method, path, **kw)
 
     def kernels(self) -> list[dict[str, Any]]:
@@ -138,10 +142,8 @@ class JupyterServer:
         """Stop the server and every process it started, by PID."""
         if self.proc.poll() is None:
             self.remember_children()
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 self.api("POST", "/api/shutdown")
-            except httpx.HTTPError:
-                pass
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -156,10 +158,8 @@ class JupyterServer:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def _alive(pid: int) -> bool:
@@ -189,37 +189,55 @@ def start_server(
     for d in ("config", "settings", "workspaces", "runtime", "ipython", "xdg-config", "xdg-cache"):
         (home / d).mkdir(parents=True, exist_ok=True)
     # No news feed, no update check (server side) ...
-    (home / "config" / "jupyter_server_config.json").write_text(json.dumps({
-        "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
-        "ServerApp": {"port_retries": 0},
-    }))
+    (home / "config" / "jupyter_server_config.json").write_text(
+        json.dumps(
+            {
+                "LabApp": {
+                    "news_url": None,
+                    "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+                },
+                "ServerApp": {"port_retries": 0},
+            }
+        )
+    )
     # ... and the same in the user settings, so no "get notified about news?" toast appears.
     settings = home / "settings"
-    _write_settings(settings, "@jupyterlab/apputils-extension", "notification",
-                    {"fetchNews": "false", "checkForUpdates": False})
+    _write_settings(
+        settings,
+        "@jupyterlab/apputils-extension",
+        "notification",
+        {"fetchNews": "false", "checkForUpdates": False},
+    )
     # Save widget state into the .ipynb on save, so the secret scan sees it.
-    _write_settings(settings, "@jupyter-widgets/jupyterlab-manager", "plugin",
-                    {"saveState": save_widget_state})
+    _write_settings(
+        settings, "@jupyter-widgets/jupyterlab-manager", "plugin", {"saveState": save_widget_state}
+    )
 
     port = free_port()
     token = secrets.token_hex(24)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GOENHANCE_")}
-    full_env.update({
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "IPYTHONDIR": str(home / "ipython"),
-        "XDG_CONFIG_HOME": str(home / "xdg-config"),
-        "XDG_CACHE_HOME": str(home / "xdg-cache"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    full_env.update(
+        {
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "IPYTHONDIR": str(home / "ipython"),
+            "XDG_CONFIG_HOME": str(home / "xdg-config"),
+            "XDG_CACHE_HOME": str(home / "xdg-cache"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     full_env.update(env or {})
     module = "jupyterlab" if kind == "lab" else "notebook"
     cmd = [
-        sys.executable, "-m", module,
-        "--no-browser", "--allow-root",
-        "--ip=127.0.0.1", f"--port={port}",
+        sys.executable,
+        "-m",
+        module,
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
         f"--ServerApp.root_dir={root}",
         f"--IdentityProvider.token={token}",
     ]
@@ -229,10 +247,17 @@ def start_server(
         cmd.append("--JupyterNotebookApp.expose_app_in_browser=True")
     log_path = workdir / "server.log"
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=str(root), start_new_session=True)
-    server = JupyterServer(kind, proc, f"http://127.0.0.1:{port}", token, root, home, log_path,
-                           full_env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(root),
+            start_new_session=True,
+        )
+    server = JupyterServer(
+        kind, proc, f"http://127.0.0.1:{port}", token, root, home, log_path, full_env
+    )
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -292,7 +317,8 @@ def open_notebook(page: Any, server: JupyterServer, name: str) -> None:
 def wait_kernel_idle(page: Any, timeout: int = KERNEL_IDLE_MS) -> None:
     """Wait until the kernel indicator says idle and no cell shows [*]."""
     page.wait_for_function(
-        f"() => ({JS_KERNEL_STATUS})() === 'idle' && !({JS_BUSY_PROMPTS})()", timeout=timeout)
+        f"() => ({JS_KERNEL_STATUS})() === 'idle' && !({JS_BUSY_PROMPTS})()", timeout=timeout
+    )
 
 
 def command(page: Any, cmd: str, args: dict[str, Any] | None = None) -> None:
@@ -333,14 +359,19 @@ def run_all_and_wait(page: Any, timeout: int = KERNEL_IDLE_MS) -> None:
         # JupyterLab may ask which kernel to use if the run races its session start-up.
         accept_dialog_if_shown(page, "Select Kernel")
         if time.monotonic() > deadline:
-            raise AssertionError(f"cells did not all run within {timeout / 1000:.0f}s:\n{outputs_text(page)}")
+            raise AssertionError(
+                f"cells did not all run within {timeout / 1000:.0f}s:\n{outputs_text(page)}"
+            )
         time.sleep(0.2)
     wait_kernel_idle(page, timeout)
 
 
 def outputs_text(page: Any) -> str:
-    return str(page.evaluate(
-        "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-OutputArea')).map(e => e.innerText).join('\\n')"))
+    return str(
+        page.evaluate(
+            "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-OutputArea')).map(e => e.innerText).join('\\n')"
+        )
+    )
 
 
 def save_notebook(page: Any, server: JupyterServer, name: str) -> dict[str, Any]:
@@ -362,12 +393,14 @@ def save_notebook(page: Any, server: JupyterServer, name: str) -> dict[str, Any]
 
 def dom_snapshot(page: Any) -> str:
     """Everything a page holds that a person (or a script on it) could read."""
-    return str(page.evaluate("""() => {
+    return str(
+        page.evaluate("""() => {
         const parts = [document.documentElement.outerHTML, document.body.innerText];
         document.querySelectorAll('input, textarea').forEach(e => parts.push(e.value || ''));
         parts.push(location.href, document.cookie, JSON.stringify(Object.assign({}, localStorage)));
         return parts.join('\\n');
-    }"""))
+    }""")
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -376,9 +409,11 @@ def dom_snapshot(page: Any) -> str:
 def secret_forms(secret: str) -> dict[str, str]:
     """Needles for a secret: plain, URL-encoded, and base64 at each of the 3 byte alignments."""
     raw = secret.encode()
-    forms = {"plain": secret,
-             "url-encoded": urllib.parse.quote(secret, safe=""),
-             "url-encoded-plus": urllib.parse.quote_plus(secret)}
+    forms = {
+        "plain": secret,
+        "url-encoded": urllib.parse.quote(secret, safe=""),
+        "url-encoded-plus": urllib.parse.quote_plus(secret),
+    }
     for pad in range(3):
         enc = base64.b64encode(b"\0" * pad + raw).decode()
         # Drop chars that mix in the padding bytes or the (unknown) bytes after the secret.
@@ -392,5 +427,10 @@ def secret_forms(secret: str) -> dict[str, str]:
 
 def find_secret(text: str, secret: str) -> list[str]:
     """Names of the forms of `secret` present in `text` (empty list = clean)."""
-    return sorted({name for name, needle in secret_forms(secret).items()
-                   if len(needle) >= 8 and needle in text})
+    return sorted(
+        {
+            name
+            for name, needle in secret_forms(secret).items()
+            if len(needle) >= 8 and needle in text
+        }
+    )

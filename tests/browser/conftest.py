@@ -6,6 +6,7 @@ with the reason. Every fixture that starts a process stops it by PID at teardown
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from browserkit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, JupyterServer, start_server
 
 # A sentinel key: the only API key any browser-suite kernel ever gets (DECISIONS 18). Random per
@@ -65,7 +65,9 @@ def artifact_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def page(playwright_browser: Any, request: pytest.FixtureRequest, artifact_name: str) -> Iterator[Any]:
+def page(
+    playwright_browser: Any, request: pytest.FixtureRequest, artifact_name: str
+) -> Iterator[Any]:
     """A fresh browser context and page; console output and a failure screenshot to artifacts/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = playwright_browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -76,17 +78,16 @@ def page(playwright_browser: Any, request: pytest.FixtureRequest, artifact_name:
     yield pg
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
-        try:
+        with contextlib.suppress(Exception):
             pg.screenshot(path=str(ARTIFACTS / f"{artifact_name}-FAILED.png"), full_page=True)
-        except Exception:
-            pass
     (ARTIFACTS / f"{artifact_name}.console.log").write_text("\n".join(console))
     context.close()
 
 
 @pytest.fixture
-def jupyter(tmp_path: Path, request: pytest.FixtureRequest,
-            artifact_name: str) -> Iterator[Callable[..., JupyterServer]]:
+def jupyter(
+    tmp_path: Path, request: pytest.FixtureRequest, artifact_name: str
+) -> Iterator[Callable[..., JupyterServer]]:
     """Factory: start a JupyterLab / Notebook 7 server in tmp_path; stopped by PID at teardown.
 
     `jupyter(kind="lab", env={...})`; notebooks go into `server.root`.

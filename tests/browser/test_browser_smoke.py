@@ -6,20 +6,30 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from browserkit import ARTIFACTS, JupyterServer, open_notebook, outputs_text, run_all_and_wait, write_notebook
+from browserkit import (
+    ARTIFACTS,
+    JupyterServer,
+    open_notebook,
+    outputs_text,
+    run_all_and_wait,
+    write_notebook,
+)
 
 pytestmark = pytest.mark.browser
 
 
-def test_lab_renders_widget_and_text(jupyter: Callable[..., JupyterServer], page: Any,
-                                     artifact_name: str) -> None:
+def test_lab_renders_widget_and_text(
+    jupyter: Callable[..., JupyterServer], page: Any, artifact_name: str
+) -> None:
     server = jupyter("lab")
-    write_notebook(server.root / "smoke.ipynb", [
-        "import ipywidgets as w\nslider = w.IntSlider(value=42, min=0, max=99, description='Knob')\n"
-        "slider.add_class('smoke-slider')\nslider",
-        "print('hello from the ' + 'kernel')",
-    ])
+    write_notebook(
+        server.root / "smoke.ipynb",
+        [
+            "import ipywidgets as w\nslider = w.IntSlider(value=42, min=0, max=99, description='Knob')\n"
+            "slider.add_class('smoke-slider')\nslider",
+            "print('hello from the ' + 'kernel')",
+        ],
+    )
     open_notebook(page, server, "smoke.ipynb")
     run_all_and_wait(page)
 
