@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from test_widgets import WAIT, clip, comms, result_html, session, visible, wait_settled  # noqa: F401
+from test_widgets import (  # noqa: F401 (fixtures)
+    WAIT,
+    clip,
+    comms,
+    result_html,
+    session,
+    visible,
+    wait_settled,
+)
 
 from goenhance_nb._panel import Panel, find_videos
 

@@ -84,6 +84,10 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommLog]:
             w.close()
 
 
+#: simulator config keys our tests change that conftest's reset (FAST_CONFIG) does not restore
+SIM_DEFAULTS = {"queue_limit": 3, "waiting_status": "WAITING", "success_status": "success"}
+
+
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     from goenhance_nb import sample_clip
@@ -92,13 +96,15 @@ def clip(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def session(sim_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def session(sim: Any, sim_env: dict[str, str], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from goenhance_nb import Session
 
     monkeypatch.chdir(tmp_path)
     s = Session()
     yield s
     s.close()
+    sim.config(**SIM_DEFAULTS)
 
 
 def wait_settled(w: StatusWidget) -> None:
@@ -115,7 +121,7 @@ def result_html(out: ipywidgets.Output) -> str:
 
 # -- tests ------------------------------------------------------------------------------------
 @pytest.fixture
-def session_no_local_queue(sim_env: dict[str, str], tmp_path: Path,
+def session_no_local_queue(sim: Any, sim_env: dict[str, str], tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Session that does not hold jobs back locally (so the server's WAITING shows)."""
     from goenhance_nb import Session
@@ -124,6 +130,7 @@ def session_no_local_queue(sim_env: dict[str, str], tmp_path: Path,
     s = Session(queue_limit=8)
     yield s
     s.close()
+    sim.config(**SIM_DEFAULTS)
 
 
 def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session_no_local_queue,
@@ -276,7 +283,7 @@ def test_throttle_coalesces_a_burst_and_delivers_the_last_value():
 
 def test_elapsed_ticks_between_events(sim, session, comms, clip):
     # the sim holds the job in "processing" long enough for several 1 s ticks with no new status
-    sim.config(processing_seconds=3.5)
+    sim.config(processing_seconds=2.6)
     job = session.transform(clip, 2007, duration=3, resolution="540p")
     w = StatusWidget(job, session=session)
     job.result(timeout=WAIT)
@@ -408,7 +415,7 @@ def test_no_key_in_any_widget_state(sentinel_sim, tmp_path, monkeypatch, comms, 
 def test_timeout_shows_timed_out_with_resume_hint(sim, session, comms, clip):
     from goenhance_nb import JobTimedOut
 
-    sim.config(processing_seconds=30.0)
+    sim.config(processing_seconds=6.0)
     job = session.transform(clip, 2012, duration=3, resolution="540p", timeout=0.8)
     w = StatusWidget(job, session=session)
     with pytest.raises(JobTimedOut):
