@@ -170,7 +170,7 @@ class Settings:
     """All configuration of a session. Build with :meth:`resolve`; change with :meth:`with_`.
 
     Construction validates values (``ConfigError``), normalises ``base_url`` (no trailing
-    slash) and raises ``poll_interval`` to 5 s for a non-loopback host, with a
+    slash; a key without a base URL means ``https://api.goenhance.ai``) and raises ``poll_interval`` to 5 s for a non-loopback host, with a
     :class:`SettingsWarning` (DECISIONS 6).
     """
 
@@ -199,6 +199,9 @@ class Settings:
             object.__setattr__(self, "api_key", None)
         if self.base_url is not None:
             object.__setattr__(self, "base_url", _check_base_url(self.base_url))
+        elif self.api_key is not None:
+            # a key with no base URL means the real API (and so the 5 s poll floor)
+            object.__setattr__(self, "base_url", DEFAULT_REAL_BASE_URL)
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.output_dir is not None:
             object.__setattr__(self, "output_dir", Path(self.output_dir).expanduser())

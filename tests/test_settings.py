@@ -168,3 +168,13 @@ def test_with_validates() -> None:
         s.with_(max_retries=-1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.budget = 3  # type: ignore[misc]
+
+
+def test_key_added_later_means_real_api_with_floor(no_key_file: Path) -> None:
+    # %goenhance login: settings resolved without a key (simulator), then a key is added
+    s = Settings.resolve(config={"poll_interval": 1.0}, env={}, key_file=no_key_file)
+    assert s.is_simulated and s.poll_interval == 1.0
+    with pytest.warns(SettingsWarning):
+        s2 = s.with_(api_key=SecretKey(SENTINEL))
+    assert s2.base_url == DEFAULT_REAL_BASE_URL and not s2.is_simulated
+    assert s2.poll_interval == 5.0
