@@ -24,7 +24,15 @@ from goenhance_nb._panel import Panel, find_videos
 def test_gallery_is_built_from_the_model_list_with_preview_images(sim, session, comms):
     styles = session.styles()
     p = Panel(session)
+    # DOM hooks the browser suite relies on (ARCHITECTURE.md section 4)
     assert "goenhance-panel" in p._dom_classes
+    assert "goenhance-input" in p.input_path._dom_classes
+    assert "goenhance-submit" in p.submit_button._dom_classes
+    assert p.submit_button.description == "Submit"
+    assert "goenhance-jobs" in p.jobs_box._dom_classes
+    assert "goenhance-credits" in p.credits._dom_classes
+    assert "goenhance-panel-result" in p.result._dom_classes
+    assert p.backend.value == "SIMULATED"
     assert set(p.gallery.buttons) == {s.id for s in styles}
     for s in styles:
         btn = p.gallery.buttons[s.id]
@@ -144,3 +152,18 @@ def test_failed_row_retry_is_tracked_by_the_panel(sim, session, comms, clip):
     while not p.result.outputs and time.monotonic() < deadline:
         time.sleep(0.05)
     assert 'class="goenhance-video"' in result_html(p.result)
+
+
+def test_style_without_a_fetchable_preview_stays_a_text_button(sim, session, comms):
+    # the cached model list (a real meta row) points one style at a preview the server lacks
+    styles = [s.to_json() for s in session.styles()]
+    styles[0]["preview_url"] = styles[0]["preview_url"].rsplit("/", 1)[0] + "/9999.jpg"
+    session.cache.meta_set(f"styles:{session.backend}", styles)
+    p = Panel(session)
+    assert p.previews_ready.wait(WAIT)
+    broken = styles[0]["id"]
+    assert not visible(p.gallery.images[broken]) and p.gallery.images[broken].value == b""
+    assert p.gallery.buttons[broken].description.startswith(styles[0]["label"])
+    others = [s["id"] for s in styles[1:]]
+    assert all(visible(p.gallery.images[i]) for i in others)
+    assert p.submit_button.description == "Submit"
