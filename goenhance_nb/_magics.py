@@ -561,12 +561,19 @@ def _display_obj(obj: Any, **kw: Any) -> Any:
 def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | None,
                  embed: bool | None, compare: bool, source: Path | None, frontend: str,
                  session: Any) -> None:
-    """Show a job: a final output (blocking or already done) or a live widget + placeholder."""
+    """Show a job: a final output (blocking or already done) or a live widget + placeholder.
+
+    :raises GoEnhanceError: (blocking or already finished) the job's own error, so the cell fails.
+    :raises JobTimedOut: ``timeout`` passed while blocking (the job stays resumable).
+    """
     _PRESENTED[job.key] = _execution_count(m.shell)
     nb_dir = _display.notebook_dir(shell=m.shell)
-    publish = lambda result: _publish(job, result, embed=embed, compare=compare,  # noqa: E731
-                                      source=source, frontend=frontend, session=session,
-                                      nb_dir=nb_dir)
+
+    def make_publish(j: Any) -> Callable[[Any], _display.ResultBundle]:
+        return lambda result: _publish(j, result, embed=embed, compare=compare, source=source,
+                                       frontend=frontend, session=session, nb_dir=nb_dir)
+
+    publish = make_publish(job)
     if job.done():
         result = job.result(timeout=0)  # raises the job's error: the cell fails
         _display_obj(publish(result))
@@ -593,8 +600,17 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
         _watch_text(job, publish)
         print(_status_line(job), flush=True)
         return
-    _show_widget(job, session)
     simulated = str(getattr(job, "backend", "")) == "simulated"
+    handle: Any = None
+
+    def on_follow(new_job: Any) -> None:
+        # the widget's Retry button follows a new job: the placeholder follows it too
+        if handle is None or new_job is job:
+            return
+        handle.update(_display.placeholder_bundle(_job_label(new_job), simulated=simulated))
+        _watch_update(new_job, handle, make_publish(new_job))
+
+    _show_widget(job, session, on_follow=on_follow)
     handle = _display_obj(_display.placeholder_bundle(_job_label(job), simulated=simulated),
                           display_id=True)
     _watch_update(job, handle, publish)
@@ -612,13 +628,41 @@ def _status_line(job: Any) -> str:
     return f"GoEnhance: {_job_label(job)} {text}{sim}"
 
 
-def _show_widget(job: Any, session: Any = None) -> None:
-    try:
+_STATUS_CLASS: Any = None
+
+
+def _status_class() -> Any:
+    """StatusWidget, extended with a hook called whenever it follows a job (Retry)."""
+    global _STATUS_CLASS
+    if _STATUS_CLASS is None:
         from goenhance_nb.widgets import StatusWidget
+
+        class MagicStatusWidget(StatusWidget):  # type: ignore[misc, valid-type]
+            """The magic's compact status widget; ``on_follow(job)`` runs after each follow."""
+
+            _on_follow: Callable[[Any], None] | None = None
+
+            def follow(self, job: Any) -> None:
+                super().follow(job)
+                cb = self._on_follow
+                if cb is not None:
+                    cb(job)
+
+        _STATUS_CLASS = MagicStatusWidget
+    return _STATUS_CLASS
+
+
+def _show_widget(job: Any, session: Any = None,
+                 on_follow: Callable[[Any], None] | None = None) -> None:
+    """Display the live (compact) status widget of ``job``; text line if widgets are missing."""
+    try:
+        cls = _status_class()
     except ImportError:
         print(_status_line(job), flush=True)
         return
-    _display_obj(StatusWidget(job, session=session, compact=True))
+    widget = cls(job, session=session, compact=True)
+    widget._on_follow = on_follow
+    _display_obj(widget)
 
 
 def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
@@ -1045,6 +1089,8 @@ def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                               frontend=_frontend.frontend(), session=session,
                               nb_dir=_display.notebook_dir())
             return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
+    if same_cell and not job.done():
+        text = f"<Job {_job_label(job)[4:]}> (live status above; the video replaces the placeholder)"
     return ({"text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
                           f"{html.escape(text)}</div>", "text/plain": text}, {})
 

@@ -148,3 +148,74 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_placeholder(
+        kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    name = _kernel_or_skip(kernel)
+    goenhance_nb.sample_clip(str(tmp_path / "sample.mp4"))
+    km = KernelManager(kernel_name=name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "VSCODE_"))}
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        errors: list[dict[str, Any]] = []
+        kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
+                               stdin_hook=lambda m: None)
+        # interactive (allow_stdin true) and --no-wait: a bad input still fails the cell itself
+        reply = kc.execute_interactive(
+            "%goenhance run sample.mp4 --style 'No Such Style' --no-wait", allow_stdin=True,
+            timeout=60, stdin_hook=lambda m: None,
+            output_hook=lambda m: errors.append(m) if m["msg_type"] == "error" else None)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "InputError"
+        assert len(errors) == 1 and len(errors[0]["content"]["traceback"]) == 1
+        assert errors[0]["content"]["traceback"][0].startswith("InputError: unknown style")
+        assert sim.generate_calls() == 0
+
+        # a job that fails in the background: the placeholder shows one error line, and the
+        # widget's Retry button (clicked over the comm, as the browser does) refills it
+        sim.faults({"kind": "job_failed"})
+        msg_id = kc.execute("%goenhance run sample.mp4 --style 2004 -d 3 -r 540p --no-wait",
+                            allow_stdin=True)
+
+        def has(msgs: list[dict[str, Any]], pred: Any) -> bool:
+            return any(pred(m) for m in msgs)
+
+        def failed_update(m: dict[str, Any]) -> bool:
+            return (m["msg_type"] == "update_display_data"
+                    and "JobFailed" in m["content"]["data"].get("text/plain", ""))
+
+        msgs = _collect_until(kc, lambda ms: has(ms, failed_update))
+        assert has(msgs, failed_update)
+        states: dict[str, dict[str, Any]] = {}  # comm id -> merged widget state
+        for m in msgs:
+            if m["msg_type"] in ("comm_open", "comm_msg") and "state" in m["content"]["data"]:
+                states.setdefault(m["content"]["comm_id"], {}).update(m["content"]["data"]["state"])
+        retry = [cid for cid, st in states.items()
+                 if "goenhance-retry" in st.get("_dom_classes", [])]
+        assert len(retry) == 1
+        placeholder = next(m for m in msgs if m["msg_type"] == "display_data"
+                           and m["parent_header"].get("msg_id") == msg_id
+                           and "goenhance-placeholder" in m["content"]["data"].get("text/html", ""))
+        display_id = placeholder["content"]["transient"]["display_id"]
+
+        click = kc.session.msg("comm_msg", {"comm_id": retry[0], "data": {
+            "method": "custom", "content": {"event": "click"}}})
+        kc.shell_channel.send(click)
+
+        def video_update(m: dict[str, Any]) -> bool:
+            return (m["msg_type"] == "update_display_data"
+                    and m["content"]["transient"]["display_id"] == display_id
+                    and "goenhance-video" in m["content"]["data"].get("text/html", ""))
+
+        msgs = _collect_until(kc, lambda ms: has(ms, video_update))
+        final = next(m for m in msgs if video_update(m))
+        assert 'src="goenhance_outputs/pixar-style-' in final["content"]["data"]["text/html"]
+        assert sim.generate_calls() == 2
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
