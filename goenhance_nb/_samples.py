@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def sample_clip(
         dest.parent.mkdir(parents=True, exist_ok=True)
     phase = (seed * 0.6180339887) % 1.0
     nframes = max(1, round(seconds * fps))
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with av.open(
             str(tmp), "w", format="mp4",

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_sim_support)
 """The simulator's API surface over real loopback HTTP: auth, endpoints, validation table,
 lifecycle and its switches, queue limit, credits, signed URLs, Range, uploads, control API."""
 
@@ -12,12 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-
 from simctl import SimProcess
 from test_sim_support import (  # noqa: F401  (fixtures)
+    client,
     clip_bytes,
     clip_url,
-    client,
     credits,
     detail,
     gen_body,
@@ -328,7 +328,7 @@ def test_upload_is_content_addressed_and_public(http: httpx.Client, sim: SimProc
     sha = hashlib.sha256(data).hexdigest()
     assert urlsplit(url).path == f"/sim/files/{sha}.mov"
     assert upload(http, data, filename="My Clip.MOV") == url
-    assert upload(http, data, filename=None or "noext").endswith(f"{sha}.mp4")
+    assert upload(http, data, filename="noext").endswith(f"{sha}.mp4")
     r = httpx.get(url)  # public, like a bucket URL
     assert r.status_code == 200 and r.content == data
     assert r.headers["content-type"] == "video/quicktime"

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_sim_support)
 """Every fault kind of `/sim/faults`, observed the way a client sees it (loopback HTTP)."""
 
 from __future__ import annotations
@@ -7,12 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-
 from simctl import SimProcess
 from test_sim_support import (  # noqa: F401  (fixtures)
+    client,
     clip_bytes,
     clip_url,
-    client,
     credits,
     detail,
     gen_body,

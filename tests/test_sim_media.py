@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_sim_support)
 """The simulator's output videos, decoded with PyAV: H.264, yuv420p, faststart, size, duration;
 styles differ measurably (DECISIONS 19); bad sources end the job `failed`."""
 
@@ -16,9 +17,6 @@ import av
 import httpx
 import numpy as np
 import pytest
-
-from goenhance_nb._samples import sample_clip
-from goenhance_nb.sim import media
 from simctl import SimProcess
 from test_sim_support import (  # noqa: F401  (fixtures)
     clip_bytes,
@@ -32,6 +30,9 @@ from test_sim_support import (  # noqa: F401  (fixtures)
     upload,
     wait_for,
 )
+
+from goenhance_nb._samples import sample_clip
+from goenhance_nb.sim import media
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-import goenhance_nb
-from goenhance_nb._samples import sample_clip
 from simctl import FAST_CONFIG, start_sim
 from test_sim_support import (
     client,
@@ -27,6 +24,9 @@ from test_sim_support import (
     upload,
     wait_for,
 )
+
+import goenhance_nb
+from goenhance_nb._samples import sample_clip
 
 PKG = Path(goenhance_nb.__file__).parent
 

@@ -12,9 +12,9 @@ from typing import Any
 import av
 import httpx
 import pytest
+from simctl import SimProcess
 
 from goenhance_nb._samples import sample_clip
-from simctl import SimProcess
 
 GUARD_SECONDS = 90.0  # a safety net against hangs, never an assertion about speed
 TERMINAL = {"success", "completed", "failed"}

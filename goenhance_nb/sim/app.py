@@ -153,10 +153,10 @@ class SimApp:
 
     def _detail(self, aid: str, job_id: str, unknown: dict[str, Any] | None, path: str) -> dict[str, Any]:
         data = self.sim.job_detail(aid, job_id, status_override=unknown["status"] if unknown else None)
-        if data["json"] or data.get("img_url") or data.get("output"):
-            # a result URL is being handed out: maybe make it an already expired one
-            if self.sim.faults.take({"expired_url"}, path, img_uuid=job_id) is not None:
-                data = self.sim.job_detail(aid, job_id, expired_url=True,
+        has_url = bool(data["json"] or data.get("img_url") or data.get("output"))
+        # a result URL is being handed out: maybe make it an already expired one
+        if has_url and self.sim.faults.take({"expired_url"}, path, img_uuid=job_id) is not None:
+            data = self.sim.job_detail(aid, job_id, expired_url=True,
                                            status_override=unknown["status"] if unknown else None)
         return data
 

@@ -573,7 +573,7 @@ class Simulator:
             if job["state"] != "active":
                 data["end_time"] = iso(job["end_time"])
             if job["state"] == "success":
-                exp = int(now) - 1 if expired_url else int(math.ceil(job["end_time"] + cfg["url_ttl"]))
+                exp = int(now) - 1 if expired_url else math.ceil(job["end_time"] + cfg["url_ttl"])
                 path = self.result_url_path(job_id)
                 url = f"{self.public_base}{path}?exp={exp}&sig={self.sign(path, exp)}"
                 field = cfg["result_field"]
