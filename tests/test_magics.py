@@ -349,3 +349,41 @@ def test_styles_credits_jobs_cache_outputs(
     with pytest.raises(goenhance_nb.CacheError):
         ip.run_line_magic("goenhance", f"cache info {job.key[:10]}")
     assert os.path.exists(outputs[0])
+
+
+@pytest.mark.slow
+def test_compare_shows_input_and_result_side_by_side(
+        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    with capture_output() as cap:
+        ip.run_line_magic("goenhance", "run sample.mp4 --style 2008 -d 3 -r 540p --wait --compare")
+    html = next(o.data["text/html"] for o in cap.outputs if "goenhance-video" in o.data.get("text/html", ""))
+    before = re.search(r'class="goenhance-source"[^>]*src="([^"]+)"', html)
+    after = re.search(r'class="goenhance-video"[^>]*src="([^"]+)"', html)
+    assert before and after
+    assert (clip.parent / before.group(1)).read_bytes() == clip.read_bytes()
+    assert (clip.parent / after.group(1)).is_file() and "cyberpunk" in after.group(1)
+
+
+@pytest.mark.slow
+def test_resume_after_a_new_session_picks_up_the_job(
+        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sim.config(pending_seconds=1.0, processing_seconds=1.0)
+    job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --no-wait")
+    for _ in range(400):  # the job id arrives on the engine thread
+        if job.id:
+            break
+        time.sleep(0.02)
+    assert job.id
+    job.cancel_watch()
+    # "restart": a new session on the same cache dir (the ledger remembers the job)
+    old = _session._session
+    _session._set_session(None)
+    ip.run_line_magic("reload_ext", "goenhance_nb")
+    if old is not None:
+        old.close()
+    assert ip.run_line_magic("goenhance", "resume") is None
+    assert job.id in capsys.readouterr().out  # listed as unfinished, with the resume hint
+    resumed = ip.run_line_magic("goenhance", f"resume {job.id} --wait")
+    assert resumed.done() and resumed.id == job.id and resumed.path is not None
+    assert sim.generate_calls() == 1  # re-attached, never re-sent
