@@ -10,6 +10,7 @@ The bearer key is sent only to the configured base URL, never to result/download
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -74,6 +75,26 @@ def _int_or_none(v: Any) -> int | None:
         return int(v)
     except (TypeError, ValueError):
         return None
+
+
+class _RedactURLs(logging.Filter):
+    """Strip query strings (signatures) from URLs in httpx's own log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in args)
+        return True
+
+
+def _install_log_filter() -> None:
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _RedactURLs) for f in log.filters):
+            log.addFilter(_RedactURLs())
+
+
+_install_log_filter()
 
 
 class AsyncClient:
@@ -161,9 +182,9 @@ class AsyncClient:
             )
         except httpx.HTTPError as exc:
             raise self._translate_transport_error(exc, what, post=method == "POST") from None
-        return self._envelope_data(response, what)
+        return self._envelope_data(response, what, post=method == "POST")
 
-    def _envelope_data(self, response: httpx.Response, what: str) -> Any:
+    def _envelope_data(self, response: httpx.Response, what: str, *, post: bool = False) -> Any:
         status = response.status_code
         try:
             body = response.json()
@@ -181,6 +202,9 @@ class AsyncClient:
             raise RateLimited(code, f"{what}: {msg or 'too many requests'}", status=status,
                               retry_after=retry_after)
         if status != 200:
+            if post and status >= 500:
+                msg = (msg or f"HTTP {status}") + (
+                    " (the job may have been submitted; check %goenhance jobs before submitting again)")
             if env and msg:
                 raise classify_envelope_error(code, msg, status=status, what=what)
             raise APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),

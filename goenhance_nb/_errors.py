@@ -50,6 +50,8 @@ __all__ = [
 
 _URL_RE = re.compile(r"https?://[^\s\"'<>]+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# key-shaped tokens (real keys start "sk-", simulator keys "sim-" + 32 hex): defence in depth
+_KEYLIKE_RE = re.compile(r"\b(sk|sim)-[A-Za-z0-9_]{16,}\b")
 
 
 def redact_url(url: object) -> str:
@@ -77,10 +79,11 @@ def redact_url(url: object) -> str:
 
 
 def redact_text(text: object) -> str:
-    """Make ``text`` safe for a message: URLs lose their query, bearer tokens are masked,
-    and newlines collapse to spaces (one-line messages)."""
+    """Make ``text`` safe for a message: URLs lose their query, bearer tokens and key-shaped
+    tokens (``sk-…``, ``sim-…``) are masked, and newlines collapse to spaces (one line)."""
     s = _URL_RE.sub(lambda m: redact_url(m.group(0)), str(text))
     s = _BEARER_RE.sub(r"\1***", s)
+    s = _KEYLIKE_RE.sub(r"\1-***", s)
     return " ".join(s.split())
 
 

@@ -737,3 +737,23 @@ def test_errors_are_goenhance_errors() -> None:
     assert issubclass(ResultExpired, GoEnhanceError)
     fn: Callable[..., Any] = run_sync
     assert callable(fn)
+
+
+async def test_httpx_log_lines_carry_no_signed_query(client: AsyncClient, simx: SimProcess,
+                                                     done_job: str, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG"):
+        url = await _result_url(client, done_job)
+        await client.download(url, tmp_path / "r.mp4")
+    assert "/sim/results/" in caplog.text  # the line is there ...
+    assert "sig=" not in caplog.text and "exp=" not in caplog.text  # ... without its signature
+    assert simx.api_key not in caplog.text
+
+
+async def test_post_5xx_warns_the_job_may_exist(client: AsyncClient, simx: SimProcess,
+                                                clip_url: str) -> None:
+    simx.faults({"kind": "http_500", "path": GENERATE})
+    with pytest.raises(APIError, match="may have been submitted") as info:
+        await client.generate(SPEC, clip_url)
+    assert info.value.status == 500
+    assert simx.generate_calls() == 1

@@ -93,3 +93,12 @@ def test_errors_pickle_round_trip() -> None:
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
     assert pickle.loads(pickle.dumps(E.RateLimited(1, "rate", retry_after=2.0))).retry_after == 2.0
+
+
+def test_key_shaped_tokens_are_masked() -> None:
+    real = "sk-" + "A1b2C3d4E5f6G7h8I9j0"
+    sim = "sim-" + "0123456789abcdef" * 2
+    e = E.TransportError(f"oops {real} and {sim}")
+    assert real not in str(e) and sim not in str(e)
+    assert "sk-***" in str(e) and "sim-***" in str(e)
+    assert redact_text("sim-user-db7e41ab waits") == "sim-user-db7e41ab waits"  # short ids stay
