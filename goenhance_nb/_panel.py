@@ -518,10 +518,7 @@ def _fetch_preview(session: Any, style: Any) -> bytes | None:
     data: bytes | None = None
     try:
         fetch = getattr(session, "style_preview", None)
-        if fetch is not None:
-            data = fetch(style)
-        else:
-            data = _download_preview(session, style)
+        data = fetch(style) if fetch is not None else _download_preview(session, style)
     except Exception:
         return None
     if data and cache is not None:

@@ -1,13 +1,14 @@
 """The panel against a real Session and the simulator (no browser): gallery, submit, cache,
 upload handling, file browser, headless Python API."""
 
+# ruff: noqa: F811  (fixtures shared with test_widgets are imported, then requested by name)
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 import pytest
-
 from test_widgets import (  # noqa: F401 (fixtures)
     WAIT,
     clip,

@@ -46,7 +46,7 @@ class CommLog:
         cid = widget.comm.comm_id
         out = []
         with self.lock:
-            for c, t, d in self.messages:
+            for c, _t, d in self.messages:
                 if c != cid or not d:
                     continue
                 state = d.get("state") or {}
