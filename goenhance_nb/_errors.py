@@ -44,8 +44,8 @@ __all__ = [
     "RateLimited",
     "ResultExpired",
     "TransportError",
-    "redact_url",
     "redact_text",
+    "redact_url",
 ]
 
 _URL_RE = re.compile(r"https?://[^\s\"'<>]+")

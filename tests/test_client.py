@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from simctl import SimProcess
 
 from goenhance_nb import _sync
 from goenhance_nb._client import AsyncClient
@@ -38,7 +39,6 @@ from goenhance_nb._samples import sample_clip
 from goenhance_nb._settings import SecretKey, Settings
 from goenhance_nb._sync import Client, register_engine_loop, run_sync
 from goenhance_nb._transport import RetryTransport
-from simctl import SimProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -257,7 +257,7 @@ async def test_waiting_status_shown_verbatim(client: AsyncClient, simx: SimProce
     assert db.raw_status == waiting and db.state is JobState.QUEUED
     # let both finish (failed: unreachable source) so no slot or refund leaks into later tests
     for job in (a, b):
-        d, seen = await wait_state(client, job.img_uuid, {JobState.FAILED, JobState.DONE})
+        d, _ = await wait_state(client, job.img_uuid, {JobState.FAILED, JobState.DONE})
         assert d.state is JobState.FAILED
 
 
@@ -539,7 +539,7 @@ async def test_truncated_download_gives_up(simx: SimProcess, done_job: str, tmp_
         url = await _result_url(c, done_job)
         simx.faults({"kind": "truncated_download", "after_bytes": 500, "path": RESULTS, "times": 3})
         dest = tmp_path / "r.mp4"
-        with pytest.raises(TransportError, match="truncated|interrupted") as info:
+        with pytest.raises(TransportError, match=r"truncated|interrupted") as info:
             await c.download(url, dest)
     finally:
         await c.aclose()

@@ -61,7 +61,7 @@ def send(steps: tuple, method: str = "GET", url: str = API, **kw: object) -> tup
 
     try:
         result: httpx.Response | Exception = asyncio.run(go())
-    except Exception as exc:  # noqa: BLE001 - returned for the assertion
+    except Exception as exc:
         result = exc
     return result, seen, rec
 
