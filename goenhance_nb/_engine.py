@@ -452,13 +452,14 @@ class JobEngine:
             if isinstance(exc, JobTimedOut):
                 job._emit("timed_out", error=exc, message=str(exc))
             else:
-                job._emit("failed", state=JobState.FAILED if job.id else job.state, error=exc,
-                          message=str(exc))
+                job.state = JobState.FAILED
+                job._emit("failed", error=exc, message=str(exc))
             job._future.set_exception(exc)
         except Exception as exc:  # a bug: surface it, never leave the handle hanging
             log.exception("goenhance_nb: job %s crashed", job.key[:12])
             err = GoEnhanceError(f"internal error in job {job.key[:12]}: {type(exc).__name__}: {exc}")
             job.error = err
+            job.state = JobState.FAILED
             job._emit("failed", error=err, message=str(err))
             job._future.set_exception(err)
         else:

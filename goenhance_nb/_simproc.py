@@ -34,13 +34,17 @@ def sim_paths(cache_dir: Path) -> dict[str, Path]:
             "state": d / "state", "log": d / "sim.log"}
 
 
+# Loopback only: never route the health check through an HTTP(S)_PROXY from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _healthy(info: dict[str, object], timeout: float = 2.0) -> bool:
     """True when the port file's simulator answers /sim/health with the same pid."""
     base = info.get("base_url")
     if not isinstance(base, str) or not base.startswith("http://127.0.0.1:"):
         return False
     try:
-        with urllib.request.urlopen(f"{base}/sim/health", timeout=timeout) as resp:
+        with _OPENER.open(f"{base}/sim/health", timeout=timeout) as resp:
             body = json.loads(resp.read().decode("utf-8"))
     except (OSError, ValueError, urllib.error.URLError):
         return False
