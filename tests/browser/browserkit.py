@@ -43,6 +43,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
+# A sentinel key: the only API key any browser-suite kernel ever gets (DECISIONS 18). Random per
+# run, with characters that URL-encoding changes, so each scanned form is distinct.
+SENTINEL = f"sentinel-{secrets.token_hex(12)}+Zk/{secrets.token_hex(4)}="
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 # Generous waits (ms): a person would wait this long before calling it broken.

@@ -9,17 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browserkit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, JupyterServer, start_server
-
-# A sentinel key: the only API key any browser-suite kernel ever gets (DECISIONS 18). Random per
-# run, with characters that URL-encoding changes, so each scanned form is distinct.
-SENTINEL = f"sentinel-{secrets.token_hex(12)}+Zk/{secrets.token_hex(4)}="
+from browserkit import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SENTINEL, JupyterServer, start_server
 
 
 def _in_ci() -> bool:

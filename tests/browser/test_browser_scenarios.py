@@ -1,0 +1,526 @@
+"""Real-browser scenarios: what a person sees in JupyterLab (and Notebook 7) with goenhance_nb.
+
+Each test starts its own JupyterLab / Notebook 7 server (random port and token, temp root),
+whose kernels talk to the suite's simulator with the sentinel key and a per-test cache dir.
+DOM hooks: docs/ARCHITECTURE.md section 4. End-state screenshots: artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browserkit import (
+    ARTIFACTS,
+    JOB_DONE_MS,
+    JS_BUSY_PROMPTS,
+    JS_KERNEL_STATUS,
+    SENTINEL,
+    JupyterServer,
+    accept_dialog_if_shown,
+    command,
+    dom_snapshot,
+    find_secret,
+    open_notebook,
+    outputs_text,
+    run_all_and_wait,
+    save_notebook,
+    wait_kernel_idle,
+    write_notebook,
+)
+
+pytestmark = pytest.mark.browser
+
+SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
+LOAD_CELL = "%load_ext goenhance_nb"
+RUN_CELL = "%goenhance run clip.mp4 --style 2000 --duration 3 --resolution 540p"
+QUICKSTART_CELLS = [SETUP_CELL, LOAD_CELL, RUN_CELL]
+
+# Slow enough that a person (and the test) sees queued -> running -> done after the cell returned.
+VISIBLE_LIFECYCLE = {
+    "pending_seconds": 2.0,
+    "processing_seconds": 3.0,
+    "processing_per_second": 0.0,
+}
+
+# Records every change of the status badges with what the page showed at that moment:
+# whether any cell showed [*] and the kernel indicator's status.
+JS_INSTALL_STATE_RECORDER = f"""() => {{
+    const busyPrompts = {JS_BUSY_PROMPTS};
+    const kernelStatus = {JS_KERNEL_STATUS};
+    window.__geStates = [];
+    const snap = () => {{
+        const states = Array.from(document.querySelectorAll('.goenhance-status .goenhance-state'))
+            .map(e => e.textContent.trim());
+        const key = JSON.stringify(states);
+        const log = window.__geStates;
+        if (log.length && log[log.length - 1].key === key) return;
+        log.push({{key, states, busy: busyPrompts(), kernel: kernelStatus(), t: performance.now()}});
+    }};
+    new MutationObserver(snap).observe(document.body,
+        {{subtree: true, childList: true, characterData: true, attributes: true}});
+    snap();
+}}"""
+
+
+def _state_log(page: Any) -> list[dict[str, Any]]:
+    return list(page.evaluate("() => window.__geStates"))
+
+
+def _start(
+    jupyter: Callable[..., JupyterServer],
+    env: dict[str, str],
+    name: str,
+    cells: list[str],
+    kind: str = "lab",
+) -> JupyterServer:
+    server = jupyter(kind, env=env)
+    write_notebook(server.root / name, cells)
+    return server
+
+
+def _wait_state(
+    page: Any,
+    wanted: tuple[str, ...],
+    *,
+    selector: str = ".goenhance-status",
+    timeout: int = JOB_DONE_MS,
+) -> str:
+    """Wait until the last status widget's badge shows one of `wanted`; return the text."""
+    page.wait_for_function(
+        """([sel, wanted]) => {
+            const all = document.querySelectorAll(sel + ' .goenhance-state');
+            if (!all.length) return false;
+            return wanted.includes(all[all.length - 1].textContent.trim());
+        }""",
+        arg=[selector, list(wanted)],
+        timeout=timeout,
+    )
+    return str(page.locator(f"{selector} .goenhance-state").last.inner_text()).strip()
+
+
+def _assert_video_plays(page: Any, video: Any) -> dict[str, Any]:
+    """The <video> has decodable data (readyState >= 2) and its playhead moves when played."""
+    video.wait_for(state="attached", timeout=JOB_DONE_MS)
+    video.scroll_into_view_if_needed()
+    handle = video.element_handle()
+    page.wait_for_function("v => v.readyState >= 2 || v.error", arg=handle, timeout=JOB_DONE_MS)
+    info = handle.evaluate(
+        "v => ({ready: v.readyState, error: v.error && v.error.code, "
+        "src: v.currentSrc, w: v.videoWidth, h: v.videoHeight, d: v.duration})"
+    )
+    assert info["error"] is None, f"the video failed to load: {info}"
+    assert info["ready"] >= 2 and info["w"] > 0 and info["h"] > 0, info
+    handle.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("v => v.currentTime > 0.3 && !v.paused", arg=handle, timeout=30_000)
+    handle.evaluate("v => v.pause()")
+    return dict(info)
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# ------------------------------------------------------------------------------------------
+# quickstart (JupyterLab and Notebook 7)
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lab", "notebook"])
+def test_quickstart_background_updates_and_video(
+    kind: str,
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    bsim.config(**VISIBLE_LIFECYCLE)
+    server = _start(jupyter, kernel_env, "quickstart.ipynb", QUICKSTART_CELLS, kind)
+    open_notebook(page, server, "quickstart.ipynb")
+    page.evaluate(JS_INSTALL_STATE_RECORDER)
+
+    run_all_and_wait(page)  # every cell has a number, kernel idle: the magic returned at once
+    status = page.locator(".goenhance-status").last
+    status.wait_for(state="visible", timeout=30_000)
+    assert status.locator(".goenhance-backend").inner_text().strip() == "SIMULATED"
+
+    final = _wait_state(page, ("done", "failed", "timed out", "cached"))
+    assert final == "done", f"job ended {final!r}: {status.inner_text()}"
+    log = _state_log(page)
+    seen = [e["states"][-1] for e in log if e["states"]]
+    assert any(s in ("queued", "running") for s in seen), f"never showed queued/running: {log}"
+    first_done = next(e for e in log if e["states"] and e["states"][-1] == "done")
+    # The badge turned "done" while no cell was executing: a background update.
+    assert not first_done["busy"], f"a cell showed [*] when the badge turned done: {log}"
+    assert first_done["kernel"] == "idle", f"kernel not idle when the badge turned done: {log}"
+    changes_while_idle = [e for e in log if e["states"] and not e["busy"] and e["kernel"] == "idle"]
+    assert len({e["states"][-1] for e in changes_while_idle}) >= 2, log
+
+    # The placeholder was replaced by the result: a playing video labelled SIMULATED.
+    result = page.locator(".jp-OutputArea .goenhance-result").last
+    result.wait_for(state="visible", timeout=JOB_DONE_MS)
+    assert result.locator(".goenhance-simulated").is_visible()
+    assert result.locator(".goenhance-simulated").inner_text().strip() == "SIMULATED"
+    assert page.locator(".goenhance-placeholder").count() == 0
+    info = _assert_video_plays(page, result.locator("video.goenhance-video"))
+    assert "goenhance_outputs/" in info["src"], info
+    assert bsim.generate_calls() == 1
+    _shot(page, artifact_name)
+
+
+# ------------------------------------------------------------------------------------------
+# panel
+# ------------------------------------------------------------------------------------------
+def test_panel_submit_then_cached(
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    server = _start(
+        jupyter,
+        kernel_env,
+        "panel.ipynb",
+        [
+            SETUP_CELL,
+            "p = goenhance_nb.panel()\np",
+        ],
+    )
+    open_notebook(page, server, "panel.ipynb")
+    run_all_and_wait(page)
+    panel = page.locator(".goenhance-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+
+    # Choose the sample clip from the panel's video list, a style from the gallery, and
+    # a short, small job.
+    panel.locator(".goenhance-browser select").select_option("clip.mp4")
+    page.wait_for_function(
+        "() => document.querySelector('.goenhance-input input').value === 'clip.mp4'",
+        timeout=30_000,
+    )
+    style = panel.locator(".goenhance-style-2000")
+    style.click()
+    page.wait_for_function(
+        "() => document.querySelector('.goenhance-style-2000').classList.contains('mod-active')",
+        timeout=30_000,
+    )
+    duration = panel.locator(".goenhance-duration input")
+    duration.fill("3")
+    duration.press("Enter")
+    panel.locator(".goenhance-resolution select").select_option("540p")
+    assert bsim.generate_calls() == 0
+
+    panel.locator(".goenhance-submit").click()
+    jobs = panel.locator(".goenhance-jobs")
+    jobs.locator(".goenhance-job").first.wait_for(state="visible", timeout=30_000)
+    _wait_state(page, ("done", "failed", "timed out", "cached"), selector=".goenhance-jobs")
+    row = jobs.locator(".goenhance-job").first
+    assert row.locator(".goenhance-state").inner_text().strip() == "done", row.inner_text()
+    first = panel.locator(".goenhance-panel-result .goenhance-result").first
+    first.wait_for(state="visible", timeout=JOB_DONE_MS)
+    _assert_video_plays(page, first.locator("video.goenhance-video"))
+    assert first.locator(".goenhance-cached").count() == 0
+    assert bsim.generate_calls() == 1
+    polls_before = len(bsim.requests("/api/v1/jobs/detail"))
+
+    # The same again: the result appears from the cache, marked cached, no new job.
+    panel.locator(".goenhance-submit").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.goenhance-jobs .goenhance-job').length === 2",
+        timeout=30_000,
+    )
+    newest = jobs.locator(".goenhance-job").first  # newest first
+    page.wait_for_function(
+        """() => document.querySelectorAll('.goenhance-panel-result .goenhance-result').length === 2""",
+        timeout=30_000,
+    )
+    second = panel.locator(".goenhance-panel-result .goenhance-result").nth(1)
+    assert second.locator(".goenhance-cached").is_visible()
+    assert second.locator(".goenhance-cached").inner_text().strip() == "cached"
+    assert newest.locator(".goenhance-state").inner_text().strip() == "cached"
+    _assert_video_plays(page, second.locator("video.goenhance-video"))
+    assert bsim.generate_calls() == 1, bsim.requests("/api/v1/video2video/generate")
+    assert len(bsim.requests("/api/v1/jobs/detail")) == polls_before
+    _shot(page, artifact_name)
+
+
+# ------------------------------------------------------------------------------------------
+# failure + retry
+# ------------------------------------------------------------------------------------------
+def test_failed_job_shows_one_line_error_and_retry_succeeds(
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    bsim.faults({"kind": "job_failed"})
+    server = _start(jupyter, kernel_env, "failure.ipynb", QUICKSTART_CELLS)
+    open_notebook(page, server, "failure.ipynb")
+    run_all_and_wait(page)
+
+    status = page.locator(".goenhance-status").last
+    assert _wait_state(page, ("done", "failed", "timed out", "cached")) == "failed"
+    error = status.locator(".goenhance-error")
+    error.wait_for(state="visible", timeout=30_000)
+    text = error.inner_text().strip()
+    assert text and "\n" not in text, f"error is not one line: {text!r}"
+    assert "Traceback" not in outputs_text(page)
+    retry = status.locator(".goenhance-retry")
+    assert retry.is_visible() and retry.inner_text().strip() == "Retry"
+    assert bsim.generate_calls() == 1
+    _shot(page, f"{artifact_name}-failed")
+
+    retry.click()
+    assert _wait_state(page, ("done", "failed", "timed out", "cached")) == "done"
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.goenhance-status .goenhance-error');"
+        " return !e || e.offsetParent === null; }",
+        timeout=30_000,
+    )
+    assert not status.locator(".goenhance-retry").is_visible()
+    result = page.locator(".jp-OutputArea .goenhance-result").last
+    result.wait_for(state="visible", timeout=JOB_DONE_MS)
+    _assert_video_plays(page, result.locator("video.goenhance-video"))
+    assert bsim.generate_calls() == 2
+    _shot(page, artifact_name)
+
+
+# ------------------------------------------------------------------------------------------
+# kernel restart while a job runs
+# ------------------------------------------------------------------------------------------
+def test_kernel_restart_reattaches_to_running_job(
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    bsim.config(pending_seconds=2.0, processing_seconds=20.0, processing_per_second=0.0)
+    server = _start(jupyter, kernel_env, "restart.ipynb", QUICKSTART_CELLS)
+    open_notebook(page, server, "restart.ipynb")
+    run_all_and_wait(page)
+    _wait_state(page, ("running",))
+    job_id = page.locator(".goenhance-status .goenhance-job-id").last.inner_text().strip()
+    assert job_id and job_id != "—"
+    assert bsim.generate_calls() == 1
+    kernels_before = {k["id"]: k for k in server.kernels()}
+
+    # Restart as a person would: the command asks, the person confirms.
+    page.evaluate(
+        "() => document.querySelectorAll('.goenhance-status')"
+        ".forEach(e => e.setAttribute('data-test-old', '1'))"
+    )
+    command(page, "notebook:restart-kernel")
+    page.locator(".jp-Dialog").wait_for(state="visible", timeout=30_000)
+    assert accept_dialog_if_shown(page, "Restart")
+    page.locator(".jp-Dialog").wait_for(state="detached", timeout=30_000)
+    wait_kernel_idle(page)
+    assert _job_status_in_sim(bsim, job_id) in ("processing", "pending"), (
+        "the job finished before the restart; the scenario needs a running job"
+    )
+
+    run_all_and_wait(page)
+    fresh = page.locator(".goenhance-status:not([data-test-old])").last
+    fresh.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function(
+        "() => { const e = document.querySelectorAll('.goenhance-status:not([data-test-old]) .goenhance-job-id');"
+        " return e.length && e[e.length - 1].textContent.trim() !== '—'; }",
+        timeout=30_000,
+    )
+    assert fresh.locator(".goenhance-job-id").inner_text().strip() == job_id
+    assert bsim.generate_calls() == 1, "re-running the cell submitted a new job"
+    # same kernel id, new process: the restart really happened
+    assert set(kernels_before) == {k["id"] for k in server.kernels()}
+    assert (
+        _wait_state(
+            page,
+            ("done", "failed", "timed out", "cached"),
+            selector=".goenhance-status:not([data-test-old])",
+        )
+        == "done"
+    )
+    result = page.locator(".jp-OutputArea .goenhance-result").last
+    result.wait_for(state="visible", timeout=JOB_DONE_MS)
+    _assert_video_plays(page, result.locator("video.goenhance-video"))
+    assert bsim.generate_calls() == 1
+    _shot(page, artifact_name)
+
+
+def _job_status_in_sim(bsim: Any, short: str) -> str | None:
+    """The simulator's current status of the job whose id starts with `short` (or None)."""
+    ids = set()
+    for q in bsim.requests("/api/v1/jobs/detail"):
+        query = q.get("query") or ""
+        if isinstance(query, dict):
+            ids.add(str(query.get("img_uuid", "")))
+        elif "img_uuid=" in query:
+            ids.add(query.split("img_uuid=", 1)[1].split("&", 1)[0])
+    for full in ids:
+        if full.startswith(short):
+            r = bsim._http.get("/api/v1/jobs/detail", params={"img_uuid": full})
+            return str(r.json()["data"]["status"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# secret: the sentinel key never reaches the page, the saved notebook, widget state or logs
+# ------------------------------------------------------------------------------------------
+def test_sentinel_key_leaves_no_trace(
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    tmp_path: Path,
+    artifact_name: str,
+) -> None:
+    assert kernel_env["GOENHANCE_API_KEY"] == SENTINEL
+    dump = tmp_path / "widget-state.json"
+    server = _start(
+        jupyter,
+        kernel_env,
+        "secret.ipynb",
+        [
+            *QUICKSTART_CELLS[:2],
+            "job = " + RUN_CELL,
+            "record = job.wait(timeout=300)\nprint(record.style_label, record.backend)",
+            "%goenhance config",
+            "%goenhance credits",
+            "%goenhance jobs",
+            "p = goenhance_nb.panel()\np",
+            "import base64, json, time, ipywidgets\n"
+            "time.sleep(1)  # let throttled widget renders land\n"
+            "def _enc(o):\n"
+            "    return base64.b64encode(bytes(o)).decode() if isinstance(o, (bytes, bytearray, memoryview)) else repr(o)\n"
+            "state = {mid: w.get_state() for mid, w in list(ipywidgets.Widget.widgets.items())}\n"
+            f"open({str(dump)!r}, 'w').write(json.dumps(state, default=_enc))\n"
+            "print(len(state), 'widgets')",
+        ],
+    )
+    write_notebook(
+        server.root / "control-leak.ipynb",
+        [
+            "import os, base64, urllib.parse\n"
+            "k = os.environ['GOENHANCE_API_KEY']\n"
+            "print('leak:', k)\n"
+            "print('leak-b64:', base64.b64encode(b'x' + k.encode()).decode())\n"
+            "print('leak-url:', urllib.parse.quote(k, safe=''))\n"
+            "os.write(2, f'leak-log: {k}\\n'.encode())",
+        ],
+    )
+    open_notebook(page, server, "secret.ipynb")
+    run_all_and_wait(page, timeout=180_000)
+    page.locator(".jp-OutputArea .goenhance-result").last.wait_for(
+        state="visible", timeout=JOB_DONE_MS
+    )
+    page.locator(".goenhance-panel").wait_for(state="visible", timeout=30_000)
+    assert "widgets" in outputs_text(page)
+    assert bsim.generate_calls() == 1  # the key really was used against the simulator
+
+    saved = save_notebook(page, server, "secret.ipynb")
+    saved_text = json.dumps(saved)
+    assert "application/vnd.jupyter.widget-state+json" in saved_text, (
+        "widget state was not saved into the notebook"
+    )
+    html_export = _export_html(server, "secret.ipynb")
+    surfaces = {
+        "page DOM": dom_snapshot(page),
+        "saved .ipynb": (server.root / "secret.ipynb").read_text(),
+        "HTML export": html_export,
+        "widget state (kernel)": dump.read_text(),
+        "server + kernel log": server.log_text(),
+    }
+    leaks = {name: find_secret(text, SENTINEL) for name, text in surfaces.items()}
+    # Each surface really holds the scenario (so a clean scan means something).
+    assert "SIMULATED" in surfaces["page DOM"]
+    assert "goenhance-result" in surfaces["saved .ipynb"]
+    assert "goenhance-result" in surfaces["HTML export"]
+    assert "goenhance-status" in surfaces["widget state (kernel)"]
+    assert "Kernel started" in surfaces["server + kernel log"]
+    _shot(page, artifact_name)
+    assert not any(leaks.values()), f"the key leaked: {leaks}"
+
+    # Control: a cell that prints the key (plain, base64, URL-encoded) and writes it to the
+    # kernel's stderr. The same scanner must catch it on every surface it reaches.
+    command(page, "docmanager:open", {"path": "control-leak.ipynb"})
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget && "
+        "window.jupyterapp.shell.currentWidget.context && "
+        "window.jupyterapp.shell.currentWidget.context.path === 'control-leak.ipynb'",
+        timeout=30_000,
+    )
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget; const k = w.sessionContext.session"
+        " && w.sessionContext.session.kernel; return k && k.connectionStatus === 'connected'"
+        " && w.sessionContext.kernelDisplayStatus === 'idle'; }",
+        timeout=60_000,
+    )
+    run_all_and_wait(page)
+    page.get_by_text("leak-url:").first.wait_for(timeout=30_000)
+    save_notebook(page, server, "control-leak.ipynb")
+    caught = {
+        "page DOM": find_secret(dom_snapshot(page), SENTINEL),
+        "saved .ipynb": find_secret((server.root / "control-leak.ipynb").read_text(), SENTINEL),
+        "HTML export": find_secret(_export_html(server, "control-leak.ipynb"), SENTINEL),
+        "server + kernel log": find_secret(_wait_log(server, "leak-log:"), SENTINEL),
+    }
+    _shot(page, f"{artifact_name}-control")
+    for surface in ("page DOM", "saved .ipynb", "HTML export"):
+        assert {"plain", "url-encoded", "base64@1"} <= set(caught[surface]), (surface, caught)
+    assert "plain" in caught["server + kernel log"], caught
+
+
+def _export_html(server: JupyterServer, name: str) -> str:
+    out = server.root.parent / f"{Path(name).stem}.html"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "html",
+            "--output",
+            str(out),
+            str(server.root / name),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env=server.env,
+    )
+    return out.read_text()
+
+
+def _wait_log(server: JupyterServer, needle: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = server.log_text()
+        if needle in text:
+            return text
+        time.sleep(0.2)
+    return server.log_text()
+
+
+# ------------------------------------------------------------------------------------------
+# the scanner itself (no browser): each form is found, and only where it is
+# ------------------------------------------------------------------------------------------
+def test_secret_scanner_finds_each_form() -> None:
+    import urllib.parse
+
+    key = SENTINEL
+    assert find_secret("nothing here " * 50, key) == []
+    assert find_secret(f"x{key}y", key) == ["plain"]
+    assert "url-encoded" in find_secret(f"a={urllib.parse.quote(key, safe='')}&b", key)
+    for prefix in (b"", b"a", b"ab", b"abc", b'{"k": "'):
+        blob = base64.b64encode(prefix + key.encode() + b'"}').decode()
+        found = find_secret(f"data:{blob}", key)
+        assert any(f.startswith("base64@") for f in found), (prefix, found)
+        assert "plain" not in found
