@@ -139,10 +139,11 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def network_fs_type(path: Path) -> str | None:
-    """Return the filesystem type when ``path`` lives on NFS/CIFS/SMB (per /proc/mounts), else None."""
+def network_fs_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """Return the filesystem type when ``path`` lives on NFS/CIFS/SMB (per the longest matching
+    mount point in ``mounts``), else None (also when ``mounts`` cannot be read)."""
     try:
-        lines = Path("/proc/mounts").read_text().splitlines()
+        lines = Path(mounts).read_text().splitlines()
     except OSError:
         return None
     target = os.path.realpath(path)

@@ -120,3 +120,15 @@ def test_meta_values_expire_by_ttl(tmp_path: Path) -> None:
 
 def test_network_fs_detection_reads_proc_mounts(tmp_path: Path) -> None:
     assert network_fs_type(tmp_path) is None  # tmp is local on this machine
+    share = tmp_path / "share"
+    share.mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        f"server:/export {share} nfs4 rw,relatime 0 0\n"
+        f"//host/x {tmp_path / 'smb'} cifs rw 0 0\n"
+    )
+    assert network_fs_type(share / "cache", mounts) == "nfs4"
+    assert network_fs_type(tmp_path / "smb", mounts) == "cifs"
+    assert network_fs_type(tmp_path / "sharedrive", mounts) is None  # prefix is not a parent
+    assert network_fs_type(tmp_path, tmp_path / "missing") is None
