@@ -1,0 +1,12 @@
+"""A local, faithful HTTP simulator of the GoEnhance video-to-video API.
+
+Run it with ``python -m goenhance_nb.sim`` (or the ``goenhance-sim`` script); the HTTP contract
+is docs/ARCHITECTURE.md section 1. This package imports nothing else from ``goenhance_nb``, and
+nothing else in ``goenhance_nb`` imports it: the client only starts the process and reads its
+port file.
+
+Modules: ``__main__`` (CLI, socket, uvicorn), ``app`` (Starlette routes, logging and fault
+middleware), ``core`` (accounts, jobs, lifecycle, credits, signing, JSON persistence),
+``config`` (defaults, patch validation), ``faults`` (one-shot fault queue), ``media`` (PyAV +
+numpy style transforms and previews).
+"""
