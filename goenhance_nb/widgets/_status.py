@@ -153,6 +153,7 @@ class StatusWidget(W.VBox):
         self._unsubscribe: Any = None
         self._ticker_stop: threading.Event | None = None
         self._shown_result: str | None = None
+        self._result_problem = ""
         self._eta: float | None = None
         self._eta_n = 0
         self._closed = False
@@ -226,6 +227,7 @@ class StatusWidget(W.VBox):
             self._job = job
             self._m = _Model()
             self._shown_result = None
+            self._result_problem = ""
             self.settled.clear()
         self._eta, self._eta_n = estimate_runtime(self._get_session(required=False), job)
         clear_outputs(self.result)
@@ -359,8 +361,13 @@ class StatusWidget(W.VBox):
         if result is not None and state in {"done", "cached"} and self._show_result:
             rkey = str(getattr(result, "key", id(result)))
             if self._shown_result != rkey:
-                bundle = result_bundle(result, notebook_dir=self._notebook_dir, cached=cached)
                 self._shown_result = rkey
+                try:
+                    bundle = result_bundle(result, notebook_dir=self._notebook_dir,
+                                           cached=cached)
+                except Exception as exc:  # e.g. the stored file vanished: say so, keep going
+                    self._result_problem = redact_text(
+                        f"could not show the result: {type(exc).__name__}: {exc}")
         if result is not None and state in {"done", "cached"}:
             toast = f"Ready: {_result_name(result, bundle)}"
 
@@ -391,6 +398,8 @@ class StatusWidget(W.VBox):
             timing.append(f"not watching — resume with %goenhance resume {job_id or '<id>'}")
         elif message and state not in _TERMINAL and message != raw:
             timing.append(message)
+        if self._result_problem:
+            timing.append(self._result_problem)
 
         err_text = ""
         hint = ""
