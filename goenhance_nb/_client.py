@@ -202,13 +202,15 @@ class AsyncClient:
             raise RateLimited(code, f"{what}: {msg or 'too many requests'}", status=status,
                               retry_after=retry_after)
         if status != 200:
-            if post and status >= 500:
-                msg = (msg or f"HTTP {status}") + (
-                    " (the job may have been submitted; check %goenhance jobs before submitting again)")
             if env and msg:
-                raise classify_envelope_error(code, msg, status=status, what=what)
-            raise APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),
-                           status=status)
+                err = classify_envelope_error(code, msg, status=status, what=what)
+            else:
+                err = APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),
+                               status=status)
+            if post and status >= 500 and status != 503:  # 503 = refused before work
+                err.args = (f"{err} (the job may have been submitted; check %goenhance jobs "
+                            "before submitting again)",)
+            raise err
         if env is None or "code" not in env:
             raise TransportError(f"{what}: malformed response (not a JSON envelope) from "
                                  f"{redact_url(self.base_url)}")
