@@ -211,7 +211,11 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     html2 = next(o.data["text/html"] for o in cap2.outputs if "text/html" in o.data)
     assert '<span class="goenhance-cached"' in html2
 
-    # a bare `job` in a later cell shows its status and result
+    # the cell that ran the magic shows the video once; a bare `job` in a later cell shows
+    # its status and the result again
+    same = ip.display_formatter.format(job)[0]
+    assert "goenhance-video" not in same["text/html"]
+    ip.execution_count += 1
     fmt, md = ip.display_formatter.format(job)
     assert md["goenhance_nb"]["key"] == job.key
     assert "done" in fmt["text/plain"] and "goenhance-video" in fmt["text/html"]
