@@ -381,3 +381,14 @@ def test_config_get_patch_and_validation(http: httpx.Client, sim: SimProcess) ->
         r = http.post("/sim/config", json=bad)
         assert r.status_code == 400, bad
     assert sim.config()["queue_limit"] == 5
+
+
+def test_processing_time_grows_with_duration(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
+    """processing_per_second is frozen into a job at submission: a long one is still
+    processing when a later, short one has finished."""
+    sim.config(pending_seconds=0, processing_seconds=0, processing_per_second=20)
+    slow = generate(http, clip_url, duration=3)["img_uuid"]
+    sim.config(processing_per_second=0)
+    fast = generate(http, clip_url, duration=3)["img_uuid"]
+    assert wait_for(http, fast)["status"] == "success"
+    assert detail(http, slow)["data"]["status"] == "processing"
