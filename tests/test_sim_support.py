@@ -12,7 +12,7 @@ from typing import Any
 import av
 import httpx
 import pytest
-from simctl import SimProcess
+from simctl import FAST_CONFIG, SimProcess
 
 from goenhance_nb._samples import sample_clip
 
@@ -126,18 +126,18 @@ def clip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return sample_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=4.0).read_bytes()
 
 
-def fresh(sim: SimProcess) -> None:
+def fresh(sim: SimProcess, **config: Any) -> None:
     """Full isolation: start config + default balances (DELETE /sim/config), then the fast
-    lifecycle; `sim.reset()` itself only patches the fast lifecycle keys."""
+    lifecycle (plus `config`); `sim.reset()` itself only patches the fast lifecycle keys."""
     with client(sim) as c:
         c.delete("/sim/config").raise_for_status()
-    sim.reset()
+    sim.reset({**FAST_CONFIG, **config})
 
 
 @pytest.fixture
 def http(sim: SimProcess) -> Any:
     """An authenticated client on the shared simulator, with config and balances fresh."""
-    fresh(sim)
+    fresh(sim, pending_seconds=0.1, processing_seconds=0.1)  # these tests wait for many jobs
     with client(sim) as c:
         yield c
     fresh(sim)
