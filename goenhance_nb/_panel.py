@@ -79,7 +79,8 @@ def _safe_name(name: str) -> str:
 
 class _Gallery(W.Box):
     """Style gallery: one ToggleButton per style (classes ``goenhance-style``,
-    ``goenhance-style-<id>``) under an optional thumbnail ``Image``; one selected at a time."""
+    ``goenhance-style-<id>``) under an optional thumbnail ``Image``; exactly one selected at a
+    time (radio-like: clicking the selected style keeps it)."""
 
     def __init__(self, on_change: Callable[[int | None], None]) -> None:
         super().__init__(layout=W.Layout(flex_flow="row wrap"))
@@ -138,7 +139,7 @@ class _Gallery(W.Box):
         if value:
             self.select(sid)
         elif self.selected == sid:
-            self.select(None)
+            self.select(sid)  # radio-like: clicking the selected style keeps it selected
 
 
 class Panel(W.VBox):

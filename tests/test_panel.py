@@ -49,6 +49,8 @@ def test_gallery_is_built_from_the_model_list_with_preview_images(sim, session, 
     p.gallery.buttons[2006].value = True
     assert [sid for sid, b in p.gallery.buttons.items() if b.value] == [2006]
     assert p.gallery.selected == 2006
+    p.gallery.buttons[2006].value = False  # clicking the selected style again keeps it
+    assert p.gallery.buttons[2006].value and p.gallery.selected == 2006
     # previews are cached: a second panel fetches none over HTTP
     sim.clear_requests()
     p2 = Panel(session)
