@@ -89,7 +89,9 @@ def sample_clip(
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with av.open(
-            str(tmp), "w", format="mp4",
+            str(tmp),
+            "w",
+            format="mp4",
             options={"movflags": "+faststart", "fflags": "+bitexact"},
         ) as out:
             stream = out.add_stream("libx264", rate=fps)
@@ -99,7 +101,9 @@ def sample_clip(
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
             stream.codec_context.time_base = Fraction(1, fps)
             for i in range(nframes):
-                vf = av.VideoFrame.from_ndarray(_frame(i, width, height, fps, phase), format="rgb24")
+                vf = av.VideoFrame.from_ndarray(
+                    _frame(i, width, height, fps, phase), format="rgb24"
+                )
                 vf = vf.reformat(format="yuv420p")
                 vf.pts = i
                 vf.time_base = Fraction(1, fps)

@@ -44,8 +44,10 @@ def test_sample_clip_is_browser_friendly_h264(tmp_path: Path) -> None:
 def test_sample_clip_moves_and_is_colourful(tmp_path: Path) -> None:
     path = sample_clip(tmp_path / "m.mp4", seconds=1.0, fps=10)
     with av.open(str(path)) as c:
-        frames = [f.to_ndarray(format="rgb24").astype(np.int16)
-                  for f in itertools.islice(c.decode(video=0), 10)]
+        frames = [
+            f.to_ndarray(format="rgb24").astype(np.int16)
+            for f in itertools.islice(c.decode(video=0), 10)
+        ]
     assert float(np.abs(frames[0] - frames[9]).mean()) > 10  # it moves
     first = frames[0]
     assert float(first.std()) > 40  # not flat
@@ -79,7 +81,12 @@ def test_bad_arguments(tmp_path: Path, kw: dict[str, int]) -> None:
 
 def test_samples_imports_only_av_numpy_and_stdlib() -> None:
     tree = ast.parse(Path(samples.__file__).read_text())
-    mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    mods |= {n.module.split(".")[0] for n in ast.walk(tree)
-             if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    mods = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    mods |= {
+        n.module.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and not n.level
+    }
     assert mods <= {"av", "numpy", "os", "tempfile", "uuid", "fractions", "pathlib", "__future__"}

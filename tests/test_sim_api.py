@@ -29,15 +29,27 @@ from test_sim_support import (  # noqa: F401  (fixtures)
     wait_for,
 )
 
-API_GETS = ["/api/v1/video2video/modellist", "/api/v1/user/tokens",
-            "/api/v1/jobs/detail?img_uuid=x"]
+API_GETS = [
+    "/api/v1/video2video/modellist",
+    "/api/v1/user/tokens",
+    "/api/v1/jobs/detail?img_uuid=x",
+]
 UNAUTH = {"code": 401, "msg": "Unauthorized", "data": None}
 
 
 # -- auth -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
-                                     {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}])
-def test_api_refuses_missing_or_bad_key_with_401_envelope(sim: SimProcess, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+    ],
+)
+def test_api_refuses_missing_or_bad_key_with_401_envelope(
+    sim: SimProcess, headers: dict[str, str]
+) -> None:
     with httpx.Client(base_url=sim.base_url, headers=headers) as c:
         for path in API_GETS:
             r = c.get(path)
@@ -69,8 +81,15 @@ def test_modellist_lists_the_styles_with_preview_urls(http: httpx.Client) -> Non
     cats = env["data"]
     assert any(c["value"] == "default" for c in cats)
     models = {m["value"]: m for c in cats for m in c["list"]}
-    want = {2000: "Anime Style", 2004: "Pixar Style", 2005: "Clay Style", 2006: "Oil Painting",
-            2007: "Watercolor", 2008: "Cyberpunk", 2012: "Pencil Sketch"}
+    want = {
+        2000: "Anime Style",
+        2004: "Pixar Style",
+        2005: "Clay Style",
+        2006: "Oil Painting",
+        2007: "Watercolor",
+        2008: "Cyberpunk",
+        2012: "Pencil Sketch",
+    }
     assert {k: models[k]["label"] for k in want} == want
     assert all(m["version"] == "v5" for m in models.values())
     assert models[2005]["isVip"] is True and models[2000]["isVip"] is False
@@ -97,24 +116,32 @@ def _bad(url: str, **args: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize(("mutate", "code", "msg"), [
-    (lambda u: {"args": gen_body(u)["args"]}, 400, "invalid params: type"),
-    (lambda u: {"type": "mx-t2i", "args": gen_body(u)["args"]}, 400, "invalid params: type"),
-    (lambda u: {"type": "mx-v2v"}, 400, "invalid params: args"),
-    (lambda u: [1, 2], 400, "invalid params: body"),
-    (lambda u: _bad(u, model=1), 400, "invalid model"),
-    (lambda u: _bad(u, model="anime"), 400, "invalid model"),
-    (lambda u: _bad(u, reference_video_url="ftp://x/y.mp4"), 400, "invalid params: reference_video_url"),
-    (lambda u: _bad(u, reference_video_url=None), 400, "invalid params: reference_video_url"),
-    (lambda u: _bad(u, duration=2), 400, "invalid params: duration"),
-    (lambda u: _bad(u, duration=31), 400, "invalid params: duration"),
-    (lambda u: _bad(u, duration="5"), 400, "invalid params: duration"),
-    (lambda u: _bad(u, resolution="1080p"), 400, "invalid params: resolution"),
-    (lambda u: _bad(u, seed="x"), 400, "invalid params: seed"),
-    (lambda u: _bad(u, prompt="p" * 501), 400, "invalid params: prompt"),
-])
-def test_generate_validation_errors(http: httpx.Client, sim: SimProcess, clip_url: str,
-                                    mutate: Any, code: int, msg: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "code", "msg"),
+    [
+        (lambda u: {"args": gen_body(u)["args"]}, 400, "invalid params: type"),
+        (lambda u: {"type": "mx-t2i", "args": gen_body(u)["args"]}, 400, "invalid params: type"),
+        (lambda u: {"type": "mx-v2v"}, 400, "invalid params: args"),
+        (lambda u: [1, 2], 400, "invalid params: body"),
+        (lambda u: _bad(u, model=1), 400, "invalid model"),
+        (lambda u: _bad(u, model="anime"), 400, "invalid model"),
+        (
+            lambda u: _bad(u, reference_video_url="ftp://x/y.mp4"),
+            400,
+            "invalid params: reference_video_url",
+        ),
+        (lambda u: _bad(u, reference_video_url=None), 400, "invalid params: reference_video_url"),
+        (lambda u: _bad(u, duration=2), 400, "invalid params: duration"),
+        (lambda u: _bad(u, duration=31), 400, "invalid params: duration"),
+        (lambda u: _bad(u, duration="5"), 400, "invalid params: duration"),
+        (lambda u: _bad(u, resolution="1080p"), 400, "invalid params: resolution"),
+        (lambda u: _bad(u, seed="x"), 400, "invalid params: seed"),
+        (lambda u: _bad(u, prompt="p" * 501), 400, "invalid params: prompt"),
+    ],
+)
+def test_generate_validation_errors(
+    http: httpx.Client, sim: SimProcess, clip_url: str, mutate: Any, code: int, msg: str
+) -> None:
     before = credits(http)
     r = http.post("/api/v1/video2video/generate", json=mutate(clip_url))
     assert r.status_code == 200
@@ -123,8 +150,11 @@ def test_generate_validation_errors(http: httpx.Client, sim: SimProcess, clip_ur
 
 
 def test_generate_malformed_json_body(http: httpx.Client) -> None:
-    r = http.post("/api/v1/video2video/generate", content=b"{not json",
-                  headers={"Content-Type": "application/json"})
+    r = http.post(
+        "/api/v1/video2video/generate",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 200 and r.json()["code"] == 400
     assert r.json()["msg"].startswith("invalid params")
 
@@ -136,13 +166,18 @@ def test_prompt_of_500_chars_is_accepted(http: httpx.Client, clip_url: str) -> N
 
 def test_jobs_detail_unknown_and_missing_id(http: httpx.Client) -> None:
     assert detail(http, "00000000-0000-4000-8000-000000000000") == {
-        "code": 404, "msg": "job not found", "data": None}
+        "code": 404,
+        "msg": "job not found",
+        "data": None,
+    }
     r = http.get("/api/v1/jobs/detail")
     assert r.status_code == 200 and r.json()["code"] == 400
 
 
 # -- lifecycle -------------------------------------------------------------------------------
-def test_lifecycle_pending_processing_success(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
+def test_lifecycle_pending_processing_success(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     sim.config(pending_seconds=1.5, processing_seconds=1.5)
     data = generate(http, clip_url, duration=3, resolution="540p")
     job = data["img_uuid"]
@@ -176,7 +211,9 @@ def test_completed_status_switch(http: httpx.Client, sim: SimProcess, clip_url: 
 
 
 @pytest.mark.parametrize("field", ["img_url", "output"])
-def test_result_field_switch(http: httpx.Client, sim: SimProcess, clip_url: str, field: str) -> None:
+def test_result_field_switch(
+    http: httpx.Client, sim: SimProcess, clip_url: str, field: str
+) -> None:
     sim.config(result_field=field)
     job = generate(http, clip_url)["img_uuid"]
     done = wait_for(http, job)
@@ -191,8 +228,9 @@ def test_result_field_switch(http: httpx.Client, sim: SimProcess, clip_url: str,
 
 
 @pytest.mark.parametrize("waiting", ["WAITING", "queued"])
-def test_jobs_over_the_queue_limit_wait(http: httpx.Client, sim: SimProcess, clip_url: str,
-                                        waiting: str) -> None:
+def test_jobs_over_the_queue_limit_wait(
+    http: httpx.Client, sim: SimProcess, clip_url: str, waiting: str
+) -> None:
     sim.config(queue_limit=1, waiting_status=waiting, pending_seconds=1.0, processing_seconds=0.3)
     a = generate(http, clip_url)["img_uuid"]
     b = generate(http, clip_url)["img_uuid"]
@@ -207,27 +245,45 @@ def test_jobs_over_the_queue_limit_wait(http: httpx.Client, sim: SimProcess, cli
 
 
 # -- credits -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("model", "duration", "resolution", "cost"), [
-    (2000, 3, "540p", 15), (2000, 5, "720p", 50), (2005, 5, "720p", 75), (2005, 3, "540p", 23),
-])
-def test_cost_is_deducted_at_submission(http: httpx.Client, clip_url: str, restore_credits: None,
-                                        model: int, duration: int, resolution: str, cost: int) -> None:
+@pytest.mark.parametrize(
+    ("model", "duration", "resolution", "cost"),
+    [
+        (2000, 3, "540p", 15),
+        (2000, 5, "720p", 50),
+        (2005, 5, "720p", 75),
+        (2005, 3, "540p", 23),
+    ],
+)
+def test_cost_is_deducted_at_submission(
+    http: httpx.Client,
+    clip_url: str,
+    restore_credits: None,
+    model: int,
+    duration: int,
+    resolution: str,
+    cost: int,
+) -> None:
     before = credits(http)
     data = generate(http, clip_url, model=model, duration=duration, resolution=resolution)
-    assert data["cost"] == cost == math.ceil(
-        duration * {"540p": 5, "720p": 10}[resolution] * (1.5 if model == 2005 else 1))
+    assert (
+        data["cost"]
+        == cost
+        == math.ceil(duration * {"540p": 5, "720p": 10}[resolution] * (1.5 if model == 2005 else 1))
+    )
     assert credits(http) == before - cost
 
 
-def test_rates_are_configurable(http: httpx.Client, sim: SimProcess, clip_url: str,
-                                restore_credits: None) -> None:
+def test_rates_are_configurable(
+    http: httpx.Client, sim: SimProcess, clip_url: str, restore_credits: None
+) -> None:
     sim.config(rates={"540p": 1, "720p": 2}, vip_multiplier=2)
     assert generate(http, clip_url, model=2005, duration=4, resolution="720p")["cost"] == 16
     sim.config(rates={"540p": 5, "720p": 10}, vip_multiplier=1.5)
 
 
-def test_insufficient_credits(http: httpx.Client, sim: SimProcess, clip_url: str,
-                              restore_credits: None) -> None:
+def test_insufficient_credits(
+    http: httpx.Client, sim: SimProcess, clip_url: str, restore_credits: None
+) -> None:
     sim.config(credits=14)
     r = http.post("/api/v1/video2video/generate", json=gen_body(clip_url, duration=3))
     assert r.json() == {"code": 402, "msg": "insufficient credits", "data": None}
@@ -237,8 +293,9 @@ def test_insufficient_credits(http: httpx.Client, sim: SimProcess, clip_url: str
     assert credits(http) == 0
 
 
-def test_refund_on_failure_flag(http: httpx.Client, sim: SimProcess, clip_url: str,
-                                restore_credits: None) -> None:
+def test_refund_on_failure_flag(
+    http: httpx.Client, sim: SimProcess, clip_url: str, restore_credits: None
+) -> None:
     sim.config(credits=1000)
     sim.faults({"kind": "job_failed"})
     job = generate(http, clip_url, duration=3)["img_uuid"]
@@ -274,8 +331,12 @@ def test_result_url_bad_signature_is_403(done_job: dict[str, Any]) -> None:
     url = result_url(done_job)
     q = parse_qs(urlsplit(url).query)
     base = url.split("?")[0]
-    for query in (f"exp={q['exp'][0]}&sig={'0' * 64}", f"exp={int(q['exp'][0]) + 1}&sig={q['sig'][0]}",
-                  f"exp={q['exp'][0]}", ""):
+    for query in (
+        f"exp={q['exp'][0]}&sig={'0' * 64}",
+        f"exp={int(q['exp'][0]) + 1}&sig={q['sig'][0]}",
+        f"exp={q['exp'][0]}",
+        "",
+    ):
         r = httpx.get(f"{base}?{query}")
         assert r.status_code == 403, query
         assert r.json()["code"] == 403
@@ -283,7 +344,9 @@ def test_result_url_bad_signature_is_403(done_job: dict[str, Any]) -> None:
     assert httpx.get(f"{other}?{urlsplit(url).query}").status_code == 403
 
 
-def test_result_url_expiry_follows_url_ttl(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
+def test_result_url_expiry_follows_url_ttl(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     sim.config(url_ttl=0.5)
     done = wait_for(http, generate(http, clip_url)["img_uuid"])
     url = result_url(done)
@@ -301,7 +364,8 @@ def test_default_url_lifetime_is_12_hours(done_job: dict[str, Any]) -> None:
     end = time.mktime(time.strptime(done_job["end_time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert exp - end == pytest.approx(43200, abs=2)
     assert done_job["json"][0]["link_expired_at"][:19] == time.strftime(
-        "%Y-%m-%dT%H:%M:%S", time.gmtime(exp))
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(exp)
+    )
 
 
 # -- Range, uploads, files -----------------------------------------------------------------------
@@ -311,7 +375,9 @@ def test_range_requests_on_results(done_job: dict[str, Any]) -> None:
     n = len(full)
     r = httpx.get(url, headers={"Range": "bytes=10-109"})
     assert r.status_code == 206 and r.content == full[10:110]
-    assert r.headers["content-range"] == f"bytes 10-109/{n}" and r.headers["content-length"] == "100"
+    assert (
+        r.headers["content-range"] == f"bytes 10-109/{n}" and r.headers["content-length"] == "100"
+    )
     r = httpx.get(url, headers={"Range": f"bytes={n - 50}-"})
     assert r.status_code == 206 and r.content == full[-50:]
     r = httpx.get(url, headers={"Range": "bytes=-20"})
@@ -338,8 +404,9 @@ def test_upload_is_content_addressed_and_public(http: httpx.Client, sim: SimProc
     assert http.put("/sim/uploads", content=b"").status_code == 400
 
 
-def test_download_rate_throttles_result_downloads(http: httpx.Client, sim: SimProcess,
-                                                  done_job: dict[str, Any]) -> None:
+def test_download_rate_throttles_result_downloads(
+    http: httpx.Client, sim: SimProcess, done_job: dict[str, Any]
+) -> None:
     url = result_url(done_job)
     size = int(httpx.head(url).headers["content-length"])
     assert size > 40_000
@@ -356,7 +423,9 @@ def test_download_rate_throttles_result_downloads(http: httpx.Client, sim: SimPr
 
 
 # -- control API -------------------------------------------------------------------------------
-def test_request_log_never_stores_the_key(http: httpx.Client, sim: SimProcess, done_job: dict[str, Any]) -> None:
+def test_request_log_never_stores_the_key(
+    http: httpx.Client, sim: SimProcess, done_job: dict[str, Any]
+) -> None:
     httpx.get(result_url(done_job))
     log = sim.requests()
     assert {tuple(sorted(q)) for q in log} == {("method", "path", "query", "status", "ts")}
@@ -371,18 +440,37 @@ def test_request_log_never_stores_the_key(http: httpx.Client, sim: SimProcess, d
 def test_config_get_patch_and_validation(http: httpx.Client, sim: SimProcess) -> None:
     cfg = sim.config()
     assert cfg["queue_limit"] == 3 and cfg["success_status"] == "success"
-    assert set(cfg) >= {"pending_seconds", "processing_seconds", "processing_per_second",
-                        "result_field", "waiting_status", "url_ttl", "download_rate",
-                        "daily_cap", "refund_on_failure", "rates", "vip_multiplier", "credits"}
+    assert set(cfg) >= {
+        "pending_seconds",
+        "processing_seconds",
+        "processing_per_second",
+        "result_field",
+        "waiting_status",
+        "url_ttl",
+        "download_rate",
+        "daily_cap",
+        "refund_on_failure",
+        "rates",
+        "vip_multiplier",
+        "credits",
+    }
     assert sim.config(queue_limit=5)["queue_limit"] == 5
-    for bad in ({"nope": 1}, {"queue_limit": -1}, {"success_status": "done"},
-                {"result_field": "x"}, {"download_rate": 0}, {"refund_on_failure": "yes"}):
+    for bad in (
+        {"nope": 1},
+        {"queue_limit": -1},
+        {"success_status": "done"},
+        {"result_field": "x"},
+        {"download_rate": 0},
+        {"refund_on_failure": "yes"},
+    ):
         r = http.post("/sim/config", json=bad)
         assert r.status_code == 400, bad
     assert sim.config()["queue_limit"] == 5
 
 
-def test_processing_time_grows_with_duration(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
+def test_processing_time_grows_with_duration(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     """processing_per_second is frozen into a job at submission: a long one is still
     processing when a later, short one has finished."""
     sim.config(pending_seconds=0, processing_seconds=0, processing_per_second=20)

@@ -28,12 +28,17 @@ GENERATE = "/api/v1/video2video/generate"
 DETAIL = "/api/v1/jobs/detail"
 
 
-@pytest.mark.parametrize(("kind", "status", "msg"), [
-    ("http_500", 500, "Server Error"), ("http_503", 503, "Service Unavailable"),
-    ("http_429", 429, "Too Many Requests"),
-])
-def test_http_error_faults_are_one_shot_and_path_scoped(http: httpx.Client, sim: SimProcess,
-                                                       kind: str, status: int, msg: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "status", "msg"),
+    [
+        ("http_500", 500, "Server Error"),
+        ("http_503", 503, "Service Unavailable"),
+        ("http_429", 429, "Too Many Requests"),
+    ],
+)
+def test_http_error_faults_are_one_shot_and_path_scoped(
+    http: httpx.Client, sim: SimProcess, kind: str, status: int, msg: str
+) -> None:
     sim.faults({"kind": kind, "path": TOKENS, "times": 2, "retry_after": 3})
     assert http.get("/api/v1/video2video/modellist").status_code == 200  # other path: untouched
     for _ in range(2):
@@ -52,7 +57,9 @@ def test_http_429_default_retry_after(http: httpx.Client, sim: SimProcess) -> No
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
 
 
-def test_refused_generate_creates_no_job(http: httpx.Client, sim: SimProcess, clip_url: str) -> None:
+def test_refused_generate_creates_no_job(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     before = credits(http)
     sim.faults({"kind": "http_503", "path": GENERATE})
     r = http.post(GENERATE, json=gen_body(clip_url))
@@ -69,8 +76,9 @@ def test_reset_drops_the_connection_without_a_response(http: httpx.Client, sim: 
     assert [q["status"] for q in sim.requests(TOKENS)] == [0, 200]
 
 
-def test_reset_after_generate_ran_leaves_a_charged_job(http: httpx.Client, sim: SimProcess,
-                                                      clip_url: str) -> None:
+def test_reset_after_generate_ran_leaves_a_charged_job(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     """`after: true`: the job exists and was charged, but the client never got the id."""
     before = credits(http)
     sim.faults({"kind": "reset", "path": GENERATE, "after": True})
@@ -113,9 +121,17 @@ def test_clear_faults(http: httpx.Client, sim: SimProcess) -> None:
     assert http.get(TOKENS).status_code == 200
 
 
-@pytest.mark.parametrize("bad", [{"kind": "nope"}, {"kind": "reset", "times": 0},
-                                 {"kind": "slow", "delay": -1}, {"kind": "reset", "path": 3},
-                                 {"kind": "reject_generate", "code": 0}, "x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kind": "nope"},
+        {"kind": "reset", "times": 0},
+        {"kind": "slow", "delay": -1},
+        {"kind": "reset", "path": 3},
+        {"kind": "reject_generate", "code": 0},
+        "x",
+    ],
+)
 def test_bad_fault_is_refused(http: httpx.Client, bad: Any) -> None:
     r = http.post("/sim/faults", json={"faults": [bad]})
     assert r.status_code == 400
@@ -160,8 +176,9 @@ def test_expired_url(http: httpx.Client, sim: SimProcess, clip_url: str) -> None
     assert httpx.get(fresh).status_code == 200
 
 
-def test_truncated_download_then_resume_with_range(http: httpx.Client, sim: SimProcess,
-                                                   clip_url: str) -> None:
+def test_truncated_download_then_resume_with_range(
+    http: httpx.Client, sim: SimProcess, clip_url: str
+) -> None:
     url = result_url(wait_for(http, generate(http, clip_url)["img_uuid"]))
     full = httpx.get(url).content
     sim.faults({"kind": "truncated_download", "after_bytes": 5000})

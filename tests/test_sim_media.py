@@ -37,16 +37,21 @@ from goenhance_nb.sim import media
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("seconds", "duration", "resolution"), [
-    (4.0, 3, "540p"),   # trimmed to the requested duration
-    (4.0, 5, "720p"),   # a shorter source is used whole
-])
-def test_output_video_over_http(http: httpx.Client, tmp_path: Path, seconds: float,
-                                duration: int, resolution: str) -> None:
+@pytest.mark.parametrize(
+    ("seconds", "duration", "resolution"),
+    [
+        (4.0, 3, "540p"),  # trimmed to the requested duration
+        (4.0, 5, "720p"),  # a shorter source is used whole
+    ],
+)
+def test_output_video_over_http(
+    http: httpx.Client, tmp_path: Path, seconds: float, duration: int, resolution: str
+) -> None:
     src = sample_clip(tmp_path / "src.mp4", seconds=seconds, width=320, height=240, fps=24)
     url = upload(http, src.read_bytes())
-    done = wait_for(http, generate(http, url, model=2006, duration=duration,
-                                   resolution=resolution)["img_uuid"])
+    done = wait_for(
+        http, generate(http, url, model=2006, duration=duration, resolution=resolution)["img_uuid"]
+    )
     assert done["status"] == "success"
     out = tmp_path / "out.mp4"
     out.write_bytes(httpx.get(result_url(done)).content)
@@ -86,8 +91,12 @@ def test_odd_aspect_gives_even_width(tmp_path: Path) -> None:
 def _frames(path: Path, n: int, size: tuple[int, int] | None = None) -> np.ndarray:
     with av.open(str(path)) as c:
         kw = {"width": size[0], "height": size[1]} if size else {}
-        return np.stack([f.to_ndarray(format="rgb24", **kw).astype(np.int16)
-                         for f in itertools.islice(c.decode(video=0), n)])
+        return np.stack(
+            [
+                f.to_ndarray(format="rgb24", **kw).astype(np.int16)
+                for f in itertools.islice(c.decode(video=0), n)
+            ]
+        )
 
 
 def test_styles_differ_from_the_input_and_from_each_other(tmp_path: Path) -> None:
@@ -111,8 +120,11 @@ def test_styles_differ_from_the_input_and_from_each_other(tmp_path: Path) -> Non
 
 
 def test_every_model_renders_over_http(http: httpx.Client) -> None:
-    models = [m["value"] for c in http.get("/api/v1/video2video/modellist").json()["data"]
-              for m in c["list"]]
+    models = [
+        m["value"]
+        for c in http.get("/api/v1/video2video/modellist").json()["data"]
+        for m in c["list"]
+    ]
     clip = sample_clip(seconds=1.0, width=160, height=120, fps=12)
     url = upload(http, clip.read_bytes())
     jobs = [generate(http, url, model=m, duration=3)["img_uuid"] for m in models]
@@ -136,7 +148,9 @@ def test_previews_are_jpegs_of_the_styled_test_frame(http: httpx.Client, sim: Si
         images[m["value"]] = frame.to_ndarray(format="rgb24").astype(np.int16)
     for a, b in itertools.combinations(images, 2):
         assert float(np.abs(images[a] - images[b]).mean()) > 5.0, (a, b)
-    assert httpx.get(cats[0]["list"][0]["url"]).content == httpx.get(cats[0]["list"][0]["url"]).content
+    assert (
+        httpx.get(cats[0]["list"][0]["url"]).content == httpx.get(cats[0]["list"][0]["url"]).content
+    )
 
 
 # -- bad sources -------------------------------------------------------------------------------
@@ -167,7 +181,8 @@ def test_missing_own_file_fails_the_job(http: httpx.Client, sim: SimProcess) -> 
 def other_host(tmp_path: Path) -> Iterator[str]:
     """A plain http.server on another loopback port serving tmp_path."""
     handler = lambda *a, **kw: http_server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(tmp_path), **kw)
+        *a, directory=str(tmp_path), **kw
+    )
     server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -176,8 +191,9 @@ def other_host(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-def test_source_fetched_from_another_loopback_host(http: httpx.Client, other_host: str,
-                                                   tmp_path: Path) -> None:
+def test_source_fetched_from_another_loopback_host(
+    http: httpx.Client, other_host: str, tmp_path: Path
+) -> None:
     sample_clip(tmp_path / "remote.mp4", seconds=1.0, width=160, height=120, fps=12)
     done = wait_for(http, generate(http, f"{other_host}/remote.mp4")["img_uuid"])
     assert done["status"] == "success"

@@ -104,15 +104,20 @@ def test_restart_mid_render_still_finishes(tmp_path: Path) -> None:
 def test_extra_keys_are_separate_accounts(tmp_path: Path) -> None:
     sim = start_sim(tmp_path, keys=["sk-alice-123", "sk-bob-456"])
     try:
-        with client(sim, "sk-alice-123") as alice, client(sim, "sk-bob-456") as bob, \
-                client(sim) as default:
+        with (
+            client(sim, "sk-alice-123") as alice,
+            client(sim, "sk-bob-456") as bob,
+            client(sim) as default,
+        ):
             url = upload(alice, b"\x00" * 1000)
             job = generate(alice, url)["img_uuid"]
             assert credits(alice) == 5000 - 15 and credits(bob) == 5000 == credits(default)
             assert detail(bob, job) == {"code": 404, "msg": "job not found", "data": None}
             assert detail(alice, job)["code"] == 0
-            assert alice.get("/api/v1/user/tokens").json()["data"]["user_id"] != \
-                bob.get("/api/v1/user/tokens").json()["data"]["user_id"]
+            assert (
+                alice.get("/api/v1/user/tokens").json()["data"]["user_id"]
+                != bob.get("/api/v1/user/tokens").json()["data"]["user_id"]
+            )
     finally:
         sim.stop()
     state = (tmp_path / "state").rglob("*.json")
@@ -131,9 +136,18 @@ def test_state_files_are_json(tmp_path: Path) -> None:
 
 def test_bad_config_exits_with_a_message(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "goenhance_nb.sim", "--state-dir", str(tmp_path / "s"),
-         "--config", json.dumps({"queue_limit": "many"})],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "goenhance_nb.sim",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--config",
+            json.dumps({"queue_limit": "many"}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 2 and "queue_limit" in r.stderr
 
@@ -150,7 +164,9 @@ def test_no_state_dir_uses_a_temp_dir_and_cleans_up(tmp_path: Path) -> None:
     port_file = tmp_path / "port.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "goenhance_nb.sim", "--port-file", str(port_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None

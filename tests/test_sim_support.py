@@ -33,11 +33,23 @@ def upload(http: httpx.Client, data: bytes, filename: str = "clip.mp4") -> str:
     return str(r.json()["url"])
 
 
-def gen_body(url: str, *, model: int = 2000, duration: int = 3, resolution: str = "540p",
-             seed: int = -1, prompt: str | None = None) -> dict[str, Any]:
+def gen_body(
+    url: str,
+    *,
+    model: int = 2000,
+    duration: int = 3,
+    resolution: str = "540p",
+    seed: int = -1,
+    prompt: str | None = None,
+) -> dict[str, Any]:
     """A generate body as the API expects it."""
-    args: dict[str, Any] = {"model": model, "reference_video_url": url, "duration": duration,
-                            "resolution": resolution, "seed": seed}
+    args: dict[str, Any] = {
+        "model": model,
+        "reference_video_url": url,
+        "duration": duration,
+        "resolution": resolution,
+        "seed": seed,
+    }
     if prompt is not None:
         args["prompt"] = prompt
     return {"type": "mx-v2v", "args": args}
@@ -59,8 +71,12 @@ def detail(http: httpx.Client, img_uuid: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def wait_for(http: httpx.Client, img_uuid: str, statuses: set[str] | None = None,
-             seen: list[str] | None = None) -> dict[str, Any]:
+def wait_for(
+    http: httpx.Client,
+    img_uuid: str,
+    statuses: set[str] | None = None,
+    seen: list[str] | None = None,
+) -> dict[str, Any]:
     """Poll jobs/detail until the status is in `statuses` (default: terminal); return `data`.
     Every observed status is appended to `seen`."""
     want = statuses or TERMINAL
@@ -97,9 +113,15 @@ def probe(path: Path) -> dict[str, Any]:
         vs = c.streams.video[0]
         frames = sum(1 for _ in c.decode(vs))
         fps = float(vs.average_rate) if vs.average_rate else 0.0
-        return {"codec": vs.codec_context.name, "pix_fmt": vs.codec_context.pix_fmt,
-                "width": vs.codec_context.width, "height": vs.codec_context.height,
-                "fps": fps, "frames": frames, "duration": frames / fps if fps else 0.0}
+        return {
+            "codec": vs.codec_context.name,
+            "pix_fmt": vs.codec_context.pix_fmt,
+            "width": vs.codec_context.width,
+            "height": vs.codec_context.height,
+            "fps": fps,
+            "frames": frames,
+            "duration": frames / fps if fps else 0.0,
+        }
 
 
 def top_level_atoms(data: bytes) -> list[str]:

@@ -35,8 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="goenhance-sim", description="Local GoEnhance API simulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help="where jobs, accounts, uploads and results persist (default: a temp dir)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where jobs, accounts, uploads and results persist (default: a temp dir)",
+    )
     p.add_argument("--port-file", type=Path, default=None)
     p.add_argument("--key", action="append", default=[], help="an extra accepted API key")
     p.add_argument("--config", default=None, help="JSON object patching the default config")
@@ -65,6 +69,7 @@ def _make_aborter(server: uvicorn.Server):  # type: ignore[no-untyped-def]
                     transport.close()
         for _ in range(5):  # let connection_lost run so uvicorn stops writing
             await asyncio.sleep(0.005)
+
     return abort
 
 
@@ -77,8 +82,13 @@ async def _ticker(sim: Simulator) -> None:
             print(f"sim tick failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket, sim: Simulator,
-                 port_file: Path | None, info: dict[str, Any]) -> None:
+async def _serve(
+    server: uvicorn.Server,
+    sock: socket.socket,
+    sim: Simulator,
+    port_file: Path | None,
+    info: dict[str, Any],
+) -> None:
     ticker = asyncio.create_task(_ticker(sim))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
@@ -122,12 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     shown = f"[{host}]" if ":" in host else host
     base_url = f"http://{shown}:{port}"
     sim.set_public_base(base_url)
-    info = {"base_url": base_url, "api_key": sim.default_key, "pid": os.getpid(),
-            "started_at": time.time(), "version": 1}
+    info = {
+        "base_url": base_url,
+        "api_key": sim.default_key,
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "version": 1,
+    }
 
     app = SimApp(sim)
     uconfig = uvicorn.Config(
-        app.asgi, http="h11", lifespan="off", log_level="warning", access_log=False,
+        app.asgi,
+        http="h11",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(uconfig)

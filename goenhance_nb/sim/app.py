@@ -32,11 +32,13 @@ LOGGED_PREFIXES = ("/api/", "/sim/results/", "/sim/files/", "/sim/uploads", "/si
 CHUNK = 64 * 1024
 
 
-def envelope(code: int, msg: str, data: Any = None, status: int = 200,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def envelope(
+    code: int, msg: str, data: Any = None, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A JSON response with the API envelope."""
-    return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"code": code, "msg": msg, "data": data}, status_code=status, headers=headers
+    )
 
 
 def ok(data: Any) -> JSONResponse:
@@ -46,8 +48,12 @@ def ok(data: Any) -> JSONResponse:
 
 def unauthorized() -> JSONResponse:
     """HTTP 401 with the envelope (spec §2 [SIM])."""
-    return envelope(401, "Unauthorized", status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="goenhance-sim"'})
+    return envelope(
+        401,
+        "Unauthorized",
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="goenhance-sim"'},
+    )
 
 
 def bearer(request: Request) -> str | None:
@@ -79,7 +85,9 @@ class SimApp:
             Route("/sim/config", self.config, methods=["GET", "POST", "DELETE"]),
             Route("/sim/faults", self.faults, methods=["GET", "POST", "DELETE"]),
         ]
-        self.starlette = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
+        self.starlette = Starlette(
+            routes=routes, exception_handlers={HTTPException: self._http_error}
+        )
         self.asgi: ASGIApp = FaultAndLogMiddleware(self.starlette, self)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
@@ -151,13 +159,21 @@ class SimApp:
             return envelope(exc.code, exc.msg)
         return ok(data)
 
-    def _detail(self, aid: str, job_id: str, unknown: dict[str, Any] | None, path: str) -> dict[str, Any]:
-        data = self.sim.job_detail(aid, job_id, status_override=unknown["status"] if unknown else None)
+    def _detail(
+        self, aid: str, job_id: str, unknown: dict[str, Any] | None, path: str
+    ) -> dict[str, Any]:
+        data = self.sim.job_detail(
+            aid, job_id, status_override=unknown["status"] if unknown else None
+        )
         has_url = bool(data["json"] or data.get("img_url") or data.get("output"))
         # a result URL is being handed out: maybe make it an already expired one
         if has_url and self.sim.faults.take({"expired_url"}, path, img_uuid=job_id) is not None:
-            data = self.sim.job_detail(aid, job_id, expired_url=True,
-                                           status_override=unknown["status"] if unknown else None)
+            data = self.sim.job_detail(
+                aid,
+                job_id,
+                expired_url=True,
+                status_override=unknown["status"] if unknown else None,
+            )
         return data
 
     # -- files --------------------------------------------------------------------------------
@@ -187,8 +203,9 @@ class SimApp:
     async def results(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         url_path = request.url.path
-        if not self.sim.verify(url_path, request.query_params.get("exp"),
-                               request.query_params.get("sig")):
+        if not self.sim.verify(
+            url_path, request.query_params.get("exp"), request.query_params.get("sig")
+        ):
             return envelope(403, "Forbidden: link expired or invalid signature", status=403)
         if url_path != self.sim.result_url_path(job_id):
             return envelope(404, "file not found", status=404)
@@ -199,8 +216,13 @@ class SimApp:
 
     async def _serve_file(self, request: Request, path: Path, *, throttle: bool) -> Response:
         size = path.stat().st_size
-        ctype = "video/mp4" if path.suffix.lower() in (".mp4", ".m4v") else (
-            "video/quicktime" if path.suffix.lower() == ".mov" else "application/octet-stream")
+        ctype = (
+            "video/mp4"
+            if path.suffix.lower() in (".mp4", ".m4v")
+            else (
+                "video/quicktime" if path.suffix.lower() == ".mov" else "application/octet-stream"
+            )
+        )
         headers = {"Accept-Ranges": "bytes", "Content-Type": ctype}
         start, end, status = 0, size - 1, 200
         rng = request.headers.get("range")
@@ -220,12 +242,14 @@ class SimApp:
         rate = self.sim.config.get("download_rate") if throttle else None
         scope = request.scope
         return StreamingResponse(
-            self._stream(path, start, length, rate, cut, scope), status_code=status,
+            self._stream(path, start, length, rate, cut, scope),
+            status_code=status,
             headers=headers,
         )
 
-    async def _stream(self, path: Path, start: int, length: int, rate: float | None,
-                      cut: int | None, scope: Scope) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, path: Path, start: int, length: int, rate: float | None, cut: int | None, scope: Scope
+    ) -> AsyncIterator[bytes]:
         sent = 0
         chunk_size = CHUNK if not rate else max(1, min(CHUNK, int(rate / 10)))
         fd = os.open(path, os.O_RDONLY)
@@ -254,8 +278,9 @@ class SimApp:
         data = await asyncio.to_thread(self.sim.preview, int(m.group(1))) if m else None
         if data is None:
             return envelope(404, "preview not found", status=404)
-        return Response(data, media_type="image/jpeg",
-                        headers={"Cache-Control": "public, max-age=86400"})
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"}
+        )
 
     # -- control ------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
@@ -297,7 +322,7 @@ class SimApp:
             body = json.loads(await request.body())
             raw = body.get("faults") if isinstance(body, dict) else None
             if not isinstance(raw, list):
-                raise FaultError("body must be {\"faults\": [...]}")
+                raise FaultError('body must be {"faults": [...]}')
             faults = [validate_fault(f) for f in raw]
         except (json.JSONDecodeError, FaultError) as exc:
             return envelope(400, f"invalid faults: {exc}", status=400)
@@ -343,7 +368,9 @@ class FaultAndLogMiddleware:
         query = scope.get("query_string", b"").decode("latin-1")
         sim = self.owner.sim
         # logged at arrival (so the log is in arrival order); status 0 = no response sent
-        entry = sim.log_request(method, path, query, 0) if path.startswith(LOGGED_PREFIXES) else None
+        entry = (
+            sim.log_request(method, path, query, 0) if path.startswith(LOGGED_PREFIXES) else None
+        )
 
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start" and entry is not None:
@@ -362,24 +389,35 @@ class FaultAndLogMiddleware:
         else:
             await self._apply(fault, scope, receive, send_logged)
 
-    async def _apply(self, fault: dict[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
+    async def _apply(
+        self, fault: dict[str, Any], scope: Scope, receive: Receive, send: Send
+    ) -> None:
         kind = fault["kind"]
         if kind == "slow":
             await asyncio.sleep(float(fault.get("delay", 1.0)))
             await self.app(scope, receive, send)
             return
         if fault.get("after"):
+
             async def swallow(message: Message) -> None:
                 return None
+
             await self.app(scope, receive, swallow)
         if kind == "reset":
             await self.owner.abort(scope)
             return
         if kind == "malformed_json":
             body = b'{"code": 0, "msg": "Success", "data": {"img_uuid": '
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         status = {"http_500": 500, "http_503": 503, "http_429": 429}[kind]

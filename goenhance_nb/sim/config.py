@@ -27,8 +27,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "result_field": ("json", "img_url", "output"),
     "waiting_status": ("WAITING", "queued"),
 }
-_NON_NEG_NUMBERS = ("pending_seconds", "processing_seconds", "processing_per_second", "url_ttl",
-                    "vip_multiplier")
+_NON_NEG_NUMBERS = (
+    "pending_seconds",
+    "processing_seconds",
+    "processing_per_second",
+    "url_ttl",
+    "vip_multiplier",
+)
 _OPTIONAL_POSITIVE = ("download_rate",)
 _OPTIONAL_NON_NEG_INT = ("daily_cap",)
 _NON_NEG_INTS = ("queue_limit", "credits")
@@ -60,7 +65,9 @@ def validate_patch(patch: object) -> dict[str, Any]:
             raise ConfigPatchError(f"unknown config key: {key}")
         if key in _CHOICES:
             if value not in _CHOICES[key]:
-                raise ConfigPatchError(f"bad value for {key}: expected one of {list(_CHOICES[key])}")
+                raise ConfigPatchError(
+                    f"bad value for {key}: expected one of {list(_CHOICES[key])}"
+                )
         elif key in _NON_NEG_NUMBERS:
             if not _is_number(value) or value < 0:
                 raise ConfigPatchError(f"bad value for {key}: expected a number >= 0")
@@ -78,8 +85,12 @@ def validate_patch(patch: object) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigPatchError("bad value for refund_on_failure: expected a boolean")
         elif key == "rates":
-            if not isinstance(value, dict) or not value or not all(
-                isinstance(k, str) and _is_number(v) and v >= 0 for k, v in value.items()
+            if (
+                not isinstance(value, dict)
+                or not value
+                or not all(
+                    isinstance(k, str) and _is_number(v) and v >= 0 for k, v in value.items()
+                )
             ):
                 raise ConfigPatchError("bad value for rates: expected {resolution: number}")
             value = dict(value)

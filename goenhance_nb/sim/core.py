@@ -118,8 +118,10 @@ class Simulator:
             (state_dir / sub).mkdir(parents=True, exist_ok=True)
         secret = read_json(state_dir / "secret.json", None)
         if not secret:
-            secret = {"default_key": "sim-" + secrets.token_hex(16),
-                      "url_secret": secrets.token_hex(32)}
+            secret = {
+                "default_key": "sim-" + secrets.token_hex(16),
+                "url_secret": secrets.token_hex(32),
+            }
             write_json(state_dir / "secret.json", secret, mode=0o600)
         self.default_key: str = secret["default_key"]
         self._url_secret = bytes.fromhex(secret["url_secret"])
@@ -149,8 +151,12 @@ class Simulator:
 
     # -- persistence --------------------------------------------------------------------------
     def _new_account(self, aid: str, n: int) -> dict[str, Any]:
-        return {"user_id": f"sim-user-{aid[:8]}", "credits": int(self.config["credits"]),
-                "day": "", "day_count": 0}
+        return {
+            "user_id": f"sim-user-{aid[:8]}",
+            "credits": int(self.config["credits"]),
+            "day": "",
+            "day_count": 0,
+        }
 
     def save(self) -> None:
         """Persist accounts, jobs and config if anything changed."""
@@ -213,8 +219,13 @@ class Simulator:
     def log_request(self, method: str, path: str, query: str, status: int) -> dict[str, Any]:
         """Append one entry to the request log (never headers) and return it (mutable, so the
         HTTP layer can fill in the status once the response starts)."""
-        entry = {"method": method, "path": path, "query": query, "status": status,
-                 "ts": self.clock()}
+        entry = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "status": status,
+            "ts": self.clock(),
+        }
         with self.lock:
             self.requests.append(entry)
             if len(self.requests) > MAX_LOG:
@@ -227,9 +238,15 @@ class Simulator:
         cats = []
         for label, value in CATEGORIES:
             items = [
-                {"label": m[1], "value": m[0], "version": m[2], "isVip": m[3],
-                 "url": f"{self.public_base}/sim/previews/{m[0]}.jpg"}
-                for m in MODELS if m[5] == value
+                {
+                    "label": m[1],
+                    "value": m[0],
+                    "version": m[2],
+                    "isVip": m[3],
+                    "url": f"{self.public_base}/sim/previews/{m[0]}.jpg",
+                }
+                for m in MODELS
+                if m[5] == value
             ]
             cats.append({"label": label, "value": value, "list": items})
         return cats
@@ -238,8 +255,11 @@ class Simulator:
         """The user/tokens `data` for an account."""
         with self.lock:
             acc = self.accounts[aid]
-            return {"count": acc["credits"], "queueLimit": self.config["queue_limit"],
-                    "user_id": acc["user_id"]}
+            return {
+                "count": acc["credits"],
+                "queueLimit": self.config["queue_limit"],
+                "user_id": acc["user_id"],
+            }
 
     def cost(self, model: int, duration: int, resolution: str) -> int:
         """ceil(duration) x rate(resolution), x vip_multiplier for VIP models (rounded up)."""
@@ -269,7 +289,11 @@ class Simulator:
         if not isinstance(model, int) or isinstance(model, bool) or model not in MODELS_BY_ID:
             raise APIFailure(400, "invalid model")
         url = args.get("reference_video_url")
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        if (
+            not isinstance(url, str)
+            or urlsplit(url).scheme not in ("http", "https")
+            or not urlsplit(url).netloc
+        ):
             raise APIFailure(400, "invalid params: reference_video_url")
         duration = args.get("duration")
         if not isinstance(duration, int) or isinstance(duration, bool) or not 3 <= duration <= 30:
@@ -283,8 +307,14 @@ class Simulator:
         prompt = args.get("prompt")
         if prompt is not None and (not isinstance(prompt, str) or len(prompt) > 500):
             raise APIFailure(400, "invalid params: prompt")
-        return {"model": model, "reference_video_url": url, "duration": duration,
-                "resolution": resolution, "seed": seed, "prompt": prompt}
+        return {
+            "model": model,
+            "reference_video_url": url,
+            "duration": duration,
+            "resolution": resolution,
+            "seed": seed,
+            "prompt": prompt,
+        }
 
     def generate(self, aid: str, body: object, *, fail: bool = False) -> dict[str, Any]:
         """Create a job for `aid` and return `{"img_uuid", "cost"}`; deducts credits.
@@ -309,14 +339,22 @@ class Simulator:
             cfg = self.config
             job_id = str(uuid.uuid4())
             self.jobs[job_id] = {
-                "id": job_id, "account": aid, **args,
+                "id": job_id,
+                "account": aid,
+                **args,
                 "model_version": MODELS_BY_ID[args["model"]][2],
-                "cost": cost, "submitted_at": now, "slot_start": None,
+                "cost": cost,
+                "submitted_at": now,
+                "slot_start": None,
                 "pending_s": float(cfg["pending_seconds"]),
                 "processing_s": float(cfg["processing_seconds"])
                 + float(cfg["processing_per_second"]) * args["duration"],
-                "forced_fail": fail, "state": "active", "end_time": None, "error": None,
-                "refunded": False, "render": {"status": "none"},
+                "forced_fail": fail,
+                "state": "active",
+                "end_time": None,
+                "error": None,
+                "refunded": False,
+                "render": {"status": "none"},
             }
             self._dirty = True
             self.tick()
@@ -378,13 +416,16 @@ class Simulator:
                 by_acc.setdefault(job["account"], []).append(job)
         for aid, jobs in by_acc.items():
             active = sum(1 for j in jobs if j["slot_start"] is not None)
-            waiting = sorted((j for j in jobs if j["slot_start"] is None),
-                             key=lambda j: j["submitted_at"])
+            waiting = sorted(
+                (j for j in jobs if j["slot_start"] is None), key=lambda j: j["submitted_at"]
+            )
             if not waiting or active >= limit:
                 continue
-            ends = [j["end_time"] for j in self.jobs.values()
-                    if j["account"] == aid and j["end_time"] is not None
-                    and j["slot_start"] is not None]
+            ends = [
+                j["end_time"]
+                for j in self.jobs.values()
+                if j["account"] == aid and j["end_time"] is not None and j["slot_start"] is not None
+            ]
             last_free = max(ends) if ends else 0.0
             for job in waiting[: limit - active]:
                 job["slot_start"] = min(now, max(job["submitted_at"], last_free))
@@ -411,7 +452,9 @@ class Simulator:
         try:
             path = self._fetch_source(spec["reference_video_url"], src)
             out_dur = self._render_cached(
-                path, self.result_path(job_id), style=MODELS_BY_ID[spec["model"]][4],
+                path,
+                self.result_path(job_id),
+                style=MODELS_BY_ID[spec["model"]][4],
                 duration=float(spec["duration"]),
                 height=RESOLUTION_HEIGHT[spec["resolution"]],
             )
@@ -434,8 +477,9 @@ class Simulator:
                 self._dirty = True
                 self.save()
 
-    def _render_cached(self, src: Path, dest: Path, *, style: str, duration: float,
-                       height: int) -> float:
+    def _render_cached(
+        self, src: Path, dest: Path, *, style: str, duration: float, height: int
+    ) -> float:
         """Render, or reuse an earlier render of the same source bytes and parameters (the
         transform is deterministic), hard-linked (else copied) to `dest`; returns its duration.
 
@@ -446,14 +490,21 @@ class Simulator:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         key = hashlib.sha256(
-            f"{RENDER_VERSION}:{h.hexdigest()}:{style}:{duration}:{height}".encode()).hexdigest()
+            f"{RENDER_VERSION}:{h.hexdigest()}:{style}:{duration}:{height}".encode()
+        ).hexdigest()
         cache_dir = self.state_dir / "render-cache"
         cache_dir.mkdir(exist_ok=True)
         cached, meta = cache_dir / f"{key}.mp4", cache_dir / f"{key}.json"
         info = read_json(meta, None)
         if info is None or not cached.is_file():
-            out_dur = media.render_video(src, cached, style=style, duration=duration,
-                                         height=height, cancel=self._stopping.is_set)
+            out_dur = media.render_video(
+                src,
+                cached,
+                style=style,
+                duration=duration,
+                height=height,
+                cancel=self._stopping.is_set,
+            )
             write_json(meta, {"duration": out_dur})
         else:
             out_dur = float(info["duration"])
@@ -477,13 +528,19 @@ class Simulator:
             # an earlier run of this simulator (a restart picks a new port)
             local = self.files_path(parts.path.removeprefix("/sim/files/"))
             loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
-            if local is not None and local.is_file() and (loopback or parts.netloc in self.own_netlocs):
+            if (
+                local is not None
+                and local.is_file()
+                and (loopback or parts.netloc in self.own_netlocs)
+            ):
                 return local
             if parts.netloc in self.own_netlocs:
                 raise SourceError("source video not found")
         try:
-            with httpx.Client(timeout=30, follow_redirects=True) as client, \
-                    client.stream("GET", url) as resp:
+            with (
+                httpx.Client(timeout=30, follow_redirects=True) as client,
+                client.stream("GET", url) as resp,
+            ):
                 if resp.status_code != 200:
                     raise SourceError(f"source video fetch failed: HTTP {resp.status_code}")
                 n = 0
@@ -542,8 +599,14 @@ class Simulator:
         return f"/sim/results/{job_id}/{job_id[:8]}_0.mp4"
 
     # -- API: job detail -------------------------------------------------------------------------
-    def job_detail(self, aid: str, job_id: str, *, status_override: str | None = None,
-                   expired_url: bool = False) -> dict[str, Any]:
+    def job_detail(
+        self,
+        aid: str,
+        job_id: str,
+        *,
+        status_override: str | None = None,
+        expired_url: bool = False,
+    ) -> dict[str, Any]:
         """The jobs/detail `data` for a job of this account.
 
         :raises APIFailure: 404 `job not found` (unknown id or another account's job).
@@ -556,8 +619,11 @@ class Simulator:
             cfg = self.config
             now = self.clock()
             data: dict[str, Any] = {
-                "img_uuid": job_id, "type": "mx-v2v", "job_type": "mx-v2v",
-                "model_id": str(job["model"]), "start_time": iso(job["submitted_at"]),
+                "img_uuid": job_id,
+                "type": "mx-v2v",
+                "job_type": "mx-v2v",
+                "model_id": str(job["model"]),
+                "start_time": iso(job["submitted_at"]),
                 "json": None,
             }
             if job["state"] == "success":
@@ -578,9 +644,14 @@ class Simulator:
                 url = f"{self.public_base}{path}?exp={exp}&sig={self.sign(path, exp)}"
                 field = cfg["result_field"]
                 if field == "json":
-                    data["json"] = [{"type": "video", "value": url,
-                                     "duration": float(job["render"].get("duration") or job["duration"]),
-                                     "link_expired_at": iso(exp)}]
+                    data["json"] = [
+                        {
+                            "type": "video",
+                            "value": url,
+                            "duration": float(job["render"].get("duration") or job["duration"]),
+                            "link_expired_at": iso(exp),
+                        }
+                    ]
                 elif field == "img_url":
                     data["img_url"] = url
                 else:

@@ -8,10 +8,16 @@ from typing import Any
 #: Kinds handled generically in front of every non-control route.
 GENERIC_KINDS = frozenset({"http_500", "http_503", "http_429", "reset", "slow", "malformed_json"})
 #: Kinds consumed by particular handlers.
-SPECIFIC_KINDS = frozenset({
-    "unknown_status", "lost_job", "expired_url", "truncated_download", "job_failed",
-    "reject_generate",
-})
+SPECIFIC_KINDS = frozenset(
+    {
+        "unknown_status",
+        "lost_job",
+        "expired_url",
+        "truncated_download",
+        "job_failed",
+        "reject_generate",
+    }
+)
 KINDS = GENERIC_KINDS | SPECIFIC_KINDS
 
 #: Paths never affected by faults (the control API must keep working).

@@ -187,8 +187,15 @@ def _work_size(src_w: int, src_h: int) -> tuple[int, int]:
 
 
 # -- render ----------------------------------------------------------------------------------
-def render_video(src: Path, dest: Path, *, style: str, duration: float, height: int,
-                 cancel: Callable[[], bool] | None = None) -> float:
+def render_video(
+    src: Path,
+    dest: Path,
+    *,
+    style: str,
+    duration: float,
+    height: int,
+    cancel: Callable[[], bool] | None = None,
+) -> float:
     """Transform `src` into an H.264 mp4 at `dest` and return its duration in seconds.
 
     Output: libx264 (ultrafast, crf 28), yuv420p, even width, the given height with the source
@@ -211,8 +218,15 @@ def render_video(src: Path, dest: Path, *, style: str, duration: float, height: 
         tmp.unlink(missing_ok=True)
 
 
-def _render(src: Path, dest: Path, *, style: str, duration: float, height: int,
-            cancel: Callable[[], bool] | None) -> float:
+def _render(
+    src: Path,
+    dest: Path,
+    *,
+    style: str,
+    duration: float,
+    height: int,
+    cancel: Callable[[], bool] | None,
+) -> float:
     with av.open(str(src)) as inp:
         if not inp.streams.video:
             raise MediaError("source has no video stream")
