@@ -377,11 +377,14 @@ def outputs_text(page: Any) -> str:
     )
 
 
+CURRENT_PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
 def save_notebook(page: Any, server: JupyterServer, name: str) -> dict[str, Any]:
-    """Save through the UI (Ctrl+S), wait until the file on disk changes, return it parsed."""
+    """Save through the UI (select a cell, Ctrl+S), wait for the file on disk, return it parsed."""
     path = server.root / name
     before = path.stat().st_mtime_ns if path.exists() else 0
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.locator(f"{CURRENT_PANEL} .jp-Cell .jp-InputPrompt").first.click()
     page.keyboard.press("Control+s")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from browserkit import (
     ARTIFACTS,
@@ -206,10 +207,12 @@ def test_panel_submit_then_cached(
         "() => document.querySelector('.goenhance-input input').value === 'clip.mp4'",
         timeout=30_000,
     )
-    style = panel.locator(".goenhance-style-2000")
+    # (the panel preselects the first style; a person picks another one)
+    style = panel.locator(".goenhance-style-2004")
     style.click()
     page.wait_for_function(
-        "() => document.querySelector('.goenhance-style-2000').classList.contains('mod-active')",
+        "() => document.querySelector('.goenhance-style-2004').classList.contains('mod-active')"
+        " && !document.querySelector('.goenhance-style-2000').classList.contains('mod-active')",
         timeout=30_000,
     )
     duration = panel.locator(".goenhance-duration input")
@@ -280,6 +283,7 @@ def test_failed_job_shows_one_line_error_and_retry_succeeds(
     _shot(page, f"{artifact_name}-failed")
 
     retry.click()
+    _wait_state(page, ("queued", "running", "done"))  # the widget follows the new job
     assert _wait_state(page, ("done", "failed", "timed out", "cached")) == "done"
     page.wait_for_function(
         "() => { const e = document.querySelector('.goenhance-status .goenhance-error');"
@@ -366,7 +370,12 @@ def _job_status_in_sim(bsim: Any, short: str) -> str | None:
             ids.add(query.split("img_uuid=", 1)[1].split("&", 1)[0])
     for full in ids:
         if full.startswith(short):
-            r = bsim._http.get("/api/v1/jobs/detail", params={"img_uuid": full})
+            r = httpx.get(
+                f"{bsim.base_url}/api/v1/jobs/detail",
+                params={"img_uuid": full},
+                headers={"Authorization": f"Bearer {SENTINEL}"},
+                timeout=30,
+            )
             return str(r.json()["data"]["status"])
     return None
 
@@ -413,7 +422,7 @@ def test_sentinel_key_leaves_no_trace(
             "print('leak:', k)\n"
             "print('leak-b64:', base64.b64encode(b'x' + k.encode()).decode())\n"
             "print('leak-url:', urllib.parse.quote(k, safe=''))\n"
-            "os.write(2, f'leak-log: {k}\\n'.encode())",
+            "_ = os.write(2, f'leak-log: {k}\\n'.encode())",
         ],
     )
     open_notebook(page, server, "secret.ipynb")
