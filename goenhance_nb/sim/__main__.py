@@ -24,7 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Scope
 
-from goenhance_nb.sim.app import SimApp
+from goenhance_nb.sim.app import Aborter, SimApp
 from goenhance_nb.sim.core import Simulator, write_json
 
 TICK_SECONDS = 0.1
@@ -58,7 +58,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _make_aborter(server: uvicorn.Server):  # type: ignore[no-untyped-def]
+def _make_aborter(server: uvicorn.Server) -> Aborter:
+    """Close the client connection of a request (found among uvicorn's live connections)."""
+
     async def abort(scope: Scope) -> None:
         client = scope.get("client")
         target = tuple(client) if client else None

@@ -8,6 +8,7 @@ from the input and from the others (DECISIONS 19).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -207,7 +208,7 @@ def render_video(
     :raises MediaError: the source cannot be opened, has no video stream or no decodable frame,
         or encoding fails.
     """
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         n = _render(src, tmp, style=style, duration=duration, height=height, cancel=cancel)
         os.replace(tmp, dest)
