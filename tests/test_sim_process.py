@@ -125,6 +125,21 @@ def test_extra_keys_are_separate_accounts(tmp_path: Path) -> None:
     assert "sk-alice-123" not in text and "sk-bob-456" not in text
 
 
+def test_second_simulator_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    sim = start_sim(tmp_path)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "goenhance_nb.sim", "--state-dir", str(tmp_path / "state")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 3 and "in use" in r.stderr
+        assert httpx.get(sim.base_url + "/sim/health").json()["ok"] is True
+    finally:
+        sim.stop()
+
+
 def test_state_files_are_json(tmp_path: Path) -> None:
     sim = start_sim(tmp_path)
     sim.stop()

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import uvicorn
 from starlette.types import Scope
@@ -56,6 +56,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def lock_state_dir(state_dir: Path) -> TextIO | None:
+    """Hold an exclusive lock on `<state_dir>/sim.lock` for the life of the process (two
+    simulators on one state dir would overwrite each other's jobs); None when already held."""
+    f = (state_dir / "sim.lock").open("a+")
+    try:
+        import fcntl  # POSIX; elsewhere the state dir is not guarded
+    except ImportError:  # pragma: no cover
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def _make_aborter(server: uvicorn.Server) -> Aborter:
@@ -123,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         tmp_ctx = tempfile.TemporaryDirectory(prefix="goenhance-sim-")
         state_dir = Path(tmp_ctx.name)
     state_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_state_dir(state_dir)
+    if lock is None:
+        print(
+            f"goenhance-sim: state dir {state_dir} is in use by another simulator", file=sys.stderr
+        )
+        return 3
     try:
         sim = Simulator(state_dir, extra_keys=args.key, config=config)
     except ValueError as exc:
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 if json.loads(args.port_file.read_text()).get("pid") == os.getpid():
                     args.port_file.unlink()
         sock.close()
+        lock.close()
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
     return 0
