@@ -617,8 +617,9 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
 
 
 def _job_label(job: Any) -> str:
+    """``job <id8>`` once the API gave an id, else ``request <key8>`` (the cache key)."""
     jid = getattr(job, "id", None)
-    return f"job {str(jid)[:8]}" if jid else f"job {str(job.key)[:8]}"
+    return f"job {str(jid)[:8]}" if jid else f"request {str(job.key)[:8]}"
 
 
 def _status_line(job: Any) -> str:
@@ -1090,26 +1091,25 @@ def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                               nb_dir=_display.notebook_dir())
             return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
     if same_cell and not job.done():
-        text = f"<Job {_job_label(job)[4:]}> (live status above; the video replaces the placeholder)"
+        text = f"<Job: {_job_label(job)}> (live status above; the video replaces the placeholder)"
     return ({"text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
                           f"{html.escape(text)}</div>", "text/plain": text}, {})
 
 
 def _register_job_formatters(shell: Any) -> None:
-    try:
-        from goenhance_nb._engine import Job
-    except ImportError:
-        return
-    shell.display_formatter.mimebundle_formatter.for_type(Job, _job_bundle)
+    # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
+    shell.display_formatter.mimebundle_formatter.for_type_by_name(
+        "goenhance_nb._engine", "Job", _job_bundle)
 
 
 def _unregister_job_formatters(shell: Any) -> None:
-    try:
-        from goenhance_nb._engine import Job
-    except ImportError:
-        return
+    fmt = shell.display_formatter.mimebundle_formatter
     with contextlib.suppress(KeyError):
-        shell.display_formatter.mimebundle_formatter.pop(Job)
+        fmt.pop("goenhance_nb._engine.Job")
+    engine = sys.modules.get("goenhance_nb._engine")
+    if engine is not None:
+        with contextlib.suppress(KeyError):
+            fmt.pop(engine.Job)
 
 
 # -- extension hooks --------------------------------------------------------------------------
