@@ -755,3 +755,56 @@ async def test_post_5xx_warns_the_job_may_exist(client: AsyncClient, simx: SimPr
         await client.generate(SPEC, clip_url)
     assert info.value.status == 500
     assert simx.generate_calls() == 1
+
+
+async def test_documented_real_api_examples(tmp_path: Path) -> None:
+    # The real API's TLS host and its documented example bodies (spec §3.2-3.4), which the
+    # simulator does not reproduce byte for byte: MockTransport.
+    signed = ("https://openapi-static.goenhance.ai/user/2025/01/10/0b6f7c1e_0.mp4"
+              "?q-sign-algorithm=sha1&q-sign-time=1736496271;1736539471")
+    pending = {"code": 0, "msg": "Success", "data": {
+        "img_uuid": "0b6f", "status": "pending", "type": "mx-v2v", "job_type": "mx-v2v",
+        "model_id": "2000", "start_time": "2025-01-10T08:00:00.120Z", "json": None}}
+    done = {"code": 0, "msg": "Success", "data": {
+        "img_uuid": "0b6f", "status": "success", "type": "mx-v2v", "job_type": "mx-v2v",
+        "model_id": "2000", "start_time": "2025-01-10T08:00:00.120Z",
+        "end_time": "2025-01-10T08:04:31.870Z",
+        "json": [{"type": "video", "value": signed, "duration": 5.0,
+                  "link_expired_at": "2025-01-10T20:04:31Z"}]}}
+    models = {"code": 0, "msg": "success", "data": [
+        {"label": "Popular", "value": "default", "list": [
+            {"label": "Anime Style", "value": 2000, "version": "v5", "isVip": False,
+             "url": "https://cdn.goenhance.ai/preview/anime_v5.mp4"},
+            {"label": "Clay Style", "value": 2005, "version": "v5", "isVip": True}]},
+        {"label": "Anime", "value": "anime", "list": [
+            {"label": "Cute Anime Style", "value": 5, "version": "v1", "isVip": False},
+            {"value": "not-an-id"}, {"label": "Anime Style", "value": 2000}]}]}
+    answers = iter([pending, done])
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.scheme}://{request.url.host}{request.url.path}")
+        if request.url.path.endswith("/modellist"):
+            return httpx.Response(200, json=models)
+        if request.url.path.endswith("/tokens"):
+            return httpx.Response(200, json={"code": 0, "msg": "success", "data": {"count": 4207}})
+        return httpx.Response(200, json=next(answers))
+
+    key = SecretKey("sk-docs-example")
+    settings = Settings(api_key=key, rate_limit=0)
+    assert settings.base_url == "https://api.goenhance.ai" and settings.poll_interval == 5.0
+    c = AsyncClient(settings, base_url=settings.base_url, api_key=key,
+                    transport=httpx.MockTransport(handler))
+    styles = await c.list_styles()
+    assert [(s.id, s.category, s.is_vip) for s in styles] == [
+        (2000, "Popular", False), (2005, "Popular", True), (5, "Anime", False)]
+    assert styles[1].preview_url is None
+    credits = await c.credits()
+    assert (credits.count, credits.queue_limit, credits.user_id) == (4207, None, None)
+    d1 = await c.job_detail("0b6f")
+    assert (d1.state, d1.raw_status, d1.result_url) == (JobState.QUEUED, "pending", None)
+    d2 = await c.job_detail("0b6f")
+    assert d2.state is JobState.DONE and d2.result_url == signed
+    assert d2.expires_at == 1736539471.0 and d2.output_duration == 5.0
+    await c.aclose()
+    assert seen[0] == "https://api.goenhance.ai/api/v1/video2video/modellist"
