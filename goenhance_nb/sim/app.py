@@ -29,7 +29,7 @@ from goenhance_nb.sim.faults import CONTROL_PREFIXES, GENERIC_KINDS, FaultError,
 Aborter = Callable[[Scope], Awaitable[None]]
 
 LOGGED_PREFIXES = ("/api/", "/sim/results/", "/sim/files/", "/sim/uploads", "/sim/previews/")
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024
 
 
 def envelope(
