@@ -4,8 +4,9 @@
 :class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python through the
 session's client and shown as ``ipywidgets.Image`` bytes (the browser never fetches an
 authenticated URL); when previews fail the gallery is plain text buttons. Uploaded clips
-(``FileUpload``, small files only; DECISIONS 17) are copied to a local file at once and the
-widget's value is cleared so the bytes never reach saved widget state.
+(``FileUpload``, small files only; DECISIONS 17) are copied at once to
+``goenhance_uploads/<name>`` beside the notebook and the widget's value is cleared so the bytes
+never reach saved widget state. Nothing from ``Settings`` goes into a widget trait.
 
 Headless use (DECISIONS 22): ``Panel.submit(input, style, **params)`` sets the controls and
 submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks: ARCHITECTURE.md
@@ -32,6 +33,7 @@ from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, res
 __all__ = ["VIDEO_SUFFIXES", "Panel", "find_videos", "panel"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov")
+UPLOADS_DIRNAME = "goenhance_uploads"
 UPLOAD_WARN_BYTES = 10 * 1024 * 1024  # the server's websocket message limit is about 10 MiB
 _SKIP_DIRS = {"goenhance_outputs", "node_modules", "__pycache__", "site-packages"}
 _RESOLUTIONS = ("540p", "720p")
@@ -379,13 +381,15 @@ class Panel(W.VBox):
             f = files[0]
             name = _safe_name(str(f.get("name") or "upload.mp4"))
             data = bytes(f.get("content") or b"")
-            dest_dir = Path(self._session.settings.cache_dir) / "uploads"
-            dest_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # beside the notebook (a path the notebook can name again), never in the cache dir
+            dest_dir = self._root / UPLOADS_DIRNAME
+            dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / name
-            tmp = dest.with_suffix(dest.suffix + ".part")
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
             tmp.write_bytes(data)
             os.replace(tmp, dest)
-            self.input_path.value = str(dest)
+            self.refresh_files()
+            self.input_path.value = dest.relative_to(self._root).as_posix()
             note = f"uploaded {name} ({len(data) / 1e6:.1f} MB)"
             if len(data) > UPLOAD_WARN_BYTES:
                 note += " — large files: use the path field or the file list instead"

@@ -98,8 +98,10 @@ def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
                                    "last_modified": 1_700_000_000_000}]})
     assert p.upload.value == ()
     assert p.upload.get_state()["value"] == []
-    local = Path(p.input_path.value)
+    assert p.input_path.value == "goenhance_uploads/my_clip.mp4"  # relative to the notebook
+    local = Path.cwd() / p.input_path.value
     assert local.is_file() and local.read_bytes() == data
+    assert "goenhance_uploads/my_clip.mp4" in p.browser.options
     assert "uploaded" in p.message.value
     job = p.submit(duration=3)
     job.result(timeout=WAIT)
