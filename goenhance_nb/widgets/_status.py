@@ -233,7 +233,7 @@ class StatusWidget(W.VBox):
         clear_outputs(self.result)
         self._throttle.flush()
         self._start_ticker()
-        self._unsubscribe = job.subscribe(self._on_event)
+        self._unsubscribe = job.subscribe(lambda ev, j=job: self._on_event(ev, j))
 
     def stop_watching(self) -> None:
         """Stop polling this job locally (``job.cancel_watch()``); it stays resumable."""
@@ -286,13 +286,13 @@ class StatusWidget(W.VBox):
         super().close()
 
     # -- event intake (engine thread) ---------------------------------------------------------
-    def _on_event(self, ev: Any) -> None:
+    def _on_event(self, ev: Any, source: Any = None) -> None:
         kind = getattr(ev, "kind", None)
         with self._lock:
             m = self._m
             job = self._job
-            if getattr(ev, "key", None) not in (None, getattr(job, "key", None)):
-                return  # a late event of a job we no longer follow
+            if source is not None and source is not job:
+                return  # a late event of a job we no longer follow (a retry has the same key)
             now = time.time()
             ts = getattr(ev, "ts", None) or now
             elapsed = getattr(ev, "elapsed", None)
