@@ -219,3 +219,48 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_login_reads_the_key_over_stdin_and_never_echoes_it(
+        tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    km = KernelManager(kernel_name="python3")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JPY_", "VSCODE_")) and k != "GOENHANCE_API_KEY"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    seen: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        seen.append(repr(msg["content"]))
+
+    try:
+        kc.wait_for_ready(timeout=60)
+        kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
+                               stdin_hook=lambda m: None)
+        # headless (allow_stdin false): refused with one line, nothing asked
+        reply = kc.execute_interactive("%goenhance login", allow_stdin=False, timeout=60,
+                                       output_hook=hook)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
+        prompts: list[dict[str, Any]] = []
+
+        def answer(msg: dict[str, Any]) -> None:
+            prompts.append(msg["content"])
+            kc.input(sim.api_key)
+
+        reply = kc.execute_interactive("%goenhance login --save", allow_stdin=True, timeout=60,
+                                       stdin_hook=answer, output_hook=hook)
+        assert reply["content"]["status"] == "ok"
+        assert prompts and prompts[0]["password"] is True  # getpass: not echoed by the frontend
+        reply = kc.execute_interactive("%goenhance credits", allow_stdin=True, timeout=60,
+                                       stdin_hook=lambda m: None, output_hook=hook)
+        assert reply["content"]["status"] == "ok"
+        assert any("Credits:" in s for s in seen)
+        assert not any(sim.api_key in s for s in seen)
+        key_file = tmp_path / "config" / "goenhance_nb" / "api_key"
+        assert key_file.read_text().strip() == sim.api_key
+        assert (key_file.stat().st_mode & 0o777) == 0o600
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -391,3 +391,20 @@ def test_resume_after_a_new_session_picks_up_the_job(
     resumed = ip.run_line_magic("goenhance", f"resume {job.id} --wait")
     assert resumed.done() and resumed.id == job.id and resumed.path is not None
     assert sim.generate_calls() == 1  # re-attached, never re-sent
+
+
+@pytest.mark.slow
+def test_panel_and_cache_remove(
+        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    p = ip.run_line_magic("goenhance", "panel")
+    assert "goenhance-panel" in p._dom_classes and p.session is magics(ip).session()
+    job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --wait")
+    ip.run_line_magic("goenhance", f"cache remove {job.key[:10]}")
+    assert f"Removed {job.key[:12]}" in capsys.readouterr().out
+    again = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --wait")
+    # removed from the cache: not a cache hit, yet the ledger re-attaches to the finished job
+    # (fetches its result again) instead of paying for a new one
+    assert not again.cached and again.id == job.id and sim.generate_calls() == 1
+    assert again.path is not None and again.path.is_file()
+    p.close()
