@@ -397,6 +397,33 @@ def save_notebook(page: Any, server: JupyterServer, name: str) -> dict[str, Any]
     raise AssertionError(f"saving {name} through the UI did not change the file on disk")
 
 
+def screenshot(page: Any, name: str) -> Path:
+    """Save a screenshot of the whole current notebook under artifacts/browser/<name>.png.
+
+    The notebook scrolls inside the page, so the viewport is grown to the notebook's height for
+    the shot (capped), then restored.
+    """
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    size = page.viewport_size or {"width": 1400, "height": 1000}
+    extra = page.evaluate(f"""() => {{
+        const o = document.querySelector('{CURRENT_PANEL} .jp-WindowedPanel-outer')
+               || document.querySelector('{CURRENT_PANEL} .jp-Notebook');
+        return o ? Math.max(0, o.scrollHeight - o.clientHeight) : 0;
+    }}""")
+    if extra > 0:
+        page.set_viewport_size(
+            {"width": size["width"], "height": min(size["height"] + extra + 40, 4000)}
+        )
+        page.wait_for_timeout(500)  # let the layout settle for the picture (not an assertion)
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if extra > 0:
+            page.set_viewport_size(size)
+    return path
+
+
 def dom_snapshot(page: Any) -> str:
     """Everything a page holds that a person (or a script on it) could read."""
     return str(

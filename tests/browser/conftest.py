@@ -65,6 +65,8 @@ def page(
 ) -> Iterator[Any]:
     """A fresh browser context and page; console output and a failure screenshot to artifacts/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob(f"{artifact_name}-*"):  # a previous run's failure evidence
+        stale.unlink()
     context = playwright_browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     console: list[str] = []

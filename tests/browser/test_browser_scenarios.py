@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from browserkit import (
-    ARTIFACTS,
     JOB_DONE_MS,
     JS_BUSY_PROMPTS,
     JS_KERNEL_STATUS,
@@ -33,6 +32,7 @@ from browserkit import (
     outputs_text,
     run_all_and_wait,
     save_notebook,
+    screenshot,
     wait_kernel_idle,
     write_notebook,
 )
@@ -126,8 +126,7 @@ def _assert_video_plays(page: Any, video: Any) -> dict[str, Any]:
 
 
 def _shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    screenshot(page, name)
 
 
 # ------------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from browserkit import (
-    ARTIFACTS,
     JupyterServer,
     open_notebook,
     outputs_text,
     run_all_and_wait,
+    screenshot,
     write_notebook,
 )
 
@@ -40,4 +40,4 @@ def test_lab_renders_widget_and_text(
     assert page.locator(".smoke-slider .widget-readout").inner_text().strip() == "42"
     assert "IntSlider(" not in outputs_text(page)
     assert "hello from the kernel" in outputs_text(page)
-    page.screenshot(path=str(ARTIFACTS / f"{artifact_name}.png"), full_page=True)
+    screenshot(page, artifact_name)
