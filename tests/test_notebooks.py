@@ -183,3 +183,55 @@ def test_binder_start_hook_opens_quickstart_without_a_key(tmp_path: Path) -> Non
     assert "01-quickstart" not in out
     reqs = (start.parent / "requirements.txt").read_text()
     assert "jupyterlab" in reqs and "pip install --no-cache-dir ." in (start.parent / "postBuild").read_text()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.mark.browser
+def test_html_export_videos_play_in_chromium(tmp_path: Path, sim: Any,
+                                             sim_env: dict[str, str]) -> None:
+    """The HTML export (as `make demo` writes it) plays its videos from goenhance_outputs/."""
+    import os
+
+    if not Path(CHROMIUM).exists() or not _has_playwright():
+        reason = f"{CHROMIUM} or playwright missing"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+        pytest.skip(f"{reason} (in CI this is a failure)")
+    from playwright.sync_api import sync_playwright
+
+    _, error = execute_notebook(NOTEBOOKS_DIR / "01-quickstart.ipynb", tmp_path)
+    assert error is None
+    html_path = export_html(tmp_path / "01-quickstart.ipynb")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(html_path.as_uri())
+            videos = page.locator("video.goenhance-video")
+            assert videos.count() >= 2
+            for i in range(videos.count()):
+                v = videos.nth(i)
+                v.scroll_into_view_if_needed()
+                page.wait_for_function("v => v.readyState >= 2", arg=v.element_handle(),
+                                       timeout=30_000)
+                start = v.evaluate("v => v.currentTime")
+                v.evaluate("v => v.play()")
+                page.wait_for_function("([v, t]) => v.currentTime > t",
+                                       arg=[v.element_handle(), start], timeout=30_000)
+                size = v.evaluate("v => [v.videoWidth, v.videoHeight]")
+                assert size == [720, 540]
+        finally:
+            browser.close()
+
+
+def _has_playwright() -> bool:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return False
+    return True
