@@ -73,10 +73,13 @@ class SimProcess:
         self._http.delete("/sim/faults").raise_for_status()
 
     def reset(self, config: dict[str, Any] | None = None) -> None:
-        """Clear faults and the request log and restore the given config (test isolation)."""
+        """Clear faults and the request log, restore the start config (every switch and every
+        account's balance), then apply ``config`` if given (test isolation)."""
         self.clear_faults()
         self.clear_requests()
-        self.config(**(config if config is not None else FAST_CONFIG))
+        self._http.delete("/sim/config").raise_for_status()
+        if config:
+            self.config(**config)
 
     def stop(self) -> None:
         self._http.close()
