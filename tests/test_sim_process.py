@@ -112,8 +112,16 @@ def test_extra_keys_are_separate_accounts(tmp_path: Path) -> None:
             url = upload(alice, b"\x00" * 1000)
             job = generate(alice, url)["img_uuid"]
             assert credits(alice) == 5000 - 15 and credits(bob) == 5000 == credits(default)
+            wait_for(alice, job)
             assert detail(bob, job) == {"code": 404, "msg": "job not found", "data": None}
             assert detail(alice, job)["code"] == 0
+            # the queue limit is per account: alice's second job waits, bob's first does not
+            sim.config(queue_limit=1, pending_seconds=30)
+            generate(alice, url)
+            waiting = generate(alice, url)["img_uuid"]
+            own = generate(bob, url)["img_uuid"]
+            assert detail(alice, waiting)["data"]["status"] == "WAITING"
+            assert detail(bob, own)["data"]["status"] == "pending"
             assert (
                 alice.get("/api/v1/user/tokens").json()["data"]["user_id"]
                 != bob.get("/api/v1/user/tokens").json()["data"]["user_id"]
