@@ -30,7 +30,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium; BROWSER_TEST_CHROMIUM overrides it (e.g. to check the missing-browser path).
+CHROMIUM = os.environ.get("BROWSER_TEST_CHROMIUM", "/usr/bin/chromium")
 # PLATFORM-NOTES.md, "Browser tests": without the background-networking flags this machine's
 # closed network refuses Chromium's own connections.
 CHROMIUM_ARGS = [
@@ -415,6 +416,10 @@ def screenshot(page: Any, name: str) -> Path:
         page.set_viewport_size(
             {"width": size["width"], "height": min(size["height"] + extra + 40, 4000)}
         )
+        page.evaluate(f"""() => {{
+            const o = document.querySelector('{CURRENT_PANEL} .jp-WindowedPanel-outer');
+            if (o) o.scrollTop = 0;
+        }}""")
         page.wait_for_timeout(500)  # let the layout settle for the picture (not an assertion)
     try:
         page.screenshot(path=str(path), full_page=True)

@@ -247,6 +247,12 @@ def test_panel_submit_then_cached(
     second = panel.locator(".goenhance-panel-result .goenhance-result").nth(1)
     assert second.locator(".goenhance-cached").is_visible()
     assert second.locator(".goenhance-cached").inner_text().strip() == "cached"
+    # The row's badge settles on "cached" (it may show "queued" for one throttled render first).
+    page.wait_for_function(
+        """() => { const b = document.querySelector('.goenhance-jobs .goenhance-job .goenhance-state');
+                   return b && ['done', 'cached', 'failed', 'timed out'].includes(b.textContent.trim()); }""",
+        timeout=30_000,
+    )
     assert newest.locator(".goenhance-state").inner_text().strip() == "cached"
     _assert_video_plays(page, second.locator("video.goenhance-video"))
     assert bsim.generate_calls() == 1, bsim.requests("/api/v1/video2video/generate")
