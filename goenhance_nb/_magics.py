@@ -951,7 +951,11 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
     """Show the effective settings and magic defaults; the key only as set / not set."""
     session = m.session()
     s = session.settings
-    rows: list[list[Any]] = [["api_key", "set" if getattr(s, "api_key", None) else "not set"],
+    key_state = "not set (embedded simulator)" if s.base_url is None else "not set"
+    if getattr(s, "api_key", None):
+        source = getattr(s, "key_source", None)
+        key_state = f"set (from {source})" if source else "set"
+    rows: list[list[Any]] = [["api_key", key_state],
                              ["backend", getattr(session, "backend", getattr(s, "backend", ""))]]
     for name in _CONFIG_FIELDS:
         if hasattr(s, name):
