@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     # notebook layer
     "panel": "_panel",
     "StatusWidget": "widgets",
+    "result_grid": "_display",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__", "load_ipython_extension", "unload_ipython_extension"]
