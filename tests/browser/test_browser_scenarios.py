@@ -398,6 +398,7 @@ def test_sentinel_key_leaves_no_trace(
 ) -> None:
     assert kernel_env["GOENHANCE_API_KEY"] == SENTINEL
     dump = tmp_path / "widget-state.json"
+    control_dump = tmp_path / "control-widget-state.json"
     server = _start(
         jupyter,
         kernel_env,
@@ -410,13 +411,7 @@ def test_sentinel_key_leaves_no_trace(
             "%goenhance credits",
             "%goenhance jobs",
             "p = goenhance_nb.panel()\np",
-            "import base64, json, time, ipywidgets\n"
-            "time.sleep(1)  # let throttled widget renders land\n"
-            "def _enc(o):\n"
-            "    return base64.b64encode(bytes(o)).decode() if isinstance(o, (bytes, bytearray, memoryview)) else repr(o)\n"
-            "state = {mid: w.get_state() for mid, w in list(ipywidgets.Widget.widgets.items())}\n"
-            f"open({str(dump)!r}, 'w').write(json.dumps(state, default=_enc))\n"
-            "print(len(state), 'widgets')",
+            _dump_widget_state_cell(dump),
         ],
     )
     write_notebook(
@@ -428,6 +423,8 @@ def test_sentinel_key_leaves_no_trace(
             "print('leak-b64:', base64.b64encode(b'x' + k.encode()).decode())\n"
             "print('leak-url:', urllib.parse.quote(k, safe=''))\n"
             "_ = os.write(2, f'leak-log: {k}\\n'.encode())",
+            "import ipywidgets\nipywidgets.Password(value=k, description='key')",
+            _dump_widget_state_cell(control_dump),
         ],
     )
     open_notebook(page, server, "secret.ipynb")
@@ -485,11 +482,28 @@ def test_sentinel_key_leaves_no_trace(
         "saved .ipynb": find_secret((server.root / "control-leak.ipynb").read_text(), SENTINEL),
         "HTML export": find_secret(_export_html(server, "control-leak.ipynb"), SENTINEL),
         "server + kernel log": find_secret(_wait_log(server, "leak-log:"), SENTINEL),
+        "widget state (kernel)": find_secret(control_dump.read_text(), SENTINEL),
     }
     _shot(page, f"{artifact_name}-control")
     for surface in ("page DOM", "saved .ipynb", "HTML export"):
         assert {"plain", "url-encoded", "base64@1"} <= set(caught[surface]), (surface, caught)
     assert "plain" in caught["server + kernel log"], caught
+    assert "plain" in caught["widget state (kernel)"], caught
+
+
+def _dump_widget_state_cell(path: Path) -> str:
+    """A cell that writes every live widget's state (what the kernel syncs) to `path`."""
+    return (
+        "import base64, json, time, ipywidgets\n"
+        "time.sleep(1)  # let throttled widget renders land\n"
+        "def _enc(o):\n"
+        "    if isinstance(o, (bytes, bytearray, memoryview)):\n"
+        "        return base64.b64encode(bytes(o)).decode()\n"
+        "    return repr(o)\n"
+        "state = {mid: w.get_state() for mid, w in list(ipywidgets.Widget.widgets.items())}\n"
+        f"_ = open({str(path)!r}, 'w').write(json.dumps(state, default=_enc))\n"
+        "print(len(state), 'widgets')"
+    )
 
 
 def _export_html(server: JupyterServer, name: str) -> str:
