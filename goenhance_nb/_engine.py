@@ -195,7 +195,7 @@ class Job:
         """
         if self._engine.on_engine_thread() and not self._future.done():
             # Re-entrant call from a callback: drive the loop instead of deadlocking it.
-            return _sync.run_sync(self._await_with_timeout(timeout))
+            return self._engine.run(self._await_with_timeout(timeout))
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -379,6 +379,9 @@ class JobEngine:
         Safe from any thread; from the engine thread itself it goes through ``_sync.run_sync``.
         """
         if self.on_engine_thread():
+            # Make sure run_sync sees *this* loop as the engine loop (another Session's engine
+            # may have registered later), so it nests instead of blocking this thread.
+            _sync.register_engine_loop(self.loop)
             return _sync.run_sync(coro)
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
@@ -404,8 +407,10 @@ class JobEngine:
             loop.call_soon_threadsafe(loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout)
-        with contextlib.suppress(Exception):
-            _sync.register_engine_loop(None)  # type: ignore[arg-type]
+        if _sync.engine_loop() is loop:
+            _sync.register_engine_loop(None)
+        if not loop.is_running():
+            loop.close()
 
     # -- submission ------------------------------------------------------------------------
     def active(self, key: str) -> Job | None:

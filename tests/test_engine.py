@@ -269,9 +269,15 @@ def test_same_key_twice_in_one_process_is_one_job(esim: Any, session: Session, c
     assert esim.generate_calls() == 1
 
 
+@pytest.mark.parametrize("second_session", [False, True])
 def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
-        esim: Any, session: Session, clip: Path) -> None:
-    """A listener runs on the engine thread; a blocking result()/credits() there is re-entrant."""
+        esim: Any, session: Session, clip: Path, tmp_path: Path, second_session: bool) -> None:
+    """A listener runs on the engine thread; a blocking result()/credits() there is re-entrant,
+    also when another Session's engine started later."""
+    if second_session:
+        other = make_session(esim, tmp_path / "other")
+        session.engine.loop  # noqa: B018 - start ours first
+        other.engine.loop  # noqa: B018 - then another engine registers its loop
     out: dict[str, Any] = {}
     done = concurrent.futures.Future()  # type: ignore[var-annotated]
 
@@ -291,6 +297,8 @@ def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
     assert done.result(90) is True
     assert Path(out["path"]).is_file() and out["credits"] >= 0
     assert esim.generate_calls() == 2
+    if second_session:
+        other.close()
 
 
 def test_deadline_uses_the_injected_clock(esim: Any, session: Session, clip: Path) -> None:
