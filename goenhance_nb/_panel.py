@@ -48,8 +48,9 @@ def panel(session: Any = None) -> Panel:
     return Panel(session=session)
 
 
-def find_videos(root: Path | str, *, max_depth: int = 3, limit: int = 200,
-                exclude: tuple[Path, ...] = ()) -> list[str]:
+def find_videos(
+    root: Path | str, *, max_depth: int = 3, limit: int = 200, exclude: tuple[Path, ...] = ()
+) -> list[str]:
     """Video files (``.mp4``/``.mov``) under ``root``, as sorted paths relative to it.
 
     Hidden directories, ``goenhance_outputs``, virtualenv/package folders and the ``exclude``
@@ -61,9 +62,14 @@ def find_videos(root: Path | str, *, max_depth: int = 3, limit: int = 200,
     base_depth = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root):
         depth = len(Path(dirpath).parts) - base_depth
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
-                             and not (Path(dirpath) / d / "pyvenv.cfg").exists()
-                             and (not skip or (Path(dirpath) / d).resolve() not in skip))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in _SKIP_DIRS
+            and not (Path(dirpath) / d / "pyvenv.cfg").exists()
+            and (not skip or (Path(dirpath) / d).resolve() not in skip)
+        )
         if depth >= max_depth:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -101,14 +107,18 @@ class _Gallery(W.Box):
         self.styles = {int(s.id): s for s in styles}
         for s in styles:
             label = f"{s.label} ★VIP" if getattr(s, "is_vip", False) else str(s.label)
-            btn = W.ToggleButton(description=label, tooltip=f"{s.label} (id {s.id}, {s.version})",
-                                 layout=W.Layout(width="140px"))
-            btn.add_class("goenhance-style")
-            btn.add_class(f"goenhance-style-{s.id}")
+            btn = W.ToggleButton(
+                description=label,
+                tooltip=f"{s.label} (id {s.id}, {s.version})",
+                layout=W.Layout(width="140px"),
+                _dom_classes=["goenhance-style", f"goenhance-style-{s.id}"],
+            )
             btn.observe(lambda ch, sid=int(s.id): self._toggled(sid, ch["new"]), names="value")
-            img = W.Image(format="jpeg", layout=W.Layout(width="140px", height="79px",
-                                                          display="none"))
-            img.add_class("goenhance-style-preview")
+            img = W.Image(
+                format="jpeg",
+                layout=W.Layout(width="140px", height="79px", display="none"),
+                _dom_classes=["goenhance-style-preview"],
+            )
             self.buttons[int(s.id)] = btn
             self.images[int(s.id)] = img
             cards.append(W.VBox([img, btn], layout=W.Layout(width="146px", margin="0 6px 6px 0")))
@@ -153,8 +163,14 @@ class Panel(W.VBox):
     ``submit_button``, ``jobs_box``, ``credits``, ``result``, ``message``).
     """
 
-    def __init__(self, session: Any = None, *, notebook_dir: Path | str | None = None,
-                 load_previews: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        session: Any = None,
+        *,
+        notebook_dir: Path | str | None = None,
+        load_previews: bool = True,
+        **kwargs: Any,
+    ) -> None:
         if session is None:
             from goenhance_nb._session import get_session
 
@@ -170,82 +186,128 @@ class Panel(W.VBox):
         self.styles: list[Any] = []
 
         # -- input --------------------------------------------------------------------------
-        self.input_path = W.Text(placeholder="path/to/clip.mp4 or https://…", description="Input",
-                                 layout=W.Layout(width="420px"))
-        self.input_path.add_class("goenhance-input")
-        self.browser = W.Select(options=[], rows=5, description="Videos",
-                                layout=W.Layout(width="420px"))
-        self.browser.add_class("goenhance-browser")
+        self.input_path = W.Text(
+            placeholder="path/to/clip.mp4 or https://…",
+            description="Input",
+            layout=W.Layout(width="420px"),
+            _dom_classes=["goenhance-input"],
+        )
+        self.browser = W.Select(
+            options=[],
+            rows=5,
+            description="Videos",
+            layout=W.Layout(width="420px"),
+            _dom_classes=["goenhance-browser"],
+        )
         self.browser.observe(self._browsed, names="value")
-        self.refresh_button = W.Button(description="Refresh list", icon="sync",
-                                       layout=W.Layout(width="auto"))
+        self.refresh_button = W.Button(
+            description="Refresh list", icon="sync", layout=W.Layout(width="auto")
+        )
         self.refresh_button.on_click(lambda _b: self.refresh_files())
-        self.upload = W.FileUpload(accept=",".join(VIDEO_SUFFIXES), multiple=False,
-                                   description="Upload small clip")
-        self.upload.add_class("goenhance-upload")
+        self.upload = W.FileUpload(
+            accept=",".join(VIDEO_SUFFIXES),
+            multiple=False,
+            description="Upload small clip",
+            _dom_classes=["goenhance-upload"],
+        )
         self.upload.observe(self._uploaded, names="value")
 
         # -- style and params ---------------------------------------------------------------
         self.gallery = _Gallery(self._style_changed)
-        self.prompt = W.Textarea(placeholder="optional prompt (≤ 500 characters)",
-                                 description="Prompt", layout=W.Layout(width="420px"))
-        self.prompt.add_class("goenhance-prompt")
-        self.duration = W.BoundedIntText(value=5, min=3, max=30, description="Duration (s)",
-                                         style={"description_width": "initial"},
-                                         layout=W.Layout(width="160px"))
-        self.duration.add_class("goenhance-duration")
-        self.resolution = W.Dropdown(options=list(_RESOLUTIONS), value="720p",
-                                     description="Resolution", layout=W.Layout(width="200px"))
-        self.resolution.add_class("goenhance-resolution")
-        self.seed = W.IntText(value=-1, description="Seed", layout=W.Layout(width="160px"))
-        self.seed.add_class("goenhance-seed")
-        self.force = W.Checkbox(value=False, description="run again (ignore cache)", indent=False)
-        self.force.add_class("goenhance-force")
-        self.estimate = W.Label("")
-        self.estimate.add_class("goenhance-estimate")
+        self.prompt = W.Textarea(
+            placeholder="optional prompt (≤ 500 characters)",
+            description="Prompt",
+            layout=W.Layout(width="420px"),
+            _dom_classes=["goenhance-prompt"],
+        )
+        self.duration = W.BoundedIntText(
+            value=5,
+            min=3,
+            max=30,
+            description="Duration (s)",
+            style={"description_width": "initial"},
+            layout=W.Layout(width="160px"),
+            _dom_classes=["goenhance-duration"],
+        )
+        self.resolution = W.Dropdown(
+            options=list(_RESOLUTIONS),
+            value="720p",
+            description="Resolution",
+            layout=W.Layout(width="200px"),
+            _dom_classes=["goenhance-resolution"],
+        )
+        self.seed = W.IntText(
+            value=-1,
+            description="Seed",
+            layout=W.Layout(width="160px"),
+            _dom_classes=["goenhance-seed"],
+        )
+        self.force = W.Checkbox(
+            value=False,
+            description="run again (ignore cache)",
+            indent=False,
+            _dom_classes=["goenhance-force"],
+        )
+        self.estimate = W.Label("", _dom_classes=["goenhance-estimate"])
         for w in (self.duration, self.resolution):
             w.observe(lambda _ch: self._update_estimate(), names="value")
-        self.submit_button = W.Button(description="Submit", button_style="success", icon="play")
-        self.submit_button.add_class("goenhance-submit")
+        self.submit_button = W.Button(
+            description="Submit",
+            button_style="success",
+            icon="play",
+            _dom_classes=["goenhance-submit"],
+        )
         self.submit_button.on_click(lambda _b: self._submit_clicked())
-        self.message = W.HTML("")
-        self.message.add_class("goenhance-panel-message")
+        self.message = W.HTML("", _dom_classes=["goenhance-panel-message"])
 
         # -- jobs, credits, result ----------------------------------------------------------
-        self.jobs_box = W.VBox([])
-        self.jobs_box.add_class("goenhance-jobs")
-        self.credits = W.Label("")
-        self.credits.add_class("goenhance-credits")
-        self.backend = W.Label(backend_label(getattr(session, "backend", None)),
-                               style={"font_weight": "bold"})
-        self.backend.add_class("goenhance-backend")
+        self.jobs_box = W.VBox([], _dom_classes=["goenhance-jobs"])
+        self.credits = W.Label("", _dom_classes=["goenhance-credits"])
+        self.backend = W.Label(
+            backend_label(getattr(session, "backend", None)),
+            style={"font_weight": "bold"},
+            _dom_classes=["goenhance-backend"],
+        )
         if self.backend.value == "SIMULATED":
             self.backend.style.background = "#fdd835"
-        self.result = W.Output()
-        self.result.add_class("goenhance-panel-result")
+        self.result = W.Output(_dom_classes=["goenhance-panel-result"])
 
-        super().__init__([
-            W.HBox([W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
-                   layout=W.Layout(align_items="center", grid_gap="10px")),
-            W.HBox([W.VBox([self.input_path, self.browser]),
-                    W.VBox([self.refresh_button, self.upload])]),
-            W.HTML("<b>Style</b>"), self.gallery,
-            self.prompt,
-            W.HBox([self.duration, self.resolution, self.seed, self.force],
-                   layout=W.Layout(flex_flow="row wrap", align_items="center")),
-            W.HBox([self.submit_button, self.estimate], layout=W.Layout(align_items="center")),
-            self.message,
-            W.HTML("<b>Jobs</b>"), self.jobs_box,
-            self.result,
-        ], **kwargs)
+        super().__init__(
+            [
+                W.HBox(
+                    [W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
+                    layout=W.Layout(align_items="center", grid_gap="10px"),
+                ),
+                W.HBox(
+                    [
+                        W.VBox([self.input_path, self.browser]),
+                        W.VBox([self.refresh_button, self.upload]),
+                    ]
+                ),
+                W.HTML("<b>Style</b>"),
+                self.gallery,
+                self.prompt,
+                W.HBox(
+                    [self.duration, self.resolution, self.seed, self.force],
+                    layout=W.Layout(flex_flow="row wrap", align_items="center"),
+                ),
+                W.HBox([self.submit_button, self.estimate], layout=W.Layout(align_items="center")),
+                self.message,
+                W.HTML("<b>Jobs</b>"),
+                self.jobs_box,
+                self.result,
+            ],
+            **kwargs,
+        )
         self.add_class("goenhance-panel")
 
         self.refresh_files()
         self._load_styles()
         self.refresh_credits()
         if load_previews:
-            threading.Thread(target=self.load_previews, name="goenhance-previews",
-                             daemon=True).start()
+            threading.Thread(
+                target=self.load_previews, name="goenhance-previews", daemon=True
+            ).start()
         else:
             self.previews_ready.set()
 
@@ -266,8 +328,12 @@ class Panel(W.VBox):
         with self._lock:
             return list(self._status)
 
-    def submit(self, input: str | os.PathLike[str] | None = None, style: int | str | None = None,
-               **params: Any) -> Any:
+    def submit(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        style: int | str | None = None,
+        **params: Any,
+    ) -> Any:
         """Set the controls, then submit exactly like the Submit button.
 
         ``params``: ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``. Omitted values
@@ -363,8 +429,12 @@ class Panel(W.VBox):
             return
         s = self.gallery.styles.get(sid)
         try:
-            est = usage.estimate(sid, self.resolution.value, int(self.duration.value),
-                                 is_vip=bool(getattr(s, "is_vip", False)))
+            est = usage.estimate(
+                sid,
+                self.resolution.value,
+                int(self.duration.value),
+                is_vip=bool(getattr(s, "is_vip", False)),
+            )
             self.estimate.value = f"cost {est}"
         except Exception:
             self.estimate.value = ""
@@ -419,9 +489,14 @@ class Panel(W.VBox):
                 raise InputError("choose a style")
             prompt = self.prompt.value.strip() or None
             job = self._session.transform(
-                source, sid, prompt=prompt, duration=int(self.duration.value),
-                resolution=self.resolution.value, seed=int(self.seed.value),
-                force=bool(self.force.value))
+                source,
+                sid,
+                prompt=prompt,
+                duration=int(self.duration.value),
+                resolution=self.resolution.value,
+                seed=int(self.seed.value),
+                force=bool(self.force.value),
+            )
         except GoEnhanceError as exc:
             self._show_message(f"{type(exc).__name__}: {exc}", error=True)
             raise
@@ -438,10 +513,15 @@ class Panel(W.VBox):
         label = getattr(style, "label", None) or str(getattr(job.spec, "model", "?"))
         sw = StatusWidget(job, session=self._session, compact=True)
         sw.on_retry(self._track_retry)
-        row = W.HBox([W.Label(label, layout=W.Layout(width="120px")),
-                      W.Label(input_name, layout=W.Layout(width="160px")), sw],
-                     layout=W.Layout(align_items="center"))
-        row.add_class("goenhance-job")
+        row = W.HBox(
+            [
+                W.Label(label, layout=W.Layout(width="120px")),
+                W.Label(input_name, layout=W.Layout(width="160px")),
+                sw,
+            ],
+            layout=W.Layout(align_items="center"),
+            _dom_classes=["goenhance-job"],
+        )
         with self._lock:
             self._jobs.append(job)
             self._status.append(sw)
@@ -481,8 +561,7 @@ class Panel(W.VBox):
 
     def _render_credits_later(self) -> None:
         # credits() is an HTTP call: never on the engine thread
-        threading.Thread(target=self.refresh_credits, name="goenhance-credits",
-                         daemon=True).start()
+        threading.Thread(target=self.refresh_credits, name="goenhance-credits", daemon=True).start()
 
     def _render_credits(self, count: int | None) -> None:
         usage = getattr(self._session, "usage", None)
@@ -496,8 +575,9 @@ class Panel(W.VBox):
     def _show_message(self, text: str, *, error: bool = False) -> None:
         text = redact_text(text)
         colour = "#c62828" if error else "#555"
-        self.message.value = (f'<span style="color:{colour}">{html.escape(text)}</span>'
-                              if text else "")
+        self.message.value = (
+            f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
+        )
 
     def _preview_bytes(self, style: Any) -> bytes | None:
         sid = int(style.id)

@@ -93,9 +93,19 @@ def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
     p = Panel(session, load_previews=False)
     data = clip.read_bytes()
     # what the frontend sends when the user picks a file (deserialised like a comm update)
-    p.upload.set_state({"value": [{"name": "my clip.mp4", "type": "video/mp4",
-                                   "size": len(data), "content": memoryview(data),
-                                   "last_modified": 1_700_000_000_000}]})
+    p.upload.set_state(
+        {
+            "value": [
+                {
+                    "name": "my clip.mp4",
+                    "type": "video/mp4",
+                    "size": len(data),
+                    "content": memoryview(data),
+                    "last_modified": 1_700_000_000_000,
+                }
+            ]
+        }
+    )
     assert p.upload.value == ()
     assert p.upload.get_state()["value"] == []
     assert p.input_path.value == "goenhance_uploads/my_clip.mp4"  # relative to the notebook

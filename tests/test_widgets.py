@@ -38,8 +38,11 @@ class CommLog:
         """The state dicts of the ``update`` messages sent for ``widget``."""
         cid = widget.comm.comm_id
         with self.lock:
-            return [d["state"] for c, t, d in self.messages
-                    if c == cid and t == "comm_msg" and (d or {}).get("method") == "update"]
+            return [
+                d["state"]
+                for c, t, d in self.messages
+                if c == cid and t == "comm_msg" and (d or {}).get("method") == "update"
+            ]
 
     def synced_values(self, widget: ipywidgets.Widget, name: str = "value") -> list[Any]:
         """Values of trait ``name`` as the frontend received them (open state, then updates)."""
@@ -58,8 +61,14 @@ class CommLog:
 class _RecordingComm(BaseComm):
     log: CommLog
 
-    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
-                    buffers: Any = None, **keys: Any) -> None:
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: Any = None,
+        metadata: Any = None,
+        buffers: Any = None,
+        **keys: Any,
+    ) -> None:
         with self.log.lock:
             self.log.messages.append((self.comm_id, msg_type, data))
 
@@ -96,8 +105,9 @@ def clip(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def session(sim: Any, sim_env: dict[str, str], tmp_path: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def session(
+    sim: Any, sim_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     from goenhance_nb import Session
 
     monkeypatch.chdir(tmp_path)
@@ -121,8 +131,9 @@ def result_html(out: ipywidgets.Output) -> str:
 
 # -- tests ------------------------------------------------------------------------------------
 @pytest.fixture
-def session_no_local_queue(sim: Any, sim_env: dict[str, str], tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def session_no_local_queue(
+    sim: Any, sim_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """A Session that does not hold jobs back locally (so the server's WAITING shows)."""
     from goenhance_nb import Session
 
@@ -133,13 +144,15 @@ def session_no_local_queue(sim: Any, sim_env: dict[str, str], tmp_path: Path,
     sim.config(**SIM_DEFAULTS)
 
 
-def test_status_follows_job_to_done_with_raw_status_verbatim(sim, session_no_local_queue,
-                                                             comms, clip):
+def test_status_follows_job_to_done_with_raw_status_verbatim(
+    sim, session_no_local_queue, comms, clip
+):
     # a second job waits behind the first on the server (queue_limit 1): the server says
     # WAITING, then reports completion as "completed", both verbatim beside the badge
     session = session_no_local_queue
-    sim.config(queue_limit=1, waiting_status="WAITING", success_status="completed",
-               processing_seconds=1.5)
+    sim.config(
+        queue_limit=1, waiting_status="WAITING", success_status="completed", processing_seconds=1.5
+    )
     first = session.transform(clip, 2000, duration=3, resolution="540p", seed=1)
     submitted = threading.Event()
     first.subscribe(lambda ev: ev.job_id and submitted.set())
@@ -308,8 +321,11 @@ def test_stop_watching_leaves_job_resumable(sim, session, comms, clip):
 def secret_needles(secret: str) -> list[bytes]:
     """Plain, URL-encoded and base64 forms of ``secret`` (base64 at all 3 alignments)."""
     raw = secret.encode()
-    needles = {raw, urllib.parse.quote(secret, safe="").encode(),
-               urllib.parse.quote_plus(secret).encode()}
+    needles = {
+        raw,
+        urllib.parse.quote(secret, safe="").encode(),
+        urllib.parse.quote_plus(secret).encode(),
+    }
     for pad in range(3):
         enc = base64.b64encode(b"\0" * pad + raw)
         # drop the chars touched by the padding prefix and the unaligned tail
@@ -440,15 +456,17 @@ display(w)
 
 
 @pytest.mark.slow
-def test_widget_keeps_updating_after_the_cell_returns_in_a_real_kernel(sim, sim_env, clip,
-                                                                      tmp_path):
+def test_widget_keeps_updating_after_the_cell_returns_in_a_real_kernel(
+    sim, sim_env, clip, tmp_path
+):
     import os
 
     from jupyter_client.manager import start_new_kernel
 
     sim.config(processing_seconds=3.0)
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
-                              env={**os.environ, **sim_env})
+    km, kc = start_new_kernel(
+        kernel_name="python3", cwd=str(tmp_path), env={**os.environ, **sim_env}
+    )
     try:
         first = kc.execute(KERNEL_CODE.format(clip=str(clip)))
         second = kc.execute("import time; time.sleep(2.0)")  # another cell keeps the kernel busy

@@ -109,11 +109,16 @@ def backend_label(backend: str | None) -> str:
 
 def state_badge() -> W.Label:
     """A Label used as the normalised state badge (class ``goenhance-state``)."""
-    badge = W.Label("queued", style={"background": STATE_COLOURS["queued"][0],
-                                     "text_color": STATE_COLOURS["queued"][1],
-                                     "font_weight": "bold"},
-                    layout=W.Layout(padding="0 6px"))
-    badge.add_class("goenhance-state")
+    badge = W.Label(
+        "queued",
+        style={
+            "background": STATE_COLOURS["queued"][0],
+            "text_color": STATE_COLOURS["queued"][1],
+            "font_weight": "bold",
+        },
+        layout=W.Layout(padding="0 6px"),
+        _dom_classes=["goenhance-state"],
+    )
     return badge
 
 
@@ -125,13 +130,17 @@ def set_badge(badge: W.Label, text: str) -> None:
     badge.style.text_color = fg
 
 
-def append_bundle(out: W.Output, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+def append_bundle(
+    out: W.Output, data: dict[str, Any], metadata: dict[str, Any] | None = None
+) -> None:
     """Append a display_data output (a mime bundle) to ``out`` by setting its ``outputs`` trait.
 
     Safe from any thread (no ``with out:``; PLATFORM-NOTES, nbclient issue 312).
     """
-    out.outputs = (*out.outputs, {"output_type": "display_data", "data": dict(data),
-                                  "metadata": dict(metadata or {})})
+    out.outputs = (
+        *out.outputs,
+        {"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})},
+    )
 
 
 def clear_outputs(out: W.Output) -> None:
@@ -139,8 +148,9 @@ def clear_outputs(out: W.Output) -> None:
     out.outputs = ()
 
 
-def result_bundle(result: Any, *, notebook_dir: Path | None = None,
-                  cached: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def result_bundle(
+    result: Any, *, notebook_dir: Path | None = None, cached: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The display bundle ``(data, metadata)`` for a finished :class:`ResultRecord`.
 
     Uses :func:`goenhance_nb._display.publish_result` (regular-output ``<video>`` with a path
@@ -164,9 +174,11 @@ def _fallback_bundle(result: Any, *, cached: bool) -> tuple[dict[str, Any], dict
         tags += '<span class="goenhance-cached">cached</span> '
     src = html.escape(Path(path).as_uri() if path.startswith("/") else path)
     data = {
-        "text/html": (f'<div class="goenhance-result">{tags}{label}<br>'
-                      f'<video class="goenhance-video" controls muted playsinline src="{src}">'
-                      "</video></div>"),
+        "text/html": (
+            f'<div class="goenhance-result">{tags}{label}<br>'
+            f'<video class="goenhance-video" controls muted playsinline src="{src}">'
+            "</video></div>"
+        ),
         "text/plain": f"GoEnhance result: {path}",
     }
     return data, {}
@@ -181,8 +193,12 @@ class Throttle:
     overlap.
     """
 
-    def __init__(self, fn: Callable[[], None], interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fn: Callable[[], None],
+        interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fn = fn
         self.interval = interval
         self._clock = clock

@@ -139,9 +139,18 @@ class StatusWidget(W.VBox):
     :attr:`settled` is a :class:`threading.Event` set once the terminal state has been rendered.
     """
 
-    def __init__(self, job: Any, *, session: Any = None, compact: bool = False,
-                 show_result: bool = True, notebook_dir: Path | str | None = None, interval: float = 0.25,
-                 tick: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        job: Any,
+        *,
+        session: Any = None,
+        compact: bool = False,
+        show_result: bool = True,
+        notebook_dir: Path | str | None = None,
+        interval: float = 0.25,
+        tick: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         self._session = session
         self._compact = compact
         self._show_result = show_result and not compact
@@ -162,47 +171,82 @@ class StatusWidget(W.VBox):
         self._retry_callbacks: list[Any] = []
 
         self.badge = state_badge()
-        self.raw_label = W.Label("", layout=W.Layout(margin="0 8px 0 2px"))
-        self.raw_label.add_class("goenhance-raw-status")
-        self.backend = W.Label("", style={"font_weight": "bold"}, layout=W.Layout(padding="0 6px"))
-        self.backend.add_class("goenhance-backend")
-        self.job_id_label = W.Label("—", layout=W.Layout(margin="0 6px"))
-        self.job_id_label.add_class("goenhance-job-id")
-        self.info = W.Label("")
-        self.info.add_class("goenhance-info")
-        self.timing = W.Label("")
-        self.timing.add_class("goenhance-elapsed")
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="estimate",
-                                        bar_style="info", layout=W.Layout(display="none"))
-        self.error = W.HTML("", layout=W.Layout(display="none"))
-        self.error.add_class("goenhance-error")
-        self.hint = W.Label("", layout=W.Layout(display="none"))
-        self.hint.add_class("goenhance-hint")
-        self.toast = W.Label("", layout=W.Layout(display="none"))
-        self.toast.add_class("goenhance-toast")
-        self.cancel_button = W.Button(description="Stop watching", icon="eye-slash",
-                                      layout=W.Layout(width="auto"))
-        self.cancel_button.add_class("goenhance-cancel")
-        self.retry_button = W.Button(description="Retry", icon="redo", button_style="warning",
-                                     layout=W.Layout(width="auto", display="none"))
-        self.retry_button.add_class("goenhance-retry")
+        self.raw_label = W.Label(
+            "", layout=W.Layout(margin="0 8px 0 2px"), _dom_classes=["goenhance-raw-status"]
+        )
+        self.backend = W.Label(
+            "",
+            style={"font_weight": "bold"},
+            layout=W.Layout(padding="0 6px"),
+            _dom_classes=["goenhance-backend"],
+        )
+        self.job_id_label = W.Label(
+            "—", layout=W.Layout(margin="0 6px"), _dom_classes=["goenhance-job-id"]
+        )
+        self.info = W.Label("", _dom_classes=["goenhance-info"])
+        self.timing = W.Label("", _dom_classes=["goenhance-elapsed"])
+        self.progress = W.FloatProgress(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            description="estimate",
+            bar_style="info",
+            layout=W.Layout(display="none"),
+        )
+        self.error = W.HTML("", layout=W.Layout(display="none"), _dom_classes=["goenhance-error"])
+        self.hint = W.Label("", layout=W.Layout(display="none"), _dom_classes=["goenhance-hint"])
+        self.toast = W.Label("", layout=W.Layout(display="none"), _dom_classes=["goenhance-toast"])
+        self.cancel_button = W.Button(
+            description="Stop watching",
+            icon="eye-slash",
+            layout=W.Layout(width="auto"),
+            _dom_classes=["goenhance-cancel"],
+        )
+        self.retry_button = W.Button(
+            description="Retry",
+            icon="redo",
+            button_style="warning",
+            layout=W.Layout(width="auto", display="none"),
+            _dom_classes=["goenhance-retry"],
+        )
         self.cancel_button.on_click(lambda _b: self.stop_watching())
         self.retry_button.on_click(lambda _b: self._retry_clicked())
-        self.result = W.Output(layout=W.Layout(display=None if self._show_result else "none"))
-        self.result.add_class("goenhance-status-result")
+        self.result = W.Output(
+            layout=W.Layout(display=None if self._show_result else "none"),
+            _dom_classes=["goenhance-status-result"],
+        )
 
-        head = W.HBox([self.badge, W.Label("status:", layout=W.Layout(margin="0 0 0 8px")),
-                       self.raw_label, self.backend, self.job_id_label, self.info],
-                      layout=W.Layout(align_items="center", flex_flow="row wrap"))
+        head = W.HBox(
+            [
+                self.badge,
+                W.Label("status:", layout=W.Layout(margin="0 0 0 8px")),
+                self.raw_label,
+                self.backend,
+                self.job_id_label,
+                self.info,
+            ],
+            layout=W.Layout(align_items="center", flex_flow="row wrap"),
+        )
         if compact:
-            head.children = (*head.children, self.timing, self.error, self.cancel_button,
-                             self.retry_button, self.toast)
+            head.children = (
+                *head.children,
+                self.timing,
+                self.error,
+                self.cancel_button,
+                self.retry_button,
+                self.toast,
+            )
             children: list[W.Widget] = [head]
         else:
-            children = [head, W.HBox([self.timing, self.progress],
-                                     layout=W.Layout(align_items="center")),
-                        self.error, self.hint, self.toast,
-                        W.HBox([self.cancel_button, self.retry_button]), self.result]
+            children = [
+                head,
+                W.HBox([self.timing, self.progress], layout=W.Layout(align_items="center")),
+                self.error,
+                self.hint,
+                self.toast,
+                W.HBox([self.cancel_button, self.retry_button]),
+                self.result,
+            ]
         super().__init__(children, **kwargs)
         self.add_class("goenhance-status")
         self._throttle = Throttle(self._render, interval)
@@ -357,7 +401,8 @@ class StatusWidget(W.VBox):
                 elapsed = (m.t_end or time.time()) - m.t0
             qpos, message, cached = m.queue_position, m.message, m.cached
         backend = getattr(job, "backend", None) or getattr(
-            self._get_session(required=False), "backend", None)
+            self._get_session(required=False), "backend", None
+        )
         spec = getattr(job, "spec", None)
 
         # the result video goes into a regular display output inside the Output widget
@@ -368,17 +413,18 @@ class StatusWidget(W.VBox):
             if self._shown_result != rkey:
                 self._shown_result = rkey
                 try:
-                    bundle = result_bundle(result, notebook_dir=self._notebook_dir,
-                                           cached=cached)
+                    bundle = result_bundle(result, notebook_dir=self._notebook_dir, cached=cached)
                 except Exception as exc:  # e.g. the stored file vanished: say so, keep going
                     self._result_problem = redact_text(
-                        f"could not show the result: {type(exc).__name__}: {exc}")
+                        f"could not show the result: {type(exc).__name__}: {exc}"
+                    )
         if result is not None and state in {"done", "cached"}:
             toast = f"Ready: {_result_name(result, bundle)}"
 
         parts = []
-        style = (getattr(result, "style_label", None)
-                 or getattr(getattr(job, "request", None), "style_label", None))
+        style = getattr(result, "style_label", None) or getattr(
+            getattr(job, "request", None), "style_label", None
+        )
         if style:
             parts.append(str(style))
         if spec is not None:
@@ -396,8 +442,10 @@ class StatusWidget(W.VBox):
             left = self._eta - elapsed
             timing.append(
                 f"ETA ~{fmt_seconds(max(left, 0))} (estimate from {self._eta_n} past "
-                f"job{'s' if self._eta_n != 1 else ''})" if left > 0
-                else "taking longer than the estimate")
+                f"job{'s' if self._eta_n != 1 else ''})"
+                if left > 0
+                else "taking longer than the estimate"
+            )
             show_bar = True
         if not watching and not terminal:
             timing.append(f"not watching — resume with %goenhance resume {job_id or '<id>'}")
@@ -411,8 +459,11 @@ class StatusWidget(W.VBox):
         failed = terminal and state in {"failed", "timed out"}
         if failed:
             err = error
-            err_text = (f"{type(err).__name__}: {err}" if err is not None
-                        else (message or f"job {job_id} {state}"))
+            err_text = (
+                f"{type(err).__name__}: {err}"
+                if err is not None
+                else (message or f"job {job_id} {state}")
+            )
             hint = what_to_do(err, job_id)
 
         widgets = self._all_children()
@@ -430,8 +481,11 @@ class StatusWidget(W.VBox):
             self.progress.layout.display = None if show_bar else "none"
             if show_bar and self._eta:
                 self.progress.value = min(max((elapsed or 0) / self._eta, 0.0), 0.99)
-            self.error.value = (f'<span style="color:#c62828">{html.escape(redact_text(err_text))}'
-                                "</span>") if err_text else ""
+            self.error.value = (
+                (f'<span style="color:#c62828">{html.escape(redact_text(err_text))}</span>')
+                if err_text
+                else ""
+            )
             self.error.layout.display = None if err_text else "none"
             self.hint.value = hint
             self.hint.layout.display = None if hint else "none"
@@ -448,11 +502,30 @@ class StatusWidget(W.VBox):
 
     # -- helpers -------------------------------------------------------------------------------
     def _all_children(self) -> list[W.Widget]:
-        return [self.badge, self.badge.style, self.raw_label, self.backend, self.backend.style,
-                self.job_id_label, self.info, self.timing, self.progress, self.progress.layout,
-                self.error, self.error.layout, self.hint, self.hint.layout, self.toast,
-                self.toast.layout, self.cancel_button, self.cancel_button.layout,
-                self.retry_button, self.retry_button.layout, self.result, self.result.layout]
+        return [
+            self.badge,
+            self.badge.style,
+            self.raw_label,
+            self.backend,
+            self.backend.style,
+            self.job_id_label,
+            self.info,
+            self.timing,
+            self.progress,
+            self.progress.layout,
+            self.error,
+            self.error.layout,
+            self.hint,
+            self.hint.layout,
+            self.toast,
+            self.toast.layout,
+            self.cancel_button,
+            self.cancel_button.layout,
+            self.retry_button,
+            self.retry_button.layout,
+            self.result,
+            self.result.layout,
+        ]
 
     def _get_session(self, *, required: bool) -> Any:
         if self._session is not None:
@@ -520,6 +593,10 @@ def retry_arguments(job: Any) -> tuple[Any, Any, dict[str, Any]]:
         source = inp.url
     else:
         source = getattr(inp, "path", None) or getattr(inp, "url", None) or inp
-    params = {"prompt": getattr(spec, "prompt", None), "duration": spec.duration,
-              "resolution": spec.resolution, "seed": spec.seed}
+    params = {
+        "prompt": getattr(spec, "prompt", None),
+        "duration": spec.duration,
+        "resolution": spec.resolution,
+        "seed": spec.seed,
+    }
     return source, spec.model, params
