@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from browserkit import (
     JOB_DONE_MS,
     JS_BUSY_PROMPTS,
     JS_KERNEL_STATUS,
+    REPO,
     SENTINEL,
     JupyterServer,
     accept_dialog_if_shown,
@@ -552,3 +554,46 @@ def test_secret_scanner_finds_each_form() -> None:
         found = find_secret(f"data:{blob}", key)
         assert any(f.startswith("base64@") for f in found), (prefix, found)
         assert "plain" not in found
+
+
+# ------------------------------------------------------------------------------------------
+# the shipped notebooks, as a person runs them in JupyterLab
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("notebook", "videos"), [("01-quickstart.ipynb", 2), ("02-panel.ipynb", 1)]
+)
+def test_shipped_notebook_runs_in_lab(
+    notebook: str,
+    videos: int,
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    source = REPO / "notebooks" / notebook
+    if not source.exists():
+        pytest.fail(f"{source} is missing")
+    server = jupyter("lab", env=kernel_env)
+    shutil.copy(source, server.root / notebook)
+    open_notebook(page, server, notebook)
+    run_all_and_wait(page, timeout=300_000)
+    # The result videos: loaded and playable, labelled SIMULATED.
+    page.wait_for_function(
+        "n => document.querySelectorAll('.goenhance-result video.goenhance-video').length >= n",
+        arg=videos,
+        timeout=JOB_DONE_MS,
+    )
+    for video in page.locator(".goenhance-result video.goenhance-video").all()[:videos]:
+        _assert_video_plays(page, video)
+    assert page.locator(".goenhance-result .goenhance-simulated").first.is_visible()
+    saved = save_notebook(page, server, notebook)
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, cell in enumerate(saved["cells"])
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, f"cells failed: {errors}"
+    assert "Traceback" not in outputs_text(page)
+    _shot(page, artifact_name)
