@@ -176,3 +176,17 @@ def restore_credits(sim: SimProcess) -> Any:
     """Tests that change balances put the default back afterwards (reset() does not)."""
     yield
     sim.config(credits=5000)
+
+
+def test_listening_socket_says_tcp_so_asyncio_sets_nodelay() -> None:
+    """asyncio enables TCP_NODELAY on accepted connections only when the listening socket's
+    proto is IPPROTO_TCP; with proto 0 each keep-alive poll waits ~40 ms for delayed ACKs."""
+    import socket
+
+    from goenhance_nb.sim.__main__ import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
