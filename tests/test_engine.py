@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from workers.support import make_session, restore_sim
 
 from goenhance_nb._engine import LOCAL_QUEUE, JobEvent
 from goenhance_nb._errors import APIError, BudgetExceeded, JobFailed, JobTimedOut
@@ -18,7 +20,6 @@ from goenhance_nb._keys import hash_file
 from goenhance_nb._records import JobState
 from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session
-from workers.support import make_session, restore_sim
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_expired_result_url_is_refreshed(esim: Any, session: Session, clip: Path
     rec = session.transform(clip, 2000, duration=3).result(60)
     assert hash_file(rec.path) == rec.sha
     downloads = esim.requests("/sim/results/")
-    assert [d["status"] for d in downloads][0] == 403
+    assert next(d["status"] for d in downloads) == 403
     assert downloads[-1]["status"] == 200
     assert esim.generate_calls() == 1
 
@@ -128,7 +129,7 @@ def test_queue_limit_is_respected_with_local_queue_positions(
         end = next(e.ts for e in evs if e.kind == "status" and e.raw_status == "success")
         spans.append((start, end))
     spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end
     assert esim.generate_calls() == 3
 

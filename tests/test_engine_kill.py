@@ -9,11 +9,11 @@ from typing import Any
 
 import av
 import pytest
+from workers.support import Worker, make_session, restore_sim
 
 from goenhance_nb._errors import LedgerError
 from goenhance_nb._keys import hash_file
 from goenhance_nb._samples import sample_clip
-from workers.support import Worker, make_session, restore_sim
 
 
 @pytest.fixture(scope="module")

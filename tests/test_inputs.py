@@ -94,7 +94,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_not_a_video(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is not a video")
-    with pytest.raises(InputError, match="cannot open notes.mp4 as a video"):
+    with pytest.raises(InputError, match=r"cannot open notes\.mp4 as a video"):
         inspect_file(bad, HashMemo(tmp_path))
 
 

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from workers.support import make_session, restore_sim
 
 import goenhance_nb
 from goenhance_nb._errors import InputError
@@ -20,7 +22,6 @@ from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session, _set_session
 from goenhance_nb._settings import Settings
 from goenhance_nb._simproc import sim_paths
-from workers.support import make_session, restore_sim
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +174,51 @@ def test_embedded_simulator_is_the_default_without_a_key(tmp_path: Path, clip: P
     finally:
         s.close()
         os.kill(pid, signal.SIGTERM)
+
+
+class _ForwardToSim(httpx.AsyncBaseTransport):
+    """Routes requests for a fake public API host to the simulator on loopback (the seam is
+    the transport; everything else is the real client and the real simulator)."""
+
+    def __init__(self, sim_url: str) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._sim = httpx.URL(sim_url)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "api.goenhance.invalid":
+            request.url = request.url.copy_with(scheme="http", host=self._sim.host,
+                                                port=self._sim.port)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_real_api_backend_uses_the_uploader_once_per_content(
+        esim: Any, tmp_path: Path, clip: Path) -> None:
+    uploaded: list[Path] = []
+
+    def uploader(path: Path) -> str:
+        uploaded.append(path)
+        r = httpx.put(f"{esim.base_url}/sim/uploads", content=path.read_bytes(),
+                      headers={"Authorization": f"Bearer {esim.api_key}"})
+        r.raise_for_status()
+        return str(r.json()["url"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 5 s poll floor notice for a public host
+        settings = Settings.resolve(explicit={"api_key": esim.api_key,
+                                              "base_url": "https://api.goenhance.invalid",
+                                              "cache_dir": tmp_path / "c"}, env={})
+    s = Session(settings, transport=_ForwardToSim(esim.base_url), uploader=uploader)
+    s.engine.poll_interval = 0.05  # injected: the test talks to a simulator behind the seam
+    try:
+        assert s.backend == "api.goenhance.invalid" and not s.is_simulated
+        rec = s.transform(clip, 2000, duration=3).result(60)
+        assert rec.backend == "api.goenhance.invalid" and hash_file(rec.path) == rec.sha
+        s.transform(clip, 2004, duration=3).result(60)
+        assert uploaded == [clip.resolve()]
+        assert esim.generate_calls() == 2
+        assert len(esim.requests("/sim/uploads")) == 1
+    finally:
+        s.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from workers.support import wait_until
 
 from goenhance_nb._simproc import ensure_simulator, sim_paths
-from workers.support import wait_until
 
 
 def _pid(cache_dir: Path) -> int:
@@ -41,10 +42,8 @@ def cache_dir(tmp_path: Path) -> Iterator[Path]:
     # stop the simulator this test started (by its pid from the port file)
     if sim_paths(tmp_path / "cache")["port_file"].exists():
         pid = _pid(tmp_path / "cache")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         wait_until(lambda: not _alive(pid))
 
 
@@ -67,7 +66,7 @@ def test_starts_then_reuses_the_same_simulator(cache_dir: Path) -> None:
 
 
 def test_dead_simulator_is_replaced_and_keeps_its_key(cache_dir: Path) -> None:
-    base_url, key = ensure_simulator(cache_dir)
+    _base_url, key = ensure_simulator(cache_dir)
     pid = _pid(cache_dir)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not _alive(pid))
