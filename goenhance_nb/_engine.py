@@ -14,7 +14,8 @@ The life of a job (docs/ARCHITECTURE.md section 3, STYLE 9)::
     otherwise: wait for a local queue slot (account queueLimit) -> "queued_locally"
                ledger "submitting" -> POST generate (once) -> ledger img_uuid -> poll -> download
 
-Polling runs every ``poll_interval`` until a wall-clock deadline; at the deadline the job stays
+Polling runs every ``poll_interval`` until a wall-clock deadline (counted from submission or
+re-attachment, not from local waiting); at the deadline the job stays
 in the ledger as resumable and the handle raises :class:`JobTimedOut`. Downloads stream into a
 per-key temp file (resumed with Range), are size-checked, hashed and renamed into the store; an
 expired result URL triggers a fresh ``jobs/detail`` for a new URL.
@@ -477,7 +478,9 @@ class JobEngine:
 
     async def _drive(self, job: Job) -> ResultRecord:
         req = job.request
-        deadline = self.clock() + (req.timeout if req.timeout is not None else self.job_timeout)
+        # The deadline runs from the moment the job exists on the server (submitted or
+        # re-attached), not while it waits locally for a slot or for another process.
+        budget_s = req.timeout if req.timeout is not None else self.job_timeout
 
         stale: ResultRecord | None = None
         if not req.force:
@@ -518,6 +521,7 @@ class JobEngine:
             else:
                 self._attach(job, entry)
             try:
+                deadline = self.clock() + budget_s
                 detail = await self._poll(job, entry, deadline)
                 return await self._download(job, entry, detail, deadline)
             except (ResultExpired, APIError, JobFailed) as exc:
@@ -529,6 +533,7 @@ class JobEngine:
                     f"({exc}); generating it again", UserWarning, stacklevel=1,
                 )
                 entry = await self._submit(job, entry)
+                deadline = self.clock() + budget_s
                 detail = await self._poll(job, entry, deadline)
                 return await self._download(job, entry, detail, deadline)
         finally:

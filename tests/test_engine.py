@@ -312,7 +312,7 @@ def test_deadline_uses_the_injected_clock(esim: Any, session: Session, clip: Pat
     jumped: list[bool] = []
 
     def jump(ev: JobEvent) -> None:
-        if ev.job_id is not None and not jumped:  # once the job exists on the server
+        if ev.kind == "status" and not jumped:  # once polling (and its deadline) started
             jumped.append(True)
             now[0] += 601.0  # ten minutes "later"
 
@@ -330,3 +330,22 @@ def test_truncated_download_is_resumed_with_range(esim: Any, session: Session, c
     assert hash_file(rec.path) == rec.sha
     statuses = [d["status"] for d in esim.requests("/sim/results/")]
     assert statuses[0] == 200 and 206 in statuses[1:]
+
+
+def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
+        esim: Any, session: Session, clip: Path) -> None:
+    now = [0.0]
+    session.engine.clock = lambda: now[0]
+    esim.config(queue_limit=1)
+    first = session.transform(clip, 2000, duration=3, seed=11)
+    second = session.transform(clip, 2000, duration=3, seed=12, timeout=600)
+
+    def on_event(ev: JobEvent) -> None:
+        if ev.kind == "queued_locally":
+            now[0] += 1000.0  # a long local wait (on the engine's clock)
+
+    second.subscribe(on_event)
+    first.result(60)
+    rec = second.result(60)
+    assert any(e.kind == "queued_locally" for e in second.history)
+    assert hash_file(rec.path) == rec.sha
