@@ -42,6 +42,7 @@ from goenhance_nb import _sync
 from goenhance_nb._cache import ResultCache, ResultRecord
 from goenhance_nb._errors import (
     APIError,
+    AuthError,
     CacheError,
     GoEnhanceError,
     InsufficientCredits,
@@ -160,6 +161,7 @@ class Job:
         self._future: concurrent.futures.Future[ResultRecord] = concurrent.futures.Future()
         self._task: asyncio.Task[None] | None = None
         self._reservation_open = request.estimate is not None
+        self._extra_estimate: Estimate | None = None
         self._slot = False
         self.started = engine.clock()
         self.started_wall = time.time()
@@ -243,9 +245,11 @@ class Job:
     # -- engine side -----------------------------------------------------------------------
     def _release_reservation(self) -> None:
         """Drop the budget reservation (the job will not cost anything new)."""
-        if self._reservation_open and self.request.estimate is not None:
+        est = self._extra_estimate or self.request.estimate
+        if self._reservation_open and est is not None:
             self._reservation_open = False
-            self._engine.usage.release(self.request.estimate)
+            self._extra_estimate = None
+            self._engine.usage.release(est)
 
     def _emit(self, kind: str, **kw: Any) -> JobEvent:
         ev = JobEvent(key=self.key, kind=kind, state=kw.pop("state", self.state),
@@ -644,6 +648,14 @@ class JobEngine:
                 ref_url = old.reference_url
             else:
                 raise LedgerError(f"job {job.key[:12]} has no input URL to resubmit with")
+        est = req.estimate
+        if not job._reservation_open:
+            # A new charge the session did not foresee (e.g. regenerating a result whose job
+            # is gone): check the budget here, still before any API call.
+            est = self.usage.estimate(req.spec.model, req.spec.resolution, req.spec.duration)
+            self.usage.reserve(est)
+            job._reservation_open = True
+            job._extra_estimate = est
         await self._take_slot(job)
         try:
             if req.reference_url is not None:
@@ -661,8 +673,8 @@ class JobEngine:
             job._emit("submitting", message="submitting to the API")
             try:
                 gr = await self.client.generate(req.spec, ref_url)
-            except APIError as exc:
-                # An envelope error: the API refused, no job exists.
+            except (APIError, AuthError) as exc:
+                # The API refused (envelope error, 401, 429/503 after retries): no job exists.
                 self.ledger.update(job.key, state="failed", error=str(exc))
                 raise
             entry = self.ledger.update(job.key, job_id=gr.img_uuid, state="submitted",
@@ -672,9 +684,10 @@ class JobEngine:
             raise
         job.id = gr.img_uuid
         job.cost = gr.cost
-        if req.estimate is not None and job._reservation_open:
+        if est is not None and job._reservation_open:
             job._reservation_open = False
-            self.usage.record(req.estimate, gr.cost, model=req.spec.model,
+            job._extra_estimate = None
+            self.usage.record(est, gr.cost, model=req.spec.model,
                               resolution=req.spec.resolution, duration=req.spec.duration)
         job._emit("submitted", job_id=gr.img_uuid, cost=gr.cost,
                   message=f"submitted as job {gr.img_uuid}" + (f" ({gr.cost} credits)" if gr.cost is not None else ""))

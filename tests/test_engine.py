@@ -103,6 +103,7 @@ def test_damaged_file_whose_job_is_gone_is_regenerated(
         rec2 = session.transform(clip, 2000, duration=3).result(60)
     assert esim.generate_calls() == 2
     assert hash_file(rec2.path) == rec2.sha
+    assert session.usage.spent == 60  # the regeneration is counted as spend too
 
 
 def test_queue_limit_is_respected_with_local_queue_positions(
