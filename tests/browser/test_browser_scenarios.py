@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from browserkit import (
+    ARTIFACTS,
     JOB_DONE_MS,
     JS_BUSY_PROMPTS,
     JS_KERNEL_STATUS,
@@ -156,6 +157,7 @@ def test_quickstart_background_updates_and_video(
     final = _wait_state(page, ("done", "failed", "timed out", "cached"))
     assert final == "done", f"job ended {final!r}: {status.inner_text()}"
     log = _state_log(page)
+    (ARTIFACTS / f"{artifact_name}.states.json").write_text(json.dumps(log, indent=1))
     seen = [e["states"][-1] for e in log if e["states"]]
     assert any(s in ("queued", "running") for s in seen), f"never showed queued/running: {log}"
     first_done = next(e for e in log if e["states"] and e["states"][-1] == "done")
