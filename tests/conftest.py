@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from simctl import FAST_CONFIG, SimProcess, start_sim
 
 
@@ -47,7 +46,9 @@ def _no_real_key_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("GOENHANCE_"):
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", os.environ.get("PYTEST_XDG_CONFIG_HOME", "/nonexistent-goenhance-config"))
+    monkeypatch.setenv(
+        "XDG_CONFIG_HOME", os.environ.get("PYTEST_XDG_CONFIG_HOME", "/nonexistent-goenhance-config")
+    )
 
 
 __all__ = ["FAST_CONFIG", "SimProcess", "start_sim"]

@@ -53,16 +53,15 @@ class SimProcess:
         return [q for q in r.json()["requests"] if q["path"].startswith(path_prefix)]
 
     def generate_calls(self) -> int:
-        return sum(1 for q in self.requests("/api/v1/video2video/generate") if q["method"] == "POST")
+        return sum(
+            1 for q in self.requests("/api/v1/video2video/generate") if q["method"] == "POST"
+        )
 
     def clear_requests(self) -> None:
         self._http.delete("/sim/requests").raise_for_status()
 
     def config(self, **patch: Any) -> dict[str, Any]:
-        if patch:
-            r = self._http.post("/sim/config", json=patch)
-        else:
-            r = self._http.get("/sim/config")
+        r = self._http.post("/sim/config", json=patch) if patch else self._http.get("/sim/config")
         r.raise_for_status()
         return r.json()
 
@@ -106,17 +105,28 @@ def start_sim(
     log_path = state_dir / "sim.log"
     port_file.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "goenhance_nb.sim",
-        "--host", "127.0.0.1", "--port", "0",
-        "--state-dir", str(state_dir / "state"),
-        "--port-file", str(port_file),
-        "--config", json.dumps(config if config is not None else FAST_CONFIG),
+        sys.executable,
+        "-m",
+        "goenhance_nb.sim",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir / "state"),
+        "--port-file",
+        str(port_file),
+        "--config",
+        json.dumps(config if config is not None else FAST_CONFIG),
     ]
     for k in keys or []:
         cmd += ["--key", k]
     log = log_path.open("ab")
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,7 +138,9 @@ def start_sim(
             except json.JSONDecodeError:
                 info = None
             if info:
-                return SimProcess(proc, info["base_url"], info["api_key"], state_dir, port_file, log_path)
+                return SimProcess(
+                    proc, info["base_url"], info["api_key"], state_dir, port_file, log_path
+                )
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"simulator did not start in {timeout}s:\n{log_path.read_text()}")
