@@ -264,6 +264,14 @@ class Job:
         return ev
 
 
+def _bounded(raw: str | None, limit: int = 80) -> str | None:
+    """An API status as shown and stored: verbatim, but at most ``limit`` characters on one line."""
+    if raw is None:
+        return None
+    text = " ".join(str(raw).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _deliver(cb: Callable[[JobEvent], Any], ev: JobEvent) -> None:
     try:
         cb(ev)
@@ -728,7 +736,7 @@ class JobEngine:
                     continue
                 errors = 0
                 not_found = 0
-                raw = detail.raw_status
+                raw = _bounded(detail.raw_status)
                 low = (raw or "").strip().lower()
                 if low not in _KNOWN_RAW and low not in warned_unknown:
                     warned_unknown.add(low)

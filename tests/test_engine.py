@@ -350,3 +350,11 @@ def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
     rec = second.result(60)
     assert any(e.kind == "queued_locally" for e in second.history)
     assert hash_file(rec.path) == rec.sha
+
+
+def test_a_huge_unknown_status_is_bounded_for_display(esim: Any, session: Session, clip: Path) -> None:
+    esim.faults({"kind": "unknown_status", "status": "Z" * 5000 + "\nline2", "times": 1})
+    job = session.transform(clip, 2000, duration=3)
+    job.result(60)
+    odd = [e.raw_status for e in job.history if e.raw_status and e.raw_status.startswith("Z")]
+    assert odd and all(len(r) <= 80 and "\n" not in r for r in odd)
