@@ -189,6 +189,7 @@ def test_panel_submit_then_cached(
     kernel_env: dict[str, str],
     artifact_name: str,
 ) -> None:
+    bsim.config(**VISIBLE_LIFECYCLE)
     server = _start(
         jupyter,
         kernel_env,
@@ -224,12 +225,16 @@ def test_panel_submit_then_cached(
     panel.locator(".goenhance-resolution select").select_option("540p")
     assert bsim.generate_calls() == 0
 
+    page.evaluate(JS_INSTALL_STATE_RECORDER)
     panel.locator(".goenhance-submit").click()
     jobs = panel.locator(".goenhance-jobs")
     jobs.locator(".goenhance-job").first.wait_for(state="visible", timeout=30_000)
     _wait_state(page, ("done", "failed", "timed out", "cached"), selector=".goenhance-jobs")
     row = jobs.locator(".goenhance-job").first
     assert row.locator(".goenhance-state").inner_text().strip() == "done", row.inner_text()
+    # The jobs list updated live: the row showed the job queued/running before done.
+    seen = [e["states"][0] for e in _state_log(page) if e["states"]]
+    assert seen[-1] == "done" and {"queued", "running"} & set(seen[:-1]), seen
     first = panel.locator(".goenhance-panel-result .goenhance-result").first
     first.wait_for(state="visible", timeout=JOB_DONE_MS)
     _assert_video_plays(page, first.locator("video.goenhance-video"))
