@@ -180,6 +180,7 @@ def start_server(
     kind: str = "lab",
     env: Mapping[str, str] | None = None,
     save_widget_state: bool = True,
+    debug_logs: bool = False,
 ) -> JupyterServer:
     """Start JupyterLab (kind="lab") or Notebook 7 (kind="notebook") on a random loopback port.
 
@@ -217,6 +218,14 @@ def start_server(
         settings, "@jupyter-widgets/jupyterlab-manager", "plugin", {"saveState": save_widget_state}
     )
 
+    if debug_logs:
+        # Kernels log every message they handle (comm/widget traffic included) to the server log.
+        profile = home / "ipython" / "profile_default"
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / "ipython_kernel_config.py").write_text(
+            "c.IPKernelApp.log_level = 'DEBUG'\nc.Session.debug = False\n"
+        )
+
     port = free_port()
     token = secrets.token_hex(24)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GOENHANCE_")}
@@ -245,6 +254,8 @@ def start_server(
         f"--ServerApp.root_dir={root}",
         f"--IdentityProvider.token={token}",
     ]
+    if debug_logs:
+        cmd.append("--ServerApp.log_level=DEBUG")
     if kind == "lab":
         cmd.append("--LabApp.expose_app_in_browser=True")
     else:

@@ -408,10 +408,9 @@ def test_sentinel_key_leaves_no_trace(
     assert kernel_env["GOENHANCE_API_KEY"] == SENTINEL
     dump = tmp_path / "widget-state.json"
     control_dump = tmp_path / "control-widget-state.json"
-    server = _start(
-        jupyter,
-        kernel_env,
-        "secret.ipynb",
+    server = jupyter("lab", env=kernel_env, debug_logs=True)
+    write_notebook(
+        server.root / "secret.ipynb",
         [
             *QUICKSTART_CELLS[:2],
             "job = " + RUN_CELL,
@@ -456,7 +455,10 @@ def test_sentinel_key_leaves_no_trace(
         "saved .ipynb": (server.root / "secret.ipynb").read_text(),
         "HTML export": html_export,
         "widget state (kernel)": dump.read_text(),
-        "server + kernel log": server.log_text(),
+        "server + kernel log (DEBUG)": server.log_text(),
+        "cache dir + goenhance_outputs": _files_text(
+            Path(kernel_env["GOENHANCE_CACHE_DIR"]), server.root / "goenhance_outputs"
+        ),
     }
     leaks = {name: find_secret(text, SENTINEL) for name, text in surfaces.items()}
     # Each surface really holds the scenario (so a clean scan means something).
@@ -464,7 +466,9 @@ def test_sentinel_key_leaves_no_trace(
     assert "goenhance-result" in surfaces["saved .ipynb"]
     assert "goenhance-result" in surfaces["HTML export"]
     assert "goenhance-status" in surfaces["widget state (kernel)"]
-    assert "Kernel started" in surfaces["server + kernel log"]
+    assert "Kernel started" in surfaces["server + kernel log (DEBUG)"]
+    assert "comm_msg" in surfaces["server + kernel log (DEBUG)"]  # kernel messages are logged
+    assert "ledger" in surfaces["cache dir + goenhance_outputs"]
     _shot(page, artifact_name)
     assert not any(leaks.values()), f"the key leaked: {leaks}"
 
@@ -498,6 +502,17 @@ def test_sentinel_key_leaves_no_trace(
         assert {"plain", "url-encoded", "base64@1"} <= set(caught[surface]), (surface, caught)
     assert "plain" in caught["server + kernel log"], caught
     assert "plain" in caught["widget state (kernel)"], caught
+
+
+def _files_text(*roots: Path) -> str:
+    """Every file under `roots` (names and bytes, latin-1 decoded) as one text to scan."""
+    parts = []
+    for root in roots:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                parts.append(f"== {f.relative_to(root.parent)}\n")
+                parts.append(f.read_bytes().decode("latin-1"))
+    return "".join(parts)
 
 
 def _dump_widget_state_cell(path: Path) -> str:
