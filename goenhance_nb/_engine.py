@@ -408,6 +408,8 @@ class JobEngine:
 
         async def _shutdown() -> None:
             tasks = [j._task for j in list(self._active.values()) if j._task is not None]
+            if self._queue_limit_task is not None and not self._queue_limit_task.done():
+                tasks.append(self._queue_limit_task)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -454,6 +456,10 @@ class JobEngine:
 
     # -- the job task ----------------------------------------------------------------------
     async def _run(self, job: Job) -> None:
+        # The handle settles (future resolved, job no longer active) BEFORE the terminal event
+        # is emitted, so a listener that reacts to "failed" / "done" (e.g. a Retry button that
+        # resubmits the same key) sees a finished job and never gets this one back.
+        terminal: tuple[str, dict[str, Any]] | None = None
         try:
             record = await self._drive(job)
         except asyncio.CancelledError:
@@ -461,32 +467,36 @@ class JobEngine:
                 e = self.ledger.get(job.key)
                 if e is not None and e.job_id is not None and e.state not in ("done", "failed"):
                     self.ledger.update(job.key, state="watch_cancelled")
-            job._emit("watch_cancelled", message=(
-                f"stopped watching; the job stays resumable: %goenhance resume {job.id or job.key[:12]}"))
             job._future.cancel()
             job._future.set_running_or_notify_cancel()
+            terminal = ("watch_cancelled", {"message": (
+                f"stopped watching; the job stays resumable: %goenhance resume {job.id or job.key[:12]}")})
         except GoEnhanceError as exc:
             job.error = exc
             if isinstance(exc, JobTimedOut):
-                job._emit("timed_out", error=exc, message=str(exc))
+                terminal = ("timed_out", {"error": exc, "message": str(exc)})
             else:
                 job.state = JobState.FAILED
-                job._emit("failed", error=exc, message=str(exc))
+                terminal = ("failed", {"error": exc, "message": str(exc)})
             job._future.set_exception(exc)
         except Exception as exc:  # a bug: surface it, never leave the handle hanging
             log.exception("goenhance_nb: job %s crashed", job.key[:12])
             err = GoEnhanceError(f"internal error in job {job.key[:12]}: {type(exc).__name__}: {exc}")
             job.error = err
             job.state = JobState.FAILED
-            job._emit("failed", error=err, message=str(err))
+            terminal = ("failed", {"error": err, "message": str(err)})
             job._future.set_exception(err)
         else:
+            job.state = JobState.DONE
+            terminal = ("done", {"result": record, "message": str(record.path)})
             job._future.set_result(record)
         finally:
             job._release_reservation()
             with self._active_lock:
                 if self._active.get(job.key) is job:
                     del self._active[job.key]
+            if terminal is not None:
+                job._emit(terminal[0], **terminal[1])
 
     async def _drive(self, job: Job) -> ResultRecord:
         req = job.request
@@ -562,7 +572,6 @@ class JobEngine:
             job.cost = rec.cost
             job.state = JobState.DONE
             job._emit("cached", result=rec, message="served from the cache")
-            job._emit("done", result=rec, message=str(rec.path))
             job._release_reservation()
             return rec, None
         if rec is not None:
@@ -826,5 +835,4 @@ class JobEngine:
         self.ledger.update(job.key, state="done", finished_at=now, raw_status=detail.raw_status)
         job.state = JobState.DONE
         job.progress = (stored.size, stored.size)
-        job._emit("done", result=record, message=str(stored.path))
         return record

@@ -192,6 +192,36 @@ def test_failed_job_raises_and_rerun_submits_again(esim: Any, session: Session, 
     assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 2
 
 
+def test_terminal_events_arrive_after_the_handle_settles(
+        esim: Any, session: Session, clip: Path) -> None:
+    """A listener reacting to "failed" (the widget's Retry) gets a NEW job from transform(),
+    and a listener reacting to "done" finds the handle finished with its result."""
+    esim.faults({"kind": "job_failed"})
+    job = session.transform(clip, 2000, duration=3)
+    seen: dict[str, Any] = {}
+    retried: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def on_event(ev: JobEvent) -> None:
+        if ev.kind == "failed" and not retried.done():
+            seen["done_at_failed"] = job.done()
+            retried.set_result(session.transform(clip, 2000, duration=3, force=True))
+
+    job.subscribe(on_event)
+    again = retried.result(60)
+    assert seen["done_at_failed"] is True
+    assert again is not job
+
+    def on_done(ev: JobEvent) -> None:
+        if ev.kind == "done":
+            seen["done_at_done"] = again.done()
+            seen["path_at_done"] = again.path
+
+    again.subscribe(on_done)
+    rec = again.result(60)
+    assert seen.get("done_at_done") is True and seen.get("path_at_done") == Path(rec.path)
+    assert esim.generate_calls() == 2
+
+
 def test_rejected_generate_is_an_error_not_an_orphan(esim: Any, session: Session, clip: Path) -> None:
     esim.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded"})
     job = session.transform(clip, 2000, duration=3)
