@@ -300,11 +300,6 @@ class StatusWidget(W.VBox):
         old = self._job
         session = self._get_session(required=True)
         source, style, params = retry_arguments(old)
-        # The engine emits the terminal event just before the handle completes; until then a
-        # submission for the same key would join the old job. Let it finish first (ms).
-        if old is not None and not old.done():
-            with contextlib.suppress(Exception):
-                old.result(timeout=10)
         new = session.transform(source, style, force=True, **params)
         self.retries.append(old)
         self.follow(new)
