@@ -64,13 +64,19 @@ class ResultRecord:
         """
         try:
             return cls(
-                key=str(d["key"]), path=str(d["path"]), sha=str(d["sha"]), size=int(d["size"]),
-                job_id=d.get("job_id"), model=int(d["model"]),
+                key=str(d["key"]),
+                path=str(d["path"]),
+                sha=str(d["sha"]),
+                size=int(d["size"]),
+                job_id=d.get("job_id"),
+                model=int(d["model"]),
                 style_label=str(d.get("style_label", "")),
                 model_version=str(d.get("model_version", "")),
-                params=dict(d.get("params") or {}), input_hash=str(d.get("input_hash", "")),
+                params=dict(d.get("params") or {}),
+                input_hash=str(d.get("input_hash", "")),
                 cost=None if d.get("cost") is None else int(d["cost"]),
-                backend=str(d.get("backend", "")), created=float(d.get("created", 0.0)),
+                backend=str(d.get("backend", "")),
+                created=float(d.get("created", 0.0)),
                 timings={k: float(v) for k, v in (d.get("timings") or {}).items()},
                 source_name=str(d.get("source_name", "")),
             )
@@ -90,8 +96,9 @@ class ResultCache:
     pickled row is refused, never loaded) or the database cannot be opened.
     """
 
-    def __init__(self, cache_dir: Path, store: ResultStore | None = None,
-                 *, size_limit: int | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path, store: ResultStore | None = None, *, size_limit: int | None = None
+    ) -> None:
         """Open (creating, mode 0700) the index under ``cache_dir``.
 
         ``size_limit`` (bytes) bounds the store: :meth:`put` evicts least recently created
@@ -102,12 +109,16 @@ class ResultCache:
         self.size_limit = size_limit
         try:
             self._db = diskcache.Cache(
-                str(private_dir(self.cache_dir / "index")), disk=JSONOnlyDisk,
-                eviction_policy="none", size_limit=2**62,
+                str(private_dir(self.cache_dir / "index")),
+                disk=JSONOnlyDisk,
+                eviction_policy="none",
+                size_limit=2**62,
             )
             self._meta = diskcache.Cache(
-                str(private_dir(self.cache_dir / "meta")), disk=JSONOnlyDisk,
-                eviction_policy="none", size_limit=2**62,
+                str(private_dir(self.cache_dir / "meta")),
+                disk=JSONOnlyDisk,
+                eviction_policy="none",
+                size_limit=2**62,
             )
         except Exception as exc:  # sqlite errors, permissions
             raise CacheError(f"cannot open the result cache index: {exc}") from None
@@ -171,10 +182,13 @@ class ResultCache:
         rec = self.get(key_or_prefix)
         if rec is not None:
             return rec
-        hits = [r for r in self.list()
-                if r.key.startswith(key_or_prefix) or r.job_id == key_or_prefix]
+        hits = [
+            r for r in self.list() if r.key.startswith(key_or_prefix) or r.job_id == key_or_prefix
+        ]
         if len(hits) > 1:
-            raise CacheError(f"{key_or_prefix!r} matches {len(hits)} cached results; be more specific")
+            raise CacheError(
+                f"{key_or_prefix!r} matches {len(hits)} cached results; be more specific"
+            )
         return hits[0] if hits else None
 
     def info(self, key_or_prefix: str) -> ResultRecord:
@@ -238,8 +252,9 @@ class ResultCache:
         return evicted
 
     # -- small JSON metadata in <cache_dir>/meta (model list TTL cache, upload URLs, ...) ----
-    def meta_get(self, name: str, *, max_age: float | None = None,
-                 now: float | None = None) -> Any | None:
+    def meta_get(
+        self, name: str, *, max_age: float | None = None, now: float | None = None
+    ) -> Any | None:
         """Return the value stored under ``name`` by :meth:`meta_set`, or ``None`` when absent
         or older than ``max_age`` seconds."""
         with self._guard():

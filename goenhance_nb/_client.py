@@ -49,8 +49,14 @@ _UPLOAD = "/sim/uploads"
 ProgressFn = Callable[[int, "int | None"], None]
 
 
-def classify_envelope_error(code: int | None, msg: str, *, status: int | None = None,
-                            retry_after: float | None = None, what: str = "") -> APIError:
+def classify_envelope_error(
+    code: int | None,
+    msg: str,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    what: str = "",
+) -> APIError:
     """Map a non-zero envelope ``code`` to an error by its ``msg`` (the API documents no codes).
 
     "credit" -> InsufficientCredits; "param"/"invalid"/"model" -> InvalidParameters;
@@ -149,7 +155,9 @@ class AsyncClient:
         p = urlsplit(url)
         return (p.scheme, p.hostname, p.port) == self._origin
 
-    def _translate_transport_error(self, exc: httpx.HTTPError, what: str, *, post: bool) -> TransportError:
+    def _translate_transport_error(
+        self, exc: httpx.HTTPError, what: str, *, post: bool
+    ) -> TransportError:
         host = redact_url(self.base_url)
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             text = f"{what}: cannot connect to {host}"
@@ -160,13 +168,20 @@ class AsyncClient:
         else:
             text = f"{what}: {type(exc).__name__} talking to {host}"
         if post:
-            text += (" (the job may have been submitted; check %goenhance jobs before "
-                     "submitting again)")
+            text += (
+                " (the job may have been submitted; check %goenhance jobs before submitting again)"
+            )
         return TransportError(text)
 
-    async def _call(self, method: str, path: str, *, what: str,
-                    params: Mapping[str, str] | None = None,
-                    json_body: Any = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> Any:
         """Send one API request and return the envelope's ``data``.
 
         :raises AuthError: HTTP 401/403.
@@ -177,7 +192,10 @@ class AsyncClient:
         self.request_count += 1
         try:
             response = await self._http.request(
-                method, self.base_url + path, params=params, json=json_body,
+                method,
+                self.base_url + path,
+                params=params,
+                json=json_body,
                 headers=self._auth_headers(),
             )
         except httpx.HTTPError as exc:
@@ -195,25 +213,35 @@ class AsyncClient:
         msg = str(env.get("msg") or "") if env else ""
         if status in (401, 403):
             if self._api_key is None:
-                raise AuthError(f"{what}: no API key set (HTTP {status}); set GOENHANCE_API_KEY or use %goenhance login")
+                raise AuthError(
+                    f"{what}: no API key set (HTTP {status}); set GOENHANCE_API_KEY or use %goenhance login"
+                )
             raise AuthError(f"{what}: the API rejected the key (HTTP {status})")
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise RateLimited(code, f"{what}: {msg or 'too many requests'}", status=status,
-                              retry_after=retry_after)
+            raise RateLimited(
+                code,
+                f"{what}: {msg or 'too many requests'}",
+                status=status,
+                retry_after=retry_after,
+            )
         if status != 200:
             if env and msg:
                 err = classify_envelope_error(code, msg, status=status, what=what)
             else:
-                err = APIError(None, f"{what}: HTTP {status} {response.reason_phrase}".strip(),
-                               status=status)
+                err = APIError(
+                    None, f"{what}: HTTP {status} {response.reason_phrase}".strip(), status=status
+                )
             if post and status >= 500 and status != 503:  # 503 = refused before work
-                err.args = (f"{err} (the job may have been submitted; check %goenhance jobs "
-                            "before submitting again)",)
+                err.args = (
+                    f"{err} (the job may have been submitted; check %goenhance jobs "
+                    "before submitting again)",
+                )
             raise err
         if env is None or "code" not in env:
-            raise TransportError(f"{what}: malformed response (not a JSON envelope) from "
-                                 f"{redact_url(self.base_url)}")
+            raise TransportError(
+                f"{what}: malformed response (not a JSON envelope) from {redact_url(self.base_url)}"
+            )
         if code != 0:
             raise classify_envelope_error(code, msg or "error", status=status, what=what)
         return env.get("data")
@@ -235,9 +263,12 @@ class AsyncClient:
         :raises InsufficientCredits, InvalidParameters, RateLimited, APIError: API refusals.
         :raises TransportError: no answer; the job may or may not exist (never re-sent).
         """
-        data = await self._call("POST", _GENERATE, what="generate",
-                                json_body={"type": "mx-v2v",
-                                           "args": spec.to_args(reference_video_url)})
+        data = await self._call(
+            "POST",
+            _GENERATE,
+            what="generate",
+            json_body={"type": "mx-v2v", "args": spec.to_args(reference_video_url)},
+        )
         uuid = data.get("img_uuid") if isinstance(data, dict) else None
         if not isinstance(uuid, str) or not uuid:
             raise APIError(0, "generate: the answer carried no job id (img_uuid)", status=200)
@@ -249,8 +280,9 @@ class AsyncClient:
         :raises APIError: unknown job ("job not found") or another refusal.
         :raises GoEnhanceError: see ``_call``.
         """
-        data = await self._call("GET", _DETAIL, what=f"job {img_uuid}",
-                                params={"img_uuid": img_uuid})
+        data = await self._call(
+            "GET", _DETAIL, what=f"job {img_uuid}", params={"img_uuid": img_uuid}
+        )
         return parse_job_detail(img_uuid, data, now=time.time())
 
     async def credits(self) -> Credits:
@@ -259,8 +291,11 @@ class AsyncClient:
         if not isinstance(data, dict) or _int_or_none(data.get("count")) is None:
             raise APIError(0, "credits: the answer carried no count", status=200)
         user = data.get("user_id")
-        return Credits(count=int(data["count"]), queue_limit=_int_or_none(data.get("queueLimit")),
-                       user_id=str(user) if user is not None else None)
+        return Credits(
+            count=int(data["count"]),
+            queue_limit=_int_or_none(data.get("queueLimit")),
+            user_id=str(user) if user is not None else None,
+        )
 
     async def sim_upload(self, path: Path) -> str:
         """Upload a local file to the simulator (``PUT /sim/uploads``); return its public URL.
@@ -276,17 +311,24 @@ class AsyncClient:
         self.request_count += 1
         try:
             response = await self._http.put(
-                self.base_url + _UPLOAD, content=content,
-                headers={**self._auth_headers(), "X-Filename": path.name,
-                         "Content-Type": "application/octet-stream"},
+                self.base_url + _UPLOAD,
+                content=content,
+                headers={
+                    **self._auth_headers(),
+                    "X-Filename": path.name,
+                    "Content-Type": "application/octet-stream",
+                },
             )
         except httpx.HTTPError as exc:
             raise self._translate_transport_error(exc, "upload", post=False) from None
         if response.status_code in (401, 403):
             raise AuthError(f"upload: the simulator rejected the key (HTTP {response.status_code})")
         if response.status_code != 200:
-            raise APIError(None, f"upload: HTTP {response.status_code} (is {redact_url(self.base_url)} a simulator?)",
-                           status=response.status_code)
+            raise APIError(
+                None,
+                f"upload: HTTP {response.status_code} (is {redact_url(self.base_url)} a simulator?)",
+                status=response.status_code,
+            )
         try:
             url = response.json()["url"]
         except (ValueError, KeyError, TypeError):
@@ -295,8 +337,9 @@ class AsyncClient:
             raise TransportError("upload: malformed response from the simulator")
         return url
 
-    async def download(self, url: str, dest: Path, *, resume: bool = True,
-                       on_progress: ProgressFn | None = None) -> int:
+    async def download(
+        self, url: str, dest: Path, *, resume: bool = True, on_progress: ProgressFn | None = None
+    ) -> int:
         """Stream ``url`` into ``dest``; return the file's total size in bytes.
 
         With ``resume`` and an existing ``dest``, asks for the rest with ``Range`` and appends
@@ -426,14 +469,16 @@ def parse_styles(data: Any) -> list[Style]:
         label = item.get("label")
         version = item.get("version")
         url = item.get("url")
-        styles.append(Style(
-            id=sid,
-            label=str(label) if label not in (None, "") else f"Style {sid}",
-            version=str(version) if version is not None else "",
-            category=category,
-            is_vip=bool(item.get("isVip", False)),
-            preview_url=url if isinstance(url, str) and url else None,
-        ))
+        styles.append(
+            Style(
+                id=sid,
+                label=str(label) if label not in (None, "") else f"Style {sid}",
+                version=str(version) if version is not None else "",
+                category=category,
+                is_vip=bool(item.get("isVip", False)),
+                preview_url=url if isinstance(url, str) and url else None,
+            )
+        )
 
     if isinstance(data, Mapping):
         data = data.get("list", [])

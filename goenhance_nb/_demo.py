@@ -48,10 +48,15 @@ def _patched_environ(env: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def execute_notebook(src: Path | str, workdir: Path | str, *,
-                     env: Mapping[str, str | None] | None = None,
-                     kernel_name: str | None = None, timeout: int = 900,
-                     name: str | None = None) -> tuple[Any, BaseException | None]:
+def execute_notebook(
+    src: Path | str,
+    workdir: Path | str,
+    *,
+    env: Mapping[str, str | None] | None = None,
+    kernel_name: str | None = None,
+    timeout: int = 900,
+    name: str | None = None,
+) -> tuple[Any, BaseException | None]:
     """Copy ``src`` into ``workdir`` and execute the copy headless (nbclient, ``allow_stdin``
     false) with the kernel's cwd = ``workdir``; the executed notebook is written back there.
 
@@ -70,9 +75,14 @@ def execute_notebook(src: Path | str, workdir: Path | str, *,
         shutil.copyfile(src, dest)
     nb = nbformat.read(dest, as_version=4)
     kernel = kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, allow_errors=False,
-                            resources={"metadata": {"path": str(workdir)}},
-                            record_timing=False)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel,
+        allow_errors=False,
+        resources={"metadata": {"path": str(workdir)}},
+        record_timing=False,
+    )
     error: BaseException | None = None
     base_env: dict[str, str | None] = {"JPY_SESSION_NAME": None, "GOENHANCE_WAIT": None}
     with _patched_environ({**base_env, **dict(env or {})}):
@@ -123,13 +133,21 @@ def _videos(workdir: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit status (0 ok, 1 notebook failed, 2 setup problem)."""
-    ap = argparse.ArgumentParser(prog="python -m goenhance_nb._demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m goenhance_nb._demo", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    ap.add_argument("--notebook", default=str(NOTEBOOKS_DIR / "01-quickstart.ipynb"),
-                    help="notebook to run (default: notebooks/01-quickstart.ipynb)")
+    ap.add_argument(
+        "--notebook",
+        default=str(NOTEBOOKS_DIR / "01-quickstart.ipynb"),
+        help="notebook to run (default: notebooks/01-quickstart.ipynb)",
+    )
     ap.add_argument("--kernel", default=None, help="kernelspec name (default: the notebook's)")
-    ap.add_argument("--keep-simulator", action="store_true",
-                    help="leave the embedded simulator running afterwards")
+    ap.add_argument(
+        "--keep-simulator",
+        action="store_true",
+        help="leave the embedded simulator running afterwards",
+    )
     args = ap.parse_args(argv)
 
     src = Path(args.notebook)
@@ -146,8 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "GOENHANCE_CACHE_DIR": str(cache_dir),
         "GOENHANCE_POLL_INTERVAL": os.environ.get("GOENHANCE_POLL_INTERVAL", "1"),
     }
-    print(f"demo: executing {src.name} headless in {out} (embedded simulator, no API key)",
-          flush=True)
+    print(
+        f"demo: executing {src.name} headless in {out} (embedded simulator, no API key)", flush=True
+    )
     try:
         _nb, error = execute_notebook(src, out, env=env, kernel_name=args.kernel)
     finally:
@@ -161,8 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"video:    {v}")
     if error is not None:
         first = str(error).strip().splitlines()
-        print(f"demo: the notebook failed: {first[-1] if first else type(error).__name__}",
-              file=sys.stderr)
+        print(
+            f"demo: the notebook failed: {first[-1] if first else type(error).__name__}",
+            file=sys.stderr,
+        )
         return 1
     if not _videos(out):
         print("demo: the notebook ran but wrote no video", file=sys.stderr)

@@ -77,7 +77,9 @@ class ResultBundle(dict):  # type: ignore[type-arg]
         super().__init__(data)
         self.metadata = dict(metadata or {})
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         return dict(self), dict(self.metadata)
 
     def __repr__(self) -> str:
@@ -91,8 +93,12 @@ def slugify(text: str, *, fallback: str = "result") -> str:
     return slug[:40].strip("-") or fallback
 
 
-def notebook_dir(output_dir: Path | str | None = None, *, shell: Any | None = None,
-                 env: Mapping[str, str] | None = None) -> Path:
+def notebook_dir(
+    output_dir: Path | str | None = None,
+    *,
+    shell: Any | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Path:
     """The folder relative output paths are resolved against (the notebook's folder).
 
     Order: VS Code's ``__vsc_ipynb_file__`` in the user namespace, then ``JPY_SESSION_NAME``'s
@@ -162,8 +168,9 @@ def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
                 return True
 
 
-def outputs_path(result: ResultLike, notebook_dir: Path | str, *,
-                 output_dir: Path | str | None = None) -> Path:
+def outputs_path(
+    result: ResultLike, notebook_dir: Path | str, *, output_dir: Path | str | None = None
+) -> Path:
     """Put the stored result beside the notebook and return the new path.
 
     The file is ``<output_dir or notebook_dir/goenhance_outputs>/<style-slug>-<key8>.mp4``, a hard
@@ -177,8 +184,12 @@ def outputs_path(result: ResultLike, notebook_dir: Path | str, *,
     return link_or_copy(Path(result.path), base / name)
 
 
-def outputs_relpath(result: ResultLike, notebook_dir: Path | str | None = None, *,
-                    output_dir: Path | str | None = None) -> str | None:
+def outputs_relpath(
+    result: ResultLike,
+    notebook_dir: Path | str | None = None,
+    *,
+    output_dir: Path | str | None = None,
+) -> str | None:
     """The relative path :func:`outputs_path` uses for ``result``, if that file exists (no I/O
     besides a stat)."""
     nb = Path(notebook_dir) if notebook_dir is not None else _find_notebook_dir()
@@ -196,8 +207,13 @@ def _relative_src(path: Path, notebook_dir: Path) -> str:
 
 
 # -- media choice -----------------------------------------------------------------------------
-def choose_media(frontend: str, size: int, *, embed: bool | None = None,
-                 embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB) -> str:
+def choose_media(
+    frontend: str,
+    size: int,
+    *,
+    embed: bool | None = None,
+    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
+) -> str:
     """``"embed"`` (base64 data URI in the output) or ``"link"`` (relative file path).
 
     ``embed=True`` always embeds and ``embed=False`` never does. Otherwise (auto) embed only where
@@ -217,7 +233,9 @@ def _data_uri(path: Path, mime: str = "video/mp4") -> str:
 
 
 # -- bundles ----------------------------------------------------------------------------------
-def provenance(result: ResultLike, *, file: str | None = None, cached: bool = False) -> dict[str, Any]:
+def provenance(
+    result: ResultLike, *, file: str | None = None, cached: bool = False
+) -> dict[str, Any]:
     """The ``goenhance_nb`` output metadata of ``result`` (JSON-safe; no URLs, no key)."""
     params = getattr(result, "params", None)
     return {
@@ -259,12 +277,16 @@ def _caption(result: ResultLike, cached: bool) -> tuple[str, str]:
     labels_html = ""
     labels_text = ""
     if _is_simulated(result):
-        labels_html += (' <span class="goenhance-simulated" style="background:#fde68a;color:#713f12;'
-                        'padding:0 4px;border-radius:3px;font-weight:600">SIMULATED</span>')
+        labels_html += (
+            ' <span class="goenhance-simulated" style="background:#fde68a;color:#713f12;'
+            'padding:0 4px;border-radius:3px;font-weight:600">SIMULATED</span>'
+        )
         labels_text += " [SIMULATED]"
     if cached:
-        labels_html += (' <span class="goenhance-cached" style="background:#e0e7ff;color:#3730a3;'
-                        'padding:0 4px;border-radius:3px">cached</span>')
+        labels_html += (
+            ' <span class="goenhance-cached" style="background:#e0e7ff;color:#3730a3;'
+            'padding:0 4px;border-radius:3px">cached</span>'
+        )
         labels_text += " [cached]"
     return html.escape(text) + labels_html, text + labels_text
 
@@ -277,12 +299,19 @@ x.addEventListener(e,function(){if(busy)return;busy=true;try{if(Math.abs(y.curre
 {y.pause();}}finally{busy=false;}});});}f(a,b);f(b,a);r.setAttribute('data-goenhance-synced','1');})();</script>"""
 
 
-def publish_result(result: ResultLike, *, notebook_dir: Path | str | None = None,
-                   embed: bool | None = None, cached: bool = False, compare: bool = False,
-                   source: Path | str | None = None, frontend: str | None = None,
-                   output_dir: Path | str | None = None,
-                   embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
-                   width: int = 480) -> ResultBundle:
+def publish_result(
+    result: ResultLike,
+    *,
+    notebook_dir: Path | str | None = None,
+    embed: bool | None = None,
+    cached: bool = False,
+    compare: bool = False,
+    source: Path | str | None = None,
+    frontend: str | None = None,
+    output_dir: Path | str | None = None,
+    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
+    width: int = 480,
+) -> ResultBundle:
     """Build the regular output for a finished result; returns a :class:`ResultBundle`.
 
     Links (else copies) the stored file into ``goenhance_outputs/`` (or ``output_dir``) and
@@ -307,11 +336,18 @@ def publish_result(result: ResultLike, *, notebook_dir: Path | str | None = None
 
     cap_html, cap_text = _caption(result, cached)
     key = html.escape(str(result.key))
-    video = (f'<video class="goenhance-video" {_VIDEO_ATTRS} width="{width}" '
-             f'src="{html.escape(src, quote=True)}"></video>')
-    link = "" if mode == "embed" else (
-        f' <a href="{html.escape(rel, quote=True)}" target="_blank" '
-        f'class="goenhance-file">{html.escape(rel)}</a>')
+    video = (
+        f'<video class="goenhance-video" {_VIDEO_ATTRS} width="{width}" '
+        f'src="{html.escape(src, quote=True)}"></video>'
+    )
+    link = (
+        ""
+        if mode == "embed"
+        else (
+            f' <a href="{html.escape(rel, quote=True)}" target="_blank" '
+            f'class="goenhance-file">{html.escape(rel)}</a>'
+        )
+    )
     body: str
     src_rel: str | None = None
     if compare and source is not None and Path(source).is_file():
@@ -325,20 +361,25 @@ def publish_result(result: ResultLike, *, notebook_dir: Path | str | None = None
         src_rel = _relative_src(before_local, nb_dir)
         mime = "video/quicktime" if ext == ".mov" else "video/mp4"
         before_src = _data_uri(before_local, mime) if mode == "embed" else src_rel
-        before = (f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
-                  f'src="{html.escape(before_src, quote=True)}"></video>')
+        before = (
+            f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
+            f'src="{html.escape(before_src, quote=True)}"></video>'
+        )
         fig = 'style="margin:0;display:flex;flex-direction:column;gap:2px"'
-        body = (f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
-                f'<figure {fig}>{before}<figcaption>before</figcaption></figure>'
-                f'<figure {fig}>{video}<figcaption>after</figcaption></figure></div>'
-                + _SYNC_SCRIPT)
+        body = (
+            f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
+            f"<figure {fig}>{before}<figcaption>before</figcaption></figure>"
+            f"<figure {fig}>{video}<figcaption>after</figcaption></figure></div>" + _SYNC_SCRIPT
+        )
         klass = "goenhance-result goenhance-compare"
     else:
         body = video
         klass = "goenhance-result"
-    html_out = (f'<div class="{klass}" data-goenhance-key="{key}">{body}'
-                f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
-                f'{cap_html}{link}</div></div>')
+    html_out = (
+        f'<div class="{klass}" data-goenhance-key="{key}">{body}'
+        f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
+        f"{cap_html}{link}</div></div>"
+    )
     text = f"GoEnhance result: {rel} ({cap_text.split(' [', 1)[0]})"
     if _is_simulated(result):
         text += " [SIMULATED]"
@@ -353,29 +394,44 @@ def publish_result(result: ResultLike, *, notebook_dir: Path | str | None = None
 
 def placeholder_bundle(job_label: str, *, simulated: bool = False) -> ResultBundle:
     """The regular output shown while a job runs; replaced by the result via its display id."""
-    label = (' <span class="goenhance-simulated">SIMULATED</span>' if simulated else "")
+    label = ' <span class="goenhance-simulated">SIMULATED</span>' if simulated else ""
     text = f"GoEnhance: {job_label} running; the video will appear here when it is done."
-    return ResultBundle({
-        "text/html": (f'<div class="goenhance-placeholder" style="font-size:12px;color:#666">'
-                      f'{html.escape(text)}{label}</div>'),
-        "text/plain": text + (" [SIMULATED]" if simulated else ""),
-    })
+    return ResultBundle(
+        {
+            "text/html": (
+                f'<div class="goenhance-placeholder" style="font-size:12px;color:#666">'
+                f"{html.escape(text)}{label}</div>"
+            ),
+            "text/plain": text + (" [SIMULATED]" if simulated else ""),
+        }
+    )
 
 
 def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBundle:
     """A one-line regular output for a job that failed in the background (no traceback)."""
     msg = f"{type(error).__name__}: {redact_text(error)}"
-    return ResultBundle({
-        "text/html": (f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
-                      f'{html.escape(msg)}</div>'),
-        "text/plain": msg,
-    }, {"goenhance_nb": {"job_id": job_id, "error": msg}})
+    return ResultBundle(
+        {
+            "text/html": (
+                f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
+                f"{html.escape(msg)}</div>"
+            ),
+            "text/plain": msg,
+        },
+        {"goenhance_nb": {"job_id": job_id, "error": msg}},
+    )
 
 
-def result_grid(results: Any, *, notebook_dir: Path | str | None = None, columns: int = 3,
-                frontend: str | None = None, embed: bool | None = None,
-                output_dir: Path | str | None = None,
-                embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB) -> ResultBundle:
+def result_grid(
+    results: Any,
+    *,
+    notebook_dir: Path | str | None = None,
+    columns: int = 3,
+    frontend: str | None = None,
+    embed: bool | None = None,
+    output_dir: Path | str | None = None,
+    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
+) -> ResultBundle:
     """Several finished results (Jobs or records) in one grid output, ``columns`` per row.
 
     Each cell is the same ``div.goenhance-result`` as :func:`publish_result` (same files in
@@ -400,14 +456,25 @@ def result_grid(results: Any, *, notebook_dir: Path | str | None = None, columns
                 cells_html.append("<div class='goenhance-placeholder'>still running</div>")
                 lines.append(f"{getattr(item, 'id', None) or item.key[:8]}: still running")
                 continue
-        b = publish_result(record, notebook_dir=notebook_dir, cached=cached, frontend=frontend,
-                           embed=embed, output_dir=output_dir, embed_limit_mb=embed_limit_mb,
-                           width=260)
+        b = publish_result(
+            record,
+            notebook_dir=notebook_dir,
+            cached=cached,
+            frontend=frontend,
+            embed=embed,
+            output_dir=output_dir,
+            embed_limit_mb=embed_limit_mb,
+            width=260,
+        )
         cells_html.append(str(b["text/html"]))
         lines.append(str(b["text/plain"]))
         provs.append(b.metadata["goenhance_nb"])
-    grid = (f'<div class="goenhance-grid" style="display:grid;gap:8px;'
-            f'grid-template-columns:repeat({max(1, int(columns))},minmax(0,1fr))">'
-            + "".join(cells_html) + "</div>")
-    return ResultBundle({"text/html": grid, "text/plain": "\n".join(lines)},
-                        {"goenhance_nb": {"results": provs}})
+    grid = (
+        f'<div class="goenhance-grid" style="display:grid;gap:8px;'
+        f'grid-template-columns:repeat({max(1, int(columns))},minmax(0,1fr))">'
+        + "".join(cells_html)
+        + "</div>"
+    )
+    return ResultBundle(
+        {"text/html": grid, "text/plain": "\n".join(lines)}, {"goenhance_nb": {"results": provs}}
+    )

@@ -73,13 +73,35 @@ LOCAL_QUEUE = "LOCAL_QUEUE"
 #: ``Job.state`` before anything happened (validated, not yet looked up).
 PENDING_LOCAL = "LOCAL"
 
-EVENT_KINDS = frozenset({
-    "validated", "cached", "queued_locally", "submitting", "submitted", "status",
-    "downloading", "done", "failed", "timed_out", "watch_cancelled",
-})
+EVENT_KINDS = frozenset(
+    {
+        "validated",
+        "cached",
+        "queued_locally",
+        "submitting",
+        "submitted",
+        "status",
+        "downloading",
+        "done",
+        "failed",
+        "timed_out",
+        "watch_cancelled",
+    }
+)
 
-_KNOWN_RAW = frozenset({"pending", "queued", "waiting", "processing", "running", "success",
-                        "completed", "failed", "error"})
+_KNOWN_RAW = frozenset(
+    {
+        "pending",
+        "queued",
+        "waiting",
+        "processing",
+        "running",
+        "success",
+        "completed",
+        "failed",
+        "error",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +200,22 @@ class Job:
     @property
     def path(self) -> Path | None:
         """The stored result file once done, else ``None``."""
-        if self._future.done() and not self._future.cancelled() and self._future.exception() is None:
+        if (
+            self._future.done()
+            and not self._future.cancelled()
+            and self._future.exception() is None
+        ):
             return self._future.result().file
         return None
 
     @property
     def record(self) -> ResultRecord | None:
         """The :class:`ResultRecord` once done, else ``None``."""
-        if self._future.done() and not self._future.cancelled() and self._future.exception() is None:
+        if (
+            self._future.done()
+            and not self._future.cancelled()
+            and self._future.exception() is None
+        ):
             return self._future.result()
         return None
 
@@ -202,7 +232,9 @@ class Job:
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"job {self.id or self.key[:12]} still running after {timeout}s") from None
+            raise TimeoutError(
+                f"job {self.id or self.key[:12]} still running after {timeout}s"
+            ) from None
 
     def wait(self, timeout: float | None = None) -> ResultRecord:
         """Alias of :meth:`result`."""
@@ -218,19 +250,23 @@ class Job:
     def subscribe(self, callback: Callable[[JobEvent], Any]) -> Callable[[], None]:
         """Call ``callback(event)`` on the engine thread for every event, starting with a replay
         of the latest one. Returns a function that unsubscribes."""
+
         def _attach() -> None:
             with self._lock:
                 self._listeners.append(callback)
                 latest = self.history[-1] if self.history else None
             if latest is not None:
                 _deliver(callback, latest)
+
         self._engine.call_soon(_attach)
 
         def unsubscribe() -> None:
             def _detach() -> None:
                 with self._lock, contextlib.suppress(ValueError):
                     self._listeners.remove(callback)
+
             self._engine.call_soon(_detach)
+
         return unsubscribe
 
     def cancel_watch(self) -> None:
@@ -252,10 +288,16 @@ class Job:
             self._engine.usage.release(est)
 
     def _emit(self, kind: str, **kw: Any) -> JobEvent:
-        ev = JobEvent(key=self.key, kind=kind, state=kw.pop("state", self.state),
-                      raw_status=kw.pop("raw_status", self.raw_status),
-                      elapsed=max(0.0, self._engine.clock() - self.started),
-                      job_id=kw.pop("job_id", self.id), ts=time.time(), **kw)
+        ev = JobEvent(
+            key=self.key,
+            kind=kind,
+            state=kw.pop("state", self.state),
+            raw_status=kw.pop("raw_status", self.raw_status),
+            elapsed=max(0.0, self._engine.clock() - self.started),
+            job_id=kw.pop("job_id", self.id),
+            ts=time.time(),
+            **kw,
+        )
         with self._lock:
             self.history.append(ev)
             listeners = list(self._listeners)
@@ -307,8 +349,12 @@ class _LocalQueue:
         for i, (job, _) in enumerate(self.waiters):
             if job.queue_position != i + 1:
                 job.queue_position = i + 1
-                job._emit("queued_locally", state=LOCAL_QUEUE, queue_position=i + 1,
-                          message=f"waiting locally for a free slot (position {i + 1})")
+                job._emit(
+                    "queued_locally",
+                    state=LOCAL_QUEUE,
+                    queue_position=i + 1,
+                    message=f"waiting locally for a free slot (position {i + 1})",
+                )
 
 
 class JobEngine:
@@ -323,12 +369,22 @@ class JobEngine:
         on the first submission, default 3 if it does not say.
     """
 
-    def __init__(self, client: AsyncClient, *, cache: ResultCache, ledger: Ledger,
-                 store: ResultStore, usage: Usage, poll_interval: float = 5.0,
-                 job_timeout: float = 1800.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 queue_limit: int | None = None, max_poll_errors: int = 8,
-                 lock_poll: float = 0.1) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        cache: ResultCache,
+        ledger: Ledger,
+        store: ResultStore,
+        usage: Usage,
+        poll_interval: float = 5.0,
+        job_timeout: float = 1800.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        queue_limit: int | None = None,
+        max_poll_errors: int = 8,
+        lock_poll: float = 0.1,
+    ) -> None:
         self.client = client
         self.cache = cache
         self.ledger = ledger
@@ -451,6 +507,7 @@ class JobEngine:
 
         def _start() -> None:
             job._task = self.loop.create_task(self._run(job))
+
         self.call_soon(_start)
         return job
 
@@ -469,8 +526,14 @@ class JobEngine:
                     self.ledger.update(job.key, state="watch_cancelled")
             job._future.cancel()
             job._future.set_running_or_notify_cancel()
-            terminal = ("watch_cancelled", {"message": (
-                f"stopped watching; the job stays resumable: %goenhance resume {job.id or job.key[:12]}")})
+            terminal = (
+                "watch_cancelled",
+                {
+                    "message": (
+                        f"stopped watching; the job stays resumable: %goenhance resume {job.id or job.key[:12]}"
+                    )
+                },
+            )
         except GoEnhanceError as exc:
             job.error = exc
             if isinstance(exc, JobTimedOut):
@@ -481,7 +544,9 @@ class JobEngine:
             job._future.set_exception(exc)
         except Exception as exc:  # a bug: surface it, never leave the handle hanging
             log.exception("goenhance_nb: job %s crashed", job.key[:12])
-            err = GoEnhanceError(f"internal error in job {job.key[:12]}: {type(exc).__name__}: {exc}")
+            err = GoEnhanceError(
+                f"internal error in job {job.key[:12]}: {type(exc).__name__}: {exc}"
+            )
             job.error = err
             job.state = JobState.FAILED
             terminal = ("failed", {"error": err, "message": str(err)})
@@ -522,11 +587,21 @@ class JobEngine:
             repair = False
             if stale is not None and stale.job_id and (entry is None or entry.job_id is None):
                 # The index knows the job that made the (now missing) file: re-download from it.
-                entry = self.ledger.put(LedgerEntry(
-                    key=job.key, state="done", spec=req.spec.canonical(), backend=req.backend,
-                    input_hash=req.input.content_hash, model_version=req.model_version,
-                    style_label=req.style_label, source_name=stale.source_name,
-                    job_id=stale.job_id, cost=stale.cost, created=stale.created))
+                entry = self.ledger.put(
+                    LedgerEntry(
+                        key=job.key,
+                        state="done",
+                        spec=req.spec.canonical(),
+                        backend=req.backend,
+                        input_hash=req.input.content_hash,
+                        model_version=req.model_version,
+                        style_label=req.style_label,
+                        source_name=stale.source_name,
+                        job_id=stale.job_id,
+                        cost=stale.cost,
+                        created=stale.created,
+                    )
+                )
             if entry is not None and entry.job_id is not None and entry.state == "done":
                 # Result recorded earlier but the cached file is missing or damaged.
                 repair = not req.force
@@ -537,7 +612,8 @@ class JobEngine:
                     raise orphan_error(job.key)
                 warnings.warn(
                     f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
-                    UserWarning, stacklevel=1,
+                    UserWarning,
+                    stacklevel=1,
                 )
                 entry = await self._submit(job, entry)
             else:
@@ -552,7 +628,9 @@ class JobEngine:
                 # The old job's result cannot be had any more: generate again, with a warning.
                 warnings.warn(
                     f"cached result for {job.key[:12]} is gone and its job URL expired "
-                    f"({exc}); generating it again", UserWarning, stacklevel=1,
+                    f"({exc}); generating it again",
+                    UserWarning,
+                    stacklevel=1,
                 )
                 entry = await self._submit(job, entry)
                 deadline = self.clock() + budget_s
@@ -562,7 +640,9 @@ class JobEngine:
             with contextlib.suppress(Exception):
                 lock.release()
 
-    def _cache_hit(self, job: Job, *, warn: bool) -> tuple[ResultRecord | None, ResultRecord | None]:
+    def _cache_hit(
+        self, job: Job, *, warn: bool
+    ) -> tuple[ResultRecord | None, ResultRecord | None]:
         """Return ``(record, None)`` on a usable hit, ``(None, stale_record)`` when the record's
         file is missing/damaged (deleted if damaged), ``(None, None)`` when absent."""
         rec, status = self.cache.lookup(job.key)
@@ -578,7 +658,8 @@ class JobEngine:
             if warn:
                 warnings.warn(
                     f"cached result for {job.key[:12]} is {status}; fetching it again",
-                    UserWarning, stacklevel=1,
+                    UserWarning,
+                    stacklevel=1,
                 )
                 log.warning("goenhance_nb: cached result %s is %s; repairing", job.key[:12], status)
             if status == "damaged":
@@ -596,8 +677,11 @@ class JobEngine:
             except filelock.Timeout:
                 if not announced:
                     announced = True
-                    job._emit("status", message="another process is running the same "
-                                                "transformation; waiting for it")
+                    job._emit(
+                        "status",
+                        message="another process is running the same "
+                        "transformation; waiting for it",
+                    )
                 await asyncio.sleep(self.lock_poll)
 
     def _attach(self, job: Job, entry: LedgerEntry) -> None:
@@ -605,8 +689,12 @@ class JobEngine:
         job.raw_status = entry.raw_status
         job.cost = entry.cost
         job._release_reservation()
-        job._emit("submitted", job_id=entry.job_id, cost=entry.cost,
-                  message=f"re-attached to job {entry.job_id}")
+        job._emit(
+            "submitted",
+            job_id=entry.job_id,
+            cost=entry.cost,
+            message=f"re-attached to job {entry.job_id}",
+        )
 
     async def _ensure_queue_limit(self) -> None:
         """Learn the account's queueLimit once (one ``user/tokens`` call); concurrent callers
@@ -639,8 +727,11 @@ class JobEngine:
         pos = len(self._queue.waiters)
         job.queue_position = pos
         job.state = LOCAL_QUEUE
-        job._emit("queued_locally", queue_position=pos,
-                  message=f"waiting locally for a free slot (position {pos})")
+        job._emit(
+            "queued_locally",
+            queue_position=pos,
+            message=f"waiting locally for a free slot (position {pos})",
+        )
         try:
             await fut
         except asyncio.CancelledError:
@@ -679,11 +770,18 @@ class JobEngine:
                 ref_url = await req.reference_url()
             now = time.time()
             entry = LedgerEntry(
-                key=job.key, state="submitting", spec=req.spec.canonical(), backend=req.backend,
-                input_hash=req.input.content_hash, model_version=req.model_version,
-                style_label=req.style_label, source_name=req.source_name or req.input.name,
-                reference_url=ref_url, created=old.created if old is not None else now,
-                pid=os.getpid(), extra={"input": req.input.to_json()},
+                key=job.key,
+                state="submitting",
+                spec=req.spec.canonical(),
+                backend=req.backend,
+                input_hash=req.input.content_hash,
+                model_version=req.model_version,
+                style_label=req.style_label,
+                source_name=req.source_name or req.input.name,
+                reference_url=ref_url,
+                created=old.created if old is not None else now,
+                pid=os.getpid(),
+                extra={"input": req.input.to_json()},
             )
             entry = self.ledger.put(entry)  # durable before the POST (STYLE 9)
             job.state = JobState.QUEUED
@@ -694,8 +792,14 @@ class JobEngine:
                 # The API refused (envelope error, 401, 429/503 after retries): no job exists.
                 self.ledger.update(job.key, state="failed", error=str(exc))
                 raise
-            entry = self.ledger.update(job.key, job_id=gr.img_uuid, state="submitted",
-                                       cost=gr.cost, submitted_at=time.time(), error=None)
+            entry = self.ledger.update(
+                job.key,
+                job_id=gr.img_uuid,
+                state="submitted",
+                cost=gr.cost,
+                submitted_at=time.time(),
+                error=None,
+            )
         except BaseException:
             self._free_slot(job)
             raise
@@ -704,10 +808,20 @@ class JobEngine:
         if est is not None and job._reservation_open:
             job._reservation_open = False
             job._extra_estimate = None
-            self.usage.record(est, gr.cost, model=req.spec.model,
-                              resolution=req.spec.resolution, duration=req.spec.duration)
-        job._emit("submitted", job_id=gr.img_uuid, cost=gr.cost,
-                  message=f"submitted as job {gr.img_uuid}" + (f" ({gr.cost} credits)" if gr.cost is not None else ""))
+            self.usage.record(
+                est,
+                gr.cost,
+                model=req.spec.model,
+                resolution=req.spec.resolution,
+                duration=req.spec.duration,
+            )
+        job._emit(
+            "submitted",
+            job_id=gr.img_uuid,
+            cost=gr.cost,
+            message=f"submitted as job {gr.img_uuid}"
+            + (f" ({gr.cost} credits)" if gr.cost is not None else ""),
+        )
         return entry
 
     async def _poll(self, job: Job, entry: LedgerEntry, deadline: float) -> JobDetail:
@@ -720,9 +834,13 @@ class JobEngine:
             while True:
                 if self.clock() >= deadline:
                     self.ledger.update(job.key, state="timed_out")
-                    raise JobTimedOut(job_id, (
-                        f"job {job_id} did not finish before its deadline; it keeps running on the "
-                        f"server. Resume with %goenhance resume {job_id} or resume('{job_id}')"))
+                    raise JobTimedOut(
+                        job_id,
+                        (
+                            f"job {job_id} did not finish before its deadline; it keeps running on the "
+                            f"server. Resume with %goenhance resume {job_id} or resume('{job_id}')"
+                        ),
+                    )
                 try:
                     detail = await self.client.job_detail(job_id)
                 except (TransportError, APIError) as exc:
@@ -739,8 +857,12 @@ class JobEngine:
                     delay = min(max(self.poll_interval, 0.05) * (2 ** min(errors, 6)), 60.0)
                     if isinstance(exc, RateLimited) and exc.retry_after:
                         delay = max(delay, float(exc.retry_after))
-                    log.warning("goenhance_nb: polling job %s failed (%s); retrying in %.1fs",
-                                job_id, exc, delay)
+                    log.warning(
+                        "goenhance_nb: polling job %s failed (%s); retrying in %.1fs",
+                        job_id,
+                        exc,
+                        delay,
+                    )
                     await self._sleep(min(delay, max(0.0, deadline - self.clock())))
                     continue
                 errors = 0
@@ -749,23 +871,31 @@ class JobEngine:
                 low = (raw or "").strip().lower()
                 if low not in _KNOWN_RAW and low not in warned_unknown:
                     warned_unknown.add(low)
-                    log.warning("goenhance_nb: job %s reports an unknown status %r; "
-                                "treating it as running", job_id, raw)
+                    log.warning(
+                        "goenhance_nb: job %s reports an unknown status %r; treating it as running",
+                        job_id,
+                        raw,
+                    )
                 # DONE is only shown once the file is stored; until then the job is "running".
                 shown = JobState.RUNNING if detail.state is JobState.DONE else detail.state
                 if raw != job.raw_status or shown != job.state:
                     job.raw_status = raw
                     job.state = shown
-                    lstate = {JobState.QUEUED: "queued", JobState.RUNNING: "running",
-                              JobState.DONE: "downloading", JobState.FAILED: "failed"}[detail.state]
+                    lstate = {
+                        JobState.QUEUED: "queued",
+                        JobState.RUNNING: "running",
+                        JobState.DONE: "downloading",
+                        JobState.FAILED: "failed",
+                    }[detail.state]
                     self.ledger.update(job.key, raw_status=raw, state=lstate)
                     job._emit("status", message=f"status {raw}")
                 if detail.state is JobState.FAILED:
                     msg = ""
                     if isinstance(detail.raw, dict):
                         msg = str(detail.raw.get("msg") or detail.raw.get("error") or "")
-                    self.ledger.update(job.key, state="failed", error=msg or raw,
-                                       finished_at=time.time())
+                    self.ledger.update(
+                        job.key, state="failed", error=msg or raw, finished_at=time.time()
+                    )
                     raise JobFailed(job_id, msg or f"status {raw}")
                 if detail.state is JobState.DONE:
                     return detail
@@ -773,8 +903,9 @@ class JobEngine:
         finally:
             self._free_slot(job)
 
-    async def _download(self, job: Job, entry: LedgerEntry, detail: JobDetail,
-                        deadline: float) -> ResultRecord:
+    async def _download(
+        self, job: Job, entry: LedgerEntry, detail: JobDetail, deadline: float
+    ) -> ResultRecord:
         req = job.request
         assert entry.job_id is not None
         job_id = entry.job_id
@@ -825,11 +956,21 @@ class JobEngine:
             timings["submitted"] = float(entry.submitted_at)
         timings["finished"] = now
         record = ResultRecord(
-            key=job.key, path=str(stored.path), sha=stored.sha, size=stored.size, job_id=job_id,
-            model=req.spec.model, style_label=req.style_label, model_version=req.model_version,
-            params=req.spec.canonical(), input_hash=req.input.content_hash,
-            cost=entry.cost if entry.cost is not None else job.cost, backend=req.backend,
-            created=now, timings=timings, source_name=req.source_name or req.input.name,
+            key=job.key,
+            path=str(stored.path),
+            sha=stored.sha,
+            size=stored.size,
+            job_id=job_id,
+            model=req.spec.model,
+            style_label=req.style_label,
+            model_version=req.model_version,
+            params=req.spec.canonical(),
+            input_hash=req.input.content_hash,
+            cost=entry.cost if entry.cost is not None else job.cost,
+            backend=req.backend,
+            created=now,
+            timings=timings,
+            source_name=req.source_name or req.input.name,
         )
         self.cache.put(record)
         self.ledger.update(job.key, state="done", finished_at=now, raw_status=detail.raw_status)

@@ -135,7 +135,11 @@ class RateLimited(APIError):
     """Too many requests (HTTP 429) or a daily/concurrency limit; ``retry_after`` in seconds."""
 
     def __init__(
-        self, code: int | None, msg: str, *, status: int | None = None,
+        self,
+        code: int | None,
+        msg: str,
+        *,
+        status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
         self.retry_after = retry_after
@@ -163,7 +167,9 @@ class JobTimedOut(GoEnhanceError):
 
     def __init__(self, job_id: str | None, msg: str = "") -> None:
         self.job_id = job_id
-        text = msg or f"job {job_id} did not finish in time; resume it with %goenhance resume {job_id}"
+        text = (
+            msg or f"job {job_id} did not finish in time; resume it with %goenhance resume {job_id}"
+        )
         super().__init__(text)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]

@@ -103,8 +103,11 @@ def is_headless(shell: Any | None = None, env: Mapping[str, str] | None = None) 
     return allow_stdin(shell) is False
 
 
-def frontend(shell: Any | None = None, env: Mapping[str, str] | None = None,
-             modules: Mapping[str, object] | None = None) -> Frontend:
+def frontend(
+    shell: Any | None = None,
+    env: Mapping[str, str] | None = None,
+    modules: Mapping[str, object] | None = None,
+) -> Frontend:
     """Name the frontend: ``"lab" | "vscode" | "colab" | "terminal" | "headless" | "unknown"``.
 
     Order: Colab (``google.colab`` imported) > no kernel (``"terminal"``) > headless execute

@@ -83,7 +83,9 @@ def validate_params(*, duration: object, resolution: object, prompt: object, see
     if isinstance(duration, bool) or not isinstance(duration, int):
         raise InputError(f"duration must be a whole number of seconds, got {duration!r}")
     if not MIN_DURATION <= duration <= MAX_DURATION:
-        raise InputError(f"duration must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {duration}")
+        raise InputError(
+            f"duration must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {duration}"
+        )
     if resolution not in RESOLUTIONS:
         raise InputError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     if prompt is not None:
@@ -118,8 +120,12 @@ def probe_video(path: Path) -> dict[str, Any]:
             duration = container.duration / 1_000_000
         elif vs.duration is not None and vs.time_base is not None:
             duration = float(vs.duration * vs.time_base)
-        return {"duration": duration, "width": vs.codec_context.width,
-                "height": vs.codec_context.height, "container": fmt}
+        return {
+            "duration": duration,
+            "width": vs.codec_context.width,
+            "height": vs.codec_context.height,
+            "container": fmt,
+        }
     finally:
         container.close()
 
@@ -128,8 +134,12 @@ class HashMemo:
     """blake3 file hashes memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes``."""
 
     def __init__(self, cache_dir: Path) -> None:
-        self._db = diskcache.Cache(str(private_dir(Path(cache_dir) / "hashes")), disk=JSONOnlyDisk,
-                                   size_limit=2**26, cull_limit=10)
+        self._db = diskcache.Cache(
+            str(private_dir(Path(cache_dir) / "hashes")),
+            disk=JSONOnlyDisk,
+            size_limit=2**26,
+            cull_limit=10,
+        )
         self.reads = 0  # number of full reads performed (for tests / metrics)
 
     def hash(self, path: Path) -> str:
@@ -161,9 +171,16 @@ class HashMemo:
         self._db.close()
 
 
-def inspect_file(path: Path, memo: HashMemo, *, duration: int | None = None,
-                 max_bytes: int | None = None, kind: str = "file", url: str | None = None,
-                 name: str | None = None) -> InputRef:
+def inspect_file(
+    path: Path,
+    memo: HashMemo,
+    *,
+    duration: int | None = None,
+    max_bytes: int | None = None,
+    kind: str = "file",
+    url: str | None = None,
+    name: str | None = None,
+) -> InputRef:
     """Validate a local video file and return its :class:`InputRef`.
 
     Warns (``UserWarning``) when the source is shorter than ``duration``.
@@ -189,8 +206,18 @@ def inspect_file(path: Path, memo: HashMemo, *, duration: int | None = None,
     if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
         warnings.warn(
             f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
-            UserWarning, stacklevel=3,
+            UserWarning,
+            stacklevel=3,
         )
-    return InputRef(kind=kind, name=label, content_hash=digest, size=size,
-                    path=str(p.resolve()), url=url, duration=src_dur, width=info["width"],
-                    height=info["height"], container=info["container"])
+    return InputRef(
+        kind=kind,
+        name=label,
+        content_hash=digest,
+        size=size,
+        path=str(p.resolve()),
+        url=url,
+        duration=src_dur,
+        width=info["width"],
+        height=info["height"],
+        container=info["container"],
+    )

@@ -98,6 +98,7 @@ class JSONOnlyDisk(Disk):
 
 # -- plain JSON files and private directories ----------------------------------------------
 
+
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) if needed and make it mode 0700; return it.
 

@@ -50,8 +50,9 @@ def hash_file(path: str | os.PathLike[str]) -> str:
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys, no spaces, non-ASCII kept: equal values give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def request_key(input_hash: str, spec: JobSpec, model_version: str, backend: str) -> str:
@@ -166,8 +167,11 @@ def extract_result(
 
     items = data.get("json")
     if isinstance(items, list):
-        candidates = [i for i in items if isinstance(i, Mapping)
-                      and isinstance(i.get("value"), str) and i["value"].strip()]
+        candidates = [
+            i
+            for i in items
+            if isinstance(i, Mapping) and isinstance(i.get("value"), str) and i["value"].strip()
+        ]
         videos = [i for i in candidates if str(i.get("type", "")).lower() == "video"]
         chosen = (videos or candidates or [None])[0]
         if chosen is not None:
@@ -178,8 +182,11 @@ def extract_result(
         url = data["img_url"].strip()
     if url is None:
         output = data.get("output")
-        if isinstance(output, Mapping) and isinstance(output.get("video_url"), str) \
-                and output["video_url"].strip():
+        if (
+            isinstance(output, Mapping)
+            and isinstance(output.get("video_url"), str)
+            and output["video_url"].strip()
+        ):
             url = output["video_url"].strip()
     if url is None:
         return None, None, None

@@ -30,8 +30,9 @@ __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry", "orphan_
 
 #: Ledger states. ``submitting`` = POST may or may not have reached the API (no id yet).
 SUBMITTING = "submitting"
-ACTIVE_STATES = frozenset({"submitting", "submitted", "queued", "running", "downloading",
-                           "timed_out", "watch_cancelled"})
+ACTIVE_STATES = frozenset(
+    {"submitting", "submitted", "queued", "running", "downloading", "timed_out", "watch_cancelled"}
+)
 TERMINAL_STATES = frozenset({"done", "failed"})
 
 
@@ -122,8 +123,11 @@ class Ledger:
         self.lock_dir = private_dir(self.cache_dir / "locks")
         try:
             self._db = diskcache.Cache(
-                str(private_dir(self.cache_dir / "ledger")), disk=JSONOnlyDisk,
-                eviction_policy="none", size_limit=2**62, sqlite_synchronous=2,
+                str(private_dir(self.cache_dir / "ledger")),
+                disk=JSONOnlyDisk,
+                eviction_policy="none",
+                size_limit=2**62,
+                sqlite_synchronous=2,
             )
         except Exception as exc:
             raise LedgerError(f"cannot open the job ledger: {exc}") from None
@@ -223,8 +227,7 @@ class Ledger:
             return exact[0]
         if len(ident) < 6:
             return None
-        hits = [x for x in all_
-                if x.key.startswith(ident) or (x.job_id or "").startswith(ident)]
+        hits = [x for x in all_ if x.key.startswith(ident) or (x.job_id or "").startswith(ident)]
         if len(hits) > 1:
             raise LedgerError(f"{ident!r} matches {len(hits)} ledger entries; be more specific")
         return hits[0] if hits else None

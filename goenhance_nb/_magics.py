@@ -163,73 +163,132 @@ def _positive_float(text: str) -> float:
 
 def _add_run_options(p: argparse.ArgumentParser, *, input_optional: bool) -> None:
     if input_optional:
-        p.add_argument("input", nargs="?", default=None,
-                       help="input video: a local file or an http(s) URL (or 'input:' in the body)")
+        p.add_argument(
+            "input",
+            nargs="?",
+            default=None,
+            help="input video: a local file or an http(s) URL (or 'input:' in the body)",
+        )
     else:
         p.add_argument("input", help="input video: a local file or an http(s) URL")
-    p.add_argument("--style", "-s", default=None,
-                   help="style id or label, e.g. 2000 or 'Anime Style' (see %%goenhance styles)")
+    p.add_argument(
+        "--style",
+        "-s",
+        default=None,
+        help="style id or label, e.g. 2000 or 'Anime Style' (see %%goenhance styles)",
+    )
     p.add_argument("--prompt", "-p", default=None, help="optional text prompt (<= 500 characters)")
     p.add_argument("--duration", "-d", type=int, default=None, help="seconds of output, 3-30")
     p.add_argument("--resolution", "-r", default=None, choices=RESOLUTIONS, help="540p or 720p")
     p.add_argument("--seed", type=int, default=None, help="seed, -1 = random")
-    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                   help="block until the video is ready (default: only in headless runs)")
-    p.add_argument("--timeout", type=_positive_float, default=None,
-                   help="seconds before the job counts as timed out (stays resumable)")
-    p.add_argument("--force", action="store_true", default=False,
-                   help="bypass the cache: run again and replace the cached result")
-    p.add_argument("--embed", action=argparse.BooleanOptionalAction, default=None,
-                   help="embed the video in the notebook (base64) instead of linking the file")
-    p.add_argument("--compare", action="store_true", default=False,
-                   help="show the input and the result side by side (synced when JS runs)")
+    p.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="block until the video is ready (default: only in headless runs)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        help="seconds before the job counts as timed out (stays resumable)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=False,
+        help="bypass the cache: run again and replace the cached result",
+    )
+    p.add_argument(
+        "--embed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="embed the video in the notebook (base64) instead of linking the file",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        default=False,
+        help="show the input and the result side by side (synced when JS runs)",
+    )
 
 
 def build_parser() -> _Parser:
     """The ``%goenhance`` argument parser (subcommands, each with ``--help``)."""
-    root = _Parser(prog="%goenhance", description="GoEnhance AI video-to-video in the notebook.",
-                   add_help=True)
+    root = _Parser(
+        prog="%goenhance", description="GoEnhance AI video-to-video in the notebook.", add_help=True
+    )
     sub = root.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
-    run = sub.add_parser("run", help="transform a video with a style",
-                         description="Transform INPUT with a style; returns the Job handle.")
+    run = sub.add_parser(
+        "run",
+        help="transform a video with a style",
+        description="Transform INPUT with a style; returns the Job handle.",
+    )
     _add_run_options(run, input_optional=False)
-    st = sub.add_parser("styles", help="list the available styles",
-                        description="Show the model list (cached on disk).")
+    st = sub.add_parser(
+        "styles",
+        help="list the available styles",
+        description="Show the model list (cached on disk).",
+    )
     st.add_argument("--refresh", action="store_true", help="fetch the model list again")
     st.add_argument("--text", action="store_true", help="plain text table")
-    sub.add_parser("credits", help="credit balance and session spend",
-                   description="Show the account's credits and this session's spend.")
+    sub.add_parser(
+        "credits",
+        help="credit balance and session spend",
+        description="Show the account's credits and this session's spend.",
+    )
     sub.add_parser("jobs", help="the job ledger", description="Show the job ledger.")
-    rs = sub.add_parser("resume", help="resume watching a job",
-                        description="Resume a job by id or cache key (no ID: list resumable jobs).")
+    rs = sub.add_parser(
+        "resume",
+        help="resume watching a job",
+        description="Resume a job by id or cache key (no ID: list resumable jobs).",
+    )
     rs.add_argument("id", nargs="?", default=None, metavar="ID", help="job id (img_uuid) or key")
-    rs.add_argument("--resubmit", action="store_true",
-                    help="re-send a job that never got an id (may charge twice)")
-    rs.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
-                    help="block until the video is ready")
+    rs.add_argument(
+        "--resubmit",
+        action="store_true",
+        help="re-send a job that never got an id (may charge twice)",
+    )
+    rs.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="block until the video is ready",
+    )
     rs.add_argument("--timeout", type=_positive_float, default=None, help="seconds to wait")
-    ca = sub.add_parser("cache", help="inspect or clear the result cache",
-                        description="list | info KEY | clear | remove KEY | verify KEY. "
-                                    "Files in goenhance_outputs/ are never deleted.")
-    ca.add_argument("action", nargs="?", default="list",
-                    choices=("list", "info", "clear", "remove", "verify"))
+    ca = sub.add_parser(
+        "cache",
+        help="inspect or clear the result cache",
+        description="list | info KEY | clear | remove KEY | verify KEY. "
+        "Files in goenhance_outputs/ are never deleted.",
+    )
+    ca.add_argument(
+        "action", nargs="?", default="list", choices=("list", "info", "clear", "remove", "verify")
+    )
     ca.add_argument("key", nargs="?", default=None, metavar="KEY", help="a cache key (prefix)")
-    sub.add_parser("config", help="effective settings",
-                   description="Show the effective settings (the key only as set / not set).")
+    sub.add_parser(
+        "config",
+        help="effective settings",
+        description="Show the effective settings (the key only as set / not set).",
+    )
     sub.add_parser("panel", help="open the panel", description="Show the GoEnhance panel.")
-    lg = sub.add_parser("login", help="enter the API key (kept in memory)",
-                        description="Ask for the API key with getpass and keep it in memory.")
-    lg.add_argument("--save", action="store_true",
-                    help="also write it to the key file (mode 0600)")
+    lg = sub.add_parser(
+        "login",
+        help="enter the API key (kept in memory)",
+        description="Ask for the API key with getpass and keep it in memory.",
+    )
+    lg.add_argument("--save", action="store_true", help="also write it to the key file (mode 0600)")
     hp = sub.add_parser("help", help="this help", description="Show help for a subcommand.")
     hp.add_argument("topic", nargs="?", default=None, metavar="SUBCOMMAND")
     return root
 
 
 def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%goenhance",
-                description="Run a job: run options on the first line, YAML key: value "
-                            f"parameters in the body ({', '.join(CELL_KEYS)}).")
+    p = _Parser(
+        prog="%%goenhance",
+        description="Run a job: run options on the first line, YAML key: value "
+        f"parameters in the body ({', '.join(CELL_KEYS)}).",
+    )
     _add_run_options(p, input_optional=True)
     return p
 
@@ -277,8 +336,19 @@ def parse_line(line: str) -> Command | None:
 
 
 # -- %%goenhance cell bodies ------------------------------------------------------------------
-CELL_KEYS: tuple[str, ...] = ("input", "style", "prompt", "duration", "resolution", "seed",
-                              "wait", "timeout", "force", "embed", "compare")
+CELL_KEYS: tuple[str, ...] = (
+    "input",
+    "style",
+    "prompt",
+    "duration",
+    "resolution",
+    "seed",
+    "wait",
+    "timeout",
+    "force",
+    "embed",
+    "compare",
+)
 _BOOL_KEYS = {"wait", "force", "embed", "compare"}
 _INT_KEYS = {"duration", "seed"}
 
@@ -306,12 +376,14 @@ def parse_cell_body(body: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError("%%goenhance: the cell body must be 'key: value' lines "
-                         f"({', '.join(CELL_KEYS)})")
+        raise UsageError(
+            f"%%goenhance: the cell body must be 'key: value' lines ({', '.join(CELL_KEYS)})"
+        )
     unknown = sorted(str(k) for k in data if k not in CELL_KEYS)
     if unknown:
-        raise UsageError(f"%%goenhance: unknown key(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(CELL_KEYS)}")
+        raise UsageError(
+            f"%%goenhance: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CELL_KEYS)}"
+        )
     out: dict[str, Any] = {}
     for key, value in data.items():
         if value is None:
@@ -334,8 +406,10 @@ def parse_cell_body(body: str) -> dict[str, Any]:
             value = str(value)
         out[key] = value
     if "resolution" in out and out["resolution"] not in RESOLUTIONS:
-        raise UsageError(f"%%goenhance: resolution must be one of {', '.join(RESOLUTIONS)}, "
-                         f"got {out['resolution']!r}")
+        raise UsageError(
+            f"%%goenhance: resolution must be one of {', '.join(RESOLUTIONS)}, "
+            f"got {out['resolution']!r}"
+        )
     if "duration" in out and not 3 <= out["duration"] <= 30:
         raise UsageError(f"%%goenhance: duration must be 3-30, got {out['duration']}")
     return out
@@ -381,27 +455,50 @@ class GoEnhanceMagics(Magics):
     ``default_resolution`` and ``embed`` are run defaults. No trait ever holds the API key.
     """
 
-    poll_interval = Float(None, allow_none=True, config=True,
-                          help="Seconds between status polls (floor 5 s for the real API).")
-    job_timeout = Float(None, allow_none=True, config=True,
-                        help="Wall-clock seconds before a job counts as timed out.")
-    output_dir = Unicode(None, allow_none=True, config=True,
-                         help="Folder for result files (default: goenhance_outputs/ beside the notebook).")
-    default_style = Unicode(None, allow_none=True, config=True,
-                            help="Style used when run has no --style.")
+    poll_interval = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="Seconds between status polls (floor 5 s for the real API).",
+    )
+    job_timeout = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="Wall-clock seconds before a job counts as timed out.",
+    )
+    output_dir = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Folder for result files (default: goenhance_outputs/ beside the notebook).",
+    )
+    default_style = Unicode(
+        None, allow_none=True, config=True, help="Style used when run has no --style."
+    )
     default_duration = Int(5, config=True, help="Default --duration (seconds, 3-30).")
     default_resolution = Unicode("720p", config=True, help="Default --resolution (540p or 720p).")
-    embed = Bool(None, allow_none=True, config=True,
-                 help="Embed result videos (True), link them (False), or decide per frontend (None).")
-    wait = Bool(None, allow_none=True, config=True,
-                help="Block until done (True), never (False), or only in headless runs (None).")
+    embed = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="Embed result videos (True), link them (False), or decide per frontend (None).",
+    )
+    wait = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="Block until done (True), never (False), or only in headless runs (None).",
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._session: Any | None = None
         self._lock = threading.RLock()
         super().__init__(shell=shell, **kwargs)
-        self.observe(self._settings_traits_changed, names=["poll_interval", "job_timeout", "output_dir",
-                                                  "wait"])
+        self.observe(
+            self._settings_traits_changed,
+            names=["poll_interval", "job_timeout", "output_dir", "wait"],
+        )
 
     # -- session ------------------------------------------------------------------------------
     def settings_config(self) -> dict[str, Any]:
@@ -459,8 +556,10 @@ class GoEnhanceMagics(Magics):
         body = cell
         if self.shell is not None and ("{" in body or "$" in body):
             # line by line: IPython's formatter drops text after a {var} across newlines
-            body = "\n".join(self.shell.var_expand(ln) if ("{" in ln or "$" in ln) else ln
-                              for ln in body.split("\n"))
+            body = "\n".join(
+                self.shell.var_expand(ln) if ("{" in ln or "$" in ln) else ln
+                for ln in body.split("\n")
+            )
         args = merge_cell(line_args, parse_cell_body(body))
         if not args.input:
             raise UsageError("%%goenhance: no input (give it on the first line or as 'input:')")
@@ -510,8 +609,12 @@ def handle_run(m: GoEnhanceMagics, args: RunArgs) -> Any:
     resolution = args.resolution if args.resolution is not None else m.default_resolution
     if resolution not in RESOLUTIONS:
         raise UsageError(f"%goenhance run: resolution must be one of {', '.join(RESOLUTIONS)}")
-    kwargs: dict[str, Any] = {"prompt": args.prompt, "duration": duration,
-                              "resolution": resolution, "force": args.force}
+    kwargs: dict[str, Any] = {
+        "prompt": args.prompt,
+        "duration": duration,
+        "resolution": resolution,
+        "force": args.force,
+    }
     if args.seed is not None:
         kwargs["seed"] = args.seed
     if args.timeout is not None:
@@ -521,8 +624,17 @@ def handle_run(m: GoEnhanceMagics, args: RunArgs) -> Any:
     frontend = _frontend.frontend(m.shell)
     session = m.session()
     job = session.transform(args.input, style, **kwargs)
-    _present_job(m, job, wait=wait, timeout=args.timeout, embed=_embed(m, args.embed),
-                 compare=args.compare, source=source, frontend=frontend, session=session)
+    _present_job(
+        m,
+        job,
+        wait=wait,
+        timeout=args.timeout,
+        embed=_embed(m, args.embed),
+        compare=args.compare,
+        source=source,
+        frontend=frontend,
+        session=session,
+    )
     return job
 
 
@@ -541,12 +653,26 @@ def _settings_of(session: Any) -> Any:
     return getattr(session, "settings", None)
 
 
-def _publish(job: Any, result: Any, *, embed: bool | None, compare: bool, source: Path | None,
-             frontend: str, session: Any, nb_dir: Path) -> _display.ResultBundle:
+def _publish(
+    job: Any,
+    result: Any,
+    *,
+    embed: bool | None,
+    compare: bool,
+    source: Path | None,
+    frontend: str,
+    session: Any,
+    nb_dir: Path,
+) -> _display.ResultBundle:
     settings = _settings_of(session)
     return _display.publish_result(
-        result, notebook_dir=nb_dir, embed=embed, cached=bool(getattr(job, "cached", False)),
-        compare=compare, source=source, frontend=frontend,
+        result,
+        notebook_dir=nb_dir,
+        embed=embed,
+        cached=bool(getattr(job, "cached", False)),
+        compare=compare,
+        source=source,
+        frontend=frontend,
         output_dir=getattr(settings, "output_dir", None),
         embed_limit_mb=float(getattr(settings, "embed_limit_mb", 8.0) or 8.0),
     )
@@ -558,9 +684,18 @@ def _display_obj(obj: Any, **kw: Any) -> Any:
     return display(obj, **kw)
 
 
-def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | None,
-                 embed: bool | None, compare: bool, source: Path | None, frontend: str,
-                 session: Any) -> None:
+def _present_job(
+    m: GoEnhanceMagics,
+    job: Any,
+    *,
+    wait: bool,
+    timeout: float | None,
+    embed: bool | None,
+    compare: bool,
+    source: Path | None,
+    frontend: str,
+    session: Any,
+) -> None:
     """Show a job: a final output (blocking or already done) or a live widget + placeholder.
 
     :raises GoEnhanceError: (blocking or already finished) the job's own error, so the cell fails.
@@ -570,8 +705,16 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
     nb_dir = _display.notebook_dir(shell=m.shell)
 
     def make_publish(j: Any) -> Callable[[Any], _display.ResultBundle]:
-        return lambda result: _publish(j, result, embed=embed, compare=compare, source=source,
-                                       frontend=frontend, session=session, nb_dir=nb_dir)
+        return lambda result: _publish(
+            j,
+            result,
+            embed=embed,
+            compare=compare,
+            source=source,
+            frontend=frontend,
+            session=session,
+            nb_dir=nb_dir,
+        )
 
     publish = make_publish(job)
     if job.done():
@@ -591,8 +734,11 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
 
             raise JobTimedOut(getattr(job, "id", None)) from None
         except KeyboardInterrupt:
-            print(f"Stopped waiting; the job keeps going. Resume with %goenhance resume "
-                  f"{getattr(job, 'id', None) or job.key}", file=sys.stderr)
+            print(
+                f"Stopped waiting; the job keeps going. Resume with %goenhance resume "
+                f"{getattr(job, 'id', None) or job.key}",
+                file=sys.stderr,
+            )
             raise
         _display_obj(publish(result))
         return
@@ -611,8 +757,9 @@ def _present_job(m: GoEnhanceMagics, job: Any, *, wait: bool, timeout: float | N
         _watch_update(new_job, handle, make_publish(new_job))
 
     _show_widget(job, session, on_follow=on_follow)
-    handle = _display_obj(_display.placeholder_bundle(_job_label(job), simulated=simulated),
-                          display_id=True)
+    handle = _display_obj(
+        _display.placeholder_bundle(_job_label(job), simulated=simulated), display_id=True
+    )
     _watch_update(job, handle, publish)
 
 
@@ -653,8 +800,9 @@ def _status_class() -> Any:
     return _STATUS_CLASS
 
 
-def _show_widget(job: Any, session: Any = None,
-                 on_follow: Callable[[Any], None] | None = None) -> None:
+def _show_widget(
+    job: Any, session: Any = None, on_follow: Callable[[Any], None] | None = None
+) -> None:
     """Display the live (compact) status widget of ``job``; text line if widgets are missing."""
     try:
         cls = _status_class()
@@ -684,15 +832,22 @@ def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
                 handle.update(publish(result))
             elif kind in ("failed", "timed_out"):
                 finished.set()
-                err = getattr(event, "error", None) or job.error or GoEnhanceError(
-                    str(getattr(event, "message", "") or kind))
+                err = (
+                    getattr(event, "error", None)
+                    or job.error
+                    or GoEnhanceError(str(getattr(event, "message", "") or kind))
+                )
                 handle.update(_display.error_bundle(err, job_id=getattr(job, "id", None)))
             elif kind == "watch_cancelled":
                 finished.set()
                 jid = getattr(job, "id", None) or job.key[:12]
-                handle.update(_display.ResultBundle({
-                    "text/plain": f"GoEnhance: stopped watching {jid}; %goenhance resume {jid}",
-                }))
+                handle.update(
+                    _display.ResultBundle(
+                        {
+                            "text/plain": f"GoEnhance: stopped watching {jid}; %goenhance resume {jid}",
+                        }
+                    )
+                )
         except Exception as exc:  # a listener never raises into the engine
             with contextlib.suppress(Exception):
                 handle.update(_display.error_bundle(exc, job_id=getattr(job, "id", None)))
@@ -724,8 +879,11 @@ def _watch_text(job: Any, publish: Callable[[Any], Any]) -> None:
         if state != last[0] and state is not None:
             last[0] = state
             raw = getattr(event, "raw_status", None)
-            print(f"\nGoEnhance: {_job_label(job)} {_state_text(state)}"
-                  + (f" ({raw})" if raw else ""), flush=True)
+            print(
+                f"\nGoEnhance: {_job_label(job)} {_state_text(state)}"
+                + (f" ({raw})" if raw else ""),
+                flush=True,
+            )
 
     job.subscribe(on_event)
 
@@ -751,14 +909,26 @@ def _show(html_text: str, plain: str, metadata: Mapping[str, Any] | None = None)
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, klass: str) -> tuple[str, str]:
     """(html, text) of a simple table; every cell escaped."""
     head = "".join(f"<th style='text-align:left'>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else html.escape(str(c))}</td>"
-                                    for c in row) + "</tr>" for row in rows)
-    html_text = f"<table class='{klass}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    cols = [list(map(_plain, col)) for col in zip(headers, *rows, strict=False)] if rows else [[h] for h in headers]
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{c if isinstance(c, _Raw) else html.escape(str(c))}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    html_text = (
+        f"<table class='{klass}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+    cols = (
+        [list(map(_plain, col)) for col in zip(headers, *rows, strict=False)]
+        if rows
+        else [[h] for h in headers]
+    )
     widths = [max(len(x) for x in col) for col in cols]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
-    lines += ["  ".join(_plain(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-              for row in rows]
+    lines += [
+        "  ".join(_plain(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in rows
+    ]
     return html_text, "\n".join(lines)
 
 
@@ -786,22 +956,37 @@ def handle_styles(m: GoEnhanceMagics, args: StylesArgs) -> None:
         preview = getattr(s, "preview_url", None)
         thumb = ""
         if preview and "?" not in preview and str(preview).startswith(("http://", "https://")):
-            thumb = (f"<img src='{html.escape(preview, quote=True)}' alt='' loading='lazy' "
-                     f"style='height:48px;border-radius:3px'>")
-        rows.append([
-            _Raw(thumb, ""), s.id, s.label, s.category, s.version, "VIP" if s.is_vip else "",
-        ])
-    html_t, text = _table(["", "id", "label", "category", "version", ""], rows,
-                          klass="goenhance-styles")
+            thumb = (
+                f"<img src='{html.escape(preview, quote=True)}' alt='' loading='lazy' "
+                f"style='height:48px;border-radius:3px'>"
+            )
+        rows.append(
+            [
+                _Raw(thumb, ""),
+                s.id,
+                s.label,
+                s.category,
+                s.version,
+                "VIP" if s.is_vip else "",
+            ]
+        )
+    html_t, text = _table(
+        ["", "id", "label", "category", "version", ""], rows, klass="goenhance-styles"
+    )
     label = _backend_label(session)
     head = f"{len(styles)} styles ({label})"
-    sim = (" <span class='goenhance-simulated'>SIMULATED</span>" if label == "SIMULATED" else
-           f" ({html.escape(label)})")
+    sim = (
+        " <span class='goenhance-simulated'>SIMULATED</span>"
+        if label == "SIMULATED"
+        else f" ({html.escape(label)})"
+    )
     if args.text:
         print(f"{head}\n{text}")
         return
-    _show(f"<div class='goenhance-styles-list'><b>{len(styles)} styles</b>{sim}{html_t}</div>",
-          f"{head}\n{text}")
+    _show(
+        f"<div class='goenhance-styles-list'><b>{len(styles)} styles</b>{sim}{html_t}</div>",
+        f"{head}\n{text}",
+    )
 
 
 def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
@@ -835,8 +1020,11 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
             return dict(entry.to_json())
     if isinstance(entry, Mapping):
         return dict(entry)
-    return {k: getattr(entry, k) for k in dir(entry) if not k.startswith("_")
-            and not callable(getattr(entry, k, None))}
+    return {
+        k: getattr(entry, k)
+        for k in dir(entry)
+        if not k.startswith("_") and not callable(getattr(entry, k, None))
+    }
 
 
 def _fmt_time(value: Any) -> str:
@@ -845,9 +1033,15 @@ def _fmt_time(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-_JOB_COLUMNS = (("job_id", "job id"), ("state", "state"), ("raw_status", "raw status"),
-                ("style_label", "style"), ("cost", "cost"), ("created", "created"),
-                ("key", "key"))
+_JOB_COLUMNS = (
+    ("job_id", "job id"),
+    ("state", "state"),
+    ("raw_status", "raw status"),
+    ("style_label", "style"),
+    ("cost", "cost"),
+    ("created", "created"),
+    ("key", "key"),
+)
 
 
 def handle_jobs(m: GoEnhanceMagics, args: NoArgs) -> None:
@@ -885,16 +1079,23 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
         for e in entries:
             key = str(e.key)[:12]
             if getattr(e, "is_orphan", False):
-                hint = (f"never got a job id; %goenhance resume --resubmit {key} "
-                        "(may charge twice)")
+                hint = f"never got a job id; %goenhance resume --resubmit {key} (may charge twice)"
             else:
                 hint = f"%goenhance resume {e.job_id}"
             print(f"{key}  {e.state:<16} {e.style_label or ''}  {hint}")
         return None
     job = session.resume(args.id, resubmit=args.resubmit, timeout=args.timeout)
-    _present_job(m, job, wait=_should_wait(m, args.wait), timeout=args.timeout,
-                 embed=m.embed, compare=False, source=None,
-                 frontend=_frontend.frontend(m.shell), session=session)
+    _present_job(
+        m,
+        job,
+        wait=_should_wait(m, args.wait),
+        timeout=args.timeout,
+        embed=m.embed,
+        compare=False,
+        source=None,
+        frontend=_frontend.frontend(m.shell),
+        session=session,
+    )
     return job
 
 
@@ -909,11 +1110,23 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> Any:
     cache = session.cache
     if args.action == "list":
         records = cache.list()
-        rows = [[str(r.key)[:12], r.style_label, (r.params or {}).get("duration", ""),
-                 (r.params or {}).get("resolution", ""), r.backend, _fmt_size(r.size),
-                 _fmt_time(r.created)] for r in records]
-        html_t, text = _table(["key", "style", "duration", "resolution", "backend", "size",
-                               "created"], rows, klass="goenhance-cache-table")
+        rows = [
+            [
+                str(r.key)[:12],
+                r.style_label,
+                (r.params or {}).get("duration", ""),
+                (r.params or {}).get("resolution", ""),
+                r.backend,
+                _fmt_size(r.size),
+                _fmt_time(r.created),
+            ]
+            for r in records
+        ]
+        html_t, text = _table(
+            ["key", "style", "duration", "resolution", "backend", "size", "created"],
+            rows,
+            klass="goenhance-cache-table",
+        )
         head = f"{len(rows)} cached results ({_fmt_size(sum(r.size for r in records)) or '0 KiB'})"
         _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
         return None
@@ -942,9 +1155,20 @@ def _fmt_size(n: Any) -> str:
     return f"{n / 1024 / 1024:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
 
 
-_CONFIG_FIELDS = ("base_url", "cache_dir", "poll_interval", "job_timeout", "request_timeout",
-                  "rate_limit", "max_retries", "output_dir", "budget", "max_upload_mb",
-                  "embed_limit_mb", "wait")
+_CONFIG_FIELDS = (
+    "base_url",
+    "cache_dir",
+    "poll_interval",
+    "job_timeout",
+    "request_timeout",
+    "rate_limit",
+    "max_retries",
+    "output_dir",
+    "budget",
+    "max_upload_mb",
+    "embed_limit_mb",
+    "wait",
+)
 
 
 def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
@@ -955,8 +1179,10 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
     if getattr(s, "api_key", None):
         source = getattr(s, "key_source", None)
         key_state = f"set (from {source})" if source else "set"
-    rows: list[list[Any]] = [["api_key", key_state],
-                             ["backend", getattr(session, "backend", getattr(s, "backend", ""))]]
+    rows: list[list[Any]] = [
+        ["api_key", key_state],
+        ["backend", getattr(session, "backend", getattr(s, "backend", ""))],
+    ]
     for name in _CONFIG_FIELDS:
         if hasattr(s, name):
             value = getattr(s, name)
@@ -996,14 +1222,18 @@ def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
     import getpass
 
     if _frontend.allow_stdin(m.shell) is False:
-        raise UsageError("%goenhance login needs an interactive frontend; "
-                         "set GOENHANCE_API_KEY for headless runs")
+        raise UsageError(
+            "%goenhance login needs an interactive frontend; "
+            "set GOENHANCE_API_KEY for headless runs"
+        )
     try:
         key = getpass.getpass("GoEnhance API key: ").strip()
     except (EOFError, KeyboardInterrupt):
         raise UsageError("%goenhance login: cancelled") from None
     except Exception as exc:
-        raise UsageError(f"%goenhance login: cannot read the key here ({type(exc).__name__})") from None
+        raise UsageError(
+            f"%goenhance login: cannot read the key here ({type(exc).__name__})"
+        ) from None
     if not key:
         raise UsageError("%goenhance login: no key entered")
     from goenhance_nb import _session
@@ -1031,8 +1261,7 @@ def handle_help(m: GoEnhanceMagics, args: HelpArgs) -> None:
     buf = io.StringIO()
     build_parser().print_help(buf)
     print(buf.getvalue().rstrip())
-    print("\n%%goenhance [INPUT] [run options]  + YAML body: "
-          + ", ".join(CELL_KEYS))
+    print("\n%%goenhance [INPUT] [run options]  + YAML body: " + ", ".join(CELL_KEYS))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -1081,8 +1310,7 @@ def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from IPython import get_ipython
 
     text = _job_text(job)
-    same_cell = (job.key in _PRESENTED
-                 and _PRESENTED[job.key] == _execution_count(get_ipython()))
+    same_cell = job.key in _PRESENTED and _PRESENTED[job.key] == _execution_count(get_ipython())
     if job.done() and getattr(job, "error", None) is None and not same_cell:
         with contextlib.suppress(Exception):
             session = None
@@ -1090,20 +1318,34 @@ def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 from goenhance_nb._session import get_session
 
                 session = get_session()
-            bundle = _publish(job, job.result(timeout=0), embed=None, compare=False, source=None,
-                              frontend=_frontend.frontend(), session=session,
-                              nb_dir=_display.notebook_dir())
+            bundle = _publish(
+                job,
+                job.result(timeout=0),
+                embed=None,
+                compare=False,
+                source=None,
+                frontend=_frontend.frontend(),
+                session=session,
+                nb_dir=_display.notebook_dir(),
+            )
             return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
     if same_cell and not job.done():
         text = f"<Job: {_job_label(job)}> (live status above; the video replaces the placeholder)"
-    return ({"text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
-                          f"{html.escape(text)}</div>", "text/plain": text}, {})
+    return (
+        {
+            "text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
+            f"{html.escape(text)}</div>",
+            "text/plain": text,
+        },
+        {},
+    )
 
 
 def _register_job_formatters(shell: Any) -> None:
     # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
     shell.display_formatter.mimebundle_formatter.for_type_by_name(
-        "goenhance_nb._engine", "Job", _job_bundle)
+        "goenhance_nb._engine", "Job", _job_bundle
+    )
 
 
 def _unregister_job_formatters(shell: Any) -> None:
@@ -1122,8 +1364,9 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = GoEnhanceMagics(shell=ipython)
     ipython.register_magics(magics)
     # %config GoEnhanceMagics.<trait> finds configurables here
-    ipython.configurables = [c for c in getattr(ipython, "configurables", [])
-                             if not isinstance(c, GoEnhanceMagics)] + [magics]
+    ipython.configurables = [
+        c for c in getattr(ipython, "configurables", []) if not isinstance(c, GoEnhanceMagics)
+    ] + [magics]
     _register_job_formatters(ipython)
 
 
@@ -1133,6 +1376,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     for kind in ("line", "cell"):
         mm.magics[kind].pop("goenhance", None)
     mm.registry.pop("GoEnhanceMagics", None)
-    ipython.configurables = [c for c in getattr(ipython, "configurables", [])
-                             if not isinstance(c, GoEnhanceMagics)]
+    ipython.configurables = [
+        c for c in getattr(ipython, "configurables", []) if not isinstance(c, GoEnhanceMagics)
+    ]
     _unregister_job_formatters(ipython)

@@ -66,15 +66,26 @@ class Style:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"id": self.id, "label": self.label, "version": self.version,
-                "category": self.category, "is_vip": self.is_vip, "preview_url": self.preview_url}
+        return {
+            "id": self.id,
+            "label": self.label,
+            "version": self.version,
+            "category": self.category,
+            "is_vip": self.is_vip,
+            "preview_url": self.preview_url,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Style:
         """Inverse of :meth:`to_json`. :raises ValueError: bad data."""
-        return cls(id=_req(d, "id", int), label=_req(d, "label", str),
-                   version=_req(d, "version", str), category=_req(d, "category", str),
-                   is_vip=bool(d.get("is_vip", False)), preview_url=_opt(d, "preview_url", str))
+        return cls(
+            id=_req(d, "id", int),
+            label=_req(d, "label", str),
+            version=_req(d, "version", str),
+            category=_req(d, "category", str),
+            is_vip=bool(d.get("is_vip", False)),
+            preview_url=_opt(d, "preview_url", str),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +103,11 @@ class Credits:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Credits:
         """Inverse of :meth:`to_json`. :raises ValueError: bad data."""
-        return cls(count=_req(d, "count", int), queue_limit=_opt(d, "queue_limit", int),
-                   user_id=_opt(d, "user_id", str))
+        return cls(
+            count=_req(d, "count", int),
+            queue_limit=_opt(d, "queue_limit", int),
+            user_id=_opt(d, "user_id", str),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +148,17 @@ class JobDetail:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict without ``raw``."""
-        return {"img_uuid": self.img_uuid, "raw_status": self.raw_status,
-                "state": self.state.value, "result_url": self.result_url,
-                "expires_at": self.expires_at, "output_duration": self.output_duration,
-                "start_time": self.start_time, "end_time": self.end_time,
-                "model_id": self.model_id}
+        return {
+            "img_uuid": self.img_uuid,
+            "raw_status": self.raw_status,
+            "state": self.state.value,
+            "result_url": self.result_url,
+            "expires_at": self.expires_at,
+            "output_duration": self.output_duration,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "model_id": self.model_id,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> JobDetail:
@@ -149,12 +169,17 @@ class JobDetail:
             raise ValueError("field 'state' is not a JobState") from None
         exp = _opt(d, "expires_at", (int, float))
         dur = _opt(d, "output_duration", (int, float))
-        return cls(img_uuid=_req(d, "img_uuid", str), raw_status=_req(d, "raw_status", str),
-                   state=state, result_url=_opt(d, "result_url", str),
-                   expires_at=float(exp) if exp is not None else None,
-                   output_duration=float(dur) if dur is not None else None,
-                   start_time=_opt(d, "start_time", str), end_time=_opt(d, "end_time", str),
-                   model_id=_opt(d, "model_id", str))
+        return cls(
+            img_uuid=_req(d, "img_uuid", str),
+            raw_status=_req(d, "raw_status", str),
+            state=state,
+            result_url=_opt(d, "result_url", str),
+            expires_at=float(exp) if exp is not None else None,
+            output_duration=float(dur) if dur is not None else None,
+            start_time=_opt(d, "start_time", str),
+            end_time=_opt(d, "end_time", str),
+            model_id=_opt(d, "model_id", str),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +194,23 @@ class JobSpec:
 
     def canonical(self) -> dict[str, Any]:
         """The parameters as a plain dict (stable keys; ``prompt`` is ``None`` when absent)."""
-        return {"model": self.model, "duration": self.duration, "resolution": self.resolution,
-                "seed": self.seed, "prompt": self.prompt}
+        return {
+            "model": self.model,
+            "duration": self.duration,
+            "resolution": self.resolution,
+            "seed": self.seed,
+            "prompt": self.prompt,
+        }
 
     def to_args(self, reference_video_url: str) -> dict[str, Any]:
         """The API's ``args`` object for ``POST /video2video/generate`` (prompt omitted if None)."""
-        args: dict[str, Any] = {"model": self.model, "reference_video_url": reference_video_url,
-                                "duration": self.duration, "resolution": self.resolution,
-                                "seed": self.seed}
+        args: dict[str, Any] = {
+            "model": self.model,
+            "reference_video_url": reference_video_url,
+            "duration": self.duration,
+            "resolution": self.resolution,
+            "seed": self.seed,
+        }
         if self.prompt is not None:
             args["prompt"] = self.prompt
         return args
@@ -188,6 +222,10 @@ class JobSpec:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> JobSpec:
         """Inverse of :meth:`to_json`. :raises ValueError: bad data."""
-        return cls(model=_req(d, "model", int), duration=_req(d, "duration", int),
-                   resolution=_req(d, "resolution", str), seed=_req(d, "seed", int),
-                   prompt=_opt(d, "prompt", str))
+        return cls(
+            model=_req(d, "model", int),
+            duration=_req(d, "duration", int),
+            resolution=_req(d, "resolution", str),
+            seed=_req(d, "seed", int),
+            prompt=_opt(d, "prompt", str),
+        )

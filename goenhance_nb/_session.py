@@ -57,8 +57,14 @@ class Session:
     :raises ConfigError: bad settings, or the embedded simulator does not start.
     """
 
-    def __init__(self, settings: Settings | None = None, *, transport: Any = None,
-                 uploader: Uploader | None = None, queue_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        transport: Any = None,
+        uploader: Uploader | None = None,
+        queue_limit: int | None = None,
+    ) -> None:
         self.settings = settings if settings is not None else Settings.resolve()
         s = self.settings
         self.cache_dir = private_dir(Path(s.cache_dir).expanduser())
@@ -67,7 +73,8 @@ class Session:
             warnings.warn(
                 f"the goenhance cache dir {self.cache_dir} is on a network filesystem ({fstype}); "
                 "its SQLite index is not safe there: set GOENHANCE_CACHE_DIR to a local disk",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         api_key = s.api_key
         if s.base_url is None and api_key is None:
@@ -89,8 +96,14 @@ class Session:
         self.hashes = HashMemo(self.cache_dir)
         self.usage = Usage(self.cache, budget=s.budget)
         self.engine = JobEngine(
-            self.client, cache=self.cache, ledger=self.ledger, store=self.store, usage=self.usage,
-            poll_interval=s.poll_interval, job_timeout=s.job_timeout, queue_limit=queue_limit,
+            self.client,
+            cache=self.cache,
+            ledger=self.ledger,
+            store=self.store,
+            usage=self.usage,
+            poll_interval=s.poll_interval,
+            job_timeout=s.job_timeout,
+            queue_limit=queue_limit,
         )
         self._closed = False
 
@@ -141,8 +154,9 @@ class Session:
             if not self._styles_may_be_stale():
                 break
         sample = ", ".join(f"{st.id} {st.label}" for st in all_styles[:8])
-        raise InputError(f"unknown style {wanted!r}; known styles include: {sample} "
-                         "(see goenhance_nb.styles())")
+        raise InputError(
+            f"unknown style {wanted!r}; known styles include: {sample} (see goenhance_nb.styles())"
+        )
 
     def _styles_may_be_stale(self) -> bool:
         # One refresh is allowed per session for an unknown style (a new model may have appeared).
@@ -174,7 +188,9 @@ class Session:
         if is_url(source):
             return self._inspect_url(str(source), duration=duration, max_bytes=max_bytes)
         if not isinstance(source, (str, Path)):
-            raise InputError(f"source must be a file path or an http(s) URL, got {type(source).__name__}")
+            raise InputError(
+                f"source must be a file path or an http(s) URL, got {type(source).__name__}"
+            )
         ref = inspect_file(Path(source), self.hashes, duration=duration, max_bytes=max_bytes)
         if not self.is_simulated and self.uploader is None:
             raise InputError(
@@ -189,8 +205,15 @@ class Session:
         name = unquote(Path(urlsplit(url).path).name) or "input"
         try:
             self.engine.run(self.client.download(url, tmp, resume=False))
-            return inspect_file(tmp, self.hashes, duration=duration, max_bytes=max_bytes,
-                                kind="url", url=url, name=name)
+            return inspect_file(
+                tmp,
+                self.hashes,
+                duration=duration,
+                max_bytes=max_bytes,
+                kind="url",
+                url=url,
+                name=name,
+            )
         except (ResultExpired, TransportError) as exc:
             raise InputError(f"cannot fetch the input URL: {exc}") from None
         except GoEnhanceError as exc:
@@ -220,12 +243,22 @@ class Session:
                     raise InputError("the uploader did not return an http(s) URL")
             self.cache.meta_set(name, url)
             return url
+
         return get
 
     # -- jobs ------------------------------------------------------------------------------
-    def transform(self, source: str | Path, style: int | str | Style, *, prompt: str | None = None,
-                  duration: int = 5, resolution: str = "720p", seed: int = -1,
-                  force: bool = False, timeout: float | None = None) -> Job:
+    def transform(
+        self,
+        source: str | Path,
+        style: int | str | Style,
+        *,
+        prompt: str | None = None,
+        duration: int = 5,
+        resolution: str = "720p",
+        seed: int = -1,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> Job:
         """Start transforming ``source`` with ``style``; return a :class:`Job` at once.
 
         Validation runs here, synchronously: parameters, the style (against the cached model
@@ -244,8 +277,9 @@ class Session:
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
         ref = self.inspect(source, duration=duration)
         st = self.resolve_style(style)
-        spec = JobSpec(model=st.id, duration=duration, resolution=resolution, seed=seed,
-                       prompt=prompt)
+        spec = JobSpec(
+            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
+        )
         key = request_key(ref.content_hash, spec, st.version, self.backend)
         existing = self.engine.active(key)
         if existing is not None:
@@ -256,9 +290,17 @@ class Session:
             estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip)
             self.usage.reserve(estimate)
         req = JobRequest(
-            key=key, spec=spec, input=ref, model_version=st.version, style_label=st.label,
-            backend=self.backend, reference_url=self._reference_url(ref), timeout=timeout,
-            force=force, estimate=estimate, source_name=ref.name,
+            key=key,
+            spec=spec,
+            input=ref,
+            model_version=st.version,
+            style_label=st.label,
+            backend=self.backend,
+            reference_url=self._reference_url(ref),
+            timeout=timeout,
+            force=force,
+            estimate=estimate,
+            source_name=ref.name,
         )
         return self.engine.submit(req)
 
@@ -269,11 +311,13 @@ class Session:
             if status == "ok":
                 return False
         entry = self.ledger.get(key)
-        return not (entry is not None and entry.job_id is not None
-                    and entry.state not in ("failed", "done"))
+        return not (
+            entry is not None and entry.job_id is not None and entry.state not in ("failed", "done")
+        )
 
-    def resume(self, img_uuid_or_key: str, *, resubmit: bool = False,
-               timeout: float | None = None) -> Job:
+    def resume(
+        self, img_uuid_or_key: str, *, resubmit: bool = False, timeout: float | None = None
+    ) -> Job:
         """Re-attach to a job in the ledger by its img_uuid, request key or key prefix.
 
         With ``resubmit=True`` an entry left in ``submitting`` (or failed) is submitted again —
@@ -289,7 +333,8 @@ class Session:
         if entry.backend != self.backend:
             raise LedgerError(
                 f"job {entry.job_id or entry.key[:12]} was made on backend {entry.backend!r}, "
-                f"this session uses {self.backend!r}")
+                f"this session uses {self.backend!r}"
+            )
         if entry.state == "failed" and not resubmit:
             raise JobFailed(entry.job_id, entry.error or "failed earlier")
         existing = self.engine.active(entry.key)
@@ -297,16 +342,29 @@ class Session:
             return existing
         spec = JobSpec.from_json(entry.spec)
         raw_input = entry.extra.get("input") if isinstance(entry.extra, dict) else None
-        ref = (InputRef.from_json(raw_input) if isinstance(raw_input, dict) else
-               InputRef(kind="file", name=entry.source_name, content_hash=entry.input_hash, size=0))
+        ref = (
+            InputRef.from_json(raw_input)
+            if isinstance(raw_input, dict)
+            else InputRef(
+                kind="file", name=entry.source_name, content_hash=entry.input_hash, size=0
+            )
+        )
         estimate = None
         if resubmit and (entry.is_orphan or entry.state == "failed"):
             estimate = self.usage.estimate(spec.model, spec.resolution, spec.duration)
             self.usage.reserve(estimate)
         req = JobRequest(
-            key=entry.key, spec=spec, input=ref, model_version=entry.model_version,
-            style_label=entry.style_label, backend=entry.backend, reference_url=None,
-            timeout=timeout, resubmit=resubmit, estimate=estimate, source_name=entry.source_name,
+            key=entry.key,
+            spec=spec,
+            input=ref,
+            model_version=entry.model_version,
+            style_label=entry.style_label,
+            backend=entry.backend,
+            reference_url=None,
+            timeout=timeout,
+            resubmit=resubmit,
+            estimate=estimate,
+            source_name=entry.source_name,
         )
         if resubmit and entry.state == "failed":
             req.force = True

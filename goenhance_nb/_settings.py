@@ -192,7 +192,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.api_key is not None and not isinstance(self.api_key, SecretKey):
             if isinstance(self.api_key, str):
-                object.__setattr__(self, "api_key", SecretKey(self.api_key) if self.api_key.strip() else None)
+                object.__setattr__(
+                    self, "api_key", SecretKey(self.api_key) if self.api_key.strip() else None
+                )
             else:
                 raise ConfigError("api_key must be a str or SecretKey")
         if self.api_key is not None and not self.api_key:
@@ -205,14 +207,24 @@ class Settings:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.output_dir is not None:
             object.__setattr__(self, "output_dir", Path(self.output_dir).expanduser())
-        for name in ("poll_interval", "job_timeout", "request_timeout", "rate_limit",
-                     "max_upload_mb", "embed_limit_mb"):
+        for name in (
+            "poll_interval",
+            "job_timeout",
+            "request_timeout",
+            "rate_limit",
+            "max_upload_mb",
+            "embed_limit_mb",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
         if self.request_timeout <= 0 or self.job_timeout <= 0:
             raise ConfigError("request_timeout and job_timeout must be > 0")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
             raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         if self.budget is not None and (
             isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0
@@ -342,7 +354,9 @@ def _check_base_url(url: str) -> str:
     except ValueError:
         raise ConfigError("base_url is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("base_url must be an http(s) URL with a host, e.g. https://api.goenhance.ai")
+        raise ConfigError(
+            "base_url must be an http(s) URL with a host, e.g. https://api.goenhance.ai"
+        )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError("base_url must not contain credentials, a query or a fragment")
     return url

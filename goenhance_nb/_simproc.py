@@ -30,8 +30,13 @@ def sim_paths(cache_dir: Path) -> dict[str, Path]:
     """Return the simulator's paths under ``cache_dir``: ``dir``, ``port_file``, ``lock``,
     ``state``, ``log``."""
     d = Path(cache_dir) / "sim"
-    return {"dir": d, "port_file": d / "port.json", "lock": d / "port.json.lock",
-            "state": d / "state", "log": d / "sim.log"}
+    return {
+        "dir": d,
+        "port_file": d / "port.json",
+        "lock": d / "port.json.lock",
+        "state": d / "state",
+        "log": d / "sim.log",
+    }
 
 
 # Loopback only: never route the health check through an HTTP(S)_PROXY from the environment.
@@ -73,10 +78,24 @@ def ensure_simulator(cache_dir: Path, *, timeout: float = 60.0) -> tuple[str, st
         log = paths["log"].open("ab")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "goenhance_nb.sim", "--host", "127.0.0.1", "--port", "0",
-                 "--state-dir", str(paths["state"]), "--port-file", str(paths["port_file"])],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "goenhance_nb.sim",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--state-dir",
+                    str(paths["state"]),
+                    "--port-file",
+                    str(paths["port_file"]),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
                 env={k: v for k, v in os.environ.items() if k != "GOENHANCE_API_KEY"},
             )
         finally:
@@ -88,9 +107,10 @@ def ensure_simulator(cache_dir: Path, *, timeout: float = 60.0) -> tuple[str, st
                 return str(info["base_url"]), str(info["api_key"])
             if proc.poll() is not None:
                 raise ConfigError(
-                    f"the embedded simulator exited with code {proc.returncode}; "
-                    f"see {paths['log']}"
+                    f"the embedded simulator exited with code {proc.returncode}; see {paths['log']}"
                 )
             time.sleep(0.05)
         proc.kill()
-        raise ConfigError(f"the embedded simulator did not start in {timeout:.0f}s; see {paths['log']}")
+        raise ConfigError(
+            f"the embedded simulator did not start in {timeout:.0f}s; see {paths['log']}"
+        )

@@ -58,8 +58,9 @@ class ResultStore:
         with contextlib.suppress(FileNotFoundError):
             self.part_path(key).unlink()
 
-    def commit(self, part: Path, *, expected_size: int | None = None,
-               suffix: str = ".mp4") -> StoredFile:
+    def commit(
+        self, part: Path, *, expected_size: int | None = None, suffix: str = ".mp4"
+    ) -> StoredFile:
         """Size-check and hash ``part``, then atomically move it into the store.
 
         An identical file already in the store is kept (the part is removed).

@@ -140,8 +140,13 @@ class Client:
     :raises ConfigError: no base URL.
     """
 
-    def __init__(self, settings: Settings | None = None, *, base_url: str | None = None,
-                 transport: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        base_url: str | None = None,
+        transport: Any = None,
+    ) -> None:
         self.settings = settings if settings is not None else Settings.resolve()
         url = base_url or self.settings.base_url
         if not url:
@@ -156,8 +161,12 @@ class Client:
         return f"Client(backend={self.settings.backend!r})"
 
     async def _with_client(self, name: str, *args: Any) -> Any:
-        client = AsyncClient(self.settings, base_url=self.base_url,
-                             api_key=self.settings.api_key, transport=self._transport)
+        client = AsyncClient(
+            self.settings,
+            base_url=self.base_url,
+            api_key=self.settings.api_key,
+            transport=self._transport,
+        )
         try:
             return await getattr(client, name)(*args)
         finally:

@@ -35,7 +35,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS", "DELETE"})
 RETRY_STATUSES_IDEMPOTENT = frozenset({429, 500, 502, 503, 504})
 RETRY_STATUSES_POST = frozenset({429, 503})
 _POST_SAFE_ERRORS: tuple[type[Exception], ...] = (
-    httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
 )
 
 
@@ -67,8 +69,12 @@ class RateLimiter:
     """
 
     def __init__(
-        self, rate_per_s: float, *, burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep,
+        self,
+        rate_per_s: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.rate = float(rate_per_s)
         self.capacity = float(burst if burst is not None else max(1.0, self.rate))
@@ -165,8 +171,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 attempt += 1
                 self.retries += 1
                 continue
-            if (response.status_code == 200 and request.method.upper() == "GET"
-                    and request.url.path.startswith("/api/")):
+            if (
+                response.status_code == 200
+                and request.method.upper() == "GET"
+                and request.url.path.startswith("/api/")
+            ):
                 try:
                     response = await _buffer(response)
                     ok = _is_json(response.content)
@@ -194,7 +203,9 @@ async def _buffer(response: httpx.Response) -> httpx.Response:
     finally:
         await response.aclose()
     return httpx.Response(
-        response.status_code, headers=response.headers, content=raw,
+        response.status_code,
+        headers=response.headers,
+        content=raw,
         extensions=response.extensions,
     )
 

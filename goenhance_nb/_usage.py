@@ -23,7 +23,9 @@ VIP_MULTIPLIER = 1.5
 
 
 class _Meta(Protocol):
-    def meta_get(self, name: str, *, max_age: float | None = ..., now: float | None = ...) -> Any: ...
+    def meta_get(
+        self, name: str, *, max_age: float | None = ..., now: float | None = ...
+    ) -> Any: ...
     def meta_set(self, name: str, value: Any, *, now: float | None = ...) -> None: ...
 
 
@@ -54,7 +56,9 @@ class Usage:
         self._lock = threading.Lock()
         self._reserved = 0
 
-    def estimate(self, model: int, resolution: str, duration: int, *, is_vip: bool = False) -> Estimate:
+    def estimate(
+        self, model: int, resolution: str, duration: int, *, is_vip: bool = False
+    ) -> Estimate:
         """Return the estimated cost of a job (see module docstring)."""
         rate: float | None = None
         basis = "default"
@@ -87,8 +91,9 @@ class Usage:
         with self._lock:
             self._reserved = max(0, self._reserved - est.credits)
 
-    def record(self, est: Estimate, cost: int | None, *, model: int, resolution: str,
-               duration: int) -> None:
+    def record(
+        self, est: Estimate, cost: int | None, *, model: int, resolution: str, duration: int
+    ) -> None:
         """Turn a reservation into spend: ``cost`` when the API reported it (also remembered
         as the observed rate for model+resolution), else the estimate."""
         with self._lock:
@@ -101,5 +106,9 @@ class Usage:
     def snapshot(self) -> dict[str, Any]:
         """Return ``{"spent", "jobs", "budget", "last_credits"}`` for display."""
         with self._lock:
-            return {"spent": self.spent, "jobs": self.jobs, "budget": self.budget,
-                    "last_credits": self.last_credits}
+            return {
+                "spent": self.spent,
+                "jobs": self.jobs,
+                "budget": self.budget,
+                "last_credits": self.last_credits,
+            }

@@ -13,16 +13,27 @@ from goenhance_nb._errors import CacheError
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, network_fs_type
 
 
-def _record(cache: ResultCache, key: str, content: bytes, created: float | None = None) -> ResultRecord:
+def _record(
+    cache: ResultCache, key: str, content: bytes, created: float | None = None
+) -> ResultRecord:
     part = cache.store.part_path(key)
     part.write_bytes(content)
     stored = cache.store.commit(part)
     rec = ResultRecord(
-        key=key, path=str(stored.path), sha=stored.sha, size=stored.size, job_id=f"job-{key}",
-        model=2000, style_label="Anime Style", model_version="v5",
+        key=key,
+        path=str(stored.path),
+        sha=stored.sha,
+        size=stored.size,
+        job_id=f"job-{key}",
+        model=2000,
+        style_label="Anime Style",
+        model_version="v5",
         params={"model": 2000, "duration": 3, "resolution": "720p", "seed": -1, "prompt": None},
-        input_hash="ih", cost=30, backend="simulated",
-        created=time.time() if created is None else created, source_name="clip.mp4",
+        input_hash="ih",
+        cost=30,
+        backend="simulated",
+        created=time.time() if created is None else created,
+        source_name="clip.mp4",
     )
     cache.put(rec)
     return rec
@@ -55,7 +66,10 @@ def test_pickled_row_written_by_plain_diskcache_is_refused(tmp_path: Path) -> No
 def test_pickled_key_is_refused(tmp_path: Path) -> None:
     with diskcache.Cache(str(tmp_path / "db")) as plain:
         plain.set(("tuple", "key"), "v")  # a non-str key is pickled
-    with diskcache.Cache(str(tmp_path / "db"), disk=JSONOnlyDisk) as c, pytest.raises(PickledRowError):
+    with (
+        diskcache.Cache(str(tmp_path / "db"), disk=JSONOnlyDisk) as c,
+        pytest.raises(PickledRowError),
+    ):
         list(c.iterkeys())
 
 

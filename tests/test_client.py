@@ -49,9 +49,15 @@ TOKENS = "/api/v1/user/tokens"
 RESULTS = "/sim/results/"
 # config keys the shared fixture's reset() does not restore; restored here after each test
 SIM_DEFAULTS: dict[str, Any] = {
-    "success_status": "success", "result_field": "json", "waiting_status": "WAITING",
-    "queue_limit": 3, "url_ttl": 43200, "download_rate": None, "daily_cap": None,
-    "refund_on_failure": True, "credits": 5000,
+    "success_status": "success",
+    "result_field": "json",
+    "waiting_status": "WAITING",
+    "queue_limit": 3,
+    "url_ttl": 43200,
+    "download_rate": None,
+    "daily_cap": None,
+    "refund_on_failure": True,
+    "credits": 5000,
 }
 
 
@@ -78,14 +84,30 @@ def simx(sim: SimProcess) -> Iterator[SimProcess]:
     sim.config(**SIM_DEFAULTS)
 
 
-def make_client(sim: SimProcess, *, key: str | None = "default", request_timeout: float = 10.0,
-                max_retries: int = 3, sleep: Recorder | None = None,
-                inner: httpx.AsyncBaseTransport | None = None) -> AsyncClient:
+def make_client(
+    sim: SimProcess,
+    *,
+    key: str | None = "default",
+    request_timeout: float = 10.0,
+    max_retries: int = 3,
+    sleep: Recorder | None = None,
+    inner: httpx.AsyncBaseTransport | None = None,
+) -> AsyncClient:
     api_key = SecretKey(sim.api_key if key == "default" else key) if key else None
-    settings = Settings(base_url=sim.base_url, api_key=api_key, request_timeout=request_timeout,
-                        max_retries=max_retries, rate_limit=0, poll_interval=0.1)
-    transport = RetryTransport(inner or httpx.AsyncHTTPTransport(), max_retries=max_retries,
-                               backoff_base=0.01, sleep=sleep or Recorder())
+    settings = Settings(
+        base_url=sim.base_url,
+        api_key=api_key,
+        request_timeout=request_timeout,
+        max_retries=max_retries,
+        rate_limit=0,
+        poll_interval=0.1,
+    )
+    transport = RetryTransport(
+        inner or httpx.AsyncHTTPTransport(),
+        max_retries=max_retries,
+        backoff_base=0.01,
+        sleep=sleep or Recorder(),
+    )
     return AsyncClient(settings, base_url=sim.base_url, api_key=api_key, transport=transport)
 
 
@@ -104,8 +126,9 @@ def no_secret(exc: BaseException, sim: SimProcess) -> None:
     assert exc._render_traceback_() == [f"{type(exc).__name__}: {text}"]  # type: ignore[attr-defined]
 
 
-async def wait_state(client: AsyncClient, job_id: str, states: set[JobState],
-                     deadline_s: float = 60.0) -> tuple[JobDetail, list[str]]:
+async def wait_state(
+    client: AsyncClient, job_id: str, states: set[JobState], deadline_s: float = 60.0
+) -> tuple[JobDetail, list[str]]:
     """Poll until the job reaches one of ``states``; return the detail and the raw statuses seen."""
     seen: list[str] = []
     end = time.monotonic() + deadline_s
@@ -120,7 +143,9 @@ async def wait_state(client: AsyncClient, job_id: str, states: set[JobState],
         await asyncio.sleep(0.1)
 
 
-async def wait_log(sim: SimProcess, prefix: str, n: int, deadline_s: float = 20.0) -> list[dict[str, Any]]:
+async def wait_log(
+    sim: SimProcess, prefix: str, n: int, deadline_s: float = 20.0
+) -> list[dict[str, Any]]:
     """The request log for ``prefix`` once it has ``n`` entries (slow requests log late)."""
     end = time.monotonic() + deadline_s
     while True:
@@ -167,6 +192,7 @@ def done_job(sim_session: SimProcess, clip_url: str) -> str:
 
 # -- endpoints and shapes ------------------------------------------------------------------------
 
+
 async def test_list_styles(client: AsyncClient, simx: SimProcess) -> None:
     styles = await client.list_styles()
     by_id = {s.id: s for s in styles}
@@ -207,13 +233,18 @@ async def test_full_lifecycle_upload_generate_poll_download(
     assert seen[-1] == "success" and set(seen) <= {"WAITING", "pending", "processing", "success"}
     assert detail.model_id == "2000" and detail.start_time and detail.end_time
     assert detail.result_url and detail.result_url.startswith(simx.base_url + RESULTS)
-    assert detail.expires_at is not None and time.time() < detail.expires_at <= time.time() + 12 * 3600 + 5
+    assert (
+        detail.expires_at is not None
+        and time.time() < detail.expires_at <= time.time() + 12 * 3600 + 5
+    )
     assert detail.output_duration is not None and detail.output_duration > 0
     assert "raw" not in detail.to_json()
 
     progress: list[tuple[int, int | None]] = []
     out = tmp_path / "out" / "result.mp4"
-    total = await client.download(detail.result_url, out, on_progress=lambda d, t: progress.append((d, t)))
+    total = await client.download(
+        detail.result_url, out, on_progress=lambda d, t: progress.append((d, t))
+    )
     assert total == out.stat().st_size > 0
     assert progress[-1] == (total, total)
     assert out.read_bytes()[4:8] == b"ftyp"
@@ -222,13 +253,21 @@ async def test_full_lifecycle_upload_generate_poll_download(
 
 @pytest.mark.parametrize(
     ("switch", "raw"),
-    [({"success_status": "completed"}, "completed"),
-     ({"result_field": "img_url"}, "success"),
-     ({"result_field": "output"}, "success"),
-     ({"result_field": "img_url", "success_status": "completed"}, "completed")],
+    [
+        ({"success_status": "completed"}, "completed"),
+        ({"result_field": "img_url"}, "success"),
+        ({"result_field": "output"}, "success"),
+        ({"result_field": "img_url", "success_status": "completed"}, "completed"),
+    ],
 )
-async def test_documented_result_shapes(client: AsyncClient, simx: SimProcess, done_job: str,
-                                        switch: dict[str, str], raw: str, tmp_path: Path) -> None:
+async def test_documented_result_shapes(
+    client: AsyncClient,
+    simx: SimProcess,
+    done_job: str,
+    switch: dict[str, str],
+    raw: str,
+    tmp_path: Path,
+) -> None:
     simx.config(**switch)
     d = await client.job_detail(done_job)
     assert d.state is JobState.DONE and d.raw_status == raw
@@ -243,7 +282,9 @@ async def test_documented_result_shapes(client: AsyncClient, simx: SimProcess, d
 
 
 @pytest.mark.parametrize("waiting", ["WAITING", "queued"])
-async def test_waiting_status_shown_verbatim(client: AsyncClient, simx: SimProcess, waiting: str) -> None:
+async def test_waiting_status_shown_verbatim(
+    client: AsyncClient, simx: SimProcess, waiting: str
+) -> None:
     # One slot, a long pending phase: the second job waits. The source URL is unreachable, so
     # both jobs fail fast once they get their slot and do not hold slots for later tests.
     simx.config(queue_limit=1, waiting_status=waiting, pending_seconds=0.5)
@@ -260,9 +301,12 @@ async def test_waiting_status_shown_verbatim(client: AsyncClient, simx: SimProce
         assert d.state is JobState.FAILED
 
 
-async def test_unknown_status_is_in_flight_even_with_a_url(client: AsyncClient, simx: SimProcess,
-                                                           done_job: str) -> None:
-    simx.faults({"kind": "unknown_status", "status": "rendering-frames", "path": DETAIL, "times": 1})
+async def test_unknown_status_is_in_flight_even_with_a_url(
+    client: AsyncClient, simx: SimProcess, done_job: str
+) -> None:
+    simx.faults(
+        {"kind": "unknown_status", "status": "rendering-frames", "path": DETAIL, "times": 1}
+    )
     d = await client.job_detail(done_job)
     assert d.raw_status == "rendering-frames" and d.state is JobState.RUNNING
     d = await client.job_detail(done_job)
@@ -277,6 +321,7 @@ async def test_failed_job(client: AsyncClient, simx: SimProcess, clip_url: str) 
 
 
 # -- errors ----------------------------------------------------------------------------------------
+
 
 async def test_wrong_key_is_auth_error_and_not_retried(simx: SimProcess) -> None:
     c = make_client(simx, key="sk-WRONG-123")
@@ -312,13 +357,16 @@ async def test_insufficient_credits(client: AsyncClient, simx: SimProcess, clip_
 
 @pytest.mark.parametrize(
     ("spec", "text"),
-    [(JobSpec(model=999999, duration=3, resolution="540p"), "model"),
-     (JobSpec(model=2000, duration=99, resolution="540p"), "duration"),
-     (JobSpec(model=2000, duration=3, resolution="1080p"), "resolution"),
-     (JobSpec(model=2000, duration=3, resolution="540p", prompt="x" * 501), "prompt")],
+    [
+        (JobSpec(model=999999, duration=3, resolution="540p"), "model"),
+        (JobSpec(model=2000, duration=99, resolution="540p"), "duration"),
+        (JobSpec(model=2000, duration=3, resolution="1080p"), "resolution"),
+        (JobSpec(model=2000, duration=3, resolution="540p", prompt="x" * 501), "prompt"),
+    ],
 )
-async def test_invalid_parameters(client: AsyncClient, simx: SimProcess, clip_url: str,
-                                  spec: JobSpec, text: str) -> None:
+async def test_invalid_parameters(
+    client: AsyncClient, simx: SimProcess, clip_url: str, spec: JobSpec, text: str
+) -> None:
     with pytest.raises(InvalidParameters, match=text) as info:
         await client.generate(spec, clip_url)
     assert info.value.code == 400
@@ -344,9 +392,12 @@ async def test_lost_job_fault(client: AsyncClient, simx: SimProcess, done_job: s
         await client.job_detail(done_job)
 
 
-async def test_reject_generate_is_an_error_not_a_retry(client: AsyncClient, simx: SimProcess,
-                                                       clip_url: str) -> None:
-    simx.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded", "path": GENERATE})
+async def test_reject_generate_is_an_error_not_a_retry(
+    client: AsyncClient, simx: SimProcess, clip_url: str
+) -> None:
+    simx.faults(
+        {"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded", "path": GENERATE}
+    )
     with pytest.raises(RateLimited, match="daily limit exceeded"):
         await client.generate(SPEC, clip_url)
     assert simx.generate_calls() == 1
@@ -358,6 +409,7 @@ async def test_reject_generate_is_an_error_not_a_retry(client: AsyncClient, simx
 
 
 # -- retry rules (asserted on the simulator's request log) ----------------------------------------
+
 
 async def test_get_retried_after_500(client: AsyncClient, simx: SimProcess) -> None:
     simx.faults({"kind": "http_500", "path": TOKENS})
@@ -410,8 +462,9 @@ async def test_429_exhausted_is_rate_limited(simx: SimProcess) -> None:
 
 
 @pytest.mark.parametrize("after", [False, True])
-async def test_post_not_resent_after_reset(client: AsyncClient, simx: SimProcess, clip_url: str,
-                                           after: bool) -> None:
+async def test_post_not_resent_after_reset(
+    client: AsyncClient, simx: SimProcess, clip_url: str, after: bool
+) -> None:
     # after=True: the job was created, then the connection dropped (the client cannot know).
     simx.faults({"kind": "reset", "path": GENERATE, "after": after})
     with pytest.raises(TransportError, match="may have been submitted") as info:
@@ -436,8 +489,7 @@ async def test_post_not_resent_after_read_timeout(simx: SimProcess, clip_url: st
 
 async def test_get_retried_after_read_timeout_and_reset(simx: SimProcess) -> None:
     c = make_client(simx, request_timeout=0.3)
-    simx.faults({"kind": "slow", "delay": 1.0, "path": TOKENS},
-                {"kind": "reset", "path": MODELS})
+    simx.faults({"kind": "slow", "delay": 1.0, "path": TOKENS}, {"kind": "reset", "path": MODELS})
     try:
         assert (await c.credits()).count == 5000
         assert len(await c.list_styles()) >= 7
@@ -465,8 +517,9 @@ async def test_malformed_json_exhausted_is_transport_error(simx: SimProcess) -> 
     assert len(simx.requests(TOKENS)) == 2
 
 
-async def test_malformed_json_on_generate_not_resent(client: AsyncClient, simx: SimProcess,
-                                                     clip_url: str) -> None:
+async def test_malformed_json_on_generate_not_resent(
+    client: AsyncClient, simx: SimProcess, clip_url: str
+) -> None:
     simx.faults({"kind": "malformed_json", "path": GENERATE})
     with pytest.raises(TransportError, match="malformed"):
         await client.generate(SPEC, clip_url)
@@ -475,10 +528,16 @@ async def test_malformed_json_on_generate_not_resent(client: AsyncClient, simx: 
 
 async def test_connect_error_is_transport_error(simx: SimProcess) -> None:
     # a port nobody listens on: the client retries (connect errors are safe) then gives up
-    settings = Settings(base_url="http://127.0.0.1:9", api_key=SecretKey("k"), max_retries=1, rate_limit=0)
+    settings = Settings(
+        base_url="http://127.0.0.1:9", api_key=SecretKey("k"), max_retries=1, rate_limit=0
+    )
     rec = Recorder()
-    c = AsyncClient(settings, base_url="http://127.0.0.1:9", api_key=SecretKey("k"),
-                    transport=RetryTransport(max_retries=1, backoff_base=0.01, sleep=rec))
+    c = AsyncClient(
+        settings,
+        base_url="http://127.0.0.1:9",
+        api_key=SecretKey("k"),
+        transport=RetryTransport(max_retries=1, backoff_base=0.01, sleep=rec),
+    )
     try:
         with pytest.raises(TransportError, match="cannot connect"):
             await c.generate(SPEC, "http://x/a.mp4")
@@ -489,14 +548,16 @@ async def test_connect_error_is_transport_error(simx: SimProcess) -> None:
 
 # -- downloads ------------------------------------------------------------------------------------
 
+
 async def _result_url(client: AsyncClient, job: str) -> str:
     d = await client.job_detail(job)
     assert d.result_url
     return d.result_url
 
 
-async def test_download_resumes_with_range(client: AsyncClient, simx: SimProcess, done_job: str,
-                                           tmp_path: Path) -> None:
+async def test_download_resumes_with_range(
+    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+) -> None:
     url = await _result_url(client, done_job)
     full = tmp_path / "full.mp4"
     size = await client.download(url, full)
@@ -504,7 +565,9 @@ async def test_download_resumes_with_range(client: AsyncClient, simx: SimProcess
     part.write_bytes(full.read_bytes()[: size // 3])
     simx.clear_requests()
     progress: list[tuple[int, int | None]] = []
-    assert await client.download(url, part, on_progress=lambda d, t: progress.append((d, t))) == size
+    assert (
+        await client.download(url, part, on_progress=lambda d, t: progress.append((d, t))) == size
+    )
     assert part.read_bytes() == full.read_bytes()
     assert [q["status"] for q in simx.requests(RESULTS)] == [206]
     assert progress[0] == (size // 3, size) and progress[-1] == (size, size)
@@ -518,8 +581,9 @@ async def test_download_resumes_with_range(client: AsyncClient, simx: SimProcess
     assert part.read_bytes() == full.read_bytes()
 
 
-async def test_truncated_download_is_detected_and_resumed(client: AsyncClient, simx: SimProcess,
-                                                          done_job: str, tmp_path: Path) -> None:
+async def test_truncated_download_is_detected_and_resumed(
+    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+) -> None:
     url = await _result_url(client, done_job)
     simx.faults({"kind": "truncated_download", "after_bytes": 1000, "path": RESULTS})
     dest = tmp_path / "r.mp4"
@@ -546,8 +610,9 @@ async def test_truncated_download_gives_up(simx: SimProcess, done_job: str, tmp_
     assert len(simx.requests(RESULTS)) == 3
 
 
-async def test_expired_url_is_result_expired(client: AsyncClient, simx: SimProcess, done_job: str,
-                                             tmp_path: Path) -> None:
+async def test_expired_url_is_result_expired(
+    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+) -> None:
     simx.faults({"kind": "expired_url", "path": DETAIL})
     d = await client.job_detail(done_job)
     assert d.result_url and d.expires_at is not None and d.expires_at < time.time()
@@ -558,8 +623,9 @@ async def test_expired_url_is_result_expired(client: AsyncClient, simx: SimProce
     assert [q["status"] for q in simx.requests(RESULTS)] == [403]  # not retried
 
 
-async def test_tampered_or_missing_result_url(client: AsyncClient, simx: SimProcess, done_job: str,
-                                              tmp_path: Path) -> None:
+async def test_tampered_or_missing_result_url(
+    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+) -> None:
     url = await _result_url(client, done_job)
     with pytest.raises(ResultExpired):
         await client.download(url.replace("sig=", "sig=00"), tmp_path / "x.mp4")
@@ -575,8 +641,12 @@ async def test_download_restarts_when_server_ignores_range(tmp_path: Path) -> No
         return httpx.Response(200, content=body)
 
     settings = Settings(base_url="http://127.0.0.1:1", rate_limit=0)
-    c = AsyncClient(settings, base_url="http://127.0.0.1:1", api_key=None,
-                    transport=httpx.MockTransport(handler))
+    c = AsyncClient(
+        settings,
+        base_url="http://127.0.0.1:1",
+        api_key=None,
+        transport=httpx.MockTransport(handler),
+    )
     dest = tmp_path / "f.bin"
     dest.write_bytes(b"garbage-prefix")
     assert await c.download("https://cdn.example/f.bin?sig=1", dest) == len(body)
@@ -592,9 +662,12 @@ async def test_key_sent_only_to_the_api_origin(tmp_path: Path) -> None:
         return httpx.Response(200, content=b"data")
 
     key = SecretKey("sk-SENTINEL")
-    c = AsyncClient(Settings(base_url="https://api.goenhance.ai", api_key=key, rate_limit=0),
-                    base_url="https://api.goenhance.ai", api_key=key,
-                    transport=httpx.MockTransport(handler))
+    c = AsyncClient(
+        Settings(base_url="https://api.goenhance.ai", api_key=key, rate_limit=0),
+        base_url="https://api.goenhance.ai",
+        api_key=key,
+        transport=httpx.MockTransport(handler),
+    )
     await c.download("https://openapi-static.goenhance.ai/x.mp4?q-sign-time=1;2", tmp_path / "a")
     await c.download("https://api.goenhance.ai/files/x.mp4", tmp_path / "b")
     await c.aclose()
@@ -603,6 +676,7 @@ async def test_key_sent_only_to_the_api_origin(tmp_path: Path) -> None:
 
 
 # -- sync face -----------------------------------------------------------------------------------
+
 
 def _settings_for(sim: SimProcess) -> Settings:
     return Settings(base_url=sim.base_url, api_key=SecretKey(sim.api_key), rate_limit=0)
@@ -645,7 +719,9 @@ def engine_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def test_run_sync_from_another_loop_goes_to_the_engine(engine_loop: asyncio.AbstractEventLoop) -> None:
+def test_run_sync_from_another_loop_goes_to_the_engine(
+    engine_loop: asyncio.AbstractEventLoop,
+) -> None:
     async def where() -> str:
         return threading.current_thread().name
 
@@ -706,14 +782,22 @@ def test_run_sync_reentrant_on_the_engine_thread(simx: SimProcess) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", REENTRANT_SCRIPT], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", REENTRANT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "SIM_URL": simx.base_url, "SIM_KEY": simx.api_key},
     )
     assert proc.returncode == 0, proc.stderr
     assert "Exception in thread" not in proc.stderr and "IndexError" not in proc.stderr, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"count": 5000, "fut": "engine-progressed", "thread": "engine",
-                   "after": "alive", "nested": True}
+    assert out == {
+        "count": 5000,
+        "fut": "engine-progressed",
+        "thread": "engine",
+        "after": "alive",
+        "nested": True,
+    }
 
 
 def test_nest_asyncio_not_applied_outside_the_reentrant_case(simx: SimProcess) -> None:
@@ -737,9 +821,13 @@ def test_errors_are_goenhance_errors() -> None:
     assert callable(fn)
 
 
-async def test_httpx_log_lines_carry_no_signed_query(client: AsyncClient, simx: SimProcess,
-                                                     done_job: str, tmp_path: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_httpx_log_lines_carry_no_signed_query(
+    client: AsyncClient,
+    simx: SimProcess,
+    done_job: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level("DEBUG"):
         url = await _result_url(client, done_job)
         await client.download(url, tmp_path / "r.mp4")
@@ -748,8 +836,9 @@ async def test_httpx_log_lines_carry_no_signed_query(client: AsyncClient, simx: 
     assert simx.api_key not in caplog.text
 
 
-async def test_post_5xx_warns_the_job_may_exist(client: AsyncClient, simx: SimProcess,
-                                                clip_url: str) -> None:
+async def test_post_5xx_warns_the_job_may_exist(
+    client: AsyncClient, simx: SimProcess, clip_url: str
+) -> None:
     simx.faults({"kind": "http_500", "path": GENERATE})
     with pytest.raises(APIError, match="may have been submitted") as info:
         await client.generate(SPEC, clip_url)
@@ -760,25 +849,73 @@ async def test_post_5xx_warns_the_job_may_exist(client: AsyncClient, simx: SimPr
 async def test_documented_real_api_examples(tmp_path: Path) -> None:
     # The real API's TLS host and its documented example bodies (spec §3.2-3.4), which the
     # simulator does not reproduce byte for byte: MockTransport.
-    signed = ("https://openapi-static.goenhance.ai/user/2025/01/10/0b6f7c1e_0.mp4"
-              "?q-sign-algorithm=sha1&q-sign-time=1736496271;1736539471")
-    pending = {"code": 0, "msg": "Success", "data": {
-        "img_uuid": "0b6f", "status": "pending", "type": "mx-v2v", "job_type": "mx-v2v",
-        "model_id": "2000", "start_time": "2025-01-10T08:00:00.120Z", "json": None}}
-    done = {"code": 0, "msg": "Success", "data": {
-        "img_uuid": "0b6f", "status": "success", "type": "mx-v2v", "job_type": "mx-v2v",
-        "model_id": "2000", "start_time": "2025-01-10T08:00:00.120Z",
-        "end_time": "2025-01-10T08:04:31.870Z",
-        "json": [{"type": "video", "value": signed, "duration": 5.0,
-                  "link_expired_at": "2025-01-10T20:04:31Z"}]}}
-    models = {"code": 0, "msg": "success", "data": [
-        {"label": "Popular", "value": "default", "list": [
-            {"label": "Anime Style", "value": 2000, "version": "v5", "isVip": False,
-             "url": "https://cdn.goenhance.ai/preview/anime_v5.mp4"},
-            {"label": "Clay Style", "value": 2005, "version": "v5", "isVip": True}]},
-        {"label": "Anime", "value": "anime", "list": [
-            {"label": "Cute Anime Style", "value": 5, "version": "v1", "isVip": False},
-            {"value": "not-an-id"}, {"label": "Anime Style", "value": 2000}]}]}
+    signed = (
+        "https://openapi-static.goenhance.ai/user/2025/01/10/0b6f7c1e_0.mp4"
+        "?q-sign-algorithm=sha1&q-sign-time=1736496271;1736539471"
+    )
+    pending = {
+        "code": 0,
+        "msg": "Success",
+        "data": {
+            "img_uuid": "0b6f",
+            "status": "pending",
+            "type": "mx-v2v",
+            "job_type": "mx-v2v",
+            "model_id": "2000",
+            "start_time": "2025-01-10T08:00:00.120Z",
+            "json": None,
+        },
+    }
+    done = {
+        "code": 0,
+        "msg": "Success",
+        "data": {
+            "img_uuid": "0b6f",
+            "status": "success",
+            "type": "mx-v2v",
+            "job_type": "mx-v2v",
+            "model_id": "2000",
+            "start_time": "2025-01-10T08:00:00.120Z",
+            "end_time": "2025-01-10T08:04:31.870Z",
+            "json": [
+                {
+                    "type": "video",
+                    "value": signed,
+                    "duration": 5.0,
+                    "link_expired_at": "2025-01-10T20:04:31Z",
+                }
+            ],
+        },
+    }
+    models = {
+        "code": 0,
+        "msg": "success",
+        "data": [
+            {
+                "label": "Popular",
+                "value": "default",
+                "list": [
+                    {
+                        "label": "Anime Style",
+                        "value": 2000,
+                        "version": "v5",
+                        "isVip": False,
+                        "url": "https://cdn.goenhance.ai/preview/anime_v5.mp4",
+                    },
+                    {"label": "Clay Style", "value": 2005, "version": "v5", "isVip": True},
+                ],
+            },
+            {
+                "label": "Anime",
+                "value": "anime",
+                "list": [
+                    {"label": "Cute Anime Style", "value": 5, "version": "v1", "isVip": False},
+                    {"value": "not-an-id"},
+                    {"label": "Anime Style", "value": 2000},
+                ],
+            },
+        ],
+    }
     answers = iter([pending, done])
     seen: list[str] = []
 
@@ -793,11 +930,15 @@ async def test_documented_real_api_examples(tmp_path: Path) -> None:
     key = SecretKey("sk-docs-example")
     settings = Settings(api_key=key, rate_limit=0)
     assert settings.base_url == "https://api.goenhance.ai" and settings.poll_interval == 5.0
-    c = AsyncClient(settings, base_url=settings.base_url, api_key=key,
-                    transport=httpx.MockTransport(handler))
+    c = AsyncClient(
+        settings, base_url=settings.base_url, api_key=key, transport=httpx.MockTransport(handler)
+    )
     styles = await c.list_styles()
     assert [(s.id, s.category, s.is_vip) for s in styles] == [
-        (2000, "Popular", False), (2005, "Popular", True), (5, "Anime", False)]
+        (2000, "Popular", False),
+        (2005, "Popular", True),
+        (5, "Anime", False),
+    ]
     assert styles[1].preview_url is None
     credits = await c.credits()
     assert (credits.count, credits.queue_limit, credits.user_id) == (4207, None, None)

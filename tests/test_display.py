@@ -24,16 +24,26 @@ KEY = "0123456789abcdef" * 4
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096)
 
 
-def make_record(store: Path, *, backend: str = "simulated", style: str = "Anime Style",
-                key: str = KEY) -> ResultRecord:
+def make_record(
+    store: Path, *, backend: str = "simulated", style: str = "Anime Style", key: str = KEY
+) -> ResultRecord:
     store.mkdir(parents=True, exist_ok=True)
     path = store / f"{key}.mp4"
     path.write_bytes(VIDEO_BYTES)
     return ResultRecord(
-        key=key, path=str(path), sha="b3" * 32, size=len(VIDEO_BYTES), job_id="job-uuid-1234",
-        model=2000, style_label=style, model_version="v5",
+        key=key,
+        path=str(path),
+        sha="b3" * 32,
+        size=len(VIDEO_BYTES),
+        job_id="job-uuid-1234",
+        model=2000,
+        style_label=style,
+        model_version="v5",
         params={"duration": 3, "resolution": "540p", "seed": -1, "model": 2000},
-        input_hash="ab" * 32, cost=15, backend=backend, created=time.time(),
+        input_hash="ab" * 32,
+        cost=15,
+        backend=backend,
+        created=time.time(),
         source_name="sample.mp4",
     )
 
@@ -59,7 +69,9 @@ def test_link_mode_hard_links_into_outputs_and_uses_relative_src(tmp_path: Path)
     assert "controls muted playsinline" in html and 'preload="metadata"' in html
     assert '<span class="goenhance-simulated"' in html and ">SIMULATED</span>" in html
     assert "goenhance-cached" not in html
-    assert bundle["text/plain"].startswith("GoEnhance result: goenhance_outputs/anime-style-01234567.mp4")
+    assert bundle["text/plain"].startswith(
+        "GoEnhance result: goenhance_outputs/anime-style-01234567.mp4"
+    )
     assert "[SIMULATED]" in bundle["text/plain"]
     meta = bundle.metadata["goenhance_nb"]
     assert meta["key"] == KEY and meta["job_id"] == "job-uuid-1234"
@@ -159,6 +171,8 @@ def test_placeholder_and_error_bundles() -> None:
     assert "goenhance-placeholder" in ph["text/html"] and "SIMULATED" in ph["text/plain"]
     from goenhance_nb._errors import JobFailed
 
-    err = error_bundle(JobFailed("abcd", "boom at https://x.example/r.mp4?sig=SECRET"), job_id="abcd")
+    err = error_bundle(
+        JobFailed("abcd", "boom at https://x.example/r.mp4?sig=SECRET"), job_id="abcd"
+    )
     assert "JobFailed" in err["text/plain"] and "SECRET" not in err["text/plain"]
     assert "SECRET" not in err["text/html"]

@@ -46,7 +46,8 @@ def api_requests(sim: Any) -> list[dict[str, Any]]:
 
 
 def test_first_run_generates_once_and_a_cache_hit_makes_zero_requests(
-        esim: Any, session: Session, clip: Path, tmp_path: Path) -> None:
+    esim: Any, session: Session, clip: Path, tmp_path: Path
+) -> None:
     job = session.transform(clip, "Anime Style", duration=3)
     rec = job.result(60)
     assert Path(rec.path).is_file() and hash_file(rec.path) == rec.sha
@@ -77,7 +78,8 @@ def test_expired_result_url_is_refreshed(esim: Any, session: Session, clip: Path
 
 
 def test_corrupted_cached_file_is_detected_and_repaired(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     rec = session.transform(clip, 2000, duration=3).result(60)
     Path(rec.path).write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="damaged"):
@@ -95,7 +97,8 @@ def test_corrupted_cached_file_is_detected_and_repaired(
 
 
 def test_damaged_file_whose_job_is_gone_is_regenerated(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     rec = session.transform(clip, 2000, duration=3).result(60)
     Path(rec.path).write_bytes(b"x")
     esim.faults({"kind": "lost_job", "times": 3})
@@ -107,7 +110,8 @@ def test_damaged_file_whose_job_is_gone_is_regenerated(
 
 
 def test_queue_limit_is_respected_with_local_queue_positions(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     esim.config(queue_limit=1)
     events: dict[int, list[JobEvent]] = {0: [], 1: [], 2: []}
     jobs = []
@@ -119,8 +123,9 @@ def test_queue_limit_is_respected_with_local_queue_positions(
         job.result(120)
     raw_seen = {e.raw_status for evs in events.values() for e in evs}
     assert "WAITING" not in raw_seen  # the server never had to queue: we never exceeded it
-    positions = [e.queue_position for evs in events.values() for e in evs
-                 if e.kind == "queued_locally"]
+    positions = [
+        e.queue_position for evs in events.values() for e in evs if e.kind == "queued_locally"
+    ]
     assert 2 in positions and 1 in positions
     assert any(e.state == LOCAL_QUEUE for evs in events.values() for e in evs)
     # server-side intervals (submitting .. success seen) never overlap
@@ -154,7 +159,8 @@ def test_budget_refusal_makes_no_http_call(esim: Any, tmp_path: Path, clip: Path
 
 
 def test_deadline_raises_timed_out_and_job_stays_resumable(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     esim.config(pending_seconds=3.0)
     job = session.transform(clip, 2000, duration=3, timeout=0.3)
     with pytest.raises(JobTimedOut) as info:
@@ -193,7 +199,8 @@ def test_failed_job_raises_and_rerun_submits_again(esim: Any, session: Session, 
 
 
 def test_terminal_events_arrive_after_the_handle_settles(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     """A listener reacting to "failed" (the widget's Retry) gets a NEW job from transform(),
     and a listener reacting to "done" finds the handle finished with its result."""
     esim.faults({"kind": "job_failed"})
@@ -222,7 +229,9 @@ def test_terminal_events_arrive_after_the_handle_settles(
     assert esim.generate_calls() == 2
 
 
-def test_rejected_generate_is_an_error_not_an_orphan(esim: Any, session: Session, clip: Path) -> None:
+def test_rejected_generate_is_an_error_not_an_orphan(
+    esim: Any, session: Session, clip: Path
+) -> None:
     esim.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded"})
     job = session.transform(clip, 2000, duration=3)
     with pytest.raises(APIError, match="daily limit"):
@@ -232,8 +241,9 @@ def test_rejected_generate_is_an_error_not_an_orphan(esim: Any, session: Session
     assert esim.generate_calls() == 1
 
 
-def test_unknown_status_is_shown_and_polling_goes_on(esim: Any, session: Session, clip: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_status_is_shown_and_polling_goes_on(
+    esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     esim.faults({"kind": "unknown_status", "status": "Rendering-Phase-2", "times": 2})
     with caplog.at_level(logging.WARNING, logger="goenhance_nb.engine"):
         job = session.transform(clip, 2000, duration=3)
@@ -244,14 +254,17 @@ def test_unknown_status_is_shown_and_polling_goes_on(esim: Any, session: Session
 
 
 def test_poll_errors_back_off_and_recover(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults({"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 3},
-                {"kind": "malformed_json", "path": "/api/v1/jobs/detail", "times": 1})
+    esim.faults(
+        {"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 3},
+        {"kind": "malformed_json", "path": "/api/v1/jobs/detail", "times": 1},
+    )
     rec = session.transform(clip, 2000, duration=3).result(120)
     assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
 
 
 def test_events_reach_listeners_and_a_failing_listener_is_skipped(
-        esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     seen: list[str] = []
 
     def broken(ev: JobEvent) -> None:
@@ -303,7 +316,8 @@ def test_same_key_twice_in_one_process_is_one_job(esim: Any, session: Session, c
 
 @pytest.mark.parametrize("second_session", [False, True])
 def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
-        esim: Any, session: Session, clip: Path, tmp_path: Path, second_session: bool) -> None:
+    esim: Any, session: Session, clip: Path, tmp_path: Path, second_session: bool
+) -> None:
     """A listener runs on the engine thread; a blocking result()/credits() there is re-entrant,
     also when another Session's engine started later."""
     if second_session:
@@ -364,7 +378,8 @@ def test_truncated_download_is_resumed_with_range(esim: Any, session: Session, c
 
 
 def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
-        esim: Any, session: Session, clip: Path) -> None:
+    esim: Any, session: Session, clip: Path
+) -> None:
     now = [0.0]
     session.engine.clock = lambda: now[0]
     esim.config(queue_limit=1)
@@ -382,7 +397,9 @@ def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
     assert hash_file(rec.path) == rec.sha
 
 
-def test_a_huge_unknown_status_is_bounded_for_display(esim: Any, session: Session, clip: Path) -> None:
+def test_a_huge_unknown_status_is_bounded_for_display(
+    esim: Any, session: Session, clip: Path
+) -> None:
     esim.faults({"kind": "unknown_status", "status": "Z" * 5000 + "\nline2", "times": 1})
     job = session.transform(clip, 2000, duration=3)
     job.result(60)

@@ -52,7 +52,9 @@ def test_kill_mid_poll_then_rerun_reattaches(esim: Any, tmp_path: Path, clip: Pa
         s.close()
 
 
-def test_kill_mid_download_then_rerun_resumes_with_range(esim: Any, tmp_path: Path, clip: Path) -> None:
+def test_kill_mid_download_then_rerun_resumes_with_range(
+    esim: Any, tmp_path: Path, clip: Path
+) -> None:
     cache = tmp_path / "cache"
     esim.config(download_rate=150_000)
     w = Worker(esim, cache, clip)
@@ -68,7 +70,9 @@ def test_kill_mid_download_then_rerun_resumes_with_range(esim: Any, tmp_path: Pa
         rec = s.transform(clip, 2000, duration=3).result(60)
         assert rec.size > partial
         assert hash_file(rec.path) == rec.sha and _frames(rec.path) > 0
-        assert [d["status"] for d in esim.requests("/sim/results/")] == [206]  # resumed, not restarted
+        assert [d["status"] for d in esim.requests("/sim/results/")] == [
+            206
+        ]  # resumed, not restarted
         assert esim.generate_calls() == 0  # none since the kill; the worker made the only one
         assert not list((cache / "tmp").glob("*.part"))
     finally:
@@ -76,7 +80,8 @@ def test_kill_mid_download_then_rerun_resumes_with_range(esim: Any, tmp_path: Pa
 
 
 def test_two_processes_racing_on_one_key_make_one_generate_call(
-        esim: Any, tmp_path: Path, clip: Path) -> None:
+    esim: Any, tmp_path: Path, clip: Path
+) -> None:
     cache = tmp_path / "cache"
     a = Worker(esim, cache, clip)
     b = Worker(esim, cache, clip)
@@ -89,7 +94,8 @@ def test_two_processes_racing_on_one_key_make_one_generate_call(
 
 
 def test_kill_mid_submit_leaves_an_orphan_that_is_reported_then_resubmitted(
-        esim: Any, tmp_path: Path, clip: Path) -> None:
+    esim: Any, tmp_path: Path, clip: Path
+) -> None:
     cache = tmp_path / "cache"
     esim.faults({"kind": "slow", "path": "/api/v1/video2video/generate", "delay": 5})
     w = Worker(esim, cache, clip)

@@ -13,9 +13,19 @@ SIGNED = "https://openapi-static.goenhance.ai/u/0b6f_0.mp4?q-sign-algorithm=sha1
 
 
 def test_tree_matches_decisions_14() -> None:
-    for cls in (E.ConfigError, E.AuthError, E.APIError, E.TransportError, E.JobFailed,
-                E.JobTimedOut, E.ResultExpired, E.CacheError, E.LedgerError, E.InputError,
-                E.BudgetExceeded):
+    for cls in (
+        E.ConfigError,
+        E.AuthError,
+        E.APIError,
+        E.TransportError,
+        E.JobFailed,
+        E.JobTimedOut,
+        E.ResultExpired,
+        E.CacheError,
+        E.LedgerError,
+        E.InputError,
+        E.BudgetExceeded,
+    ):
         assert issubclass(cls, E.GoEnhanceError)
     for cls in (E.InsufficientCredits, E.InvalidParameters, E.RateLimited):
         assert issubclass(cls, E.APIError)
@@ -65,7 +75,10 @@ def test_api_error_fields() -> None:
     ("url", "expected"),
     [
         (SIGNED, "https://openapi-static.goenhance.ai/u/0b6f_0.mp4?…"),
-        ("http://127.0.0.1:8000/sim/results/u/x.mp4?exp=1&sig=ab", "http://127.0.0.1:8000/sim/results/u/x.mp4?…"),
+        (
+            "http://127.0.0.1:8000/sim/results/u/x.mp4?exp=1&sig=ab",
+            "http://127.0.0.1:8000/sim/results/u/x.mp4?…",
+        ),
         ("https://user:pw@h.example/p", "https://h.example/p"),
         ("https://h.example/p#frag", "https://h.example/p?…"),
         ("https://api.goenhance.ai", "https://api.goenhance.ai"),
@@ -88,8 +101,12 @@ def test_messages_never_carry_queries_bearer_or_newlines() -> None:
 
 def test_errors_pickle_round_trip() -> None:
     # Errors cross threads and processes (engine -> caller); they must survive pickling.
-    for exc in (E.JobFailed("u", "m"), E.RateLimited(1, "rate", retry_after=2.0),
-                E.JobTimedOut("u"), E.TransportError("t")):
+    for exc in (
+        E.JobFailed("u", "m"),
+        E.RateLimited(1, "rate", retry_after=2.0),
+        E.JobTimedOut("u"),
+        E.TransportError("t"),
+    ):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
     assert pickle.loads(pickle.dumps(E.RateLimited(1, "rate", retry_after=2.0))).retry_after == 2.0

@@ -16,13 +16,16 @@ from jupyter_client.manager import KernelManager
 from goenhance_nb._display import choose_media
 from goenhance_nb._frontend import allow_stdin, frontend, is_headless, wait_env
 
-PROBE = ("import json; from goenhance_nb._frontend import frontend, is_headless, allow_stdin; "
-         "print(json.dumps([frontend(), is_headless(), allow_stdin()]))")
+PROBE = (
+    "import json; from goenhance_nb._frontend import frontend, is_headless, allow_stdin; "
+    "print(json.dumps([frontend(), is_headless(), allow_stdin()]))"
+)
 
 
 def _kernel_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VSCODE_", "JPY_", "GOENHANCE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VSCODE_", "JPY_", "GOENHANCE_"))
+    }
     env.update(extra)
     return env
 
@@ -47,8 +50,9 @@ class Kernel:
                 out.append("\n".join(msg["content"]["traceback"]))
 
         # allow_stdin=True needs a stdin channel handler; nothing here reads stdin
-        reply = self.kc.execute_interactive(code, allow_stdin=allow_stdin, timeout=60,
-                                            output_hook=hook, stdin_hook=lambda m: None)
+        reply = self.kc.execute_interactive(
+            code, allow_stdin=allow_stdin, timeout=60, output_hook=hook, stdin_hook=lambda m: None
+        )
         assert reply["content"]["status"] == "ok", "".join(out)
         return "".join(out)
 
@@ -89,8 +93,10 @@ def test_goenhance_wait_env_makes_interactive_run_headless(lab_kernel: Kernel) -
 def test_colab_detected_by_module() -> None:
     k = Kernel(_kernel_env())
     try:
-        k.run("import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')",
-              allow_stdin=True)
+        k.run(
+            "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')",
+            allow_stdin=True,
+        )
         assert k.probe(allow_stdin=True)[0] == "colab"
     finally:
         k.stop()
@@ -119,10 +125,18 @@ def test_no_kernel_is_terminal_and_not_headless() -> None:
     assert frontend(shell, modules={**sys.modules, "google.colab": object()}) == "colab"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("1", True), ("true", True), ("YES", True), ("0", False), ("off", False), ("", None),
-    ("maybe", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("0", False),
+        ("off", False),
+        ("", None),
+        ("maybe", None),
+    ],
+)
 def test_wait_env_values(raw: str, expected: bool | None) -> None:
     assert wait_env({"GOENHANCE_WAIT": raw}) is expected
 
@@ -130,17 +144,20 @@ def test_wait_env_values(raw: str, expected: bool | None) -> None:
 MIB = 1024 * 1024
 
 
-@pytest.mark.parametrize(("fe", "size", "embed", "expected"), [
-    ("lab", 1 * MIB, None, "link"),          # Lab fetches files beside the notebook
-    ("headless", 1 * MIB, None, "link"),     # saved notebook + HTML export reference the file
-    ("unknown", 1 * MIB, None, "link"),
-    ("terminal", 1 * MIB, None, "link"),
-    ("vscode", 1 * MIB, None, "embed"),      # VS Code's renderer cannot fetch relative files
-    ("colab", 1 * MIB, None, "embed"),       # Colab neither
-    ("colab", 9 * MIB, None, "link"),        # over the embed budget (Colab caps ~10 MB)
-    ("vscode", 9 * MIB, None, "link"),
-    ("lab", 1 * MIB, True, "embed"),         # --embed always wins
-    ("colab", 1 * MIB, False, "link"),       # --no-embed always wins
-])
+@pytest.mark.parametrize(
+    ("fe", "size", "embed", "expected"),
+    [
+        ("lab", 1 * MIB, None, "link"),  # Lab fetches files beside the notebook
+        ("headless", 1 * MIB, None, "link"),  # saved notebook + HTML export reference the file
+        ("unknown", 1 * MIB, None, "link"),
+        ("terminal", 1 * MIB, None, "link"),
+        ("vscode", 1 * MIB, None, "embed"),  # VS Code's renderer cannot fetch relative files
+        ("colab", 1 * MIB, None, "embed"),  # Colab neither
+        ("colab", 9 * MIB, None, "link"),  # over the embed budget (Colab caps ~10 MB)
+        ("vscode", 9 * MIB, None, "link"),
+        ("lab", 1 * MIB, True, "embed"),  # --embed always wins
+        ("colab", 1 * MIB, False, "link"),  # --no-embed always wins
+    ],
+)
 def test_media_choice_per_frontend(fe: str, size: int, embed: bool | None, expected: str) -> None:
     assert choose_media(fe, size, embed=embed, embed_limit_mb=8.0) == expected

@@ -44,7 +44,9 @@ def _mkv_video(path: Path) -> Path:
         stream = out.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for _ in range(10):
-            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.zeros((48, 64, 3), dtype=np.uint8), format="rgb24"
+            )
             for pkt in stream.encode(frame):
                 out.mux(pkt)
         for pkt in stream.encode(None):
@@ -52,14 +54,17 @@ def _mkv_video(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"duration": 2}, "between 3 and 30"),
-    ({"duration": 31}, "between 3 and 30"),
-    ({"duration": 5.5}, "whole number"),
-    ({"resolution": "1080p"}, "540p, 720p"),
-    ({"prompt": "x" * 501}, "501 characters"),
-    ({"seed": "7"}, "seed"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"duration": 2}, "between 3 and 30"),
+        ({"duration": 31}, "between 3 and 30"),
+        ({"duration": 5.5}, "whole number"),
+        ({"resolution": "1080p"}, "540p, 720p"),
+        ({"prompt": "x" * 501}, "501 characters"),
+        ({"seed": "7"}, "seed"),
+    ],
+)
 def test_parameters_out_of_range_are_refused(kwargs: dict[str, object], message: str) -> None:
     params: dict[str, object] = {"duration": 5, "resolution": "720p", "prompt": None, "seed": -1}
     params.update(kwargs)

@@ -33,8 +33,10 @@ def _kernel_or_skip(name: str) -> str:
     try:
         KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
-        pytest.skip(f"kernelspec {name!r} is not installed here (make .venv-ipykernel6/.installed "
-                    "builds it; `make test` does so)")
+        pytest.skip(
+            f"kernelspec {name!r} is not installed here (make .venv-ipykernel6/.installed "
+            "builds it; `make test` does so)"
+        )
     return name
 
 
@@ -42,20 +44,27 @@ KERNELS = [pytest.param("python3", id="ipykernel7"), pytest.param(KERNEL6, id="i
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_quickstart_runs_on_kernel(kernel: str, tmp_path: Path, sim: Any,
-                                   sim_env: dict[str, str]) -> None:
+def test_quickstart_runs_on_kernel(
+    kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     name = _kernel_or_skip(kernel)
     # the quickstart plus one cell that names the kernel line actually used
     nb = nbformat.read(NOTEBOOKS_DIR / "01-quickstart.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("import ipykernel; print('ipykernel', ipykernel.__version__)"))
+    nb.cells.append(
+        nbformat.v4.new_code_cell("import ipykernel; print('ipykernel', ipykernel.__version__)")
+    )
     src = tmp_path / "src" / "01-quickstart.ipynb"
     src.parent.mkdir()
     nbformat.write(nb, src)
     work = tmp_path / "work"
     nb, error = execute_notebook(src, work, kernel_name=name)
     assert error is None, error
-    html = "".join(str(o.get("data", {}).get("text/html", ""))
-                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    html = "".join(
+        str(o.get("data", {}).get("text/html", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert 'src="goenhance_outputs/anime-style-' in html
     assert 'src="goenhance_outputs/pixar-style-' in html
     assert len(list((work / "goenhance_outputs").glob("*.mp4"))) == 2
@@ -63,7 +72,9 @@ def test_quickstart_runs_on_kernel(kernel: str, tmp_path: Path, sim: Any,
     assert version.startswith("6.29.") if name == KERNEL6 else version.startswith("7."), version
 
 
-def _collect_until(kc: Any, pred: Any, limit: int = 2000, timeout: float = 120) -> list[dict[str, Any]]:
+def _collect_until(
+    kc: Any, pred: Any, limit: int = 2000, timeout: float = 120
+) -> list[dict[str, Any]]:
     """Read IOPub messages until ``pred(msgs)`` holds (bounded by message count and a generous
     per-message timeout; no assertion on timing)."""
     msgs: list[dict[str, Any]] = []
@@ -80,7 +91,8 @@ def _collect_until(kc: Any, pred: Any, limit: int = 2000, timeout: float = 120) 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
-        kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     name = _kernel_or_skip(kernel)
     # long enough that the job cannot finish before the cell returns
     sim.config(pending_seconds=1.5, processing_seconds=1.0)
@@ -92,8 +104,9 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=60)
-        reply = kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
-                                       stdin_hook=lambda m: None)
+        reply = kc.execute_interactive(
+            "%load_ext goenhance_nb", allow_stdin=True, timeout=60, stdin_hook=lambda m: None
+        )
         assert reply["content"]["status"] == "ok"
         # drain what is left of the setup cell
         while True:
@@ -104,39 +117,61 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
 
         msg_id = kc.execute(
             'job = %goenhance run sample.mp4 --style "Clay Style" --duration 3 -r 540p --no-wait',
-            allow_stdin=True)
+            allow_stdin=True,
+        )
         reply = kc.get_shell_msg(timeout=60)
         assert reply["parent_header"]["msg_id"] == msg_id
         assert reply["content"]["status"] == "ok", reply["content"]
 
         def cell_idle(msgs: list[dict[str, Any]]) -> bool:
-            return any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
-                       and m["parent_header"].get("msg_id") == msg_id for m in msgs)
+            return any(
+                m["msg_type"] == "status"
+                and m["content"]["execution_state"] == "idle"
+                and m["parent_header"].get("msg_id") == msg_id
+                for m in msgs
+            )
 
         during = _collect_until(kc, cell_idle)
         assert cell_idle(during)
         # during the cell: the widget view and the placeholder regular output with a display id
-        views = [m for m in during if m["msg_type"] == "display_data"
-                 and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
-        placeholders = [m for m in during if m["msg_type"] == "display_data"
-                        and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")]
+        views = [
+            m
+            for m in during
+            if m["msg_type"] == "display_data"
+            and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
+        ]
+        placeholders = [
+            m
+            for m in during
+            if m["msg_type"] == "display_data"
+            and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")
+        ]
         assert views and placeholders
         display_id = placeholders[0]["content"]["transient"]["display_id"]
         assert not [m for m in during if m["msg_type"] == "update_display_data"]
 
         def final_update(msgs: list[dict[str, Any]]) -> bool:
-            return any(m["msg_type"] == "update_display_data"
-                       and m["content"]["transient"]["display_id"] == display_id for m in msgs)
+            return any(
+                m["msg_type"] == "update_display_data"
+                and m["content"]["transient"]["display_id"] == display_id
+                for m in msgs
+            )
 
         def badge_done(msgs: list[dict[str, Any]]) -> bool:
-            return any(m["msg_type"] == "comm_msg"
-                       and m["content"]["data"].get("method") == "update"
-                       and m["content"]["data"]["state"].get("value") == "done" for m in msgs)
+            return any(
+                m["msg_type"] == "comm_msg"
+                and m["content"]["data"].get("method") == "update"
+                and m["content"]["data"]["state"].get("value") == "done"
+                for m in msgs
+            )
 
         after = _collect_until(kc, lambda msgs: final_update(msgs) and badge_done(msgs))
         assert final_update(after) and badge_done(after)
-        updates = [m for m in after if m["msg_type"] == "comm_msg"
-                   and m["content"]["data"].get("method") == "update"]
+        updates = [
+            m
+            for m in after
+            if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"
+        ]
         states = [m["content"]["data"]["state"] for m in updates]
         assert any(s.get("value") == "done" for s in states), states[-5:]
         assert any("description" in s or "value" in s for s in states)
@@ -152,7 +187,8 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_placeholder(
-        kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     name = _kernel_or_skip(kernel)
     goenhance_nb.sample_clip(str(tmp_path / "sample.mp4"))
     km = KernelManager(kernel_name=name)
@@ -163,13 +199,17 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
     try:
         kc.wait_for_ready(timeout=60)
         errors: list[dict[str, Any]] = []
-        kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
-                               stdin_hook=lambda m: None)
+        kc.execute_interactive(
+            "%load_ext goenhance_nb", allow_stdin=True, timeout=60, stdin_hook=lambda m: None
+        )
         # interactive (allow_stdin true) and --no-wait: a bad input still fails the cell itself
         reply = kc.execute_interactive(
-            "%goenhance run sample.mp4 --style 'No Such Style' --no-wait", allow_stdin=True,
-            timeout=60, stdin_hook=lambda m: None,
-            output_hook=lambda m: errors.append(m) if m["msg_type"] == "error" else None)
+            "%goenhance run sample.mp4 --style 'No Such Style' --no-wait",
+            allow_stdin=True,
+            timeout=60,
+            stdin_hook=lambda m: None,
+            output_hook=lambda m: errors.append(m) if m["msg_type"] == "error" else None,
+        )
         assert reply["content"]["status"] == "error"
         assert reply["content"]["ename"] == "InputError"
         assert len(errors) == 1 and len(errors[0]["content"]["traceback"]) == 1
@@ -179,15 +219,17 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
         # a job that fails in the background: the placeholder shows one error line, and the
         # widget's Retry button (clicked over the comm, as the browser does) refills it
         sim.faults({"kind": "job_failed"})
-        msg_id = kc.execute("%goenhance run sample.mp4 --style 2004 -d 3 -r 540p --no-wait",
-                            allow_stdin=True)
+        msg_id = kc.execute(
+            "%goenhance run sample.mp4 --style 2004 -d 3 -r 540p --no-wait", allow_stdin=True
+        )
 
         def has(msgs: list[dict[str, Any]], pred: Any) -> bool:
             return any(pred(m) for m in msgs)
 
         def failed_update(m: dict[str, Any]) -> bool:
-            return (m["msg_type"] == "update_display_data"
-                    and "JobFailed" in m["content"]["data"].get("text/plain", ""))
+            return m["msg_type"] == "update_display_data" and "JobFailed" in m["content"][
+                "data"
+            ].get("text/plain", "")
 
         msgs = _collect_until(kc, lambda ms: has(ms, failed_update))
         assert has(msgs, failed_update)
@@ -195,22 +237,31 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
         for m in msgs:
             if m["msg_type"] in ("comm_open", "comm_msg") and "state" in m["content"]["data"]:
                 states.setdefault(m["content"]["comm_id"], {}).update(m["content"]["data"]["state"])
-        retry = [cid for cid, st in states.items()
-                 if "goenhance-retry" in st.get("_dom_classes", [])]
+        retry = [
+            cid for cid, st in states.items() if "goenhance-retry" in st.get("_dom_classes", [])
+        ]
         assert len(retry) == 1
-        placeholder = next(m for m in msgs if m["msg_type"] == "display_data"
-                           and m["parent_header"].get("msg_id") == msg_id
-                           and "goenhance-placeholder" in m["content"]["data"].get("text/html", ""))
+        placeholder = next(
+            m
+            for m in msgs
+            if m["msg_type"] == "display_data"
+            and m["parent_header"].get("msg_id") == msg_id
+            and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")
+        )
         display_id = placeholder["content"]["transient"]["display_id"]
 
-        click = kc.session.msg("comm_msg", {"comm_id": retry[0], "data": {
-            "method": "custom", "content": {"event": "click"}}})
+        click = kc.session.msg(
+            "comm_msg",
+            {"comm_id": retry[0], "data": {"method": "custom", "content": {"event": "click"}}},
+        )
         kc.shell_channel.send(click)
 
         def video_update(m: dict[str, Any]) -> bool:
-            return (m["msg_type"] == "update_display_data"
-                    and m["content"]["transient"]["display_id"] == display_id
-                    and "goenhance-video" in m["content"]["data"].get("text/html", ""))
+            return (
+                m["msg_type"] == "update_display_data"
+                and m["content"]["transient"]["display_id"] == display_id
+                and "goenhance-video" in m["content"]["data"].get("text/html", "")
+            )
 
         msgs = _collect_until(kc, lambda ms: has(ms, video_update))
         final = next(m for m in msgs if video_update(m))
@@ -222,10 +273,14 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
 
 
 def test_login_reads_the_key_over_stdin_and_never_echoes_it(
-        tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     km = KernelManager(kernel_name="python3")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JPY_", "VSCODE_")) and k != "GOENHANCE_API_KEY"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JPY_", "VSCODE_")) and k != "GOENHANCE_API_KEY"
+    }
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     km.start_kernel(env=env, cwd=str(tmp_path))
     kc = km.client()
@@ -237,11 +292,13 @@ def test_login_reads_the_key_over_stdin_and_never_echoes_it(
 
     try:
         kc.wait_for_ready(timeout=60)
-        kc.execute_interactive("%load_ext goenhance_nb", allow_stdin=True, timeout=60,
-                               stdin_hook=lambda m: None)
+        kc.execute_interactive(
+            "%load_ext goenhance_nb", allow_stdin=True, timeout=60, stdin_hook=lambda m: None
+        )
         # headless (allow_stdin false): refused with one line, nothing asked
-        reply = kc.execute_interactive("%goenhance login", allow_stdin=False, timeout=60,
-                                       output_hook=hook)
+        reply = kc.execute_interactive(
+            "%goenhance login", allow_stdin=False, timeout=60, output_hook=hook
+        )
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
         prompts: list[dict[str, Any]] = []
 
@@ -249,12 +306,22 @@ def test_login_reads_the_key_over_stdin_and_never_echoes_it(
             prompts.append(msg["content"])
             kc.input(sim.api_key)
 
-        reply = kc.execute_interactive("%goenhance login --save", allow_stdin=True, timeout=60,
-                                       stdin_hook=answer, output_hook=hook)
+        reply = kc.execute_interactive(
+            "%goenhance login --save",
+            allow_stdin=True,
+            timeout=60,
+            stdin_hook=answer,
+            output_hook=hook,
+        )
         assert reply["content"]["status"] == "ok"
         assert prompts and prompts[0]["password"] is True  # getpass: not echoed by the frontend
-        reply = kc.execute_interactive("%goenhance credits", allow_stdin=True, timeout=60,
-                                       stdin_hook=lambda m: None, output_hook=hook)
+        reply = kc.execute_interactive(
+            "%goenhance credits",
+            allow_stdin=True,
+            timeout=60,
+            stdin_hook=lambda m: None,
+            output_hook=hook,
+        )
         assert reply["content"]["status"] == "ok"
         assert any("Credits:" in s for s in seen)
         assert not any(sim.api_key in s for s in seen)

@@ -31,12 +31,19 @@ def test_hash_bytes_and_file_agree(tmp_path: Path) -> None:
 
 
 def test_canonical_json() -> None:
-    assert canonical_json({"b": 1, "a": [1, {"d": None, "c": "é"}]}) == '{"a":[1,{"c":"é","d":null}],"b":1}'
+    assert (
+        canonical_json({"b": 1, "a": [1, {"d": None, "c": "é"}]})
+        == '{"a":[1,{"c":"é","d":null}],"b":1}'
+    )
     assert canonical_json({"x": 1, "y": 2}) == canonical_json({"y": 2, "x": 1})
 
 
-BASE = dict(input_hash="ab" * 32, spec=JobSpec(model=2000, duration=5, resolution="720p", seed=-1),
-            model_version="v5", backend="simulated")
+BASE = dict(
+    input_hash="ab" * 32,
+    spec=JobSpec(model=2000, duration=5, resolution="720p", seed=-1),
+    model_version="v5",
+    backend="simulated",
+)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +67,9 @@ def test_request_key_is_stable() -> None:
     k = request_key(**BASE)  # type: ignore[arg-type]
     assert k == request_key(**BASE) and len(k) == 64  # type: ignore[arg-type]
     # equal specs built differently give equal keys
-    assert k == request_key(BASE["input_hash"], JobSpec(2000, 5, "720p", -1, None), "v5", "simulated")  # type: ignore[arg-type]
+    assert k == request_key(
+        BASE["input_hash"], JobSpec(2000, 5, "720p", -1, None), "v5", "simulated"
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -97,36 +106,89 @@ SIGNED = "https://openapi-static.goenhance.ai/u/x_0.mp4?q-sign-algorithm=sha1&q-
     ("data", "expected"),
     [
         # documented shape: json[*].value with link_expired_at
-        ({"json": [{"type": "video", "value": SIGNED, "duration": 5.0,
-                    "link_expired_at": "2025-01-10T20:04:31Z"}]},
-         (SIGNED, 1736539471.0, 5.0)),
+        (
+            {
+                "json": [
+                    {
+                        "type": "video",
+                        "value": SIGNED,
+                        "duration": 5.0,
+                        "link_expired_at": "2025-01-10T20:04:31Z",
+                    }
+                ]
+            },
+            (SIGNED, 1736539471.0, 5.0),
+        ),
         # json item without link_expired_at: expiry from q-sign-time end
         ({"json": [{"type": "video", "value": SIGNED}]}, (SIGNED, 1736539471.0, None)),
         # video item preferred over an image item
-        ({"json": [{"type": "image", "value": "https://h/t.jpg"},
-                   {"type": "video", "value": "https://h/v.mp4?exp=1736500000"}]},
-         ("https://h/v.mp4?exp=1736500000", 1736500000.0, None)),
+        (
+            {
+                "json": [
+                    {"type": "image", "value": "https://h/t.jpg"},
+                    {"type": "video", "value": "https://h/v.mp4?exp=1736500000"},
+                ]
+            },
+            ("https://h/v.mp4?exp=1736500000", 1736500000.0, None),
+        ),
         # untyped item accepted when no video item exists
-        ({"json": [{"value": "https://h/v.mp4"}]}, ("https://h/v.mp4", NOW + RESULT_URL_MAX_TTL, None)),
+        (
+            {"json": [{"value": "https://h/v.mp4"}]},
+            ("https://h/v.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
         # img_url (schema field)
-        ({"json": None, "img_url": "https://h/i.mp4"}, ("https://h/i.mp4", NOW + RESULT_URL_MAX_TTL, None)),
+        (
+            {"json": None, "img_url": "https://h/i.mp4"},
+            ("https://h/i.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
         # output.video_url (legacy)
-        ({"output": {"video_url": "https://h/o.mp4", "thumbnail_url": "https://h/o.jpg"}},
-         ("https://h/o.mp4", NOW + RESULT_URL_MAX_TTL, None)),
+        (
+            {"output": {"video_url": "https://h/o.mp4", "thumbnail_url": "https://h/o.jpg"}},
+            ("https://h/o.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
         # order: json before img_url before output
-        ({"json": [{"type": "video", "value": "https://h/a.mp4"}], "img_url": "https://h/b.mp4",
-          "output": {"video_url": "https://h/c.mp4"}}, ("https://h/a.mp4", NOW + RESULT_URL_MAX_TTL, None)),
-        ({"img_url": "https://h/b.mp4", "output": {"video_url": "https://h/c.mp4"}},
-         ("https://h/b.mp4", NOW + RESULT_URL_MAX_TTL, None)),
+        (
+            {
+                "json": [{"type": "video", "value": "https://h/a.mp4"}],
+                "img_url": "https://h/b.mp4",
+                "output": {"video_url": "https://h/c.mp4"},
+            },
+            ("https://h/a.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
+        (
+            {"img_url": "https://h/b.mp4", "output": {"video_url": "https://h/c.mp4"}},
+            ("https://h/b.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
         # expiry further than 12 h is capped
-        ({"json": [{"type": "video", "value": "https://h/v.mp4",
-                    "link_expired_at": "2030-01-01T00:00:00Z"}]},
-         ("https://h/v.mp4", NOW + RESULT_URL_MAX_TTL, None)),
+        (
+            {
+                "json": [
+                    {
+                        "type": "video",
+                        "value": "https://h/v.mp4",
+                        "link_expired_at": "2030-01-01T00:00:00Z",
+                    }
+                ]
+            },
+            ("https://h/v.mp4", NOW + RESULT_URL_MAX_TTL, None),
+        ),
         # numeric link_expired_at (seconds and milliseconds)
-        ({"json": [{"type": "video", "value": "https://h/v.mp4", "link_expired_at": NOW + 60}]},
-         ("https://h/v.mp4", NOW + 60, None)),
-        ({"json": [{"type": "video", "value": "https://h/v.mp4", "link_expired_at": (NOW + 60) * 1000}]},
-         ("https://h/v.mp4", NOW + 60, None)),
+        (
+            {"json": [{"type": "video", "value": "https://h/v.mp4", "link_expired_at": NOW + 60}]},
+            ("https://h/v.mp4", NOW + 60, None),
+        ),
+        (
+            {
+                "json": [
+                    {
+                        "type": "video",
+                        "value": "https://h/v.mp4",
+                        "link_expired_at": (NOW + 60) * 1000,
+                    }
+                ]
+            },
+            ("https://h/v.mp4", NOW + 60, None),
+        ),
         # nothing there / malformed shapes
         ({"json": None}, (None, None, None)),
         ({"json": [], "img_url": "", "output": None}, (None, None, None)),

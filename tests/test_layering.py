@@ -66,7 +66,8 @@ def _module_name(path: Path) -> str:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(path: Path) -> list[Import]:
@@ -127,7 +128,9 @@ def test_sim_is_a_separate_world() -> None:
         in_sim = mod == "goenhance_nb.sim" or mod.startswith("goenhance_nb.sim.")
         for imp in imports_of(path):
             target_ours = imp.module == "goenhance_nb" or imp.module.startswith("goenhance_nb.")
-            target_sim = imp.module == "goenhance_nb.sim" or imp.module.startswith("goenhance_nb.sim.")
+            target_sim = imp.module == "goenhance_nb.sim" or imp.module.startswith(
+                "goenhance_nb.sim."
+            )
             if in_sim and target_ours and not target_sim:
                 bad.append(f"{mod}:{imp.line} imports {imp.module}")
             if not in_sim and target_sim:
@@ -163,7 +166,9 @@ def test_imports_point_down() -> None:
             if dst is None or dst == src:
                 continue
             if rank[dst] <= rank[src]:
-                bad.append(f"{_module_name(path)}:{imp.line} imports {imp.module} ({src} -> {dst} points up)")
+                bad.append(
+                    f"{_module_name(path)}:{imp.line} imports {imp.module} ({src} -> {dst} points up)"
+                )
     assert checked >= 7
     assert not bad, "\n".join(sorted(set(bad)))
 
@@ -175,9 +180,13 @@ def test_nothing_imports_an_unlisted_module() -> None:
         for p in all_modules()
         if layer_of(_module_name(p)) is not None
         for imp in imports_of(p)
-        if not imp.type_only and imp.module.split(".")[:2] in [["goenhance_nb", u] for u in unlisted]
+        if not imp.type_only
+        and imp.module.split(".")[:2] in [["goenhance_nb", u] for u in unlisted]
     ]
-    assert not bad, "unlisted modules are top-level entry points; place them in LAYERS first:\n" + "\n".join(bad)
+    assert not bad, (
+        "unlisted modules are top-level entry points; place them in LAYERS first:\n"
+        + "\n".join(bad)
+    )
 
 
 @pytest.mark.parametrize(
@@ -187,12 +196,16 @@ def test_nothing_imports_an_unlisted_module() -> None:
         ("from . import _engine\n", True),
         ("from ._errors import GoEnhanceError\n", False),
         ("import goenhance_nb.sim\n", True),
-        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from goenhance_nb._engine import Job\n", False),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from goenhance_nb._engine import Job\n",
+            False,
+        ),
         ("def f():\n    from goenhance_nb._session import get_session\n", True),
     ],
 )
-def test_checker_catches_violations(tmp_path: Path, source: str, expected_bad: bool,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checker_catches_violations(
+    tmp_path: Path, source: str, expected_bad: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The checker itself can fail: a fake _client.py with an upward import is flagged."""
     fake_pkg = tmp_path / "goenhance_nb"
     fake_pkg.mkdir()
@@ -201,7 +214,9 @@ def test_checker_catches_violations(tmp_path: Path, source: str, expected_bad: b
     monkeypatch.setattr(__import__(__name__), "PKG", fake_pkg)
     rank = {name: i for i, name in enumerate(LAYERS)}
     imps = [i for i in imports_of(fake_pkg / "_client.py") if not i.type_only]
-    up = any((d := layer_of(i.module)) is not None and d != "_client" and rank[d] <= rank["_client"]
-             for i in imps)
+    up = any(
+        (d := layer_of(i.module)) is not None and d != "_client" and rank[d] <= rank["_client"]
+        for i in imps
+    )
     sim = any(i.module.startswith("goenhance_nb.sim") for i in imps)
     assert (up or sim) is expected_bad

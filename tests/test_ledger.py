@@ -12,9 +12,14 @@ from goenhance_nb._ledger import Ledger, LedgerEntry
 
 
 def _entry(key: str, **kw: object) -> LedgerEntry:
-    return LedgerEntry(key=key, state=kw.pop("state", "submitting"),  # type: ignore[arg-type]
-                       spec={"model": 2000, "duration": 3, "resolution": "720p", "seed": -1,
-                             "prompt": None}, backend="simulated", input_hash="ih", **kw)  # type: ignore[arg-type]
+    return LedgerEntry(
+        key=key,
+        state=kw.pop("state", "submitting"),  # type: ignore[arg-type]
+        spec={"model": 2000, "duration": 3, "resolution": "720p", "seed": -1, "prompt": None},
+        backend="simulated",
+        input_hash="ih",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_entries_survive_reopen_and_update(tmp_path: Path) -> None:

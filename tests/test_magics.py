@@ -30,8 +30,18 @@ from goenhance_nb._magics import (
     parse_line,
 )
 
-SUBCOMMANDS = ["run", "styles", "credits", "jobs", "resume", "cache", "config", "panel", "login",
-               "help"]
+SUBCOMMANDS = [
+    "run",
+    "styles",
+    "credits",
+    "jobs",
+    "resume",
+    "cache",
+    "config",
+    "panel",
+    "login",
+    "help",
+]
 
 
 @pytest.fixture
@@ -72,12 +82,24 @@ def api_calls(sim: Any) -> list[dict[str, Any]]:
 
 # -- parsing -----------------------------------------------------------------------------------
 def test_run_line_parses_into_frozen_args() -> None:
-    cmd = parse_line('run "my clip.mp4" --style "Anime Style" -d 3 -r 540p --seed 7 '
-                     '--prompt "soft light, rain" --no-wait --timeout 90 --force --embed --compare')
+    cmd = parse_line(
+        'run "my clip.mp4" --style "Anime Style" -d 3 -r 540p --seed 7 '
+        '--prompt "soft light, rain" --no-wait --timeout 90 --force --embed --compare'
+    )
     assert cmd is not None and cmd.name == "run"
-    assert cmd.args == RunArgs(input="my clip.mp4", style="Anime Style", prompt="soft light, rain",
-                               duration=3, resolution="540p", seed=7, wait=False, timeout=90.0,
-                               force=True, embed=True, compare=True)
+    assert cmd.args == RunArgs(
+        input="my clip.mp4",
+        style="Anime Style",
+        prompt="soft light, rain",
+        duration=3,
+        resolution="540p",
+        seed=7,
+        wait=False,
+        timeout=90.0,
+        force=True,
+        embed=True,
+        compare=True,
+    )
     with pytest.raises(AttributeError):
         cmd.args.style = "x"  # type: ignore[misc]
     assert parse_line("run a.mp4 -s 2000 --wait").args.wait is True  # type: ignore[union-attr]
@@ -88,7 +110,8 @@ def test_run_line_parses_into_frozen_args() -> None:
 
 @pytest.mark.parametrize("sub", SUBCOMMANDS)
 def test_help_on_each_subcommand_prints_usage_and_returns_none(
-        sub: str, ip: InteractiveShell, sim: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    sub: str, ip: InteractiveShell, sim: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert ip.run_line_magic("goenhance", f"{sub} --help") is None
     out = capsys.readouterr().out
     assert f"usage: %goenhance {sub}" in out
@@ -96,7 +119,8 @@ def test_help_on_each_subcommand_prints_usage_and_returns_none(
 
 
 def test_bare_goenhance_and_help_list_every_subcommand(
-        ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert ip.run_line_magic("goenhance", "") is None
     assert ip.run_line_magic("goenhance", "help") is None
     out = capsys.readouterr().out
@@ -105,21 +129,25 @@ def test_bare_goenhance_and_help_list_every_subcommand(
     assert "%%goenhance" in out
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("frobnicate", "invalid choice: 'frobnicate'"),
-    ("run a.mp4 --style 2000 --bogus", "unrecognized arguments: --bogus"),
-    ("run a.mp4 --style 2000 --duration 31", "--duration must be 3-30"),
-    ("run a.mp4 --style 2000 --duration five", "invalid int value"),
-    ("run a.mp4 --style 2000 --resolution 1080p", "invalid choice: '1080p'"),
-    ("run a.mp4 --style 2000 --timeout -3", "must be positive"),
-    ("run", "the following arguments are required: input"),
-    ("run a.mp4", "--style is required"),
-    ("run 'a.mp4 --style 2000", "No closing quotation"),
-    ("cache info", "KEY is required"),
-    ("cache clear abc", "takes no KEY"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("frobnicate", "invalid choice: 'frobnicate'"),
+        ("run a.mp4 --style 2000 --bogus", "unrecognized arguments: --bogus"),
+        ("run a.mp4 --style 2000 --duration 31", "--duration must be 3-30"),
+        ("run a.mp4 --style 2000 --duration five", "invalid int value"),
+        ("run a.mp4 --style 2000 --resolution 1080p", "invalid choice: '1080p'"),
+        ("run a.mp4 --style 2000 --timeout -3", "must be positive"),
+        ("run", "the following arguments are required: input"),
+        ("run a.mp4", "--style is required"),
+        ("run 'a.mp4 --style 2000", "No closing quotation"),
+        ("cache info", "KEY is required"),
+        ("cache clear abc", "takes no KEY"),
+    ],
+)
 def test_usage_errors_are_one_line_and_make_no_api_call(
-        line: str, message: str, ip: InteractiveShell, sim: Any, fresh_session: None) -> None:
+    line: str, message: str, ip: InteractiveShell, sim: Any, fresh_session: None
+) -> None:
     with pytest.raises(UsageError) as info:
         ip.run_line_magic("goenhance", line)
     text = str(info.value)
@@ -128,7 +156,8 @@ def test_usage_errors_are_one_line_and_make_no_api_call(
 
 
 def test_usage_error_renders_as_one_line_in_a_cell(
-        ip: InteractiveShell, sim: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell, sim: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = ip.run_cell("%goenhance run a.mp4 --style 2000 --duration 99")
     assert isinstance(result.error_in_exec, UsageError)
     out = capsys.readouterr()
@@ -140,8 +169,14 @@ def test_usage_error_renders_as_one_line_in_a_cell(
 # -- %%goenhance bodies ------------------------------------------------------------------------
 def test_cell_body_yaml_keeps_prompt_text_and_types() -> None:
     body = "input: clip.mp4\nstyle: 2000\nprompt: yes\nduration: 3\nseed: -1\nwait: true\n"
-    assert parse_cell_body(body) == {"input": "clip.mp4", "style": "2000", "prompt": "yes",
-                                     "duration": 3, "seed": -1, "wait": True}
+    assert parse_cell_body(body) == {
+        "input": "clip.mp4",
+        "style": "2000",
+        "prompt": "yes",
+        "duration": 3,
+        "seed": -1,
+        "wait": True,
+    }
     assert parse_cell_body("prompt: 0012")["prompt"] == "0012"
     assert parse_cell_body("prompt: 'a: b, c'")["prompt"] == "a: b, c"
     assert parse_cell_body("prompt: |\n  two\n  lines\n")["prompt"] == "two\nlines\n"
@@ -149,18 +184,22 @@ def test_cell_body_yaml_keeps_prompt_text_and_types() -> None:
     assert set(CELL_KEYS) >= {"input", "style", "prompt", "duration", "resolution", "seed"}
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("colour: red", "unknown key(s) colour"),
-    ("style: [1, 2]", "style must be a single value"),
-    ("duration: three", "duration must be an integer"),
-    ("duration: 2", "duration must be 3-30"),
-    ("resolution: 1080p", "resolution must be one of"),
-    ("wait: maybe", "wait must be true or false"),
-    ("- just\n- a list", "must be 'key: value' lines"),
-    ("prompt: [a\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("colour: red", "unknown key(s) colour"),
+        ("style: [1, 2]", "style must be a single value"),
+        ("duration: three", "duration must be an integer"),
+        ("duration: 2", "duration must be 3-30"),
+        ("resolution: 1080p", "resolution must be one of"),
+        ("wait: maybe", "wait must be true or false"),
+        ("- just\n- a list", "must be 'key: value' lines"),
+        ("prompt: [a\n", "not valid YAML"),
+    ],
+)
 def test_cell_body_errors_are_usage_errors_without_api_calls(
-        body: str, message: str, ip: InteractiveShell, sim: Any, fresh_session: None) -> None:
+    body: str, message: str, ip: InteractiveShell, sim: Any, fresh_session: None
+) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         ip.run_cell_magic("goenhance", "sample.mp4 --style 2000", body)
     assert api_calls(sim) == []
@@ -174,13 +213,17 @@ def test_cell_key_given_twice_is_an_error(ip: InteractiveShell, sim: Any) -> Non
 
 @pytest.mark.slow
 def test_cell_magic_runs_with_expanded_body_variables(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     ip.user_ns["subject"] = "a cat"
     ip.user_ns["secs"] = 3
     # {var} and $var expand in the body; the first line is IPython's own (already expanded)
-    job = ip.run_cell_magic("goenhance", "run --wait",
-                            "input: sample.mp4\nstyle: Oil Painting\n"
-                            "prompt: {subject} in the rain\nduration: $secs\nresolution: 540p\n")
+    job = ip.run_cell_magic(
+        "goenhance",
+        "run --wait",
+        "input: sample.mp4\nstyle: Oil Painting\n"
+        "prompt: {subject} in the rain\nduration: $secs\nresolution: 540p\n",
+    )
     assert job.done() and job.spec.prompt == "a cat in the rain" and job.spec.duration == 3
     assert job.spec.model == 2006
     assert sim.generate_calls() == 1
@@ -189,12 +232,17 @@ def test_cell_magic_runs_with_expanded_body_variables(
 # -- running against the simulator -------------------------------------------------------------
 @pytest.mark.slow
 def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     with capture_output() as cap:
         job = ip.run_line_magic(
-            "goenhance", 'run sample.mp4 --style "Anime Style" --duration 3 --resolution 540p --wait')
+            "goenhance",
+            'run sample.mp4 --style "Anime Style" --duration 3 --resolution 540p --wait',
+        )
     assert isinstance(job, goenhance_nb.Job) and job.done() and job.path is not None
-    finals = [o for o in cap.outputs if "text/html" in o.data and "goenhance-video" in o.data["text/html"]]
+    finals = [
+        o for o in cap.outputs if "text/html" in o.data and "goenhance-video" in o.data["text/html"]
+    ]
     assert len(finals) == 1
     html = finals[0].data["text/html"]
     src = re.search(r'class="goenhance-video"[^>]*src="([^"]+)"', html).group(1)  # type: ignore[union-attr]
@@ -206,7 +254,9 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
 
     with capture_output() as cap2:
         again = ip.run_line_magic(
-            "goenhance", 'run sample.mp4 --style "anime style" --duration 3 --resolution 540p --wait')
+            "goenhance",
+            'run sample.mp4 --style "anime style" --duration 3 --resolution 540p --wait',
+        )
     assert again.cached and sim.generate_calls() == 1
     html2 = next(o.data["text/html"] for o in cap2.outputs if "text/html" in o.data)
     assert '<span class="goenhance-cached"' in html2
@@ -223,8 +273,12 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
 
 @pytest.mark.slow
 def test_expected_runtime_errors_render_one_line_and_fail_the_cell(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    clip: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     result = ip.run_cell('%goenhance run missing.mp4 --style "Anime Style" --duration 3')
     assert isinstance(result.error_in_exec, goenhance_nb.InputError)
     result = ip.run_cell('%goenhance run sample.mp4 --style "No Such Style" --duration 3')
@@ -239,16 +293,21 @@ def test_expected_runtime_errors_render_one_line_and_fail_the_cell(
 
 @pytest.mark.slow
 def test_job_failure_with_wait_fails_the_cell(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     sim.faults({"kind": "job_failed"})
-    result = ip.run_cell('%goenhance run sample.mp4 --style 2000 --duration 3 -r 540p --wait')
+    result = ip.run_cell("%goenhance run sample.mp4 --style 2000 --duration 3 -r 540p --wait")
     assert isinstance(result.error_in_exec, goenhance_nb.JobFailed)
 
 
 @pytest.mark.slow
 def test_no_wait_in_terminal_returns_at_once_and_notifies_in_text(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    clip: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2007 -d 3 -r 540p --no-wait")
     record = job.result(timeout=120)
     # the text notification is printed from the engine thread; wait for the job's own events
@@ -263,7 +322,8 @@ def test_no_wait_in_terminal_returns_at_once_and_notifies_in_text(
 
 # -- config, login, secrets --------------------------------------------------------------------
 def test_config_shows_key_only_as_set(
-        ip: InteractiveShell, sim: Any, sim_env: dict[str, str], fresh_session: None) -> None:
+    ip: InteractiveShell, sim: Any, sim_env: dict[str, str], fresh_session: None
+) -> None:
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "config")
     text = cap.stdout + "".join(str(o.data) for o in cap.outputs)
@@ -275,7 +335,8 @@ def test_config_shows_key_only_as_set(
 
 
 def test_traits_are_defaults_and_feed_settings(
-        ip: InteractiveShell, sim: Any, fresh_session: None) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None
+) -> None:
     ip.run_line_magic("config", "GoEnhanceMagics.poll_interval = 0.7")
     ip.run_line_magic("config", "GoEnhanceMagics.default_style = 'Watercolor'")
     m = magics(ip)
@@ -286,7 +347,8 @@ def test_traits_are_defaults_and_feed_settings(
 
 @pytest.mark.slow
 def test_default_style_trait_is_used(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     ip.run_line_magic("config", "GoEnhanceMagics.default_style = 'Watercolor'")
     ip.run_line_magic("config", "GoEnhanceMagics.default_resolution = '540p'")
     job = ip.run_line_magic("goenhance", "run sample.mp4 -d 3 --wait")
@@ -294,8 +356,13 @@ def test_default_style_trait_is_used(
 
 
 def test_login_keeps_key_in_memory_and_saves_0600(
-        ip: InteractiveShell, sim: Any, fresh_session: None, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.delenv("GOENHANCE_API_KEY")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setattr("getpass.getpass", lambda prompt="": sim.api_key)
@@ -311,7 +378,8 @@ def test_login_keeps_key_in_memory_and_saves_0600(
 
 
 def test_login_refused_where_nobody_can_type(
-        ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_stdin(prompt: str = "") -> str:
         raise EOFError
 
@@ -327,13 +395,16 @@ def test_parser_covers_every_subcommand() -> None:
 
 @pytest.mark.slow
 def test_styles_credits_jobs_cache_outputs(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "styles")
         ip.run_line_magic("goenhance", "credits")
     html = "".join(o.data.get("text/html", "") for o in cap.outputs)
     assert "Anime Style" in html and "Pencil Sketch" in html and "goenhance-simulated" in html
-    assert re.search(r"Credits: \d+ · queue limit 3", "".join(o.data["text/plain"] for o in cap.outputs))
+    assert re.search(
+        r"Credits: \d+ · queue limit 3", "".join(o.data["text/plain"] for o in cap.outputs)
+    )
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2012 -d 3 -r 540p --wait")
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "jobs")
@@ -357,10 +428,13 @@ def test_styles_credits_jobs_cache_outputs(
 
 @pytest.mark.slow
 def test_compare_shows_input_and_result_side_by_side(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path) -> None:
+    ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
+) -> None:
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "run sample.mp4 --style 2008 -d 3 -r 540p --wait --compare")
-    html = next(o.data["text/html"] for o in cap.outputs if "goenhance-video" in o.data.get("text/html", ""))
+    html = next(
+        o.data["text/html"] for o in cap.outputs if "goenhance-video" in o.data.get("text/html", "")
+    )
     before = re.search(r'class="goenhance-source"[^>]*src="([^"]+)"', html)
     after = re.search(r'class="goenhance-video"[^>]*src="([^"]+)"', html)
     assert before and after
@@ -370,8 +444,12 @@ def test_compare_shows_input_and_result_side_by_side(
 
 @pytest.mark.slow
 def test_resume_after_a_new_session_picks_up_the_job(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    clip: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     sim.config(pending_seconds=1.0, processing_seconds=1.0)
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --no-wait")
     for _ in range(400):  # the job id arrives on the engine thread
@@ -395,8 +473,12 @@ def test_resume_after_a_new_session_picks_up_the_job(
 
 @pytest.mark.slow
 def test_panel_and_cache_remove(
-        ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    clip: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     p = ip.run_line_magic("goenhance", "panel")
     assert "goenhance-panel" in p._dom_classes and p.session is magics(ip).session()
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --wait")

@@ -45,16 +45,26 @@ def outputs_of(nb: Any) -> list[dict[str, Any]]:
 
 
 def result_outputs(nb: Any) -> list[dict[str, Any]]:
-    return [o for o in outputs_of(nb)
-            if "goenhance-video" in str(o.get("data", {}).get("text/html", ""))]
+    return [
+        o
+        for o in outputs_of(nb)
+        if "goenhance-video" in str(o.get("data", {}).get("text/html", ""))
+    ]
 
 
 def test_scanner_catches_a_leaking_notebook(tmp_path: Path, sim_env: dict[str, str]) -> None:
     """Control case: a notebook that prints the key (plain and base64) must be caught."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os, base64; k = os.environ['GOENHANCE_API_KEY']\n"
-        "print('x' + base64.b64encode(('ab' + k).encode()).decode())")],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import os, base64; k = os.environ['GOENHANCE_API_KEY']\n"
+                "print('x' + base64.b64encode(('ab' + k).encode()).decode())"
+            )
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     src = tmp_path / "leak.ipynb"
     nbformat.write(nb, src)
     _, error = execute_notebook(src, tmp_path / "run")
@@ -66,7 +76,8 @@ def test_scanner_catches_a_leaking_notebook(tmp_path: Path, sim_env: dict[str, s
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_headless_with_saved_video_and_provenance(
-        name: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    name: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     work = tmp_path / "work"
     nb, error = execute_notebook(NOTEBOOKS_DIR / name, work)
     assert error is None, f"{name} failed: {error}"
@@ -102,7 +113,9 @@ def test_quickstart_outputs_read_well(tmp_path: Path, sim: Any, sim_env: dict[st
     by_source = {c.source.splitlines()[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
     styles = by_source["%goenhance styles"][0]["data"]
     assert "Anime Style" in styles["text/html"] and "SIMULATED" in styles["text/plain"]
-    run_out = by_source['job = %goenhance run sample.mp4 --style "Anime Style" --duration 3 --resolution 540p']
+    run_out = by_source[
+        'job = %goenhance run sample.mp4 --style "Anime Style" --duration 3 --resolution 540p'
+    ]
     assert [o for o in run_out if "goenhance-video" in o.get("data", {}).get("text/html", "")]
     job_repr = by_source["job"][0]["data"]
     assert "done" in job_repr["text/plain"] and "goenhance-video" in job_repr["text/html"]
@@ -114,7 +127,8 @@ def test_quickstart_outputs_read_well(tmp_path: Path, sim: Any, sim_env: dict[st
 
 
 def test_reproducible_notebook_second_run_makes_no_generate_call(
-        tmp_path: Path, sim: Any, sim_env: dict[str, str]) -> None:
+    tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     src = NOTEBOOKS_DIR / "04-reproducible-research.ipynb"
     _, error = execute_notebook(src, tmp_path)
     assert error is None
@@ -140,14 +154,25 @@ def test_demo_runs_quickstart_on_the_embedded_simulator(tmp_path: Path) -> None:
 
     out = tmp_path / "demo-output"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOENHANCE_", "JPY_"))}
-    proc = subprocess.run([sys.executable, "-m", "goenhance_nb._demo", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "goenhance_nb._demo", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    listed = dict(line.split(":", 1) for line in proc.stdout.splitlines() if ":" in line
-                  and line.split(":", 1)[0] in ("notebook", "html"))
+    listed = dict(
+        line.split(":", 1)
+        for line in proc.stdout.splitlines()
+        if ":" in line and line.split(":", 1)[0] in ("notebook", "html")
+    )
     nb_path, html_path = Path(listed["notebook"].strip()), Path(listed["html"].strip())
-    videos = [Path(line.split(":", 1)[1].strip()) for line in proc.stdout.splitlines()
-              if line.startswith("video:")]
+    videos = [
+        Path(line.split(":", 1)[1].strip())
+        for line in proc.stdout.splitlines()
+        if line.startswith("video:")
+    ]
     assert nb_path.is_file() and html_path.is_file() and len(videos) == 2
     html = html_path.read_text()
     srcs = VIDEO_RE.findall(html)
@@ -173,27 +198,49 @@ def test_binder_start_hook_opens_quickstart_without_a_key(tmp_path: Path) -> Non
 
     start = NOTEBOOKS_DIR.parent / "binder" / "start"
     env = {**os.environ, "GOENHANCE_API_KEY": "sk-should-be-dropped"}
-    out = subprocess.run([str(start), "sh", "-c", 'echo "key=${GOENHANCE_API_KEY:-none}" "$@"', "x"],
-                         env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [str(start), "sh", "-c", 'echo "key=${GOENHANCE_API_KEY:-none}" "$@"', "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "key=none" in out
     assert "--ServerApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb" in out
     # a launch URL that names a page wins
-    out = subprocess.run([str(start), "echo", "--NotebookApp.default_url=/lab/tree/x.ipynb"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [str(start), "echo", "--NotebookApp.default_url=/lab/tree/x.ipynb"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "01-quickstart" not in out
     reqs = (start.parent / "requirements.txt").read_text()
-    assert "jupyterlab" in reqs and "pip install --no-cache-dir ." in (start.parent / "postBuild").read_text()
+    assert (
+        "jupyterlab" in reqs
+        and "pip install --no-cache-dir ." in (start.parent / "postBuild").read_text()
+    )
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 @pytest.mark.browser
-def test_html_export_videos_play_in_chromium(tmp_path: Path, sim: Any,
-                                             sim_env: dict[str, str]) -> None:
+def test_html_export_videos_play_in_chromium(
+    tmp_path: Path, sim: Any, sim_env: dict[str, str]
+) -> None:
     """The HTML export (as `make demo` writes it) plays its videos from goenhance_outputs/."""
     import os
 
@@ -217,12 +264,14 @@ def test_html_export_videos_play_in_chromium(tmp_path: Path, sim: Any,
             for i in range(videos.count()):
                 v = videos.nth(i)
                 v.scroll_into_view_if_needed()
-                page.wait_for_function("v => v.readyState >= 2", arg=v.element_handle(),
-                                       timeout=30_000)
+                page.wait_for_function(
+                    "v => v.readyState >= 2", arg=v.element_handle(), timeout=30_000
+                )
                 start = v.evaluate("v => v.currentTime")
                 v.evaluate("v => v.play()")
-                page.wait_for_function("([v, t]) => v.currentTime > t",
-                                       arg=[v.element_handle(), start], timeout=30_000)
+                page.wait_for_function(
+                    "([v, t]) => v.currentTime > t", arg=[v.element_handle(), start], timeout=30_000
+                )
                 size = v.evaluate("v => [v.videoWidth, v.videoHeight]")
                 assert size == [720, 540]
         finally:

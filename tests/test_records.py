@@ -10,8 +10,14 @@ import pytest
 from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, JobState, Style
 
 SAMPLES = [
-    Style(id=2000, label="Anime Style", version="v5", category="Popular", is_vip=False,
-          preview_url="http://127.0.0.1:1/sim/previews/2000.jpg"),
+    Style(
+        id=2000,
+        label="Anime Style",
+        version="v5",
+        category="Popular",
+        is_vip=False,
+        preview_url="http://127.0.0.1:1/sim/previews/2000.jpg",
+    ),
     Style(id=2005, label="Clay Style", version="v5", category="", is_vip=True, preview_url=None),
     Credits(count=4207, queue_limit=3, user_id="u-1"),
     Credits(count=0),
@@ -20,10 +26,17 @@ SAMPLES = [
     JobSpec(model=2000, duration=5, resolution="720p", seed=-1, prompt="soft light"),
     JobSpec(model=2006),
     JobDetail(img_uuid="u", raw_status="WAITING", state=JobState.QUEUED),
-    JobDetail(img_uuid="u", raw_status="success", state=JobState.DONE,
-              result_url="https://h/x.mp4", expires_at=1.5e9, output_duration=5.0,
-              start_time="2025-01-10T08:00:00.120Z", end_time="2025-01-10T08:04:31.870Z",
-              model_id="2000"),
+    JobDetail(
+        img_uuid="u",
+        raw_status="success",
+        state=JobState.DONE,
+        result_url="https://h/x.mp4",
+        expires_at=1.5e9,
+        output_duration=5.0,
+        start_time="2025-01-10T08:00:00.120Z",
+        end_time="2025-01-10T08:04:31.870Z",
+        model_id="2000",
+    ),
 ]
 
 
@@ -44,9 +57,13 @@ def test_frozen_and_slotted(rec: object) -> None:
 
 
 def test_job_detail_to_json_drops_raw() -> None:
-    d = JobDetail(img_uuid="u", raw_status="success", state=JobState.DONE,
-                  result_url="https://h/x.mp4?sig=1",
-                  raw={"json": [{"value": "https://h/x.mp4?sig=1"}], "secret_field": "s"})
+    d = JobDetail(
+        img_uuid="u",
+        raw_status="success",
+        state=JobState.DONE,
+        result_url="https://h/x.mp4?sig=1",
+        raw={"json": [{"value": "https://h/x.mp4?sig=1"}], "secret_field": "s"},
+    )
     out = d.to_json()
     assert "raw" not in out and "secret_field" not in json.dumps(out)
     assert JobDetail.from_json(out).raw == {}
@@ -71,12 +88,21 @@ def test_from_json_rejects_bad_data(cls: type, data: dict) -> None:
 def test_jobspec_args_and_canonical() -> None:
     spec = JobSpec(model=2000, duration=5, resolution="540p", seed=7)
     assert spec.to_args("https://x/a.mp4") == {
-        "model": 2000, "reference_video_url": "https://x/a.mp4", "duration": 5,
-        "resolution": "540p", "seed": 7}
+        "model": 2000,
+        "reference_video_url": "https://x/a.mp4",
+        "duration": 5,
+        "resolution": "540p",
+        "seed": 7,
+    }
     assert "prompt" not in spec.to_args("u")
     assert JobSpec(model=1, prompt="p").to_args("u")["prompt"] == "p"
-    assert spec.canonical() == {"model": 2000, "duration": 5, "resolution": "540p", "seed": 7,
-                                "prompt": None}
+    assert spec.canonical() == {
+        "model": 2000,
+        "duration": 5,
+        "resolution": "540p",
+        "seed": 7,
+        "prompt": None,
+    }
 
 
 def test_job_state_values_are_badge_text() -> None:

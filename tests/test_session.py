@@ -66,17 +66,26 @@ def test_style_by_label_or_id(session: Session) -> None:
         session.resolve_style("Vaporwave")
 
 
-@pytest.mark.parametrize(("source", "kwargs", "message"), [
-    ("clip", {"duration": 2}, "between 3 and 30"),
-    ("clip", {"resolution": "4k"}, "resolution"),
-    ("clip", {"prompt": "p" * 501}, "limit is 500"),
-    ("missing", {}, "not found"),
-    ("text", {}, "as a video"),
-    ("clip", {"timeout": -1}, "timeout"),
-])
+@pytest.mark.parametrize(
+    ("source", "kwargs", "message"),
+    [
+        ("clip", {"duration": 2}, "between 3 and 30"),
+        ("clip", {"resolution": "4k"}, "resolution"),
+        ("clip", {"prompt": "p" * 501}, "limit is 500"),
+        ("missing", {}, "not found"),
+        ("text", {}, "as a video"),
+        ("clip", {"timeout": -1}, "timeout"),
+    ],
+)
 def test_bad_input_raises_in_transform_with_no_http_call(
-        esim: Any, session: Session, clip: Path, tmp_path: Path,
-        source: str, kwargs: dict[str, Any], message: str) -> None:
+    esim: Any,
+    session: Session,
+    clip: Path,
+    tmp_path: Path,
+    source: str,
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
     paths = {"clip": clip, "missing": tmp_path / "nope.mp4", "text": tmp_path / "t.mp4"}
     paths["text"].write_text("hello")
     with pytest.raises(InputError, match=message):
@@ -101,9 +110,14 @@ def test_short_source_is_only_a_warning(esim: Any, session: Session, clip: Path)
 def test_real_api_local_file_without_uploader_names_the_options(tmp_path: Path, clip: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the 5 s poll floor notice
-        settings = Settings.resolve(explicit={"api_key": "sk-test-not-real",
-                                              "base_url": "https://api.goenhance.invalid",
-                                              "cache_dir": tmp_path / "c"}, env={})
+        settings = Settings.resolve(
+            explicit={
+                "api_key": "sk-test-not-real",
+                "base_url": "https://api.goenhance.invalid",
+                "cache_dir": tmp_path / "c",
+            },
+            env={},
+        )
     s = Session(settings)
     try:
         assert s.backend == "api.goenhance.invalid"
@@ -145,8 +159,9 @@ def test_credits_and_jobs(esim: Any, session: Session, clip: Path) -> None:
     assert session.usage.spent == 15
 
 
-def test_module_level_functions_use_the_process_session(sim_env: dict[str, str], esim: Any,
-                                                        clip: Path) -> None:
+def test_module_level_functions_use_the_process_session(
+    sim_env: dict[str, str], esim: Any, clip: Path
+) -> None:
     _set_session(None)
     try:
         sess = goenhance_nb.get_session()
@@ -186,8 +201,9 @@ class _ForwardToSim(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "api.goenhance.invalid":
-            request.url = request.url.copy_with(scheme="http", host=self._sim.host,
-                                                port=self._sim.port)
+            request.url = request.url.copy_with(
+                scheme="http", host=self._sim.host, port=self._sim.port
+            )
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -195,21 +211,30 @@ class _ForwardToSim(httpx.AsyncBaseTransport):
 
 
 def test_real_api_backend_uses_the_uploader_once_per_content(
-        esim: Any, tmp_path: Path, clip: Path) -> None:
+    esim: Any, tmp_path: Path, clip: Path
+) -> None:
     uploaded: list[Path] = []
 
     def uploader(path: Path) -> str:
         uploaded.append(path)
-        r = httpx.put(f"{esim.base_url}/sim/uploads", content=path.read_bytes(),
-                      headers={"Authorization": f"Bearer {esim.api_key}"})
+        r = httpx.put(
+            f"{esim.base_url}/sim/uploads",
+            content=path.read_bytes(),
+            headers={"Authorization": f"Bearer {esim.api_key}"},
+        )
         r.raise_for_status()
         return str(r.json()["url"])
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the 5 s poll floor notice for a public host
-        settings = Settings.resolve(explicit={"api_key": esim.api_key,
-                                              "base_url": "https://api.goenhance.invalid",
-                                              "cache_dir": tmp_path / "c"}, env={})
+        settings = Settings.resolve(
+            explicit={
+                "api_key": esim.api_key,
+                "base_url": "https://api.goenhance.invalid",
+                "cache_dir": tmp_path / "c",
+            },
+            env={},
+        )
     s = Session(settings, transport=_ForwardToSim(esim.base_url), uploader=uploader)
     s.engine.poll_interval = 0.05  # injected: the test talks to a simulator behind the seam
     try:

@@ -37,19 +37,30 @@ def test_defaults(no_key_file: Path) -> None:
 
 
 def test_precedence_explicit_over_config_over_env(no_key_file: Path) -> None:
-    env = {"GOENHANCE_POLL_INTERVAL": "1.5", "GOENHANCE_CACHE_DIR": "/env/cache",
-           "GOENHANCE_BUDGET": "100", "GOENHANCE_WAIT": "1",
-           "GOENHANCE_BASE_URL": "http://127.0.0.1:9000/"}
+    env = {
+        "GOENHANCE_POLL_INTERVAL": "1.5",
+        "GOENHANCE_CACHE_DIR": "/env/cache",
+        "GOENHANCE_BUDGET": "100",
+        "GOENHANCE_WAIT": "1",
+        "GOENHANCE_BASE_URL": "http://127.0.0.1:9000/",
+    }
     s = Settings.resolve(env=env, key_file=no_key_file)
     assert (s.poll_interval, s.cache_dir, s.budget, s.wait) == (1.5, Path("/env/cache"), 100, True)
     assert s.base_url == "http://127.0.0.1:9000"
 
-    s = Settings.resolve(config={"poll_interval": 2.0, "budget": 50, "cache_dir": None},
-                         env=env, key_file=no_key_file)
+    s = Settings.resolve(
+        config={"poll_interval": 2.0, "budget": 50, "cache_dir": None},
+        env=env,
+        key_file=no_key_file,
+    )
     assert (s.poll_interval, s.budget, s.cache_dir) == (2.0, 50, Path("/env/cache"))
 
-    s = Settings.resolve(explicit={"poll_interval": 0.5, "wait": False},
-                         config={"poll_interval": 2.0}, env=env, key_file=no_key_file)
+    s = Settings.resolve(
+        explicit={"poll_interval": 0.5, "wait": False},
+        config={"poll_interval": 2.0},
+        env=env,
+        key_file=no_key_file,
+    )
     assert s.poll_interval == 0.5 and s.wait is False
 
 
@@ -78,8 +89,11 @@ def test_key_never_from_config(no_key_file: Path) -> None:
 
 
 def test_explicit_key_beats_env(no_key_file: Path) -> None:
-    s = Settings.resolve(explicit={"api_key": "sk-explicit"},
-                         env={"GOENHANCE_API_KEY": SENTINEL}, key_file=no_key_file)
+    s = Settings.resolve(
+        explicit={"api_key": "sk-explicit"},
+        env={"GOENHANCE_API_KEY": SENTINEL},
+        key_file=no_key_file,
+    )
     assert s.api_key is not None and s.api_key.reveal() == "sk-explicit"
 
 
@@ -101,7 +115,9 @@ def test_key_file_with_loose_mode_is_refused(tmp_path: Path) -> None:
     assert SENTINEL not in str(info.value)
 
 
-def test_key_file_default_location_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_default_location_follows_xdg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     write_key_file(SecretKey(SENTINEL))
     assert (tmp_path / "goenhance_nb" / "api_key").exists()
@@ -123,30 +139,40 @@ def test_secret_key_never_shows() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(s)
     assert k.reveal() == SENTINEL
-    assert k == SecretKey(SENTINEL) and k != SecretKey("other") and hash(k) == hash(SecretKey(SENTINEL))
+    assert (
+        k == SecretKey(SENTINEL)
+        and k != SecretKey("other")
+        and hash(k) == hash(SecretKey(SENTINEL))
+    )
 
 
 def test_secret_key_not_in_error_messages(no_key_file: Path) -> None:
     # An invalid value next to a key must not echo the key.
     with pytest.raises(ConfigError) as info:
-        Settings.resolve(explicit={"api_key": SENTINEL, "max_retries": "many"}, env={},
-                         key_file=no_key_file)
+        Settings.resolve(
+            explicit={"api_key": SENTINEL, "max_retries": "many"}, env={}, key_file=no_key_file
+        )
     assert SENTINEL not in str(info.value)
     err = AuthError(f"rejected {SecretKey(SENTINEL)}")
     assert SENTINEL not in str(err)
 
 
-@pytest.mark.parametrize("url", ["https://api.goenhance.ai", "http://10.0.0.5:8000", "http://sim.example:80"])
+@pytest.mark.parametrize(
+    "url", ["https://api.goenhance.ai", "http://10.0.0.5:8000", "http://sim.example:80"]
+)
 def test_poll_floor_for_non_loopback(url: str, no_key_file: Path) -> None:
     with pytest.warns(SettingsWarning, match="5s floor"):
-        s = Settings.resolve(explicit={"poll_interval": 0.5, "base_url": url}, env={},
-                             key_file=no_key_file)
+        s = Settings.resolve(
+            explicit={"poll_interval": 0.5, "base_url": url}, env={}, key_file=no_key_file
+        )
     assert s.poll_interval == 5.0
     with pytest.warns(SettingsWarning):
         assert s.with_(poll_interval=1).poll_interval == 5.0
 
 
-@pytest.mark.parametrize("url", [None, "http://127.0.0.1:8123", "http://localhost:1", "http://[::1]:9"])
+@pytest.mark.parametrize(
+    "url", [None, "http://127.0.0.1:8123", "http://localhost:1", "http://[::1]:9"]
+)
 def test_no_floor_on_loopback(url: str | None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

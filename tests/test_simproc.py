@@ -56,10 +56,17 @@ def test_starts_then_reuses_the_same_simulator(cache_dir: Path) -> None:
     assert stat.S_IMODE(sim_paths(cache_dir)["dir"].stat().st_mode) == 0o700
     # a second kernel (another process) finds the same one
     out = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from goenhance_nb._simproc import ensure_simulator;"
-         "print(*ensure_simulator(Path(sys.argv[1])))", str(cache_dir)],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from goenhance_nb._simproc import ensure_simulator;"
+            "print(*ensure_simulator(Path(sys.argv[1])))",
+            str(cache_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert out.stdout.split() == [base_url, key]
     assert _pid(cache_dir) == pid

@@ -49,11 +49,18 @@ def script(*steps: object) -> tuple[Callable[[httpx.Request], httpx.Response], l
     return handler, seen
 
 
-def send(steps: tuple, method: str = "GET", url: str = API, **kw: object) -> tuple[httpx.Response | Exception, list[httpx.Request], Recorder]:
+def send(
+    steps: tuple, method: str = "GET", url: str = API, **kw: object
+) -> tuple[httpx.Response | Exception, list[httpx.Request], Recorder]:
     handler, seen = script(*steps)
     rec = Recorder()
-    transport = RetryTransport(httpx.MockTransport(handler), max_retries=kw.pop("max_retries", 3),  # type: ignore[arg-type]
-                               backoff_base=0.01, sleep=rec, **kw)  # type: ignore[arg-type]
+    transport = RetryTransport(
+        httpx.MockTransport(handler),
+        max_retries=kw.pop("max_retries", 3),  # type: ignore[arg-type]
+        backoff_base=0.01,
+        sleep=rec,
+        **kw,
+    )  # type: ignore[arg-type]
 
     async def go() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport) as client:
@@ -72,6 +79,7 @@ def req_for(url: str) -> httpx.Request:
 
 # -- GET / idempotent ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
 def test_get_retried_on_5xx_and_429(status: int) -> None:
     result, seen, rec = send((status, 200))
@@ -81,8 +89,12 @@ def test_get_retried_on_5xx_and_429(status: int) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset"),
-     httpx.ReadError("reset")],
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("reset"),
+        httpx.ReadError("reset"),
+    ],
 )
 def test_get_retried_on_transport_errors(exc: Exception) -> None:
     result, seen, _ = send((exc, 200))
@@ -109,7 +121,9 @@ def test_get_transport_error_raised_after_max_retries() -> None:
 
 
 def test_malformed_json_on_api_get_is_retried() -> None:
-    bad = httpx.Response(200, content=b'{"code": 0, "data": {', headers={"content-type": "application/json"})
+    bad = httpx.Response(
+        200, content=b'{"code": 0, "data": {', headers={"content-type": "application/json"}
+    )
     result, seen, _ = send((bad, 200))
     assert isinstance(result, httpx.Response) and result.json() == OK and len(seen) == 2
 
@@ -123,21 +137,35 @@ def test_malformed_json_returned_when_retries_run_out() -> None:
 def test_non_api_get_body_not_validated() -> None:
     body = httpx.Response(200, content=b"\x00\x01 not json")
     result, seen, _ = send((body,), url="http://127.0.0.1:9/sim/files/x.mp4")
-    assert isinstance(result, httpx.Response) and result.content == b"\x00\x01 not json" and len(seen) == 1
+    assert (
+        isinstance(result, httpx.Response)
+        and result.content == b"\x00\x01 not json"
+        and len(seen) == 1
+    )
 
 
 # -- POST (the paid generate) ----------------------------------------------------------------
 
-@pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ConnectTimeout("no syn-ack"),
-                                 httpx.PoolTimeout("pool")])
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ConnectTimeout("no syn-ack"), httpx.PoolTimeout("pool")],
+)
 def test_post_resent_after_connect_error(exc: Exception) -> None:
     result, seen, _ = send((exc, 200), method="POST", url=GENERATE)
     assert isinstance(result, httpx.Response) and result.status_code == 200 and len(seen) == 2
 
 
-@pytest.mark.parametrize("exc", [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset"),
-                                 httpx.ReadError("reset"), httpx.WriteError("broken pipe"),
-                                 httpx.WriteTimeout("slow write")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("reset"),
+        httpx.ReadError("reset"),
+        httpx.WriteError("broken pipe"),
+        httpx.WriteTimeout("slow write"),
+    ],
+)
 def test_post_not_resent_after_it_may_have_left(exc: Exception) -> None:
     result, seen, rec = send((exc, 200), method="POST", url=GENERATE)
     assert isinstance(result, type(exc)) and len(seen) == 1 and rec.delays == []
@@ -163,6 +191,7 @@ def test_post_with_nonzero_code_is_not_retried() -> None:
 
 # -- Retry-After and backoff -------------------------------------------------------------------
 
+
 def test_retry_after_seconds_honoured() -> None:
     r429 = httpx.Response(429, headers={"Retry-After": "3"}, json={"code": 429, "msg": "x"})
     result, _, rec = send((r429, 200))
@@ -187,8 +216,9 @@ def test_parse_retry_after() -> None:
 
 
 def test_backoff_is_exponential_with_jitter_and_capped() -> None:
-    t = RetryTransport(httpx.MockTransport(lambda r: httpx.Response(200)), backoff_base=1.0,
-                       backoff_max=10.0)
+    t = RetryTransport(
+        httpx.MockTransport(lambda r: httpx.Response(200)), backoff_base=1.0, backoff_max=10.0
+    )
     for attempt in range(8):
         expected = min(10.0, 2.0**attempt)
         samples = [t.backoff(attempt) for _ in range(50)]
@@ -198,6 +228,7 @@ def test_backoff_is_exponential_with_jitter_and_capped() -> None:
 
 
 # -- rate limiter ------------------------------------------------------------------------------
+
 
 class FakeClock:
     def __init__(self) -> None:

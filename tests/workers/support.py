@@ -19,21 +19,45 @@ WORKER = Path(__file__).with_name("transform_worker.py")
 
 def make_session(sim: Any, cache_dir: Path, **settings: Any) -> Session:
     """A Session on the test simulator with a short poll interval and its own cache dir."""
-    explicit = {"api_key": sim.api_key, "base_url": sim.base_url, "cache_dir": cache_dir,
-                "poll_interval": 0.05, **settings}
+    explicit = {
+        "api_key": sim.api_key,
+        "base_url": sim.base_url,
+        "cache_dir": cache_dir,
+        "poll_interval": 0.05,
+        **settings,
+    }
     return Session(Settings.resolve(explicit=explicit, env={}), **{})
 
 
 class Worker:
     """A real subprocess running tests/workers/transform_worker.py; events arrive as JSON lines."""
 
-    def __init__(self, sim: Any, cache_dir: Path, clip: Path, style: str = "2000",
-                 duration: int = 3, seed: int = -1) -> None:
+    def __init__(
+        self,
+        sim: Any,
+        cache_dir: Path,
+        clip: Path,
+        style: str = "2000",
+        duration: int = 3,
+        seed: int = -1,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOENHANCE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(cache_dir), sim.base_url, sim.api_key, str(clip),
-             style, str(duration), str(seed)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+            [
+                sys.executable,
+                str(WORKER),
+                str(cache_dir),
+                sim.base_url,
+                sim.api_key,
+                str(clip),
+                style,
+                str(duration),
+                str(seed),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
         )
         self.events: list[dict[str, Any]] = []
 
@@ -47,8 +71,10 @@ class Worker:
                 return ev
             if ev["kind"] == "exit":
                 break
-        raise AssertionError(f"worker ended without the expected event: {self.events}\n"
-                             f"{self.proc.stderr.read() if self.proc.stderr else ''}")
+        raise AssertionError(
+            f"worker ended without the expected event: {self.events}\n"
+            f"{self.proc.stderr.read() if self.proc.stderr else ''}"
+        )
 
     def finish(self, timeout: float = 120) -> dict[str, Any]:
         """Wait for the worker's exit report."""
@@ -77,5 +103,11 @@ def wait_until(pred: Callable[[], bool], timeout: float = 60.0, step: float = 0.
 
 def restore_sim(sim: Any) -> None:
     """Undo the config keys these tests change (``sim.reset`` only restores the lifecycle)."""
-    sim.config(download_rate=None, queue_limit=3, credits=5000, pending_seconds=0.3,
-               processing_seconds=0.5, processing_per_second=0.0)
+    sim.config(
+        download_rate=None,
+        queue_limit=3,
+        credits=5000,
+        pending_seconds=0.3,
+        processing_seconds=0.5,
+        processing_per_second=0.0,
+    )
