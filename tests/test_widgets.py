@@ -22,6 +22,7 @@ from comm.base_comm import BaseComm
 from ipywidgets.widgets.widget import _instances
 
 from goenhance_nb.widgets import StatusWidget, Throttle
+from goenhance_nb.widgets._controls import short_id
 
 WAIT = 60  # generous upper bound for waits (never asserted on)
 
@@ -182,6 +183,22 @@ def test_status_follows_job_to_done_with_raw_status_verbatim(
     assert not visible(w.retry_button) and not visible(w.cancel_button)
     assert not visible(w.error)
     assert {"goenhance-status"} <= set(w._dom_classes)
+
+
+def test_widget_for_a_cached_job_shows_cached_from_its_first_render(sim, session, comms, clip):
+    # the panel and a re-run cell build a widget for a job that is already finished: its very
+    # state is "cached" with the job id, never a "queued" flash until a throttled update
+    first = session.transform(clip, 2000, duration=3, resolution="540p")
+    first.result(timeout=WAIT)
+    job = session.transform(clip, 2000, duration=3, resolution="540p")
+    job.result(timeout=WAIT)
+    assert job.cached
+    w = StatusWidget(job, session=session)
+    assert w.badge.value == "cached"
+    assert w.job_id_label.value == short_id(first.id)
+    # what the frontend holds when the widget is displayed (right after construction); the
+    # badge's creation value travels in the comm-open, before any view exists
+    assert comms.synced_values(w.badge)[-1] == "cached"
 
 
 def test_local_queue_position_is_shown(sim, session, comms, clip):

@@ -275,8 +275,17 @@ class StatusWidget(W.VBox):
             self.settled.clear()
         self._eta, self._eta_n = estimate_runtime(self._get_session(required=False), job)
         clear_outputs(self.result)
+        # Seed the model from what already happened, so the first view shows the job's real
+        # state (e.g. "cached" with its job id) rather than "queued" until the subscription's
+        # replay arrives from the engine loop. Model updates are idempotent, so that replay
+        # of the latest event changes nothing.
+        for ev in list(getattr(job, "history", None) or ()):
+            self._on_event(ev, job)
         self._throttle.flush()
-        self._start_ticker()
+        with self._lock:
+            terminal = self._m.terminal
+        if not terminal:
+            self._start_ticker()
         self._unsubscribe = job.subscribe(lambda ev, j=job: self._on_event(ev, j))
 
     def stop_watching(self) -> None:
