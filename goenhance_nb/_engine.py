@@ -685,6 +685,10 @@ class JobEngine:
                 await asyncio.sleep(self.lock_poll)
 
     def _attach(self, job: Job, entry: LedgerEntry) -> None:
+        if entry.submitted_at:
+            # elapsed counts from the submission recorded in the ledger (maybe by an earlier
+            # kernel), not from this handle; the deadline keeps its own base (re-attachment)
+            job.started = self.clock() - max(0.0, time.time() - float(entry.submitted_at))
         job.id = entry.job_id
         job.raw_status = entry.raw_status
         job.cost = entry.cost

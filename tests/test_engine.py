@@ -7,6 +7,8 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,26 @@ def test_terminal_events_arrive_after_the_handle_settles(
     rec = again.result(60)
     assert seen.get("done_at_done") is True and seen.get("path_at_done") == Path(rec.path)
     assert esim.generate_calls() == 2
+
+
+def test_reattached_job_counts_elapsed_from_its_submission(
+    esim: Any, session: Session, clip: Path
+) -> None:
+    esim.config(processing_seconds=4.0)
+    job = session.transform(clip, 2000, duration=3)
+    submitted = threading.Event()
+    job.subscribe(lambda ev: ev.kind == "submitted" and submitted.set())
+    assert submitted.wait(30)
+    job.cancel_watch()
+    with pytest.raises(concurrent.futures.CancelledError):
+        job.result(30)
+    time.sleep(1.0)
+    again = session.resume(job.id)  # type: ignore[arg-type]
+    rec = again.result(60)
+    reattached = next(ev for ev in again.history if ev.kind == "submitted")
+    assert reattached.job_id == job.id and rec.job_id == job.id
+    assert reattached.elapsed >= 1.0  # the time since submission, not since resume()
+    assert esim.generate_calls() == 1
 
 
 def test_rejected_generate_is_an_error_not_an_orphan(
