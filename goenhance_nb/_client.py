@@ -160,8 +160,9 @@ class AsyncClient:
     ) -> TransportError:
         host = redact_url(self.base_url)
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            text = f"{what}: cannot connect to {host}"
-        elif isinstance(exc, httpx.TimeoutException):
+            # never left this machine: nothing was submitted (and nothing charged)
+            return TransportError(f"{what}: cannot connect to {host}", sent=False)
+        if isinstance(exc, httpx.TimeoutException):
             text = f"{what}: no answer from {host} within {self.settings.request_timeout:g}s"
         elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
             text = f"{what}: connection to {host} closed before a complete answer"

@@ -796,6 +796,13 @@ class JobEngine:
                 # The API refused (envelope error, 401, 429/503 after retries): no job exists.
                 self.ledger.update(job.key, state="failed", error=str(exc))
                 raise
+            except TransportError as exc:
+                if exc.sent is False:
+                    # A connect error: the POST never left, so no job exists and nothing was
+                    # charged; a re-run may submit again. Anything else stays "submitting"
+                    # (an orphan that is reported, never re-sent silently).
+                    self.ledger.update(job.key, state="failed", error=str(exc))
+                raise
             entry = self.ledger.update(
                 job.key,
                 job_id=gr.img_uuid,

@@ -147,7 +147,18 @@ class RateLimited(APIError):
 
 
 class TransportError(GoEnhanceError):
-    """The request did not complete: connect error, timeout, reset, malformed JSON, truncated body."""
+    """The request did not complete: connect error, timeout, reset, malformed JSON, truncated body.
+
+    ``sent`` is ``False`` only when the request provably never left (a connect error), ``None``
+    when it may have reached the server (a timeout or reset after sending).
+    """
+
+    def __init__(self, message: str = "", *, sent: bool | None = None) -> None:
+        self.sent = sent
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild, (type(self), self.__dict__.copy(), str(self)))
 
 
 class JobFailed(GoEnhanceError):

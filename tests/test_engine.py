@@ -17,7 +17,13 @@ import pytest
 from workers.support import make_session, restore_sim
 
 from goenhance_nb._engine import LOCAL_QUEUE, JobEvent
-from goenhance_nb._errors import APIError, BudgetExceeded, JobFailed, JobTimedOut
+from goenhance_nb._errors import (
+    APIError,
+    BudgetExceeded,
+    JobFailed,
+    JobTimedOut,
+    TransportError,
+)
 from goenhance_nb._keys import hash_file
 from goenhance_nb._records import JobState
 from goenhance_nb._samples import sample_clip
@@ -249,6 +255,35 @@ def test_reattached_job_counts_elapsed_from_its_submission(
     assert reattached.job_id == job.id and rec.job_id == job.id
     assert reattached.elapsed >= 1.0  # the time since submission, not since resume()
     assert esim.generate_calls() == 1
+
+
+def test_generate_that_never_left_is_not_an_orphan(esim: Any, tmp_path: Path, clip: Path) -> None:
+    """A connect error on the generate POST proves nothing was sent: the entry is marked failed
+    (a re-run submits normally) instead of an orphan that needs --resubmit."""
+    import httpx
+    from simctl import start_sim
+
+    with httpx.Client(headers={"Authorization": f"Bearer {esim.api_key}"}) as http:
+        url = http.put(f"{esim.base_url}/sim/uploads", content=clip.read_bytes()).json()["url"]
+    gone = start_sim(tmp_path / "gone")
+    cache_dir = tmp_path / "cache"
+    first = make_session(gone, cache_dir, max_retries=1)
+    try:
+        first.styles()  # cached on disk: transform() validates without the server
+        gone.stop()  # nothing listens on its port any more
+        job = first.transform(url, 2000, duration=3)
+        with pytest.raises(TransportError, match="cannot connect") as info:
+            job.result(60)
+        assert info.value.sent is False and "may have been submitted" not in str(info.value)
+        assert first.ledger.get(job.key).state == "failed"  # type: ignore[union-attr]
+    finally:
+        first.close()
+    second = make_session(esim, cache_dir)  # same backend identity ("simulated"), same key
+    try:
+        rec = second.transform(url, 2000, duration=3).result(60)
+    finally:
+        second.close()
+    assert rec.job_id is not None and esim.generate_calls() == 1
 
 
 def test_rejected_generate_is_an_error_not_an_orphan(
