@@ -4,7 +4,7 @@
 :class:`GoEnhanceMagics`. Subcommands (each has ``--help``)::
 
     run INPUT --style S [--prompt P --duration N --resolution R --seed N --wait/--no-wait
-                         --timeout T --force --embed/--no-embed --compare]
+                         --timeout T --force --embed/--no-embed --compare --notify/--no-notify]
     styles | credits | jobs | config | panel | help [SUBCOMMAND]
     resume [ID] [--resubmit]
     cache [list | info KEY | clear | remove KEY | verify KEY]
@@ -95,6 +95,7 @@ class RunArgs:
     force: bool = False
     embed: bool | None = None
     compare: bool = False
+    notify: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, input_optional: bool) -> Non
         action="store_true",
         default=False,
         help="show the input and the result side by side (synced when JS runs)",
+    )
+    p.add_argument(
+        "--notify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also show a browser notification when the job ends (press 'Notify me' once to "
+        "allow it; needs anywidget: pip install 'goenhance-nb[notify]'; "
+        "default: GoEnhanceMagics.notify)",
     )
 
 
@@ -348,8 +357,9 @@ CELL_KEYS: tuple[str, ...] = (
     "force",
     "embed",
     "compare",
+    "notify",
 )
-_BOOL_KEYS = {"wait", "force", "embed", "compare"}
+_BOOL_KEYS = {"wait", "force", "embed", "compare", "notify"}
 _INT_KEYS = {"duration", "seed"}
 
 
@@ -489,6 +499,12 @@ class GoEnhanceMagics(Magics):
         allow_none=True,
         config=True,
         help="Block until done (True), never (False), or only in headless runs (None).",
+    )
+    notify = Bool(
+        False,
+        config=True,
+        help="Show a browser notification when a watched job ends (like run --notify; needs "
+        "anywidget). No effect in headless runs.",
     )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
@@ -634,6 +650,7 @@ def handle_run(m: GoEnhanceMagics, args: RunArgs) -> Any:
         source=source,
         frontend=frontend,
         session=session,
+        notify=args.notify if args.notify is not None else bool(m.notify),
     )
     return job
 
@@ -695,8 +712,12 @@ def _present_job(
     source: Path | None,
     frontend: str,
     session: Any,
+    notify: bool = False,
 ) -> None:
     """Show a job: a final output (blocking or already done) or a live widget + placeholder.
+
+    ``notify``: beside the live widget, also show the browser notifier (an anywidget; none
+    without anywidget, in headless runs or in a terminal) and notify when the job ends.
 
     :raises GoEnhanceError: (blocking or already finished) the job's own error, so the cell fails.
     :raises JobTimedOut: ``timeout`` passed while blocking (the job stays resumable).
@@ -727,6 +748,10 @@ def _present_job(
             print(_status_line(job), flush=True)
         else:
             _show_widget(job, session)
+            if notify:
+                notifier = _show_notifier()
+                if notifier is not None:
+                    _watch_notify(job, notifier)
         try:
             result = job.result(timeout=timeout)
         except TimeoutError:
@@ -748,6 +773,7 @@ def _present_job(
         return
     simulated = str(getattr(job, "backend", "")) == "simulated"
     handle: Any = None
+    notifier: Any = None
 
     def on_follow(new_job: Any) -> None:
         # the widget's Retry button follows a new job: the placeholder follows it too
@@ -755,8 +781,14 @@ def _present_job(
             return
         handle.update(_display.placeholder_bundle(_job_label(new_job), simulated=simulated))
         _watch_update(new_job, handle, make_publish(new_job))
+        if notifier is not None:
+            _watch_notify(new_job, notifier)
 
     _show_widget(job, session, on_follow=on_follow)
+    if notify and frontend != "headless":
+        notifier = _show_notifier()
+        if notifier is not None:
+            _watch_notify(job, notifier)
     handle = _display_obj(
         _display.placeholder_bundle(_job_label(job), simulated=simulated), display_id=True
     )
@@ -812,6 +844,45 @@ def _show_widget(
     widget = cls(job, session=session, compact=True)
     widget._on_follow = on_follow
     _display_obj(widget)
+
+
+def _show_notifier() -> Any:
+    """Display the browser notifier ("Notify me"); None without anywidget (toast only)."""
+    try:
+        from goenhance_nb.widgets import make_notifier
+
+        notifier = make_notifier()
+    except ImportError:
+        return None
+    if notifier is not None:
+        _display_obj(notifier)
+    return notifier
+
+
+def _watch_notify(job: Any, notifier: Any) -> None:
+    """On the engine thread: one browser notification when ``job`` ends (ready or failed).
+
+    A custom message (``notifier.notify``), never a synced trait: the text is not saved.
+    """
+    from goenhance_nb.widgets import job_notification
+
+    sent = threading.Event()
+
+    def on_event(event: Any) -> None:
+        if sent.is_set():
+            return
+        kind = getattr(event, "kind", None) or ""
+        with contextlib.suppress(Exception):  # a listener never raises into the engine
+            note = job_notification(
+                kind,
+                result=getattr(event, "result", None),
+                error=getattr(event, "error", None) or getattr(job, "error", None),
+            )
+            if note is not None:
+                sent.set()
+                notifier.notify(*note)
+
+    job.subscribe(on_event)
 
 
 def _watch_update(job: Any, handle: Any, publish: Callable[[Any], Any]) -> None:
@@ -1095,6 +1166,7 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
         source=None,
         frontend=_frontend.frontend(m.shell),
         session=session,
+        notify=bool(m.notify),
     )
     return job
 
@@ -1189,7 +1261,14 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
             if name == "base_url":
                 value = _display_url(value) if value else "(embedded simulator)"
             rows.append([name, "" if value is None else value])
-    for name in ("default_style", "default_duration", "default_resolution", "embed", "wait"):
+    for name in (
+        "default_style",
+        "default_duration",
+        "default_resolution",
+        "embed",
+        "wait",
+        "notify",
+    ):
         rows.append([f"GoEnhanceMagics.{name}", getattr(m, name)])
     rows.append(["frontend", _frontend.frontend(m.shell)])
     rows.append(["headless", _frontend.is_headless(m.shell)])

@@ -1,7 +1,9 @@
-"""Notebook widgets of goenhance_nb, built on core ipywidgets only (DECISIONS 23).
+"""Notebook widgets of goenhance_nb, built on core ipywidgets (DECISIONS 23).
 
 - :class:`StatusWidget` — live, throttled status of one job (works in JupyterLab, Notebook 7,
   VS Code and Colab: no custom JavaScript).
+- :func:`make_notifier` — the opt-in browser notification (``--notify``), an anywidget; None
+  when anywidget is not installed (then the status widget's toast is the only notice).
 - small controls shared with the panel (:func:`state_badge`, :func:`backend_label`, ...).
 """
 
@@ -17,6 +19,7 @@ from goenhance_nb.widgets._controls import (
     short_id,
     state_badge,
 )
+from goenhance_nb.widgets._notify import job_notification, make_notifier
 from goenhance_nb.widgets._status import StatusWidget, estimate_runtime, retry_arguments, what_to_do
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
     "backend_label",
     "clear_outputs",
     "estimate_runtime",
+    "job_notification",
+    "make_notifier",
     "normalise_state",
     "result_bundle",
     "retry_arguments",

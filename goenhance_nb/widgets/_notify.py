@@ -1,0 +1,157 @@
+"""BrowserNotifier: an opt-in desktop notification when a job ends (anywidget, DECISIONS 23).
+
+A small "Notify me" button asks for the browser's Notification permission (the request needs a
+user gesture, so it is made on click) and shows the permission state. :meth:`notify` sends a
+*custom message* (never a synced trait), on which the page calls ``new Notification(title,
+{body})`` when the permission is ``"granted"``. So no notification text lands in the widget
+state saved into the ``.ipynb``; nothing about the API key, URLs or settings goes in at all.
+
+anywidget is optional (``pip install goenhance-nb[notify]``): :func:`make_notifier` returns None
+without it, and the status widget's toast is the only notice (the static fallback). The status
+widget itself stays core ipywidgets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from goenhance_nb._errors import redact_text
+
+__all__ = ["MESSAGE_TYPE", "job_notification", "make_notifier", "notifier_class"]
+
+#: ``type`` of the custom message the page turns into a notification
+MESSAGE_TYPE = "goenhance-notify"
+
+_MAX_BODY = 200
+
+# The page side. `initialize` runs once per model (not once per view), so a notifier shown in
+# two places still notifies once. No notification text is ever stored in the model.
+_ESM = """
+const MESSAGE_TYPE = "goenhance-notify";
+
+function supported() {
+  return typeof window !== "undefined" && "Notification" in window;
+}
+
+function permission() {
+  return supported() ? window.Notification.permission : "unsupported";
+}
+
+function initialize({ model }) {
+  const onMessage = (msg) => {
+    if (!msg || msg.type !== MESSAGE_TYPE || !supported()) return;
+    if (window.Notification.permission !== "granted") return;
+    try {
+      new window.Notification(String(msg.title || ""), { body: String(msg.body || "") });
+    } catch (err) {
+      console.warn("goenhance_nb: notification failed", err);
+    }
+  };
+  model.on("msg:custom", onMessage);
+  return () => model.off("msg:custom", onMessage);
+}
+
+function render({ model, el }) {
+  const button = document.createElement("button");
+  button.className = "goenhance-notify-button jupyter-button";
+  button.textContent = "Notify me";
+  button.title = "Show a browser notification when this job ends";
+  const state = document.createElement("span");
+  state.className = "goenhance-notify-permission";
+  state.style.cssText = "margin-left:6px;font-size:12px;color:#666";
+  const show = () => {
+    const p = permission();
+    state.textContent = p === "unsupported"
+      ? "notifications not supported here"
+      : "notifications: " + p;
+    button.disabled = p !== "default";
+  };
+  button.addEventListener("click", async () => {
+    if (!supported()) return;
+    try {
+      await window.Notification.requestPermission();
+    } catch (err) {
+      console.warn("goenhance_nb: permission request failed", err);
+    }
+    show();
+  });
+  el.append(button, state);
+  show();
+}
+
+export default { initialize, render };
+"""
+
+_NOTIFIER_CLASS: Any = None
+
+
+def notifier_class() -> Any:
+    """The :class:`BrowserNotifier` class; raises ImportError when anywidget is absent."""
+    global _NOTIFIER_CLASS
+    import anywidget  # raises ImportError: the caller falls back to the toast
+
+    if _NOTIFIER_CLASS is None:
+
+        class BrowserNotifier(anywidget.AnyWidget):  # type: ignore[misc, name-defined]
+            """A "Notify me" button; :meth:`notify` shows a browser notification if allowed."""
+
+            __qualname__ = "BrowserNotifier"
+            _esm = _ESM
+
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.add_class("goenhance-notify")
+
+            def notify(self, title: str, body: str = "") -> None:
+                """Ask the page to show a notification (a custom message; never raises)."""
+                with contextlib.suppress(Exception):
+                    self.send({"type": MESSAGE_TYPE, "title": str(title), "body": _one_line(body)})
+
+        _NOTIFIER_CLASS = BrowserNotifier
+    return _NOTIFIER_CLASS
+
+
+def make_notifier() -> Any | None:
+    """A new :class:`BrowserNotifier`, or None when anywidget is not importable (toast only)."""
+    try:
+        cls = notifier_class()
+    except ImportError:
+        return None
+    return cls()
+
+
+def job_notification(
+    kind: str, *, result: Any = None, error: BaseException | str | None = None
+) -> tuple[str, str] | None:
+    """``(title, body)`` for a job's terminal event, or None for any other event.
+
+    ``done``/``cached``: ``("GoEnhance: ready", "<style> · <output file name>")``;
+    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted).
+    """
+    if kind in ("done", "cached") and result is not None:
+        style = str(getattr(result, "style_label", None) or getattr(result, "model", "") or "")
+        return "GoEnhance: ready", " · ".join(p for p in (style, _file_name(result)) if p)
+    if kind in ("failed", "timed_out"):
+        if isinstance(error, BaseException):
+            text = f"{type(error).__name__}: {error}"
+        else:
+            text = str(error or f"job {kind.replace('_', ' ')}")
+        return "GoEnhance: failed", _one_line(text)
+    return None
+
+
+def _file_name(result: Any) -> str:
+    """The name of the result's file beside the notebook (``<style>-<key8>.mp4``)."""
+    try:
+        from goenhance_nb._display import slugify
+
+        return f"{slugify(result.style_label)}-{str(result.key)[:8]}.mp4"
+    except Exception:
+        return Path(str(getattr(result, "path", "") or "")).name
+
+
+def _one_line(text: Any) -> str:
+    line = " ".join(redact_text(str(text or "")).split())
+    return line if len(line) <= _MAX_BODY else line[: _MAX_BODY - 1] + "…"
