@@ -313,6 +313,79 @@ def test_failed_job_shows_one_line_error_and_retry_succeeds(
 
 
 # ------------------------------------------------------------------------------------------
+# opt-in browser notification (--notify)
+# ------------------------------------------------------------------------------------------
+# Replaces the page's Notification API before any script runs: permission "granted", and each
+# `new Notification(title, options)` is recorded in window.__notes (nothing pops up).
+JS_NOTIFICATION_RECORDER = """(() => {
+    window.__notes = [];
+    class RecordingNotification {
+        constructor(title, options) {
+            window.__notes.push({title: String(title), options: Object.assign({}, options || {})});
+        }
+        static get permission() { return "granted"; }
+        static requestPermission() { return Promise.resolve("granted"); }
+    }
+    window.Notification = RecordingNotification;
+})();"""
+
+
+def test_notify_shows_one_browser_notification_when_done(
+    jupyter: Callable[..., JupyterServer],
+    page: Any,
+    bsim: Any,
+    kernel_env: dict[str, str],
+    artifact_name: str,
+) -> None:
+    bsim.config(**VISIBLE_LIFECYCLE)
+    server = _start(
+        jupyter,
+        kernel_env,
+        "notify.ipynb",
+        [
+            'import goenhance_nb\nclip = goenhance_nb.sample_clip("sample.mp4")',
+            LOAD_CELL,
+            "%goenhance run sample.mp4 --style 2000 --duration 3 --resolution 540p --notify",
+        ],
+    )
+    page.context.grant_permissions(["notifications"], origin=server.base_url)
+    page.add_init_script(JS_NOTIFICATION_RECORDER)
+    open_notebook(page, server, "notify.ipynb")
+    run_all_and_wait(page)
+
+    # The notifier sits beside the status widget and shows the permission state.
+    notifier = page.locator(".goenhance-notify").last
+    notifier.wait_for(state="visible", timeout=30_000)
+    button = notifier.locator(".goenhance-notify-button")
+    assert button.inner_text().strip() == "Notify me"
+    assert notifier.locator(".goenhance-notify-permission").inner_text().strip() == (
+        "notifications: granted"
+    )
+    assert page.evaluate("() => window.__notes.length") == 0  # nothing before the job ends
+
+    assert _wait_state(page, ("done", "failed", "timed out", "cached")) == "done"
+    result = page.locator(".jp-OutputArea .goenhance-result").last
+    result.wait_for(state="visible", timeout=JOB_DONE_MS)
+    page.wait_for_function("() => window.__notes.length >= 1", timeout=30_000)
+    page.wait_for_timeout(1500)  # a second (duplicate) notification would arrive by now
+    notes = page.evaluate("() => window.__notes")
+    assert len(notes) == 1, notes
+    assert notes[0]["title"] == "GoEnhance: ready", notes
+    src = str(result.locator("video.goenhance-video").get_attribute("src"))
+    body = notes[0]["options"]["body"]
+    file_name = src.split("?", 1)[0].rsplit("/", 1)[-1]  # JupyterLab adds ?_xsrf=... to src
+    assert body == f"Anime Style · {file_name}", (body, src)
+
+    # The notification text went as a message, not as widget state: the saved notebook
+    # (widget state included) does not hold it.
+    saved = json.dumps(save_notebook(page, server, "notify.ipynb"))
+    assert "GoEnhance: ready" not in saved
+    assert "goenhance-notify" in saved  # the notifier's state itself was saved
+    assert bsim.generate_calls() == 1
+    _shot(page, artifact_name)
+
+
+# ------------------------------------------------------------------------------------------
 # kernel restart while a job runs
 # ------------------------------------------------------------------------------------------
 def test_kernel_restart_reattaches_to_running_job(
