@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,14 @@ def _no_real_key_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 __all__ = ["FAST_CONFIG", "SimProcess", "start_sim"]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_running_loop(request: pytest.FixtureRequest) -> None:
+    """Fail clearly when an earlier test left the main thread 'inside' an asyncio loop (e.g. a
+    sync Playwright instance still started): every asyncio.run would fail with a confusing error."""
+    if request.node.get_closest_marker("browser") is None and asyncio._get_running_loop():
+        pytest.fail(
+            "a running asyncio loop leaked into this test from an earlier one "
+            "(is a sync Playwright instance still started?)"
+        )

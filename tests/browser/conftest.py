@@ -34,9 +34,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return rep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_browser() -> Iterator[Any]:
-    """One Chromium for the session (Debian's; Playwright's own download does not work here)."""
+    """One Chromium per test module (Debian's; Playwright's own download does not work here).
+
+    Module scope, not session: while the sync Playwright API is started, the main thread counts
+    as running an asyncio loop (its greenlet dispatcher), so every later test's ``asyncio.run``
+    would fail; it must stop when the browser modules are done. (``package`` scope would act as
+    session scope here: tests/browser has no ``__init__.py``.)"""
     if not Path(CHROMIUM).exists():
         _unavailable(f"{CHROMIUM} is missing (apt-get install -y --no-install-recommends chromium)")
     try:
