@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 from simctl import FAST_CONFIG, SimProcess, start_sim
+from workers.support import make_session
+
+from goenhance_nb._samples import sample_clip
+from goenhance_nb._session import Session
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +29,20 @@ def sim(sim_session: SimProcess) -> Iterator[SimProcess]:
     sim_session.reset()
     yield sim_session
     sim_session.reset()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 s generated sample clip, shared by a test module (modules may define their own)."""
+    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=3.0)
+
+
+@pytest.fixture
+def session(sim: SimProcess, tmp_path: Path) -> Iterator[Session]:
+    """A Session on the shared simulator with its own cache dir and a short poll interval."""
+    s = make_session(sim, tmp_path / "cache")
+    yield s
+    s.close()
 
 
 @pytest.fixture

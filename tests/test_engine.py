@@ -9,12 +9,11 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workers.support import make_session, restore_sim
+from workers.support import make_session
 
 from goenhance_nb._engine import LOCAL_QUEUE, JobEvent
 from goenhance_nb._errors import (
@@ -26,27 +25,7 @@ from goenhance_nb._errors import (
 )
 from goenhance_nb._keys import hash_file
 from goenhance_nb._records import JobState
-from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=3.0)
-
-
-@pytest.fixture
-def esim(sim: Any) -> Iterator[Any]:
-    restore_sim(sim)
-    yield sim
-    restore_sim(sim)
-
-
-@pytest.fixture
-def session(esim: Any, tmp_path: Path) -> Iterator[Session]:
-    s = make_session(esim, tmp_path / "cache")
-    yield s
-    s.close()
 
 
 def api_requests(sim: Any) -> list[dict[str, Any]]:
@@ -54,39 +33,39 @@ def api_requests(sim: Any) -> list[dict[str, Any]]:
 
 
 def test_first_run_generates_once_and_a_cache_hit_makes_zero_requests(
-    esim: Any, session: Session, clip: Path, tmp_path: Path
+    sim: Any, session: Session, clip: Path, tmp_path: Path
 ) -> None:
     job = session.transform(clip, "Anime Style", duration=3)
     rec = job.result(60)
     assert Path(rec.path).is_file() and hash_file(rec.path) == rec.sha
     assert rec.job_id == job.id and rec.cost == 30 and rec.backend == "simulated"
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
     session.close()
 
-    esim.clear_requests()
-    again = make_session(esim, tmp_path / "cache")  # a new kernel on the same cache dir
+    sim.clear_requests()
+    again = make_session(sim, tmp_path / "cache")  # a new kernel on the same cache dir
     try:
         job2 = again.transform(clip, "2000", duration=3)
         rec2 = job2.result(10)
         assert job2.cached and rec2.path == rec.path
         assert [e.kind for e in job2.history] == ["validated", "cached", "done"]
-        assert esim.requests() == []  # not even the model list: it is cached on disk
+        assert sim.requests() == []  # not even the model list: it is cached on disk
     finally:
         again.close()
 
 
-def test_expired_result_url_is_refreshed(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults({"kind": "expired_url"})
+def test_expired_result_url_is_refreshed(sim: Any, session: Session, clip: Path) -> None:
+    sim.faults({"kind": "expired_url"})
     rec = session.transform(clip, 2000, duration=3).result(60)
     assert hash_file(rec.path) == rec.sha
-    downloads = esim.requests("/sim/results/")
+    downloads = sim.requests("/sim/results/")
     assert next(d["status"] for d in downloads) == 403
     assert downloads[-1]["status"] == 200
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
 def test_corrupted_cached_file_is_detected_and_repaired(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
     rec = session.transform(clip, 2000, duration=3).result(60)
     Path(rec.path).write_bytes(b"garbage")
@@ -96,31 +75,31 @@ def test_corrupted_cached_file_is_detected_and_repaired(
     assert not job.cached
     assert rec2.sha == rec.sha and hash_file(rec2.path) == rec.sha
     assert session.cache.verify(rec.key, full=True)
-    assert esim.generate_calls() == 1  # re-downloaded from the same job, not regenerated
+    assert sim.generate_calls() == 1  # re-downloaded from the same job, not regenerated
 
     Path(rec.path).unlink()
     with pytest.warns(UserWarning, match="missing"):
         rec3 = session.transform(clip, 2000, duration=3).result(60)
-    assert hash_file(rec3.path) == rec.sha and esim.generate_calls() == 1
+    assert hash_file(rec3.path) == rec.sha and sim.generate_calls() == 1
 
 
 def test_damaged_file_whose_job_is_gone_is_regenerated(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
     rec = session.transform(clip, 2000, duration=3).result(60)
     Path(rec.path).write_bytes(b"x")
-    esim.faults({"kind": "lost_job", "times": 3})
+    sim.faults({"kind": "lost_job", "times": 3})
     with pytest.warns(UserWarning):
         rec2 = session.transform(clip, 2000, duration=3).result(60)
-    assert esim.generate_calls() == 2
+    assert sim.generate_calls() == 2
     assert hash_file(rec2.path) == rec2.sha
     assert session.usage.spent == 60  # the regeneration is counted as spend too
 
 
 def test_queue_limit_is_respected_with_local_queue_positions(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
-    esim.config(queue_limit=1)
+    sim.config(queue_limit=1)
     events: dict[int, list[JobEvent]] = {0: [], 1: [], 2: []}
     jobs = []
     for seed in range(3):
@@ -145,31 +124,31 @@ def test_queue_limit_is_respected_with_local_queue_positions(
     spans.sort()
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end
-    assert esim.generate_calls() == 3
+    assert sim.generate_calls() == 3
 
 
-def test_budget_refusal_makes_no_http_call(esim: Any, tmp_path: Path, clip: Path) -> None:
-    s = make_session(esim, tmp_path / "cache", budget=20)
+def test_budget_refusal_makes_no_http_call(sim: Any, tmp_path: Path, clip: Path) -> None:
+    s = make_session(sim, tmp_path / "cache", budget=20)
     try:
         s.styles()  # warm the model list cache
-        esim.clear_requests()
+        sim.clear_requests()
         with pytest.raises(BudgetExceeded, match="estimate"):
             s.transform(clip, 2000, duration=3, resolution="720p")  # 3 s x 10/s = 30 > 20
-        assert esim.requests() == []
+        assert sim.requests() == []
         job = s.transform(clip, 2000, duration=3, resolution="540p")  # 15 <= 20
         with pytest.raises(BudgetExceeded):  # 15 pending + 15 > 20
             s.transform(clip, 2000, duration=3, resolution="540p", seed=7)
         assert job.result(60).cost == 15
         assert s.usage.spent == 15
-        assert esim.generate_calls() == 1
+        assert sim.generate_calls() == 1
     finally:
         s.close()
 
 
 def test_deadline_raises_timed_out_and_job_stays_resumable(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
-    esim.config(pending_seconds=3.0)
+    sim.config(pending_seconds=3.0)
     job = session.transform(clip, 2000, duration=3, timeout=0.3)
     with pytest.raises(JobTimedOut) as info:
         job.result(30)
@@ -178,22 +157,22 @@ def test_deadline_raises_timed_out_and_job_stays_resumable(
     assert job.history[-1].kind == "timed_out"
     entry = session.ledger.get(job.key)
     assert entry is not None and entry.state == "timed_out" and entry.resumable
-    esim.config(pending_seconds=0.3)
+    sim.config(pending_seconds=0.3)
     rec = session.resume(job.id).result(60)  # type: ignore[arg-type]
     assert hash_file(rec.path) == rec.sha
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
-def test_rerun_after_timeout_reattaches(esim: Any, session: Session, clip: Path) -> None:
-    esim.config(pending_seconds=2.0)
+def test_rerun_after_timeout_reattaches(sim: Any, session: Session, clip: Path) -> None:
+    sim.config(pending_seconds=2.0)
     with pytest.raises(JobTimedOut):
         session.transform(clip, 2000, duration=3, timeout=0.2).result(30)
     rec = session.transform(clip, 2000, duration=3).result(60)
-    assert rec.job_id is not None and esim.generate_calls() == 1
+    assert rec.job_id is not None and sim.generate_calls() == 1
 
 
-def test_failed_job_raises_and_rerun_submits_again(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults({"kind": "job_failed"})
+def test_failed_job_raises_and_rerun_submits_again(sim: Any, session: Session, clip: Path) -> None:
+    sim.faults({"kind": "job_failed"})
     job = session.transform(clip, 2000, duration=3)
     with pytest.raises(JobFailed) as info:
         job.result(60)
@@ -203,15 +182,15 @@ def test_failed_job_raises_and_rerun_submits_again(esim: Any, session: Session, 
     with pytest.raises(JobFailed):
         session.resume(job.id)  # type: ignore[arg-type]
     rec = session.transform(clip, 2000, duration=3).result(60)
-    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 2
+    assert hash_file(rec.path) == rec.sha and sim.generate_calls() == 2
 
 
 def test_terminal_events_arrive_after_the_handle_settles(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
     """A listener reacting to "failed" (the widget's Retry) gets a NEW job from transform(),
     and a listener reacting to "done" finds the handle finished with its result."""
-    esim.faults({"kind": "job_failed"})
+    sim.faults({"kind": "job_failed"})
     job = session.transform(clip, 2000, duration=3)
     seen: dict[str, Any] = {}
     retried: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -234,13 +213,13 @@ def test_terminal_events_arrive_after_the_handle_settles(
     again.subscribe(on_done)
     rec = again.result(60)
     assert seen.get("done_at_done") is True and seen.get("path_at_done") == Path(rec.path)
-    assert esim.generate_calls() == 2
+    assert sim.generate_calls() == 2
 
 
 def test_reattached_job_counts_elapsed_from_its_submission(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
-    esim.config(processing_seconds=4.0)
+    sim.config(processing_seconds=4.0)
     job = session.transform(clip, 2000, duration=3)
     submitted = threading.Event()
     job.subscribe(lambda ev: ev.kind == "submitted" and submitted.set())
@@ -254,17 +233,17 @@ def test_reattached_job_counts_elapsed_from_its_submission(
     reattached = next(ev for ev in again.history if ev.kind == "submitted")
     assert reattached.job_id == job.id and rec.job_id == job.id
     assert reattached.elapsed >= 1.0  # the time since submission, not since resume()
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
-def test_generate_that_never_left_is_not_an_orphan(esim: Any, tmp_path: Path, clip: Path) -> None:
+def test_generate_that_never_left_is_not_an_orphan(sim: Any, tmp_path: Path, clip: Path) -> None:
     """A connect error on the generate POST proves nothing was sent: the entry is marked failed
     (a re-run submits normally) instead of an orphan that needs --resubmit."""
     import httpx
     from simctl import start_sim
 
-    with httpx.Client(headers={"Authorization": f"Bearer {esim.api_key}"}) as http:
-        url = http.put(f"{esim.base_url}/sim/uploads", content=clip.read_bytes()).json()["url"]
+    with httpx.Client(headers={"Authorization": f"Bearer {sim.api_key}"}) as http:
+        url = http.put(f"{sim.base_url}/sim/uploads", content=clip.read_bytes()).json()["url"]
     gone = start_sim(tmp_path / "gone")
     cache_dir = tmp_path / "cache"
     first = make_session(gone, cache_dir, max_retries=1)
@@ -278,30 +257,30 @@ def test_generate_that_never_left_is_not_an_orphan(esim: Any, tmp_path: Path, cl
         assert first.ledger.get(job.key).state == "failed"  # type: ignore[union-attr]
     finally:
         first.close()
-    second = make_session(esim, cache_dir)  # same backend identity ("simulated"), same key
+    second = make_session(sim, cache_dir)  # same backend identity ("simulated"), same key
     try:
         rec = second.transform(url, 2000, duration=3).result(60)
     finally:
         second.close()
-    assert rec.job_id is not None and esim.generate_calls() == 1
+    assert rec.job_id is not None and sim.generate_calls() == 1
 
 
 def test_rejected_generate_is_an_error_not_an_orphan(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
-    esim.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded"})
+    sim.faults({"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded"})
     job = session.transform(clip, 2000, duration=3)
     with pytest.raises(APIError, match="daily limit"):
         job.result(60)
     entry = session.ledger.get(job.key)
     assert entry is not None and entry.state == "failed" and not entry.is_orphan
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
 def test_unknown_status_is_shown_and_polling_goes_on(
-    esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
+    sim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    esim.faults({"kind": "unknown_status", "status": "Rendering-Phase-2", "times": 2})
+    sim.faults({"kind": "unknown_status", "status": "Rendering-Phase-2", "times": 2})
     with caplog.at_level(logging.WARNING, logger="goenhance_nb.engine"):
         job = session.transform(clip, 2000, duration=3)
         job.result(60)
@@ -310,17 +289,17 @@ def test_unknown_status_is_shown_and_polling_goes_on(
     assert sum("unknown status" in r.message for r in caplog.records) == 1
 
 
-def test_poll_errors_back_off_and_recover(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults(
+def test_poll_errors_back_off_and_recover(sim: Any, session: Session, clip: Path) -> None:
+    sim.faults(
         {"kind": "http_500", "path": "/api/v1/jobs/detail", "times": 3},
         {"kind": "malformed_json", "path": "/api/v1/jobs/detail", "times": 1},
     )
     rec = session.transform(clip, 2000, duration=3).result(120)
-    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
+    assert hash_file(rec.path) == rec.sha and sim.generate_calls() == 1
 
 
 def test_events_reach_listeners_and_a_failing_listener_is_skipped(
-    esim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
+    sim: Any, session: Session, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
 
@@ -340,7 +319,7 @@ def test_events_reach_listeners_and_a_failing_listener_is_skipped(
     assert any("listener" in r.message for r in caplog.records)
 
 
-def test_await_job_in_another_loop(esim: Any, session: Session, clip: Path) -> None:
+def test_await_job_in_another_loop(sim: Any, session: Session, clip: Path) -> None:
     job = session.transform(clip, 2000, duration=3)
 
     async def main() -> str:
@@ -350,35 +329,35 @@ def test_await_job_in_another_loop(esim: Any, session: Session, clip: Path) -> N
     assert asyncio.run(main()) == job.result().sha
 
 
-def test_cancel_watch_leaves_the_job_resumable(esim: Any, session: Session, clip: Path) -> None:
-    esim.config(pending_seconds=2.0)
+def test_cancel_watch_leaves_the_job_resumable(sim: Any, session: Session, clip: Path) -> None:
+    sim.config(pending_seconds=2.0)
     job = session.transform(clip, 2000, duration=3)
     job.subscribe(lambda ev: job.cancel_watch() if ev.job_id is not None else None)
     with pytest.raises(concurrent.futures.CancelledError):
         job.result(30)
     assert job.history[-1].kind == "watch_cancelled"
     assert session.ledger.get(job.key).state == "watch_cancelled"  # type: ignore[union-attr]
-    esim.config(pending_seconds=0.3)
+    sim.config(pending_seconds=0.3)
     rec = session.resume(job.key[:12]).result(60)
-    assert hash_file(rec.path) == rec.sha and esim.generate_calls() == 1
+    assert hash_file(rec.path) == rec.sha and sim.generate_calls() == 1
 
 
-def test_same_key_twice_in_one_process_is_one_job(esim: Any, session: Session, clip: Path) -> None:
+def test_same_key_twice_in_one_process_is_one_job(sim: Any, session: Session, clip: Path) -> None:
     a = session.transform(clip, 2000, duration=3)
     b = session.transform(clip, 2000, duration=3)
     assert a is b
     a.result(60)
-    assert esim.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
 @pytest.mark.parametrize("second_session", [False, True])
 def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
-    esim: Any, session: Session, clip: Path, tmp_path: Path, second_session: bool
+    sim: Any, session: Session, clip: Path, tmp_path: Path, second_session: bool
 ) -> None:
     """A listener runs on the engine thread; a blocking result()/credits() there is re-entrant,
     also when another Session's engine started later."""
     if second_session:
-        other = make_session(esim, tmp_path / "other")
+        other = make_session(sim, tmp_path / "other")
         session.engine.loop  # noqa: B018 - start ours first
         other.engine.loop  # noqa: B018 - then another engine registers its loop
     out: dict[str, Any] = {}
@@ -399,17 +378,17 @@ def test_blocking_calls_from_an_engine_callback_do_not_deadlock(
     job.result(60)
     assert done.result(90) is True
     assert Path(out["path"]).is_file() and out["credits"] >= 0
-    assert esim.generate_calls() == 2
+    assert sim.generate_calls() == 2
     if second_session:
         other.close()
 
 
-def test_deadline_uses_the_injected_clock(esim: Any, session: Session, clip: Path) -> None:
+def test_deadline_uses_the_injected_clock(sim: Any, session: Session, clip: Path) -> None:
     """The deadline is measured on the engine's clock: advancing a fake clock times the job out
     without waiting in real time."""
     now = [1000.0]
     session.engine.clock = lambda: now[0]
-    esim.config(pending_seconds=30.0)
+    sim.config(pending_seconds=30.0)
 
     jumped: list[bool] = []
 
@@ -426,20 +405,20 @@ def test_deadline_uses_the_injected_clock(esim: Any, session: Session, clip: Pat
     assert session.ledger.get(job.key).resumable  # type: ignore[union-attr]
 
 
-def test_truncated_download_is_resumed_with_range(esim: Any, session: Session, clip: Path) -> None:
-    esim.faults({"kind": "truncated_download", "after_bytes": 50_000})
+def test_truncated_download_is_resumed_with_range(sim: Any, session: Session, clip: Path) -> None:
+    sim.faults({"kind": "truncated_download", "after_bytes": 50_000})
     rec = session.transform(clip, 2000, duration=3).result(60)
     assert hash_file(rec.path) == rec.sha
-    statuses = [d["status"] for d in esim.requests("/sim/results/")]
+    statuses = [d["status"] for d in sim.requests("/sim/results/")]
     assert statuses[0] == 200 and 206 in statuses[1:]
 
 
 def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
     now = [0.0]
     session.engine.clock = lambda: now[0]
-    esim.config(queue_limit=1)
+    sim.config(queue_limit=1)
     first = session.transform(clip, 2000, duration=3, seed=11)
     second = session.transform(clip, 2000, duration=3, seed=12, timeout=600)
 
@@ -455,9 +434,9 @@ def test_waiting_in_the_local_queue_does_not_use_up_the_deadline(
 
 
 def test_a_huge_unknown_status_is_bounded_for_display(
-    esim: Any, session: Session, clip: Path
+    sim: Any, session: Session, clip: Path
 ) -> None:
-    esim.faults({"kind": "unknown_status", "status": "Z" * 5000 + "\nline2", "times": 1})
+    sim.faults({"kind": "unknown_status", "status": "Z" * 5000 + "\nline2", "times": 1})
     job = session.transform(clip, 2000, duration=3)
     job.result(60)
     odd = [e.raw_status for e in job.history if e.raw_status and e.raw_status.startswith("Z")]

@@ -7,55 +7,34 @@ import json
 import os
 import signal
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from workers.support import make_session, restore_sim
+from workers.support import make_session
 
 import goenhance_nb
 from goenhance_nb._errors import InputError
 from goenhance_nb._keys import hash_file
-from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session, _set_session
 from goenhance_nb._settings import Settings
 from goenhance_nb._simproc import sim_paths
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=3.0)
-
-
-@pytest.fixture
-def esim(sim: Any) -> Iterator[Any]:
-    restore_sim(sim)
-    yield sim
-    restore_sim(sim)
-
-
-@pytest.fixture
-def session(esim: Any, tmp_path: Path) -> Iterator[Session]:
-    s = make_session(esim, tmp_path / "cache")
-    yield s
-    s.close()
-
-
-def test_styles_are_cached_on_disk_with_a_ttl(esim: Any, session: Session, tmp_path: Path) -> None:
+def test_styles_are_cached_on_disk_with_a_ttl(sim: Any, session: Session, tmp_path: Path) -> None:
     first = session.styles()
     assert {s.id for s in first} >= {2000, 2004, 2005, 2006, 2007, 2008, 2012}
-    assert len(esim.requests("/api/v1/video2video/modellist")) == 1
+    assert len(sim.requests("/api/v1/video2video/modellist")) == 1
     assert session.styles() == first
-    other = make_session(esim, tmp_path / "cache")  # another kernel, same cache dir
+    other = make_session(sim, tmp_path / "cache")  # another kernel, same cache dir
     try:
         assert other.styles() == first
     finally:
         other.close()
-    assert len(esim.requests("/api/v1/video2video/modellist")) == 1
+    assert len(sim.requests("/api/v1/video2video/modellist")) == 1
     session.styles(refresh=True)
-    assert len(esim.requests("/api/v1/video2video/modellist")) == 2
+    assert len(sim.requests("/api/v1/video2video/modellist")) == 2
 
 
 def test_style_by_label_or_id(session: Session) -> None:
@@ -78,7 +57,7 @@ def test_style_by_label_or_id(session: Session) -> None:
     ],
 )
 def test_bad_input_raises_in_transform_with_no_http_call(
-    esim: Any,
+    sim: Any,
     session: Session,
     clip: Path,
     tmp_path: Path,
@@ -90,18 +69,18 @@ def test_bad_input_raises_in_transform_with_no_http_call(
     paths["text"].write_text("hello")
     with pytest.raises(InputError, match=message):
         session.transform(paths[source], 2000, **{"duration": 3, **kwargs})
-    assert esim.requests() == []
+    assert sim.requests() == []
     assert session.jobs() == []
 
 
-def test_unknown_style_raises_before_any_job_call(esim: Any, session: Session, clip: Path) -> None:
+def test_unknown_style_raises_before_any_job_call(sim: Any, session: Session, clip: Path) -> None:
     with pytest.raises(InputError, match="unknown style"):
         session.transform(clip, 99999, duration=3)
-    assert esim.generate_calls() == 0
-    assert {r["path"] for r in esim.requests()} == {"/api/v1/video2video/modellist"}
+    assert sim.generate_calls() == 0
+    assert {r["path"] for r in sim.requests()} == {"/api/v1/video2video/modellist"}
 
 
-def test_short_source_is_only_a_warning(esim: Any, session: Session, clip: Path) -> None:
+def test_short_source_is_only_a_warning(sim: Any, session: Session, clip: Path) -> None:
     with pytest.warns(UserWarning, match="shorter than the requested duration 5s"):
         job = session.transform(clip, 2000, duration=5)
     assert hash_file(job.result(60).path) == job.result().sha
@@ -135,22 +114,22 @@ def test_real_api_local_file_without_uploader_names_the_options(tmp_path: Path, 
         s.close()
 
 
-def test_local_upload_is_cached_by_content_hash(esim: Any, session: Session, clip: Path) -> None:
+def test_local_upload_is_cached_by_content_hash(sim: Any, session: Session, clip: Path) -> None:
     session.transform(clip, 2000, duration=3, seed=1).result(60)
     session.transform(clip, 2004, duration=3, seed=1).result(60)
-    assert len([r for r in esim.requests("/sim/uploads") if r["method"] == "PUT"]) == 1
+    assert len([r for r in sim.requests("/sim/uploads") if r["method"] == "PUT"]) == 1
 
 
-def test_url_input_is_keyed_by_its_content(esim: Any, session: Session, clip: Path) -> None:
+def test_url_input_is_keyed_by_its_content(sim: Any, session: Session, clip: Path) -> None:
     url = session.engine.run(session.client.sim_upload(clip))
     rec = session.transform(url, 2000, duration=3).result(60)
-    esim.clear_requests()
+    sim.clear_requests()
     job = session.transform(clip, 2000, duration=3)  # same bytes as a local file
     assert job.result(10).path == rec.path and job.cached
-    assert esim.requests() == []
+    assert sim.requests() == []
 
 
-def test_credits_and_jobs(esim: Any, session: Session, clip: Path) -> None:
+def test_credits_and_jobs(sim: Any, session: Session, clip: Path) -> None:
     before = session.credits().count
     rec = session.transform(clip, 2000, duration=3, resolution="540p").result(60)
     assert session.credits().count == before - 15 == before - (rec.cost or 0)
@@ -160,7 +139,7 @@ def test_credits_and_jobs(esim: Any, session: Session, clip: Path) -> None:
 
 
 def test_module_level_functions_use_the_process_session(
-    sim_env: dict[str, str], esim: Any, clip: Path
+    sim_env: dict[str, str], sim: Any, clip: Path
 ) -> None:
     _set_session(None)
     try:
@@ -211,16 +190,16 @@ class _ForwardToSim(httpx.AsyncBaseTransport):
 
 
 def test_real_api_backend_uses_the_uploader_once_per_content(
-    esim: Any, tmp_path: Path, clip: Path
+    sim: Any, tmp_path: Path, clip: Path
 ) -> None:
     uploaded: list[Path] = []
 
     def uploader(path: Path) -> str:
         uploaded.append(path)
         r = httpx.put(
-            f"{esim.base_url}/sim/uploads",
+            f"{sim.base_url}/sim/uploads",
             content=path.read_bytes(),
-            headers={"Authorization": f"Bearer {esim.api_key}"},
+            headers={"Authorization": f"Bearer {sim.api_key}"},
         )
         r.raise_for_status()
         return str(r.json()["url"])
@@ -229,13 +208,13 @@ def test_real_api_backend_uses_the_uploader_once_per_content(
         warnings.simplefilter("ignore")  # the 5 s poll floor notice for a public host
         settings = Settings.resolve(
             explicit={
-                "api_key": esim.api_key,
+                "api_key": sim.api_key,
                 "base_url": "https://api.goenhance.invalid",
                 "cache_dir": tmp_path / "c",
             },
             env={},
         )
-    s = Session(settings, transport=_ForwardToSim(esim.base_url), uploader=uploader)
+    s = Session(settings, transport=_ForwardToSim(sim.base_url), uploader=uploader)
     s.engine.poll_interval = 0.05  # injected: the test talks to a simulator behind the seam
     try:
         assert s.backend == "api.goenhance.invalid" and not s.is_simulated
@@ -243,7 +222,7 @@ def test_real_api_backend_uses_the_uploader_once_per_content(
         assert rec.backend == "api.goenhance.invalid" and hash_file(rec.path) == rec.sha
         s.transform(clip, 2004, duration=3).result(60)
         assert uploaded == [clip.resolve()]
-        assert esim.generate_calls() == 2
-        assert len(esim.requests("/sim/uploads")) == 1
+        assert sim.generate_calls() == 2
+        assert len(sim.requests("/sim/uploads")) == 1
     finally:
         s.close()

@@ -99,15 +99,3 @@ def wait_until(pred: Callable[[], bool], timeout: float = 60.0, step: float = 0.
             return
         time.sleep(step)
     raise AssertionError("condition not reached")
-
-
-def restore_sim(sim: Any) -> None:
-    """Undo the config keys these tests change (``sim.reset`` only restores the lifecycle)."""
-    sim.config(
-        download_rate=None,
-        queue_limit=3,
-        credits=5000,
-        pending_seconds=0.3,
-        processing_seconds=0.5,
-        processing_per_second=0.0,
-    )
