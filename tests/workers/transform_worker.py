@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 from goenhance_nb._session import Session
 from goenhance_nb._settings import Settings
+
+_out = threading.Lock()
+TERMINAL = {"done", "failed", "timed_out", "watch_cancelled"}
+
+
+def emit(obj: dict[str, object]) -> None:
+    """One whole JSON line per call: events come from the engine thread, the exit report from
+    the main thread, and ``print`` writes text and newline separately (lines could interleave)."""
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 def main() -> int:
@@ -28,6 +40,9 @@ def main() -> int:
         }
     )
     session = Session(settings)
+    # The engine emits a job's terminal event just after its result is set: wait for it, so the
+    # exit report is always the last line.
+    ended = threading.Event()
 
     def report(ev: object) -> None:
         out = {
@@ -37,26 +52,22 @@ def main() -> int:
             "job_id": ev.job_id,
             "progress": ev.progress,
         }  # type: ignore[attr-defined]
-        print(json.dumps(out), flush=True)
+        emit(out)
+        if ev.kind in TERMINAL:  # type: ignore[attr-defined]
+            ended.set()
 
+    job = None
     try:
         job = session.transform(Path(clip), style, duration=int(duration), seed=seed)
         job.subscribe(report)
         rec = job.result(120)
-        print(
-            json.dumps(
-                {"kind": "exit", "ok": True, "path": rec.path, "sha": rec.sha, "cached": job.cached}
-            ),
-            flush=True,
-        )
+        ended.wait(30)
+        emit({"kind": "exit", "ok": True, "path": rec.path, "sha": rec.sha, "cached": job.cached})
         return 0
     except Exception as exc:  # report, for the test to assert on
-        print(
-            json.dumps(
-                {"kind": "exit", "ok": False, "error": type(exc).__name__, "message": str(exc)}
-            ),
-            flush=True,
-        )
+        if job is not None:
+            ended.wait(5)
+        emit({"kind": "exit", "ok": False, "error": type(exc).__name__, "message": str(exc)})
         return 1
     finally:
         session.close()
