@@ -200,13 +200,8 @@ class Job:
     @property
     def path(self) -> Path | None:
         """The stored result file once done, else ``None``."""
-        if (
-            self._future.done()
-            and not self._future.cancelled()
-            and self._future.exception() is None
-        ):
-            return self._future.result().file
-        return None
+        record = self.record
+        return record.file if record is not None else None
 
     @property
     def record(self) -> ResultRecord | None:
