@@ -24,7 +24,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from goenhance_nb._errors import GoEnhanceError, redact_text
+from goenhance_nb._errors import (
+    AuthError,
+    BudgetExceeded,
+    GoEnhanceError,
+    InsufficientCredits,
+    JobFailed,
+    JobTimedOut,
+    ResultExpired,
+    TransportError,
+    redact_text,
+)
 
 __all__ = [
     "OUTPUTS_DIRNAME",
@@ -40,6 +50,7 @@ __all__ = [
     "publish_result",
     "result_grid",
     "slugify",
+    "what_to_do",
 ]
 
 OUTPUTS_DIRNAME = "goenhance_outputs"
@@ -407,16 +418,42 @@ def placeholder_bundle(job_label: str, *, simulated: bool = False) -> ResultBund
     )
 
 
+def what_to_do(
+    error: BaseException | None, job_id: str | None, *, retry: str = "press Retry"
+) -> str:
+    """One short hint for the user after ``error``. ``retry`` names the way to run the same
+    transformation again where the hint is shown (the live widget's button, or the cell)."""
+    jid = job_id or "<id>"
+    if isinstance(error, JobTimedOut):
+        return f"The job may still finish: resume it with %goenhance resume {jid}, or {retry}."
+    if isinstance(error, JobFailed):
+        return f"To submit the same transformation again, {retry} (it is charged again)."
+    if isinstance(error, AuthError):
+        return f"Check GOENHANCE_API_KEY or run %goenhance login, then {retry}."
+    if isinstance(error, InsufficientCredits):
+        return f"Top up your credits (or lower duration/resolution), then {retry}."
+    if isinstance(error, BudgetExceeded):
+        return f"Raise the session budget or lower duration/resolution, then {retry}."
+    if isinstance(error, ResultExpired):
+        return f"The result link expired before it was downloaded: {retry}."
+    if isinstance(error, TransportError):
+        return f"Check the connection; resume with %goenhance resume {jid}, or {retry}."
+    return f"To try again, {retry}."
+
+
 def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBundle:
-    """A one-line regular output for a job that failed in the background (no traceback)."""
+    """A regular output for a job that failed in the background (no traceback): the one-line
+    error and what to do, phrased for a saved notebook (no widget buttons there)."""
     msg = f"{type(error).__name__}: {redact_text(error)}"
+    hint = what_to_do(error, job_id, retry="run the cell again")
     return ResultBundle(
         {
             "text/html": (
                 f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
                 f"{html.escape(msg)}</div>"
+                f'<div class="goenhance-result-hint" style="font-size:12px">{html.escape(hint)}</div>'
             ),
-            "text/plain": msg,
+            "text/plain": f"{msg}\n{hint}",
         },
         {"goenhance_nb": {"job_id": job_id, "error": msg}},
     )

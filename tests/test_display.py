@@ -176,3 +176,15 @@ def test_placeholder_and_error_bundles() -> None:
     )
     assert "JobFailed" in err["text/plain"] and "SECRET" not in err["text/plain"]
     assert "SECRET" not in err["text/html"]
+
+
+def test_saved_error_output_says_what_to_do_in_notebook_terms() -> None:
+    # the widget is not saved in the .ipynb: the saved error output carries the hint itself,
+    # phrased for a notebook without buttons
+    from goenhance_nb._errors import JobFailed, JobTimedOut
+
+    failed = error_bundle(JobFailed("abcd", "status failed"), job_id="abcd")
+    assert "run the cell again" in failed["text/plain"] and "Retry" not in failed["text/plain"]
+    assert 'class="goenhance-result-hint"' in failed["text/html"]
+    timed = error_bundle(JobTimedOut("abcd-1234", "not finished"), job_id="abcd-1234")
+    assert "%goenhance resume abcd-1234" in timed["text/plain"]

@@ -23,16 +23,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from goenhance_nb._errors import (
-    AuthError,
-    BudgetExceeded,
-    InsufficientCredits,
-    JobFailed,
-    JobTimedOut,
-    ResultExpired,
-    TransportError,
-    redact_text,
-)
+from goenhance_nb._display import what_to_do
+from goenhance_nb._errors import redact_text
 from goenhance_nb.widgets._controls import (
     Throttle,
     append_bundle,
@@ -50,26 +42,6 @@ __all__ = ["StatusWidget", "estimate_runtime", "what_to_do"]
 
 _TERMINAL = {"done", "cached", "failed", "timed out"}
 _TERMINAL_KINDS = {"done", "cached", "failed", "timed_out"}
-
-
-def what_to_do(error: BaseException | None, job_id: str | None) -> str:
-    """One short hint for the user after ``error`` (shown under the error line)."""
-    jid = job_id or "<id>"
-    if isinstance(error, JobTimedOut):
-        return f"The job may still finish: resume it with %goenhance resume {jid}, or press Retry."
-    if isinstance(error, JobFailed):
-        return "Press Retry to submit the same transformation again (it is charged again)."
-    if isinstance(error, AuthError):
-        return "Check GOENHANCE_API_KEY or run %goenhance login, then press Retry."
-    if isinstance(error, InsufficientCredits):
-        return "Top up your credits (or lower duration/resolution), then press Retry."
-    if isinstance(error, BudgetExceeded):
-        return "Raise the session budget or lower duration/resolution, then press Retry."
-    if isinstance(error, ResultExpired):
-        return "The result link expired before it was downloaded: press Retry."
-    if isinstance(error, TransportError):
-        return f"Check the connection; resume with %goenhance resume {jid}, or press Retry."
-    return "Press Retry to try again."
 
 
 def estimate_runtime(session: Any, job: Any) -> tuple[float | None, int]:

@@ -291,6 +291,10 @@ def test_failed_job_shows_one_line_error_and_retry_succeeds(
     text = error.inner_text().strip()
     assert text and "\n" not in text, f"error is not one line: {text!r}"
     assert "Traceback" not in outputs_text(page)
+    # the regular output (the part saved in the .ipynb) says what to do, in notebook terms
+    hint = page.locator(".goenhance-result-hint").last
+    hint.wait_for(state="visible", timeout=30_000)
+    assert "run the cell again" in hint.inner_text()
     retry = status.locator(".goenhance-retry")
     assert retry.is_visible() and retry.inner_text().strip() == "Retry"
     assert bsim.generate_calls() == 1
