@@ -135,17 +135,22 @@ def append_bundle(
 ) -> None:
     """Append a display_data output (a mime bundle) to ``out`` by setting its ``outputs`` trait.
 
-    Safe from any thread (no ``with out:``; PLATFORM-NOTES, nbclient issue 312).
+    Safe from any thread (no ``with out:``; PLATFORM-NOTES, nbclient issue 312). The
+    read-modify-write of ``outputs`` runs under one lock, so appends from the engine thread and
+    other threads never drop each other's output.
     """
-    out.outputs = (
-        *out.outputs,
-        {"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})},
-    )
+    item = {"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})}
+    with _OUTPUTS_LOCK:
+        out.outputs = (*out.outputs, item)
 
 
 def clear_outputs(out: W.Output) -> None:
     """Clear ``out`` from any thread (``Output.clear_output`` uses ``with out:`` internally)."""
-    out.outputs = ()
+    with _OUTPUTS_LOCK:
+        out.outputs = ()
+
+
+_OUTPUTS_LOCK = threading.RLock()
 
 
 def result_bundle(
