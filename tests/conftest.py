@@ -11,6 +11,7 @@ import pytest
 from simctl import FAST_CONFIG, SimProcess, start_sim
 from workers.support import make_session
 
+from goenhance_nb import _session
 from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session
 
@@ -43,6 +44,17 @@ def session(sim: SimProcess, tmp_path: Path) -> Iterator[Session]:
     s = make_session(sim, tmp_path / "cache")
     yield s
     s.close()
+
+
+@pytest.fixture
+def fresh_session(sim_env: dict[str, str]) -> Iterator[None]:
+    """No process-wide session leaks between tests (each test has its own cache dir)."""
+    _session._set_session(None)
+    yield
+    s = _session._session
+    _session._set_session(None)
+    if s is not None:
+        s.close()
 
 
 @pytest.fixture

@@ -47,18 +47,6 @@ DETAIL = "/api/v1/jobs/detail"
 MODELS = "/api/v1/video2video/modellist"
 TOKENS = "/api/v1/user/tokens"
 RESULTS = "/sim/results/"
-# config keys the shared fixture's reset() does not restore; restored here after each test
-SIM_DEFAULTS: dict[str, Any] = {
-    "success_status": "success",
-    "result_field": "json",
-    "waiting_status": "WAITING",
-    "queue_limit": 3,
-    "url_ttl": 43200,
-    "download_rate": None,
-    "daily_cap": None,
-    "refund_on_failure": True,
-    "credits": 5000,
-}
 
 
 @pytest.fixture
@@ -75,13 +63,6 @@ class Recorder:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-def simx(sim: SimProcess) -> Iterator[SimProcess]:
-    """The shared simulator; also restores the config switches these tests flip."""
-    yield sim
-    sim.config(**SIM_DEFAULTS)
 
 
 def make_client(
@@ -112,8 +93,8 @@ def make_client(
 
 
 @pytest.fixture
-async def client(simx: SimProcess) -> AsyncIterator[AsyncClient]:
-    c = make_client(simx)
+async def client(sim: SimProcess) -> AsyncIterator[AsyncClient]:
+    c = make_client(sim)
     yield c
     await c.aclose()
 
@@ -193,7 +174,7 @@ def done_job(sim_session: SimProcess, clip_url: str) -> str:
 # -- endpoints and shapes ------------------------------------------------------------------------
 
 
-async def test_list_styles(client: AsyncClient, simx: SimProcess) -> None:
+async def test_list_styles(client: AsyncClient, sim: SimProcess) -> None:
     styles = await client.list_styles()
     by_id = {s.id: s for s in styles}
     assert {2000, 2004, 2005, 2006, 2007, 2008, 2012} <= set(by_id)
@@ -202,23 +183,23 @@ async def test_list_styles(client: AsyncClient, simx: SimProcess) -> None:
     assert all(s.category for s in styles)
     assert by_id[2006].preview_url and "/sim/previews/2006" in by_id[2006].preview_url
     assert len(by_id) == len(styles)  # flat, one entry per id
-    assert [q["method"] for q in simx.requests(MODELS)] == ["GET"]
+    assert [q["method"] for q in sim.requests(MODELS)] == ["GET"]
 
 
-async def test_credits(client: AsyncClient, simx: SimProcess) -> None:
+async def test_credits(client: AsyncClient, sim: SimProcess) -> None:
     c = await client.credits()
     assert c.count == 5000 and c.queue_limit == 3 and c.user_id
-    simx.config(credits=1234, queue_limit=2)
+    sim.config(credits=1234, queue_limit=2)
     c = await client.credits()
     assert (c.count, c.queue_limit) == (1234, 2)
 
 
 async def test_full_lifecycle_upload_generate_poll_download(
-    client: AsyncClient, simx: SimProcess, tmp_path: Path
+    client: AsyncClient, sim: SimProcess, tmp_path: Path
 ) -> None:
     clip = sample_clip(seconds=3.0, width=160, height=120, fps=12)
     url = await client.sim_upload(clip)
-    assert url.startswith(simx.base_url + "/sim/files/")
+    assert url.startswith(sim.base_url + "/sim/files/")
     # the uploaded file is public and identical
     copy = tmp_path / "copy.mp4"
     assert await client.download(url, copy) == clip.stat().st_size
@@ -226,13 +207,13 @@ async def test_full_lifecycle_upload_generate_poll_download(
 
     gr = await client.generate(SPEC, url)
     assert gr.img_uuid and gr.cost == math.ceil(SPEC.duration) * 5  # 540p: 5 credits/s
-    assert simx.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
     detail, seen = await wait_state(client, gr.img_uuid, {JobState.DONE, JobState.FAILED})
     assert detail.state is JobState.DONE, seen
     assert seen[-1] == "success" and set(seen) <= {"WAITING", "pending", "processing", "success"}
     assert detail.model_id == "2000" and detail.start_time and detail.end_time
-    assert detail.result_url and detail.result_url.startswith(simx.base_url + RESULTS)
+    assert detail.result_url and detail.result_url.startswith(sim.base_url + RESULTS)
     assert (
         detail.expires_at is not None
         and time.time() < detail.expires_at <= time.time() + 12 * 3600 + 5
@@ -262,16 +243,16 @@ async def test_full_lifecycle_upload_generate_poll_download(
 )
 async def test_documented_result_shapes(
     client: AsyncClient,
-    simx: SimProcess,
+    sim: SimProcess,
     done_job: str,
     switch: dict[str, str],
     raw: str,
     tmp_path: Path,
 ) -> None:
-    simx.config(**switch)
+    sim.config(**switch)
     d = await client.job_detail(done_job)
     assert d.state is JobState.DONE and d.raw_status == raw
-    assert d.result_url and d.result_url.startswith(simx.base_url + RESULTS)
+    assert d.result_url and d.result_url.startswith(sim.base_url + RESULTS)
     field = switch.get("result_field", "json")
     if field == "img_url":
         assert d.raw.get("img_url") == d.result_url and not d.raw.get("json")
@@ -283,11 +264,11 @@ async def test_documented_result_shapes(
 
 @pytest.mark.parametrize("waiting", ["WAITING", "queued"])
 async def test_waiting_status_shown_verbatim(
-    client: AsyncClient, simx: SimProcess, waiting: str
+    client: AsyncClient, sim: SimProcess, waiting: str
 ) -> None:
     # One slot, a long pending phase: the second job waits. The source URL is unreachable, so
     # both jobs fail fast once they get their slot and do not hold slots for later tests.
-    simx.config(queue_limit=1, waiting_status=waiting, pending_seconds=0.5)
+    sim.config(queue_limit=1, waiting_status=waiting, pending_seconds=0.5)
     dead = "http://127.0.0.1:9/nothing.mp4"
     a = await client.generate(SPEC, dead)
     b = await client.generate(SPEC, dead)
@@ -302,19 +283,17 @@ async def test_waiting_status_shown_verbatim(
 
 
 async def test_unknown_status_is_in_flight_even_with_a_url(
-    client: AsyncClient, simx: SimProcess, done_job: str
+    client: AsyncClient, sim: SimProcess, done_job: str
 ) -> None:
-    simx.faults(
-        {"kind": "unknown_status", "status": "rendering-frames", "path": DETAIL, "times": 1}
-    )
+    sim.faults({"kind": "unknown_status", "status": "rendering-frames", "path": DETAIL, "times": 1})
     d = await client.job_detail(done_job)
     assert d.raw_status == "rendering-frames" and d.state is JobState.RUNNING
     d = await client.job_detail(done_job)
     assert d.raw_status == "success" and d.state is JobState.DONE
 
 
-async def test_failed_job(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
-    simx.faults({"kind": "job_failed", "path": GENERATE})
+async def test_failed_job(client: AsyncClient, sim: SimProcess, clip_url: str) -> None:
+    sim.faults({"kind": "job_failed", "path": GENERATE})
     gr = await client.generate(SPEC, clip_url)
     d, _ = await wait_state(client, gr.img_uuid, {JobState.DONE, JobState.FAILED})
     assert d.state is JobState.FAILED and d.raw_status == "failed" and d.result_url is None
@@ -323,20 +302,20 @@ async def test_failed_job(client: AsyncClient, simx: SimProcess, clip_url: str) 
 # -- errors ----------------------------------------------------------------------------------------
 
 
-async def test_wrong_key_is_auth_error_and_not_retried(simx: SimProcess) -> None:
-    c = make_client(simx, key="sk-WRONG-123")
+async def test_wrong_key_is_auth_error_and_not_retried(sim: SimProcess) -> None:
+    c = make_client(sim, key="sk-WRONG-123")
     try:
         with pytest.raises(AuthError) as info:
             await c.list_styles()
     finally:
         await c.aclose()
-    no_secret(info.value, simx)
+    no_secret(info.value, sim)
     assert "sk-WRONG-123" not in str(info.value) and "401" in str(info.value)
-    assert [q["status"] for q in simx.requests(MODELS)] == [401]
+    assert [q["status"] for q in sim.requests(MODELS)] == [401]
 
 
-async def test_missing_key_is_auth_error(simx: SimProcess) -> None:
-    c = make_client(simx, key=None)
+async def test_missing_key_is_auth_error(sim: SimProcess) -> None:
+    c = make_client(sim, key=None)
     try:
         with pytest.raises(AuthError, match="no API key"):
             await c.credits()
@@ -344,15 +323,15 @@ async def test_missing_key_is_auth_error(simx: SimProcess) -> None:
         await c.aclose()
 
 
-async def test_insufficient_credits(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
-    simx.config(credits=0)
+async def test_insufficient_credits(client: AsyncClient, sim: SimProcess, clip_url: str) -> None:
+    sim.config(credits=0)
     # a big job, so a refund landing from another test's failed job cannot cover it
     big = JobSpec(model=2005, duration=30, resolution="720p")
     with pytest.raises(InsufficientCredits) as info:
         await client.generate(big, clip_url)
     assert info.value.code == 402 and "insufficient credits" in str(info.value)
-    no_secret(info.value, simx)
-    assert simx.generate_calls() == 1
+    no_secret(info.value, sim)
+    assert sim.generate_calls() == 1
 
 
 @pytest.mark.parametrize(
@@ -365,168 +344,168 @@ async def test_insufficient_credits(client: AsyncClient, simx: SimProcess, clip_
     ],
 )
 async def test_invalid_parameters(
-    client: AsyncClient, simx: SimProcess, clip_url: str, spec: JobSpec, text: str
+    client: AsyncClient, sim: SimProcess, clip_url: str, spec: JobSpec, text: str
 ) -> None:
     with pytest.raises(InvalidParameters, match=text) as info:
         await client.generate(spec, clip_url)
     assert info.value.code == 400
-    assert simx.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
-async def test_invalid_reference_url(client: AsyncClient, simx: SimProcess) -> None:
+async def test_invalid_reference_url(client: AsyncClient, sim: SimProcess) -> None:
     with pytest.raises(InvalidParameters):
         await client.generate(SPEC, "ftp://example.org/a.mp4")
 
 
-async def test_unknown_job(client: AsyncClient, simx: SimProcess) -> None:
+async def test_unknown_job(client: AsyncClient, sim: SimProcess) -> None:
     with pytest.raises(APIError) as info:
         await client.job_detail("00000000-0000-4000-8000-000000000000")
     assert type(info.value) is APIError and info.value.code == 404
     assert "job not found" in str(info.value)
-    assert len(simx.requests(DETAIL)) == 1  # an API answer, not retried
+    assert len(sim.requests(DETAIL)) == 1  # an API answer, not retried
 
 
-async def test_lost_job_fault(client: AsyncClient, simx: SimProcess, done_job: str) -> None:
-    simx.faults({"kind": "lost_job", "path": DETAIL})
+async def test_lost_job_fault(client: AsyncClient, sim: SimProcess, done_job: str) -> None:
+    sim.faults({"kind": "lost_job", "path": DETAIL})
     with pytest.raises(APIError, match="job not found"):
         await client.job_detail(done_job)
 
 
 async def test_reject_generate_is_an_error_not_a_retry(
-    client: AsyncClient, simx: SimProcess, clip_url: str
+    client: AsyncClient, sim: SimProcess, clip_url: str
 ) -> None:
-    simx.faults(
+    sim.faults(
         {"kind": "reject_generate", "code": 429, "msg": "daily limit exceeded", "path": GENERATE}
     )
     with pytest.raises(RateLimited, match="daily limit exceeded"):
         await client.generate(SPEC, clip_url)
-    assert simx.generate_calls() == 1
-    simx.faults({"kind": "reject_generate", "code": 1234, "msg": "something odd", "path": GENERATE})
+    assert sim.generate_calls() == 1
+    sim.faults({"kind": "reject_generate", "code": 1234, "msg": "something odd", "path": GENERATE})
     with pytest.raises(APIError) as info:
         await client.generate(SPEC, clip_url)
     assert type(info.value) is APIError and info.value.code == 1234
-    assert simx.generate_calls() == 2
+    assert sim.generate_calls() == 2
 
 
 # -- retry rules (asserted on the simulator's request log) ----------------------------------------
 
 
-async def test_get_retried_after_500(client: AsyncClient, simx: SimProcess) -> None:
-    simx.faults({"kind": "http_500", "path": TOKENS})
+async def test_get_retried_after_500(client: AsyncClient, sim: SimProcess) -> None:
+    sim.faults({"kind": "http_500", "path": TOKENS})
     c = await client.credits()
     assert c.count == 5000
-    assert [q["status"] for q in simx.requests(TOKENS)] == [500, 200]
+    assert [q["status"] for q in sim.requests(TOKENS)] == [500, 200]
 
 
-async def test_get_gives_up_after_max_retries(simx: SimProcess) -> None:
-    c = make_client(simx, max_retries=2)
-    simx.faults({"kind": "http_500", "path": TOKENS, "times": 10})
+async def test_get_gives_up_after_max_retries(sim: SimProcess) -> None:
+    c = make_client(sim, max_retries=2)
+    sim.faults({"kind": "http_500", "path": TOKENS, "times": 10})
     try:
         with pytest.raises(APIError) as info:
             await c.credits()
     finally:
         await c.aclose()
     assert info.value.status == 500
-    assert [q["status"] for q in simx.requests(TOKENS)] == [500, 500, 500]
+    assert [q["status"] for q in sim.requests(TOKENS)] == [500, 500, 500]
 
 
-async def test_post_resent_after_503(client: AsyncClient, simx: SimProcess, clip_url: str) -> None:
-    simx.faults({"kind": "http_503", "path": GENERATE})
+async def test_post_resent_after_503(client: AsyncClient, sim: SimProcess, clip_url: str) -> None:
+    sim.faults({"kind": "http_503", "path": GENERATE})
     gr = await client.generate(SPEC, clip_url)
     assert gr.img_uuid
-    assert [q["status"] for q in simx.requests(GENERATE)] == [503, 200]  # refused, then one job
+    assert [q["status"] for q in sim.requests(GENERATE)] == [503, 200]  # refused, then one job
 
 
-async def test_post_resent_after_429_honouring_retry_after(simx: SimProcess, clip_url: str) -> None:
+async def test_post_resent_after_429_honouring_retry_after(sim: SimProcess, clip_url: str) -> None:
     rec = Recorder()
-    c = make_client(simx, sleep=rec)
-    simx.faults({"kind": "http_429", "retry_after": 2, "path": GENERATE})
+    c = make_client(sim, sleep=rec)
+    sim.faults({"kind": "http_429", "retry_after": 2, "path": GENERATE})
     try:
         await c.generate(SPEC, clip_url)
     finally:
         await c.aclose()
-    assert [q["status"] for q in simx.requests(GENERATE)] == [429, 200]
+    assert [q["status"] for q in sim.requests(GENERATE)] == [429, 200]
     assert rec.delays == [2.0]
 
 
-async def test_429_exhausted_is_rate_limited(simx: SimProcess) -> None:
-    c = make_client(simx, max_retries=1)
-    simx.faults({"kind": "http_429", "retry_after": 7, "path": MODELS, "times": 5})
+async def test_429_exhausted_is_rate_limited(sim: SimProcess) -> None:
+    c = make_client(sim, max_retries=1)
+    sim.faults({"kind": "http_429", "retry_after": 7, "path": MODELS, "times": 5})
     try:
         with pytest.raises(RateLimited) as info:
             await c.list_styles()
     finally:
         await c.aclose()
     assert info.value.retry_after == 7.0 and info.value.status == 429
-    no_secret(info.value, simx)
+    no_secret(info.value, sim)
 
 
 @pytest.mark.parametrize("after", [False, True])
 async def test_post_not_resent_after_reset(
-    client: AsyncClient, simx: SimProcess, clip_url: str, after: bool
+    client: AsyncClient, sim: SimProcess, clip_url: str, after: bool
 ) -> None:
     # after=True: the job was created, then the connection dropped (the client cannot know).
-    simx.faults({"kind": "reset", "path": GENERATE, "after": after})
+    sim.faults({"kind": "reset", "path": GENERATE, "after": after})
     with pytest.raises(TransportError, match="may have been submitted") as info:
         await client.generate(SPEC, clip_url)
-    no_secret(info.value, simx)
-    assert simx.generate_calls() == 1
+    no_secret(info.value, sim)
+    assert sim.generate_calls() == 1
 
 
-async def test_post_not_resent_after_read_timeout(simx: SimProcess, clip_url: str) -> None:
-    c = make_client(simx, request_timeout=0.3)
-    simx.faults({"kind": "slow", "delay": 1.0, "path": GENERATE})
+async def test_post_not_resent_after_read_timeout(sim: SimProcess, clip_url: str) -> None:
+    c = make_client(sim, request_timeout=0.3)
+    sim.faults({"kind": "slow", "delay": 1.0, "path": GENERATE})
     try:
         with pytest.raises(TransportError, match="no answer") as info:
             await c.generate(SPEC, clip_url)
     finally:
         await c.aclose()
-    no_secret(info.value, simx)
-    await wait_log(simx, GENERATE, 1)
+    no_secret(info.value, sim)
+    await wait_log(sim, GENERATE, 1)
     await asyncio.sleep(0.2)  # a re-send, had there been one, would be logged by now
-    assert [q["method"] for q in simx.requests(GENERATE)] == ["POST"]
+    assert [q["method"] for q in sim.requests(GENERATE)] == ["POST"]
 
 
-async def test_get_retried_after_read_timeout_and_reset(simx: SimProcess) -> None:
-    c = make_client(simx, request_timeout=0.3)
-    simx.faults({"kind": "slow", "delay": 1.0, "path": TOKENS}, {"kind": "reset", "path": MODELS})
+async def test_get_retried_after_read_timeout_and_reset(sim: SimProcess) -> None:
+    c = make_client(sim, request_timeout=0.3)
+    sim.faults({"kind": "slow", "delay": 1.0, "path": TOKENS}, {"kind": "reset", "path": MODELS})
     try:
         assert (await c.credits()).count == 5000
         assert len(await c.list_styles()) >= 7
     finally:
         await c.aclose()
-    assert len(await wait_log(simx, TOKENS, 2)) == 2
-    assert [q["status"] for q in simx.requests(MODELS)][-1] == 200
-    assert len(simx.requests(MODELS)) == 2
+    assert len(await wait_log(sim, TOKENS, 2)) == 2
+    assert [q["status"] for q in sim.requests(MODELS)][-1] == 200
+    assert len(sim.requests(MODELS)) == 2
 
 
-async def test_malformed_json_retried_for_get(client: AsyncClient, simx: SimProcess) -> None:
-    simx.faults({"kind": "malformed_json", "path": TOKENS})
+async def test_malformed_json_retried_for_get(client: AsyncClient, sim: SimProcess) -> None:
+    sim.faults({"kind": "malformed_json", "path": TOKENS})
     assert (await client.credits()).count == 5000
-    assert len(simx.requests(TOKENS)) == 2
+    assert len(sim.requests(TOKENS)) == 2
 
 
-async def test_malformed_json_exhausted_is_transport_error(simx: SimProcess) -> None:
-    c = make_client(simx, max_retries=1)
-    simx.faults({"kind": "malformed_json", "path": TOKENS, "times": 5})
+async def test_malformed_json_exhausted_is_transport_error(sim: SimProcess) -> None:
+    c = make_client(sim, max_retries=1)
+    sim.faults({"kind": "malformed_json", "path": TOKENS, "times": 5})
     try:
         with pytest.raises(TransportError, match="malformed"):
             await c.credits()
     finally:
         await c.aclose()
-    assert len(simx.requests(TOKENS)) == 2
+    assert len(sim.requests(TOKENS)) == 2
 
 
 async def test_malformed_json_on_generate_not_resent(
-    client: AsyncClient, simx: SimProcess, clip_url: str
+    client: AsyncClient, sim: SimProcess, clip_url: str
 ) -> None:
-    simx.faults({"kind": "malformed_json", "path": GENERATE})
+    sim.faults({"kind": "malformed_json", "path": GENERATE})
     with pytest.raises(TransportError, match="malformed"):
         await client.generate(SPEC, clip_url)
-    assert simx.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
-async def test_connect_error_is_transport_error(simx: SimProcess) -> None:
+async def test_connect_error_is_transport_error(sim: SimProcess) -> None:
     # a port nobody listens on: the client retries (connect errors are safe) then gives up
     settings = Settings(
         base_url="http://127.0.0.1:9", api_key=SecretKey("k"), max_retries=1, rate_limit=0
@@ -556,81 +535,81 @@ async def _result_url(client: AsyncClient, job: str) -> str:
 
 
 async def test_download_resumes_with_range(
-    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+    client: AsyncClient, sim: SimProcess, done_job: str, tmp_path: Path
 ) -> None:
     url = await _result_url(client, done_job)
     full = tmp_path / "full.mp4"
     size = await client.download(url, full)
     part = tmp_path / "part.mp4"
     part.write_bytes(full.read_bytes()[: size // 3])
-    simx.clear_requests()
+    sim.clear_requests()
     progress: list[tuple[int, int | None]] = []
     assert (
         await client.download(url, part, on_progress=lambda d, t: progress.append((d, t))) == size
     )
     assert part.read_bytes() == full.read_bytes()
-    assert [q["status"] for q in simx.requests(RESULTS)] == [206]
+    assert [q["status"] for q in sim.requests(RESULTS)] == [206]
     assert progress[0] == (size // 3, size) and progress[-1] == (size, size)
     # resume=False starts over
-    simx.clear_requests()
+    sim.clear_requests()
     assert await client.download(url, part, resume=False) == size
-    assert [q["status"] for q in simx.requests(RESULTS)] == [200]
+    assert [q["status"] for q in sim.requests(RESULTS)] == [200]
     # already complete: a 416 answer means nothing left to fetch
-    simx.clear_requests()
+    sim.clear_requests()
     assert await client.download(url, part) == size
     assert part.read_bytes() == full.read_bytes()
 
 
 async def test_truncated_download_is_detected_and_resumed(
-    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+    client: AsyncClient, sim: SimProcess, done_job: str, tmp_path: Path
 ) -> None:
     url = await _result_url(client, done_job)
-    simx.faults({"kind": "truncated_download", "after_bytes": 1000, "path": RESULTS})
+    sim.faults({"kind": "truncated_download", "after_bytes": 1000, "path": RESULTS})
     dest = tmp_path / "r.mp4"
     size = await client.download(url, dest)
     assert dest.stat().st_size == size > 1000
-    assert [q["status"] for q in simx.requests(RESULTS)] == [200, 206]
+    assert [q["status"] for q in sim.requests(RESULTS)] == [200, 206]
     ref = tmp_path / "ref.mp4"
     await client.download(url, ref)
     assert dest.read_bytes() == ref.read_bytes()
 
 
-async def test_truncated_download_gives_up(simx: SimProcess, done_job: str, tmp_path: Path) -> None:
-    c = make_client(simx, max_retries=2)
+async def test_truncated_download_gives_up(sim: SimProcess, done_job: str, tmp_path: Path) -> None:
+    c = make_client(sim, max_retries=2)
     try:
         url = await _result_url(c, done_job)
-        simx.faults({"kind": "truncated_download", "after_bytes": 500, "path": RESULTS, "times": 3})
+        sim.faults({"kind": "truncated_download", "after_bytes": 500, "path": RESULTS, "times": 3})
         dest = tmp_path / "r.mp4"
         with pytest.raises(TransportError, match=r"truncated|interrupted") as info:
             await c.download(url, dest)
     finally:
         await c.aclose()
-    no_secret(info.value, simx)
+    no_secret(info.value, sim)
     assert 0 < dest.stat().st_size < 10_000_000  # partial file kept for a later resume
-    assert len(simx.requests(RESULTS)) == 3
+    assert len(sim.requests(RESULTS)) == 3
 
 
 async def test_expired_url_is_result_expired(
-    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+    client: AsyncClient, sim: SimProcess, done_job: str, tmp_path: Path
 ) -> None:
-    simx.faults({"kind": "expired_url", "path": DETAIL})
+    sim.faults({"kind": "expired_url", "path": DETAIL})
     d = await client.job_detail(done_job)
     assert d.result_url and d.expires_at is not None and d.expires_at < time.time()
     with pytest.raises(ResultExpired) as info:
         await client.download(d.result_url, tmp_path / "x.mp4")
-    no_secret(info.value, simx)
+    no_secret(info.value, sim)
     assert "403" in str(info.value)
-    assert [q["status"] for q in simx.requests(RESULTS)] == [403]  # not retried
+    assert [q["status"] for q in sim.requests(RESULTS)] == [403]  # not retried
 
 
 async def test_tampered_or_missing_result_url(
-    client: AsyncClient, simx: SimProcess, done_job: str, tmp_path: Path
+    client: AsyncClient, sim: SimProcess, done_job: str, tmp_path: Path
 ) -> None:
     url = await _result_url(client, done_job)
     with pytest.raises(ResultExpired):
         await client.download(url.replace("sig=", "sig=00"), tmp_path / "x.mp4")
     with pytest.raises(ResultExpired, match="404"):
-        await client.download(simx.base_url + "/sim/files/" + "0" * 64 + ".mp4", tmp_path / "y.mp4")
+        await client.download(sim.base_url + "/sim/files/" + "0" * 64 + ".mp4", tmp_path / "y.mp4")
 
 
 async def test_download_restarts_when_server_ignores_range(tmp_path: Path) -> None:
@@ -682,13 +661,13 @@ def _settings_for(sim: SimProcess) -> Settings:
     return Settings(base_url=sim.base_url, api_key=SecretKey(sim.api_key), rate_limit=0)
 
 
-def test_sync_client_without_a_loop(simx: SimProcess) -> None:
-    c = Client(_settings_for(simx))
+def test_sync_client_without_a_loop(sim: SimProcess) -> None:
+    c = Client(_settings_for(sim))
     assert any(s.id == 2000 for s in c.styles())
     assert c.credits().count == 5000
     with pytest.raises(APIError, match="job not found"):
         c.job_detail("nope")
-    assert simx.api_key not in repr(c)
+    assert sim.api_key not in repr(c)
 
 
 def test_sync_client_needs_a_base_url() -> None:
@@ -696,12 +675,12 @@ def test_sync_client_needs_a_base_url() -> None:
         Client(Settings())
 
 
-def test_run_sync_inside_a_running_loop_without_engine(simx: SimProcess) -> None:
+def test_run_sync_inside_a_running_loop_without_engine(sim: SimProcess) -> None:
     register_engine_loop(None)
 
     async def cell() -> int:
         # like a notebook cell: a loop runs in this thread, sync code calls the sync face
-        return Client(_settings_for(simx)).credits().count
+        return Client(_settings_for(sim)).credits().count
 
     assert asyncio.run(cell()) == 5000
 
@@ -772,7 +751,7 @@ print(json.dumps(out))
 """
 
 
-def test_run_sync_reentrant_on_the_engine_thread(simx: SimProcess) -> None:
+def test_run_sync_reentrant_on_the_engine_thread(sim: SimProcess) -> None:
     # In a subprocess: nest_asyncio patches asyncio process-wide, which must not leak into
     # the other tests. A callback on the engine thread calls the sync face and awaits engine
     # work; nest_asyncio is applied lazily, the call completes, and the loop stays alive.
@@ -786,7 +765,7 @@ def test_run_sync_reentrant_on_the_engine_thread(simx: SimProcess) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "SIM_URL": simx.base_url, "SIM_KEY": simx.api_key},
+        env={**os.environ, "SIM_URL": sim.base_url, "SIM_KEY": sim.api_key},
     )
     assert proc.returncode == 0, proc.stderr
     assert "Exception in thread" not in proc.stderr and "IndexError" not in proc.stderr, proc.stderr
@@ -800,7 +779,7 @@ def test_run_sync_reentrant_on_the_engine_thread(simx: SimProcess) -> None:
     }
 
 
-def test_nest_asyncio_not_applied_outside_the_reentrant_case(simx: SimProcess) -> None:
+def test_nest_asyncio_not_applied_outside_the_reentrant_case(sim: SimProcess) -> None:
     assert not _sync._nested
     assert not hasattr(asyncio, "_nest_patched")
 
@@ -823,7 +802,7 @@ def test_errors_are_goenhance_errors() -> None:
 
 async def test_httpx_log_lines_carry_no_signed_query(
     client: AsyncClient,
-    simx: SimProcess,
+    sim: SimProcess,
     done_job: str,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -833,17 +812,17 @@ async def test_httpx_log_lines_carry_no_signed_query(
         await client.download(url, tmp_path / "r.mp4")
     assert "/sim/results/" in caplog.text  # the line is there ...
     assert "sig=" not in caplog.text and "exp=" not in caplog.text  # ... without its signature
-    assert simx.api_key not in caplog.text
+    assert sim.api_key not in caplog.text
 
 
 async def test_post_5xx_warns_the_job_may_exist(
-    client: AsyncClient, simx: SimProcess, clip_url: str
+    client: AsyncClient, sim: SimProcess, clip_url: str
 ) -> None:
-    simx.faults({"kind": "http_500", "path": GENERATE})
+    sim.faults({"kind": "http_500", "path": GENERATE})
     with pytest.raises(APIError, match="may have been submitted") as info:
         await client.generate(SPEC, clip_url)
     assert info.value.status == 500
-    assert simx.generate_calls() == 1
+    assert sim.generate_calls() == 1
 
 
 async def test_documented_real_api_examples(tmp_path: Path) -> None:

@@ -54,17 +54,6 @@ def ip() -> Iterator[InteractiveShell]:
 
 
 @pytest.fixture
-def fresh_session(sim_env: dict[str, str]) -> Iterator[None]:
-    """No process-wide session leaks between tests (each test has its own cache dir)."""
-    _session._set_session(None)
-    yield
-    s = _session._session
-    _session._set_session(None)
-    if s is not None:
-        s.close()
-
-
-@pytest.fixture
 def clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "sample.mp4"

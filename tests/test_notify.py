@@ -24,7 +24,7 @@ from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances
 
 import goenhance_nb
-from goenhance_nb import _frontend, _session
+from goenhance_nb import _frontend
 from goenhance_nb._errors import JobFailed
 from goenhance_nb._magics import GoEnhanceMagics, parse_line
 from goenhance_nb.widgets import _notify
@@ -76,16 +76,6 @@ def ip(monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
     shell.run_line_magic("reload_ext", "goenhance_nb")
     yield shell
     shell.run_line_magic("unload_ext", "goenhance_nb")
-
-
-@pytest.fixture
-def fresh_session(sim_env: dict[str, str]) -> Iterator[None]:
-    _session._set_session(None)
-    yield
-    s = _session._session
-    _session._set_session(None)
-    if s is not None:
-        s.close()
 
 
 @pytest.fixture

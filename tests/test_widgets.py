@@ -94,10 +94,6 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommLog]:
             w.close()
 
 
-#: simulator config keys our tests change that conftest's reset (FAST_CONFIG) does not restore
-SIM_DEFAULTS = {"queue_limit": 3, "waiting_status": "WAITING", "success_status": "success"}
-
-
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     from goenhance_nb import sample_clip
@@ -115,7 +111,6 @@ def session(
     s = Session()
     yield s
     s.close()
-    sim.config(**SIM_DEFAULTS)
 
 
 def wait_settled(w: StatusWidget) -> None:
@@ -142,7 +137,6 @@ def session_no_local_queue(
     s = Session(queue_limit=8)
     yield s
     s.close()
-    sim.config(**SIM_DEFAULTS)
 
 
 def test_status_follows_job_to_done_with_raw_status_verbatim(
