@@ -47,6 +47,35 @@ def _frame(i: int, width: int, height: int, fps: int, rng_phase: float) -> NDArr
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _yuv420p(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """RGB -> planar yuv420p (BT.601, limited range), in integer arithmetic.
+
+    Done here rather than with ``VideoFrame.reformat``: swscale in PyAV 18.1 (FFmpeg 8) gave
+    slightly different pixels from call to call in one process, so the same arguments made
+    different files (and a notebook that writes its clip paid again on every execution).
+    """
+    r, g, b = (rgb[..., k].astype(np.int32) for k in range(3))
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128
+    v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128
+    h, w = y.shape
+
+    def sub(c: NDArray[np.int32]) -> NDArray[np.int32]:
+        return (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2
+
+    planes = np.concatenate([y.ravel(), sub(u).ravel(), sub(v).ravel()])
+    return np.clip(planes, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
 def _default_path(seconds: float, width: int, height: int, fps: int, seed: int) -> Path:
     base = Path(tempfile.gettempdir()) / "goenhance_nb-samples"
     base.mkdir(parents=True, exist_ok=True)
@@ -68,7 +97,9 @@ def sample_clip(
     It is written to a temp file beside `path` and moved into place, so a reader never sees a
     half-written file. With `path=None` it goes to a per-argument file in the system temp dir
     (``<tmp>/goenhance_nb-samples/``), reused when it already exists. The same arguments give
-    byte-identical files (single-threaded encoder, bit-exact muxing).
+    byte-identical files, in one process or across processes (colour conversion in integer
+    numpy, single-threaded encoder, bit-exact muxing); an existing file with the same content
+    is left untouched, so its mtime (and any hash memo keyed on it) stays valid.
 
     :raises ValueError: a size that is not a positive even number, `fps` < 1, or `seconds` <= 0.
     :raises OSError: the file cannot be written.
@@ -102,16 +133,16 @@ def sample_clip(
             stream.codec_context.time_base = Fraction(1, fps)
             for i in range(nframes):
                 vf = av.VideoFrame.from_ndarray(
-                    _frame(i, width, height, fps, phase), format="rgb24"
+                    _yuv420p(_frame(i, width, height, fps, phase)), format="yuv420p"
                 )
-                vf = vf.reformat(format="yuv420p")
                 vf.pts = i
                 vf.time_base = Fraction(1, fps)
                 for packet in stream.encode(vf):
                     out.mux(packet)
             for packet in stream.encode(None):
                 out.mux(packet)
-        os.replace(tmp, dest)
+        if not _same_file(tmp, dest):  # an identical clip stays untouched (mtime, inode)
+            os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest

@@ -62,6 +62,45 @@ def test_same_arguments_give_identical_bytes(tmp_path: Path) -> None:
     assert a.read_bytes() != c.read_bytes()
 
 
+def test_same_arguments_identical_across_calls_and_processes(tmp_path: Path) -> None:
+    """Notebooks write their clip with sample_clip on every execution: the bytes must not change,
+    or every execution is a new (paid) transformation. Swscale in PyAV 18.1 made this flaky."""
+    import hashlib
+    import subprocess
+    import sys
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    in_process = {sha(sample_clip(tmp_path / f"in{i}.mp4")) for i in range(3)}
+    code = (
+        "import sys, hashlib; from goenhance_nb._samples import sample_clip; "
+        "print(hashlib.sha256(sample_clip(sys.argv[1]).read_bytes()).hexdigest())"
+    )
+    across = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / f"p{i}.mp4")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for i in range(2)
+    }
+    assert len(in_process) == 1
+    assert across == in_process
+
+
+def test_existing_identical_clip_is_not_rewritten(tmp_path: Path) -> None:
+    path = sample_clip(tmp_path / "clip.mp4", seconds=1.0)
+    before = path.stat()
+    again = sample_clip(tmp_path / "clip.mp4", seconds=1.0)
+    after = again.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    sample_clip(tmp_path / "clip.mp4", seconds=1.0, seed=2)  # other content: replaced
+    assert path.stat().st_ino != before.st_ino
+
+
 def test_default_path_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(samples.tempfile, "gettempdir", lambda: str(tmp_path))
     p1 = sample_clip(seconds=0.5, width=64, height=48, fps=8)
