@@ -9,6 +9,7 @@ The bearer key is sent only to the configured base URL, never to result/download
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -16,13 +17,14 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from goenhance_nb._errors import (
     APIError,
     AuthError,
+    ConfigError,
     GoEnhanceError,
     InputError,
     InsufficientCredits,
@@ -45,6 +47,12 @@ _DETAIL = "/api/v1/jobs/detail"
 _MODELS = "/api/v1/video2video/modellist"
 _TOKENS = "/api/v1/user/tokens"
 _UPLOAD = "/sim/uploads"
+_SIM_HEALTH = "/sim/health"
+#: The simulator's identity (docs/ARCHITECTURE.md section 1): a header on every response, and
+#: the ``service`` named by ``GET /sim/health``. The real API answers neither.
+SIM_IDENTITY_HEADER = "X-GoEnhance-Simulator"
+SIM_SERVICE = "goenhance-simulator"
+SIM_PROBE_TIMEOUT = 2.0
 
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -191,17 +199,86 @@ class AsyncClient:
         :raises TransportError: no complete answer, or a body that is not a JSON envelope.
         """
         self.request_count += 1
+        request = self._build_request(
+            method, path, what=what, params=params, json_body=json_body, headers=None
+        )
+        response = await self._send(request, what, post=method == "POST")
+        return self._envelope_data(response, what, post=method == "POST")
+
+    def _build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Request:
+        """Build one API request (nothing is sent).
+
+        Any exception while building (e.g. ``UnicodeEncodeError`` for a header an HTTP/1.1
+        header cannot carry) becomes a :class:`ConfigError` or :class:`TransportError` with
+        ``sent=False``, raised outside the ``except`` block: no chained exception and no frame
+        local holds the failed value (the Authorization header), even in ``%xmode Verbose``.
+
+        :raises ConfigError: the API key cannot be sent in a header.
+        :raises TransportError: another part of the request cannot be built (never sent).
+        """
+        failure: str | None = None
         try:
-            response = await self._http.request(
+            return self._http.build_request(
                 method,
                 self.base_url + path,
                 params=params,
                 json=json_body,
-                headers=self._auth_headers(),
+                content=content,
+                headers={**self._auth_headers(), **(headers or {})},
             )
+        except Exception as exc:
+            failure = type(exc).__name__
+        if failure in ("UnicodeEncodeError", "UnicodeError") and self._key_unsendable():
+            raise ConfigError(
+                f"{what}: the API key contains characters an HTTP header cannot carry; "
+                "set the key again (nothing was sent)"
+            )
+        raise TransportError(
+            f"{what}: the request could not be built ({failure}; nothing was sent)", sent=False
+        )
+
+    def _key_unsendable(self) -> bool:
+        """True when the key would not encode as an HTTP header value (ASCII, no CR/LF)."""
+        if self._api_key is None:
+            return False
+        value = self._api_key.reveal()
+        return not value.isascii() or any(c in value for c in "\r\n\0")
+
+    async def _send(self, request: httpx.Request, what: str, *, post: bool) -> httpx.Response:
+        """Send ``request``; translate every failure into our tree (STYLE 2).
+
+        httpx errors go through :meth:`_translate_transport_error`; any other exception (a bug
+        or a foreign error below httpx) becomes a :class:`TransportError` whose ``sent`` is
+        ``None`` (it may have left), raised outside the ``except`` block (no chain, no locals).
+
+        :raises TransportError: no complete answer.
+        """
+        failure: GoEnhanceError | None = None
+        try:
+            return await self._http.send(request)
+        except GoEnhanceError:
+            raise
         except httpx.HTTPError as exc:
-            raise self._translate_transport_error(exc, what, post=method == "POST") from None
-        return self._envelope_data(response, what, post=method == "POST")
+            failure = self._translate_transport_error(exc, what, post=post)
+        except Exception as exc:
+            text = f"{what}: {type(exc).__name__} while talking to {redact_url(self.base_url)}"
+            if post:
+                text += (
+                    " (the job may have been submitted; check %goenhance jobs before "
+                    "submitting again)"
+                )
+            failure = TransportError(text)
+        raise failure
 
     def _envelope_data(self, response: httpx.Response, what: str, *, post: bool = False) -> Any:
         status = response.status_code
@@ -246,6 +323,50 @@ class AsyncClient:
         if code != 0:
             raise classify_envelope_error(code, msg or "error", status=status, what=what)
         return env.get("data")
+
+    # -- identity -------------------------------------------------------------------------
+    async def is_simulator(self, timeout: float = SIM_PROBE_TIMEOUT) -> bool:
+        """Ask the base URL whether it is the goenhance simulator (DECISIONS 26).
+
+        One ``GET <base>/sim/health``, sent straight to the inner transport (no retries, no
+        rate-limit token) **without the API key**: the probe needs no auth, and a server that
+        is not ours (a proxy, a gateway, the real API) has no business seeing the key on a path
+        the API does not document. True only for HTTP 200 carrying the header
+        ``X-GoEnhance-Simulator: 1`` *and* a JSON body ``{"ok": true, "service":
+        "goenhance-simulator"}``. Any error, timeout (``timeout`` s in all) or other answer
+        means "not the simulator", i.e. a real API. Never raises; not counted in
+        ``request_count`` (it is not an API call) and never logged by the simulator as one.
+        """
+        try:
+            request = self._http.build_request(
+                "GET", self.base_url + _SIM_HEALTH, timeout=httpx.Timeout(timeout)
+            )
+            return await asyncio.wait_for(self._probe(request), timeout + 0.5)
+        except Exception:
+            return False
+
+    async def _probe(self, request: httpx.Request) -> bool:
+        response = await self.transport.inner.handle_async_request(request)
+        try:
+            if response.status_code != 200:
+                return False
+            if response.headers.get(SIM_IDENTITY_HEADER, "").strip() != "1":
+                return False
+            body = b""
+            async for chunk in response.aiter_raw():  # the answer is tiny: read at most 64 KiB
+                body += chunk
+                if len(body) > 65536:
+                    return False
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        finally:
+            await response.aclose()
+        return (
+            isinstance(data, dict)
+            and data.get("ok") is True
+            and (data.get("service") == SIM_SERVICE)
+        )
 
     # -- API ----------------------------------------------------------------------------
     async def list_styles(self) -> list[Style]:
@@ -301,6 +422,8 @@ class AsyncClient:
     async def sim_upload(self, path: Path) -> str:
         """Upload a local file to the simulator (``PUT /sim/uploads``); return its public URL.
 
+        The file name travels percent-encoded in ``X-Filename`` (the simulator decodes it).
+
         :raises InputError: the file cannot be read.
         :raises GoEnhanceError: see ``_call`` (a real API answers 404: not a simulator).
         """
@@ -310,18 +433,18 @@ class AsyncClient:
         except OSError as exc:
             raise InputError(f"cannot read {path.name}: {exc.strerror}") from None
         self.request_count += 1
-        try:
-            response = await self._http.put(
-                self.base_url + _UPLOAD,
-                content=content,
-                headers={
-                    **self._auth_headers(),
-                    "X-Filename": path.name,
-                    "Content-Type": "application/octet-stream",
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise self._translate_transport_error(exc, "upload", post=False) from None
+        request = self._build_request(
+            "PUT",
+            _UPLOAD,
+            what="upload",
+            content=content,
+            headers={
+                # percent-encoded: any file name (non-ASCII, even a newline) fits one header
+                "X-Filename": quote(path.name, safe=""),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+        response = await self._send(request, "upload", post=False)
         if response.status_code in (401, 403):
             raise AuthError(f"upload: the simulator rejected the key (HTTP {response.status_code})")
         if response.status_code != 200:
@@ -424,6 +547,10 @@ class AsyncClient:
                 return done
         except httpx.HTTPError as exc:
             raise TransportError(f"download of {safe} failed: {type(exc).__name__}") from None
+        except (httpx.InvalidURL, UnicodeError) as exc:  # the request could not be built
+            raise TransportError(
+                f"download of {safe} failed: {type(exc).__name__}", sent=False
+            ) from None
 
     async def aclose(self) -> None:
         """Close connections (the client is unusable afterwards)."""

@@ -55,6 +55,11 @@ class Session:
     :param transport: an ``httpx.AsyncBaseTransport`` for the client (test seam).
     :param uploader: ``fn(path) -> public https URL`` used for local files with the real API.
     :raises ConfigError: bad settings, or the embedded simulator does not start.
+
+    ``backend`` is ``"simulated"`` for the embedded simulator (from its port file) or for a base
+    URL that identifies itself as our simulator when asked once here; otherwise the API's host.
+    Only then does a local file go to the simulator's upload endpoint and results carry the
+    SIMULATED label; with any other backend a local file needs ``uploader``.
     """
 
     def __init__(
@@ -77,16 +82,13 @@ class Session:
                 stacklevel=2,
             )
         api_key = s.api_key
-        if s.base_url is None and api_key is None:
+        embedded = s.base_url is None and api_key is None
+        if embedded:
+            # launched (or found) by us through the port file: known without asking
             base_url, raw_key = ensure_simulator(self.cache_dir)
             api_key = SecretKey(raw_key)
-            self.backend = "simulated"
-        elif s.base_url is None:
-            base_url = DEFAULT_REAL_BASE_URL
-            self.backend = urlsplit(base_url).hostname or "api.goenhance.ai"
         else:
-            base_url = s.base_url
-            self.backend = s.backend
+            base_url = s.base_url or DEFAULT_REAL_BASE_URL
         self.base_url = base_url
         self.uploader = uploader
         self.client = AsyncClient(s, base_url=base_url, api_key=api_key, transport=transport)
@@ -106,6 +108,22 @@ class Session:
             queue_limit=queue_limit,
         )
         self._closed = False
+        #: "simulated" or the real API's host (never a port; DECISIONS 7/26): set before any
+        #: request key is computed, and never from the host alone.
+        self.backend = "simulated" if embedded else self._identify(base_url)
+
+    def _identify(self, base_url: str) -> str:
+        """The backend identity of an explicitly configured base URL (DECISIONS 26).
+
+        The canonical API (``https://api.goenhance.ai``) is real without asking. Any other base
+        URL is asked once (:meth:`AsyncClient.is_simulator`: ``GET /sim/health``, a short
+        timeout, no API key): our simulator identifies itself and is ``"simulated"``; anything
+        else, loopback or not, reachable or not, is a real API keyed by its host.
+        """
+        host = urlsplit(base_url).hostname or "unknown"
+        if base_url.rstrip("/") == DEFAULT_REAL_BASE_URL:
+            return host
+        return "simulated" if self.engine.run(self.client.is_simulator()) else host
 
     def __repr__(self) -> str:
         return f"<Session backend={self.backend!r} cache_dir={str(self.cache_dir)!r}>"

@@ -24,7 +24,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from goenhance_nb._client import AsyncClient
-from goenhance_nb._errors import ConfigError
+from goenhance_nb._errors import ConfigError, redact_url
 from goenhance_nb._records import Credits, JobDetail, Style
 from goenhance_nb._settings import Settings
 
@@ -158,7 +158,7 @@ class Client:
         self._transport = transport
 
     def __repr__(self) -> str:
-        return f"Client(backend={self.settings.backend!r})"
+        return f"Client(base_url={redact_url(self.base_url)!r})"
 
     async def _with_client(self, name: str, *args: Any) -> Any:
         client = AsyncClient(

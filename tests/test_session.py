@@ -171,8 +171,10 @@ def test_embedded_simulator_is_the_default_without_a_key(tmp_path: Path, clip: P
 
 
 class _ForwardToSim(httpx.AsyncBaseTransport):
-    """Routes requests for a fake public API host to the simulator on loopback (the seam is
-    the transport; everything else is the real client and the real simulator)."""
+    """Routes API requests for a fake public API host to the simulator on loopback (the seam is
+    the transport; everything else is the real client and the real simulator). Like the real
+    API, the fake host answers only ``/api/`` paths: its ``/sim/health`` is a 404, so the
+    Session's identity probe (DECISIONS 26) finds a real API, not the simulator behind it."""
 
     def __init__(self, sim_url: str) -> None:
         self._inner = httpx.AsyncHTTPTransport()
@@ -180,6 +182,8 @@ class _ForwardToSim(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "api.goenhance.invalid":
+            if not request.url.path.startswith("/api/"):
+                return httpx.Response(404, json={"code": 404, "msg": "not found", "data": None})
             request.url = request.url.copy_with(
                 scheme="http", host=self._sim.host, port=self._sim.port
             )

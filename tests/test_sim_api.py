@@ -66,7 +66,13 @@ def test_api_refuses_missing_or_bad_key_with_401_envelope(
 def test_health_needs_no_auth(sim: SimProcess) -> None:
     r = httpx.get(sim.base_url + "/sim/health")
     assert r.status_code == 200
-    assert r.json() == {"ok": True, "pid": sim.proc.pid}
+    assert r.json() == {
+        "ok": True,
+        "service": "goenhance-simulator",
+        "pid": sim.proc.pid,
+        "version": 1,
+    }
+    assert r.headers["X-GoEnhance-Simulator"] == "1"  # the identity (DECISIONS 26)
 
 
 def test_unknown_route_is_a_404_envelope(http: httpx.Client) -> None:

@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,11 @@ Aborter = Callable[[Scope], Awaitable[None]]
 
 LOGGED_PREFIXES = ("/api/", "/sim/results/", "/sim/files/", "/sim/uploads", "/sim/previews/")
 CHUNK = 1024 * 1024
+
+#: Every response carries this header, and ``GET /sim/health`` names this service: the client
+#: recognises the simulator by asking it, never by its host (DECISIONS 26).
+IDENTITY_HEADER = (b"x-goenhance-simulator", b"1")
+SERVICE_NAME = "goenhance-simulator"
 
 
 def envelope(
@@ -191,7 +197,10 @@ class SimApp:
         if n == 0:
             tmp.unlink(missing_ok=True)
             return envelope(400, "invalid params: empty upload", status=400)
-        url = self.sim.store_upload(tmp, h.hexdigest(), request.headers.get("x-filename"))
+        # the client percent-encodes the name (any Unicode, even a newline, fits one header)
+        raw_name = request.headers.get("x-filename")
+        filename = unquote(raw_name, errors="replace") if raw_name is not None else None
+        url = self.sim.store_upload(tmp, h.hexdigest(), filename)
         return JSONResponse({"url": url, "size": n, "sha256": h.hexdigest()})
 
     async def files(self, request: Request) -> Response:
@@ -284,7 +293,8 @@ class SimApp:
 
     # -- control ------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"ok": True, "pid": os.getpid()})
+        """No auth: the identity probe (``service``) and the port file's liveness check (``pid``)."""
+        return JSONResponse({"ok": True, "service": SERVICE_NAME, "pid": os.getpid(), "version": 1})
 
     async def requests_log(self, request: Request) -> Response:
         if self._auth(request) is None:
@@ -373,8 +383,10 @@ class FaultAndLogMiddleware:
         )
 
         async def send_logged(message: Message) -> None:
-            if message["type"] == "http.response.start" and entry is not None:
-                entry["status"] = message["status"]
+            if message["type"] == "http.response.start":
+                if entry is not None:
+                    entry["status"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), IDENTITY_HEADER]}
             await send(message)
 
         fault = None
