@@ -18,14 +18,16 @@
      +-- InputError           a bad local input (refused before any HTTP call)
      +-- BudgetExceeded       the session budget would be exceeded
 
-Every message is one line and never contains the API key or a URL's query string (use
-:func:`redact_url` for URLs). Every class renders as one line in IPython
+Every message is one line (at most :data:`MESSAGE_LIMIT` characters) and never contains the
+API key or a URL's query string (use :func:`redact_url` for URLs, :func:`brief` to quote a
+user's value). Every class renders as one line in IPython
 (``_render_traceback_``), so expected failures never show a long traceback.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "RateLimited",
     "ResultExpired",
     "TransportError",
+    "brief",
     "redact_text",
     "redact_url",
 ]
@@ -87,11 +90,41 @@ def redact_text(text: object) -> str:
     return " ".join(s.split())
 
 
+#: Longest value quoted in a message, and longest message (a backstop for one-line errors).
+BRIEF_LIMIT = 80
+MESSAGE_LIMIT = 1000
+
+
+def brief(value: object, limit: int = BRIEF_LIMIT, *, quote: bool = True) -> str:
+    """A short one-line rendering of a user-supplied value, for quoting in an error message.
+
+    ``repr`` of ``value`` (``str`` for a string when ``quote`` is false) built with bounded
+    work: nested containers and long strings are cut *before* they are expanded (so a YAML
+    alias bomb costs nothing), whitespace runs become one space, and the text is cut to
+    ``limit`` characters ending in ``…``. Never raises.
+    """
+    if isinstance(value, str) and not quote:
+        text = value[: limit * 4]
+    else:
+        r = reprlib.Repr()
+        r.maxlevel, r.maxlist, r.maxtuple, r.maxset, r.maxdict = 3, 6, 6, 6, 6
+        r.maxstring, r.maxother, r.maxlong = limit * 2, limit * 2, limit * 2
+        try:
+            text = r.repr(value)
+        except Exception:
+            text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class GoEnhanceError(Exception):
     """Base class of every error goenhance_nb raises on purpose."""
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(redact_text(message))
+        text = redact_text(message)
+        if len(text) > MESSAGE_LIMIT:
+            text = text[: MESSAGE_LIMIT - 1] + "…"
+        super().__init__(text)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else type(self).__name__

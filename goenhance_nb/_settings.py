@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from goenhance_nb._errors import ConfigError
+from goenhance_nb._errors import ConfigError, brief
 
 __all__ = [
     "DEFAULT_REAL_BASE_URL",
@@ -51,6 +51,12 @@ class SecretKey:
     ``repr``, ``str``, ``format`` and f-strings give ``SecretKey('***')``; pickling raises
     ``TypeError``; ``copy``/``deepcopy`` return the same object. Use :meth:`reveal` only where the
     key goes on the wire. Equality and hashing compare the key value.
+
+    Surrounding whitespace is stripped. Every way a key is set (environment, key file,
+    ``Settings.resolve``, ``%goenhance login``) builds a ``SecretKey``, so the character check
+    is shared: :raises ConfigError: the key holds a character an HTTP header cannot carry as
+    sent (non-ASCII, a control character such as a newline, or a space); the message never
+    contains the key.
     """
 
     __slots__ = ("_SecretKey__value",)
@@ -58,7 +64,9 @@ class SecretKey:
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
             raise TypeError("SecretKey takes a str")
-        self.__value = value.strip()
+        value = value.strip()
+        _check_key_characters(value)
+        self.__value = value
 
     def reveal(self) -> str:
         """Return the key itself (for the Authorization header only)."""
@@ -96,8 +104,31 @@ class SecretKey:
         raise TypeError("SecretKey cannot be pickled (it would write the API key out)")
 
 
+def _check_key_characters(value: str) -> None:
+    """Refuse a key that is not printable ASCII without spaces (``!``..``~``).
+
+    The message names the kind of character and its position, never the key or the character.
+
+    :raises ConfigError: a non-ASCII, control or space character.
+    """
+    for i, ch in enumerate(value, start=1):
+        if "!" <= ch <= "~":
+            continue
+        if not ch.isascii():
+            kind = "a non-ASCII character"
+        elif ch == " ":
+            kind = "a space"
+        else:
+            kind = "a control character (e.g. a newline or tab)"
+        raise ConfigError(
+            f"the API key contains {kind} at position {i} of {len(value)}; API keys are "
+            "printable ASCII: copy the key again from your GoEnhance account"
+        )
+
+
 def is_loopback_host(host: str | None) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (the simulator's hosts)."""
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (decides the poll floor and whether plain
+    ``http://`` is allowed; never whether a server is the simulator, DECISIONS 26)."""
     if not host:
         return False
     h = host.strip("[]").lower()
@@ -170,8 +201,12 @@ class Settings:
     """All configuration of a session. Build with :meth:`resolve`; change with :meth:`with_`.
 
     Construction validates values (``ConfigError``), normalises ``base_url`` (no trailing
-    slash; a key without a base URL means ``https://api.goenhance.ai``) and raises ``poll_interval`` to 5 s for a non-loopback host, with a
-    :class:`SettingsWarning` (DECISIONS 6).
+    slash; a key without a base URL means ``https://api.goenhance.ai``; plain ``http://`` only
+    for a loopback host, since the key would travel in clear) and raises ``poll_interval`` to
+    5 s for a non-loopback host, with a :class:`SettingsWarning` (DECISIONS 6).
+
+    Settings do not say whether a base URL is a simulator: the :class:`Session` asks the server
+    once (DECISIONS 26) and holds the answer in ``Session.backend``.
     """
 
     api_key: SecretKey | None = None
@@ -217,7 +252,7 @@ class Settings:
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {v!r}")
+                raise ConfigError(f"{name} must be a number >= 0, got {brief(v)}")
         if self.request_timeout <= 0 or self.job_timeout <= 0:
             raise ConfigError("request_timeout and job_timeout must be > 0")
         if (
@@ -225,17 +260,17 @@ class Settings:
             or not isinstance(self.max_retries, int)
             or self.max_retries < 0
         ):
-            raise ConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+            raise ConfigError(f"max_retries must be an integer >= 0, got {brief(self.max_retries)}")
         if self.budget is not None and (
             isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0
         ):
-            raise ConfigError(f"budget must be an integer >= 0, got {self.budget!r}")
+            raise ConfigError(f"budget must be an integer >= 0, got {brief(self.budget)}")
         if self.wait is not None and not isinstance(self.wait, bool):
-            raise ConfigError(f"wait must be True, False or None, got {self.wait!r}")
+            raise ConfigError(f"wait must be True, False or None, got {brief(self.wait)}")
         if self.poll_interval < POLL_FLOOR_SECONDS and not self.is_loopback:
             warnings.warn(
                 f"poll_interval {self.poll_interval:g}s is below the {POLL_FLOOR_SECONDS:g}s "
-                f"floor for {self.backend}; using {POLL_FLOOR_SECONDS:g}s",
+                f"floor for {self.host}; using {POLL_FLOOR_SECONDS:g}s",
                 SettingsWarning,
                 stacklevel=3,
             )
@@ -248,18 +283,15 @@ class Settings:
 
     @property
     def is_loopback(self) -> bool:
-        """True when requests stay on this machine (embedded or loopback simulator)."""
+        """True when requests stay on this machine (the embedded simulator, or a loopback
+        base URL). This decides the 5 s poll floor only (DECISIONS 6/26): whether a base URL is
+        our simulator is learnt by asking it (``Session.backend``), never from its host."""
         return self.base_url is None or is_loopback_host(self.host)
 
     @property
-    def backend(self) -> str:
-        """Backend identity for cache keys: ``"simulated"`` or the API host (never a port)."""
-        return "simulated" if self.is_loopback else (self.host or "unknown")
-
-    @property
-    def is_simulated(self) -> bool:
-        """True when the backend is a simulator (no real credits are spent)."""
-        return self.backend == "simulated"
+    def is_embedded_simulator(self) -> bool:
+        """True when no base URL is set: the Session starts (or finds) the embedded simulator."""
+        return self.base_url is None
 
     def with_(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (validated like a fresh construction).
@@ -345,6 +377,8 @@ class Settings:
 
 
 def _check_base_url(url: str) -> str:
+    """Normalise and check a base URL (http(s), a host, no credentials/query/fragment, https
+    unless loopback). :raises ConfigError: otherwise."""
     if not isinstance(url, str):
         raise ConfigError("base_url must be a string")
     url = url.strip().rstrip("/")
@@ -359,6 +393,11 @@ def _check_base_url(url: str) -> str:
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigError("base_url must not contain credentials, a query or a fragment")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(
+            f"base_url {brief(url, quote=False)} uses plain http to another machine: the API key "
+            "would travel in clear; use https (plain http is only for loopback hosts)"
+        )
     return url
 
 
@@ -368,7 +407,7 @@ def _float(raw: Any, src: str) -> float:
             raise ValueError
         return float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{src} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{src} must be a number, got {brief(raw)}") from None
 
 
 def _int(raw: Any, src: str) -> int:
@@ -381,7 +420,7 @@ def _int(raw: Any, src: str) -> int:
             return int(raw)
         return int(str(raw).strip())
     except (TypeError, ValueError):
-        raise ConfigError(f"{src} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{src} must be an integer, got {brief(raw)}") from None
 
 
 def _bool_or_none(raw: Any, src: str) -> bool | None:
@@ -394,12 +433,12 @@ def _bool_or_none(raw: Any, src: str) -> bool | None:
         return False
     if s in ("", "auto", "none"):
         return None
-    raise ConfigError(f"{src} must be 1/0, true/false or auto, got {raw!r}")
+    raise ConfigError(f"{src} must be 1/0, true/false or auto, got {brief(raw)}")
 
 
 def _path(raw: Any, src: str) -> Path:
     if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
-        raise ConfigError(f"{src} must be a path, got {raw!r}")
+        raise ConfigError(f"{src} must be a path, got {brief(raw)}")
     return Path(os.fspath(raw)).expanduser()
 
 

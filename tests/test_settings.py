@@ -32,7 +32,7 @@ def test_defaults(no_key_file: Path) -> None:
     s = Settings.resolve(env={}, key_file=no_key_file)
     assert s.api_key is None and s.base_url is None
     assert s.poll_interval == 5.0 and s.job_timeout == 1800.0 and s.max_retries == 4
-    assert s.backend == "simulated" and s.is_simulated
+    assert s.is_embedded_simulator and s.host is None
     assert s.cache_dir.name == "goenhance_nb"
 
 
@@ -79,7 +79,7 @@ def test_key_from_env_means_real_api(no_key_file: Path) -> None:
     s = Settings.resolve(env={"GOENHANCE_API_KEY": SENTINEL}, key_file=no_key_file)
     assert s.api_key == SecretKey(SENTINEL) and s.key_source == "env"
     assert s.base_url == DEFAULT_REAL_BASE_URL
-    assert s.backend == "api.goenhance.ai" and not s.is_simulated
+    assert s.host == "api.goenhance.ai" and not s.is_embedded_simulator
 
 
 def test_key_never_from_config(no_key_file: Path) -> None:
@@ -158,7 +158,7 @@ def test_secret_key_not_in_error_messages(no_key_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://api.goenhance.ai", "http://10.0.0.5:8000", "http://sim.example:80"]
+    "url", ["https://api.goenhance.ai", "https://10.0.0.5:8000", "https://sim.example:443"]
 )
 def test_poll_floor_for_non_loopback(url: str, no_key_file: Path) -> None:
     with pytest.warns(SettingsWarning, match="5s floor"):
@@ -177,12 +177,14 @@ def test_no_floor_on_loopback(url: str | None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = Settings(base_url=url, poll_interval=0.2)
-    assert s.poll_interval == 0.2 and s.backend == "simulated"
+    assert s.poll_interval == 0.2 and s.is_loopback
 
 
-def test_backend_never_contains_port() -> None:
-    assert Settings(base_url="https://api.goenhance.ai:8443/").backend == "api.goenhance.ai"
-    assert Settings(base_url="http://127.0.0.1:5555").backend == "simulated"
+def test_host_never_contains_port() -> None:
+    # the backend identity is the Session's (it asks the server, DECISIONS 26); Settings only
+    # give the host it is built from, never with a port
+    assert Settings(base_url="https://api.goenhance.ai:8443/").host == "api.goenhance.ai"
+    assert Settings(base_url="http://127.0.0.1:5555").host == "127.0.0.1"
 
 
 def test_with_validates() -> None:
@@ -199,8 +201,8 @@ def test_with_validates() -> None:
 def test_key_added_later_means_real_api_with_floor(no_key_file: Path) -> None:
     # %goenhance login: settings resolved without a key (simulator), then a key is added
     s = Settings.resolve(config={"poll_interval": 1.0}, env={}, key_file=no_key_file)
-    assert s.is_simulated and s.poll_interval == 1.0
+    assert s.is_embedded_simulator and s.poll_interval == 1.0
     with pytest.warns(SettingsWarning):
         s2 = s.with_(api_key=SecretKey(SENTINEL))
-    assert s2.base_url == DEFAULT_REAL_BASE_URL and not s2.is_simulated
+    assert s2.base_url == DEFAULT_REAL_BASE_URL and not s2.is_embedded_simulator
     assert s2.poll_interval == 5.0
