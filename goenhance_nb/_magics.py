@@ -39,7 +39,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Float, Int, Unicode
 
 from goenhance_nb import _display, _frontend
-from goenhance_nb._errors import GoEnhanceError, redact_text
+from goenhance_nb._errors import GoEnhanceError, brief, redact_text
 
 __all__ = [
     "CELL_KEYS",
@@ -375,24 +375,39 @@ def parse_cell_body(body: str) -> dict[str, Any]:
 
     if not body.strip():
         return {}
+    loader = yaml.SafeLoader(body)
     try:
-        data = yaml.safe_load(body)
-        node = yaml.compose(body, Loader=yaml.SafeLoader)
+        try:
+            # compose first (aliases stay shared nodes: linear in the text), bound the expanded
+            # size, and only then build Python objects from the same node graph
+            node = loader.get_single_node()
+            _check_yaml_size(node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = brief(getattr(exc, "problem", None) or "invalid YAML", quote=False)
         raise UsageError(f"%%goenhance: cell body is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise UsageError("%%goenhance: the cell body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise UsageError(
+            f"%%goenhance: a value in the cell body cannot be read: {brief(str(exc), quote=False)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise UsageError(
             f"%%goenhance: the cell body must be 'key: value' lines ({', '.join(CELL_KEYS)})"
         )
-    unknown = sorted(str(k) for k in data if k not in CELL_KEYS)
+    unknown = sorted(brief(k, 40, quote=False) for k in data if k not in CELL_KEYS)
     if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise UsageError(
-            f"%%goenhance: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CELL_KEYS)}"
+            f"%%goenhance: unknown key(s) {', '.join(unknown[:3])}{more}; "
+            f"allowed: {', '.join(CELL_KEYS)}"
         )
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -402,27 +417,82 @@ def parse_cell_body(body: str) -> dict[str, Any]:
             value = _raw_scalar(node, "prompt", value)
         elif key in _BOOL_KEYS:
             if not isinstance(value, bool):
-                raise UsageError(f"%%goenhance: {key} must be true or false, got {value!r}")
+                raise UsageError(f"%%goenhance: {key} must be true or false, got {brief(value)}")
         elif key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise UsageError(f"%%goenhance: {key} must be an integer, got {value!r}")
+                raise UsageError(f"%%goenhance: {key} must be an integer, got {brief(value)}")
         elif key == "timeout":
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise UsageError(f"%%goenhance: timeout must be a positive number, got {value!r}")
+                raise UsageError(
+                    f"%%goenhance: timeout must be a positive number, got {brief(value)}"
+                )
             value = float(value)
         elif key in ("input", "style", "resolution"):
             if isinstance(value, list | dict | bool):
-                raise UsageError(f"%%goenhance: {key} must be a single value, got {value!r}")
+                raise UsageError(f"%%goenhance: {key} must be a single value, got {brief(value)}")
             value = str(value)
         out[key] = value
     if "resolution" in out and out["resolution"] not in RESOLUTIONS:
         raise UsageError(
             f"%%goenhance: resolution must be one of {', '.join(RESOLUTIONS)}, "
-            f"got {out['resolution']!r}"
+            f"got {brief(out['resolution'])}"
         )
     if "duration" in out and not 3 <= out["duration"] <= 30:
         raise UsageError(f"%%goenhance: duration must be 3-30, got {out['duration']}")
     return out
+
+
+#: Most YAML nodes a cell body may expand to (aliases counted at every use): a real body has
+#: a dozen; a "billion laughs" alias bomb has billions and is refused before it is built.
+MAX_YAML_NODES = 1000
+
+
+def _check_yaml_size(root: Any) -> None:
+    """Refuse a composed YAML document whose alias-expanded node count exceeds
+    :data:`MAX_YAML_NODES`, or that refers to itself (a recursive alias).
+
+    Work is linear in the number of distinct nodes: each node's expanded size is computed
+    once (memoised, saturating at the limit).
+
+    :raises UsageError: the body expands too far or is recursive.
+    """
+    import yaml
+
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    # iterative post-order walk: (node, children visited?)
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        nid = id(node)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if expanded:
+            active.discard(nid)
+            sizes[nid] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if nid in sizes:
+            continue
+        if nid in active:
+            raise UsageError("%%goenhance: the cell body refers to itself (a recursive alias)")
+        active.add(nid)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in active:
+                raise UsageError("%%goenhance: the cell body refers to itself (a recursive alias)")
+            if id(child) not in sizes:
+                stack.append((child, False))
+    if sizes[id(root)] > MAX_YAML_NODES:
+        raise UsageError(
+            f"%%goenhance: the cell body expands to more than {MAX_YAML_NODES} YAML values "
+            "(aliases such as *name repeat what they point to); write the values out"
+        )
 
 
 def _raw_scalar(node: Any, key: str, parsed: Any) -> str:
@@ -437,7 +507,7 @@ def _raw_scalar(node: Any, key: str, parsed: Any) -> str:
                 if isinstance(vnode, yaml.ScalarNode):
                     return str(vnode.value)
                 break
-    raise UsageError(f"%%goenhance: {key} must be text, got {parsed!r}")
+    raise UsageError(f"%%goenhance: {key} must be text, got {brief(parsed)}")
 
 
 def merge_cell(line_args: RunArgs, body: Mapping[str, Any]) -> RunArgs:
