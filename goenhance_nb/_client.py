@@ -226,7 +226,7 @@ class AsyncClient:
         :raises ConfigError: the API key cannot be sent in a header.
         :raises TransportError: another part of the request cannot be built (never sent).
         """
-        failure: str | None = None
+        failure: type[Exception] = Exception
         try:
             return self._http.build_request(
                 method,
@@ -237,14 +237,15 @@ class AsyncClient:
                 headers={**self._auth_headers(), **(headers or {})},
             )
         except Exception as exc:
-            failure = type(exc).__name__
-        if failure in ("UnicodeEncodeError", "UnicodeError") and self._key_unsendable():
+            failure = type(exc)  # only the type leaves this block: its value may hold the key
+        if issubclass(failure, UnicodeError) and self._key_unsendable():
             raise ConfigError(
                 f"{what}: the API key contains characters an HTTP header cannot carry; "
                 "set the key again (nothing was sent)"
             )
         raise TransportError(
-            f"{what}: the request could not be built ({failure}; nothing was sent)", sent=False
+            f"{what}: the request could not be built ({failure.__name__}; nothing was sent)",
+            sent=False,
         )
 
     def _key_unsendable(self) -> bool:
