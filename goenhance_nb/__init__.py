@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "LedgerError": "_errors",
     "InputError": "_errors",
     "BudgetExceeded": "_errors",
+    "DiskFull": "_errors",
+    "TooLarge": "_errors",
     # settings and records
     "Settings": "_settings",
     "Style": "_records",

@@ -10,6 +10,8 @@ The bearer key is sent only to the configured base URL, never to result/download
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import re
@@ -24,13 +26,16 @@ import httpx
 from goenhance_nb._errors import (
     APIError,
     AuthError,
+    CacheError,
     ConfigError,
+    DiskFull,
     GoEnhanceError,
     InputError,
     InsufficientCredits,
     InvalidParameters,
     RateLimited,
     ResultExpired,
+    TooLarge,
     TransportError,
     redact_url,
 )
@@ -53,6 +58,11 @@ _SIM_HEALTH = "/sim/health"
 SIM_IDENTITY_HEADER = "X-GoEnhance-Simulator"
 SIM_SERVICE = "goenhance-simulator"
 SIM_PROBE_TIMEOUT = 2.0
+
+#: The largest API JSON answer read (the real ones are a few KiB); checked as bytes arrive.
+MAX_JSON_BYTES = 1 << 20
+#: ``errno`` values that mean "no room to write" (a full disk, a file size limit, a quota).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -266,7 +276,11 @@ class AsyncClient:
         """
         failure: GoEnhanceError | None = None
         try:
-            return await self._http.send(request)
+            streamed = await self._http.send(request, stream=True)
+            try:
+                body = await _read_capped(streamed, MAX_JSON_BYTES)
+            finally:
+                await streamed.aclose()
         except GoEnhanceError:
             raise
         except httpx.HTTPError as exc:
@@ -279,7 +293,31 @@ class AsyncClient:
                     "submitting again)"
                 )
             failure = TransportError(text)
-        raise failure
+        if failure is not None:
+            raise failure
+        if body is None:
+            text = (
+                f"{what}: the answer from {redact_url(self.base_url)} is larger than "
+                f"{MAX_JSON_BYTES >> 20} MiB; stopped reading it"
+            )
+            if post:
+                text += (
+                    " (the job may have been submitted; check %goenhance jobs before "
+                    "submitting again)"
+                )
+            raise TooLarge(text)
+        headers = [
+            (k, v)
+            for k, v in streamed.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code,
+            headers=headers,
+            content=body,
+            request=streamed.request,
+            extensions=streamed.extensions,
+        )
 
     def _envelope_data(self, response: httpx.Response, what: str, *, post: bool = False) -> Any:
         status = response.status_code
@@ -463,7 +501,13 @@ class AsyncClient:
         return url
 
     async def download(
-        self, url: str, dest: Path, *, resume: bool = True, on_progress: ProgressFn | None = None
+        self,
+        url: str,
+        dest: Path,
+        *,
+        resume: bool = True,
+        on_progress: ProgressFn | None = None,
+        max_bytes: int | None = None,
     ) -> int:
         """Stream ``url`` into ``dest``; return the file's total size in bytes.
 
@@ -472,28 +516,43 @@ class AsyncClient:
         is resumed up to ``settings.max_retries`` times. ``on_progress(done, total)`` is called
         as bytes arrive (``total`` None when unknown). The bearer key is sent only when ``url``
         is on the API's own origin. A partial file is left in place for a later resume.
+        ``max_bytes`` caps the file: a ``Content-Length`` over it is refused before the body is
+        read, and a body that grows past it is stopped as the bytes arrive.
 
         :raises ResultExpired: HTTP 403/404/410 (the signed URL expired or is gone).
+        :raises TooLarge: the file is larger than ``max_bytes`` (``dest`` is deleted).
+        :raises DiskFull: writing ``dest`` ran out of space or hit a file size limit (ENOSPC,
+            EFBIG, EDQUOT); ``dest`` is deleted.
+        :raises CacheError: ``dest`` cannot be written for another reason.
         :raises TransportError: truncated or failed transfer after the retries.
         :raises APIError: another HTTP status.
         """
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            dest.unlink(missing_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                dest.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _write_error(exc, dest) from None
         attempts = self.settings.max_retries + 1
         last_error: GoEnhanceError | None = None
         for attempt in range(attempts):
             try:
-                return await self._download_once(url, dest, on_progress)
+                return await self._download_once(url, dest, on_progress, max_bytes)
             except _Truncated as exc:
                 last_error = TransportError(str(exc))
                 if attempt + 1 < attempts:
                     await self.transport.sleep(self.transport.backoff(attempt))
+            except (TooLarge, CacheError):
+                with contextlib.suppress(OSError):
+                    dest.unlink(missing_ok=True)
+                raise
         assert last_error is not None
         raise last_error
 
-    async def _download_once(self, url: str, dest: Path, on_progress: ProgressFn | None) -> int:
+    async def _download_once(
+        self, url: str, dest: Path, on_progress: ProgressFn | None, max_bytes: int | None
+    ) -> int:
         have = dest.stat().st_size if dest.exists() else 0
         headers = self._auth_headers() if self._is_api_origin(url) else {}
         headers["Accept-Encoding"] = "identity"
@@ -527,22 +586,33 @@ class AsyncClient:
                 encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
                 length = None if encoded else _int_or_none(response.headers.get("content-length"))
                 total = offset + length if length is not None else None
+                if max_bytes is not None and total is not None and total > max_bytes:
+                    raise _too_large(safe, total, max_bytes)
                 done = offset
                 if on_progress is not None:
                     on_progress(done, total)
-                with dest.open(mode) as fh:
-                    try:
-                        async for chunk in response.aiter_bytes():
-                            fh.write(chunk)
-                            done += len(chunk)
-                            if on_progress is not None:
-                                on_progress(done, total)
-                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
-                        fh.flush()
-                        raise _Truncated(
-                            f"download of {safe} interrupted at {done} of "
-                            f"{total if total is not None else '?'} bytes ({type(exc).__name__})"
-                        ) from None
+                try:
+                    with dest.open(mode) as fh:
+                        try:
+                            async for chunk in response.aiter_bytes():
+                                done += len(chunk)
+                                if max_bytes is not None and done > max_bytes:
+                                    raise _too_large(safe, done, max_bytes, so_far=True)
+                                fh.write(chunk)
+                                if on_progress is not None:
+                                    on_progress(done, total)
+                        except (
+                            httpx.RemoteProtocolError,
+                            httpx.ReadError,
+                            httpx.ReadTimeout,
+                        ) as exc:
+                            fh.flush()
+                            raise _Truncated(
+                                f"download of {safe} interrupted at {done} of "
+                                f"{total if total is not None else '?'} bytes ({type(exc).__name__})"
+                            ) from None
+                except OSError as exc:
+                    raise _write_error(exc, dest) from None
                 if total is not None and done != total:
                     raise _Truncated(f"download of {safe} truncated: {done} of {total} bytes")
                 return done
@@ -562,6 +632,34 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """Read a streamed body (decoded) up to ``cap`` bytes; ``None`` once it passes the cap
+    (reading stops there: the rest is never received)."""
+    length = _int_or_none(response.headers.get("content-length"))
+    if length is not None and length > cap and "content-encoding" not in response.headers:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(safe_url: str, size: int, cap: int, *, so_far: bool = False) -> TooLarge:
+    what = f"passed {cap / 1e6:g} MB while arriving" if so_far else f"is {size / 1e6:.1f} MB"
+    return TooLarge(f"download of {safe_url} {what}; the limit is {cap / 1e6:g} MB")
+
+
+def _write_error(exc: OSError, dest: Path) -> CacheError:
+    """A local write failure while downloading, as one of our errors (never a raw OSError)."""
+    if exc.errno in _NO_SPACE:
+        return DiskFull(f"no space left writing the download ({exc.strerror or exc})")
+    return CacheError(f"cannot write {dest.name}: {exc.strerror or exc}")
 
 
 class _Truncated(Exception):

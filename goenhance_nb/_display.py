@@ -19,7 +19,10 @@ import base64
 import html
 import os
 import re
+import secrets
 import shutil
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,11 +30,14 @@ from typing import Any, Protocol
 from goenhance_nb._errors import (
     AuthError,
     BudgetExceeded,
+    CacheError,
+    DiskFull,
     GoEnhanceError,
     InsufficientCredits,
     JobFailed,
     JobTimedOut,
     ResultExpired,
+    TooLarge,
     TransportError,
     redact_text,
 )
@@ -51,6 +57,7 @@ __all__ = [
     "result_grid",
     "slugify",
     "what_to_do",
+    "write_new_file",
 ]
 
 OUTPUTS_DIRNAME = "goenhance_outputs"
@@ -142,31 +149,92 @@ _find_notebook_dir = notebook_dir
 def link_or_copy(src: Path, dest: Path) -> Path:
     """Make ``dest`` hold the bytes of ``src``: a hard link when possible, else a copy.
 
-    An existing ``dest`` that is already the same file (same inode, or same size and bytes) is
-    kept. Writes through a temp name and ``os.replace``, so a reader never sees half a file.
+    An existing regular file at ``dest`` that is already the same file (same inode, or same
+    size and bytes) is kept. Writes through a new temp name in ``dest``'s folder (a hard link
+    made under a fresh random name, or a copy into a file made with ``O_EXCL``), then
+    ``os.replace``: a reader never sees half a file, and no symlink is ever followed: one
+    planted at a temp name makes that name unusable, one at ``dest`` (dangling or not) is
+    replaced by the file, its target left untouched.
     Raises :class:`GoEnhanceError` when ``src`` is missing or ``dest`` cannot be written.
     """
     src = Path(src)
     dest = Path(dest)
     try:
-        if dest.exists():
-            if os.path.samefile(src, dest):
-                return dest
-            if dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest):
-                return dest
+        if _is_regular_file(dest) and (
+            os.path.samefile(src, dest)
+            or (dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest))
+        ):
+            return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        tmp = _link_temp(src, dest)
+        if tmp is None:
+            fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+                    shutil.copyfileobj(inp, out, 1 << 20)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        _replace(tmp, dest)
     except FileNotFoundError as exc:
         raise GoEnhanceError(f"result file missing: {exc.filename}") from None
     except OSError as exc:
         raise GoEnhanceError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
+
+
+def write_new_file(dest: Path, data: bytes) -> Path:
+    """Write ``data`` to ``dest`` through a temp file made with ``O_EXCL`` (``mkstemp``) in
+    ``dest``'s folder, then ``os.replace``. Never follows a symlink, at the temp name or at
+    ``dest`` (a symlink there is replaced, its target untouched). The file is private (0600).
+
+    :raises OSError: the folder cannot be written (the temp file is removed).
+    """
+    dest = Path(dest)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _replace(tmp, dest)
+    return dest
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _link_temp(src: Path, dest: Path) -> Path | None:
+    """Hard-link ``src`` under a fresh random name beside ``dest``; None when linking is not
+    possible here (another filesystem, no permission). ``link()`` never follows or replaces
+    an existing name."""
+    for _ in range(16):
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.link(src, tmp)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return None
+        return tmp
+    return None
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
@@ -436,8 +504,17 @@ def what_to_do(
         return f"Raise the session budget or lower duration/resolution, then {retry}."
     if isinstance(error, ResultExpired):
         return f"The result link expired before it was downloaded: {retry}."
+    if isinstance(error, DiskFull):
+        return f"Free some disk space, then resume with %goenhance resume {jid} (no new charge)."
+    if isinstance(error, TooLarge):
+        return (
+            "If a file this large is expected, raise max_result_mb (GOENHANCE_MAX_RESULT_MB), "
+            f"then resume with %goenhance resume {jid}."
+        )
     if isinstance(error, TransportError):
         return f"Check the connection; resume with %goenhance resume {jid}, or {retry}."
+    if isinstance(error, CacheError) and job_id:
+        return f"Nothing was cached; fetch the result again with %goenhance resume {jid}."
     return f"To try again, {retry}."
 
 

@@ -44,6 +44,7 @@ from goenhance_nb._errors import (
     APIError,
     AuthError,
     CacheError,
+    DiskFull,
     GoEnhanceError,
     InsufficientCredits,
     InvalidParameters,
@@ -52,12 +53,13 @@ from goenhance_nb._errors import (
     LedgerError,
     RateLimited,
     ResultExpired,
+    TooLarge,
     TransportError,
 )
 from goenhance_nb._inputs import InputRef
 from goenhance_nb._ledger import Ledger, LedgerEntry, orphan_error
 from goenhance_nb._records import JobDetail, JobSpec, JobState
-from goenhance_nb._store import ResultStore
+from goenhance_nb._store import ResultStore, probe_result
 from goenhance_nb._usage import Estimate, Usage
 
 if TYPE_CHECKING:
@@ -912,16 +914,27 @@ class JobEngine:
     async def _download(
         self, job: Job, entry: LedgerEntry, detail: JobDetail, deadline: float
     ) -> ResultRecord:
+        # DECISIONS 28: bytes enter the cache only after a size cap (checked as they arrive) and
+        # a probe (a playable video of the requested length). A refused file is deleted and
+        # fetched afresh (a fresh URL) once, then reported; a full disk is reported at once.
+        # Either way the ledger entry keeps its job id, so the job stays resumable.
         req = job.request
         assert entry.job_id is not None
         job_id = entry.job_id
         job.state = JobState.RUNNING
         self.ledger.update(job.key, state="downloading")
         job._emit("downloading", message="downloading the result")
-        part = self.store.part_path(job.key)
+        part = self.store.part_path(job.key, job_id)
+        max_mb = self.client.settings.max_result_mb
+        max_bytes = int(max_mb * 1_000_000)
+        max_duration = float(req.spec.duration)
+
+        def probe(path: Path) -> float:
+            return probe_result(path, max_duration=max_duration)
+
         refreshes = 0
         transport_errors = 0
-        size_errors = 0
+        refused = 0
         last_emit = [0.0]
 
         def on_progress(done: int, total: int | None) -> None:
@@ -936,8 +949,12 @@ class JobEngine:
             if url is None:
                 raise ResultExpired(f"job {job_id} finished without a result URL")
             try:
-                total = await self.client.download(url, part, resume=True, on_progress=on_progress)
-                stored = await asyncio.to_thread(self.store.commit, part, expected_size=total)
+                total = await self.client.download(
+                    url, part, resume=True, on_progress=on_progress, max_bytes=max_bytes
+                )
+                stored = await asyncio.to_thread(
+                    self.store.commit, part, expected_size=total, probe=probe
+                )
                 break
             except ResultExpired:
                 refreshes += 1
@@ -946,16 +963,38 @@ class JobEngine:
                 log.info("goenhance_nb: result URL of %s expired; asking for a fresh one", job_id)
                 fresh = await self.client.job_detail(job_id)
                 url = fresh.result_url
+            except DiskFull as exc:
+                self.store.discard_part(job.key)
+                raise DiskFull(
+                    f"disk full: the result of job {job_id} could not be saved ({exc}); the "
+                    "partial download was removed and nothing was cached. Free some space, "
+                    f"then run %goenhance resume {job_id}"
+                ) from None
+            except (TooLarge, CacheError) as exc:
+                self.store.discard_part(job.key)
+                refused += 1
+                if isinstance(exc, TooLarge):
+                    reason = f"{exc} (setting max_result_mb={max_mb:g})"
+                else:
+                    reason = str(exc)
+                if refused > 1:
+                    error = TooLarge if isinstance(exc, TooLarge) else CacheError
+                    raise error(
+                        f"the result of job {job_id} was refused, {reason}; nothing was cached. "
+                        f"The job stays resumable: %goenhance resume {job_id}"
+                    ) from None
+                log.warning(
+                    "goenhance_nb: the result of job %s was refused (%s); downloading it again",
+                    job_id,
+                    reason,
+                )
+                with contextlib.suppress(GoEnhanceError):
+                    url = (await self.client.job_detail(job_id)).result_url or url
             except TransportError:
                 transport_errors += 1
                 if transport_errors > 4 or self.clock() >= deadline:
                     raise
                 await self._sleep(min(self.poll_interval, 2.0))
-            except CacheError:
-                size_errors += 1
-                self.store.discard_part(job.key)
-                if size_errors > 2:
-                    raise
         now = time.time()
         timings = {"downloaded": now}
         if entry.submitted_at:

@@ -10,10 +10,12 @@
      |    +-- InvalidParameters
      |    +-- RateLimited(retry_after)
      +-- TransportError       connection failed, timed out, reset, malformed JSON, truncated body
+     |    +-- TooLarge         a body (download or JSON answer) passed its size cap as it arrived
      +-- JobFailed(job_id, msg)
      +-- JobTimedOut(job_id)  the job stays resumable
      +-- ResultExpired        a result URL answered 403/404/410 (or is past its expiry)
-     +-- CacheError
+     +-- CacheError           incl. a downloaded result that failed its probe (never cached)
+     |    +-- DiskFull         ENOSPC / EFBIG / EDQUOT while writing a download or the store
      +-- LedgerError
      +-- InputError           a bad local input (refused before any HTTP call)
      +-- BudgetExceeded       the session budget would be exceeded
@@ -36,6 +38,7 @@ __all__ = [
     "BudgetExceeded",
     "CacheError",
     "ConfigError",
+    "DiskFull",
     "GoEnhanceError",
     "InputError",
     "InsufficientCredits",
@@ -45,6 +48,7 @@ __all__ = [
     "LedgerError",
     "RateLimited",
     "ResultExpired",
+    "TooLarge",
     "TransportError",
     "brief",
     "redact_text",
@@ -194,6 +198,11 @@ class TransportError(GoEnhanceError):
         return (_rebuild, (type(self), self.__dict__.copy(), str(self)))
 
 
+class TooLarge(TransportError):
+    """A body passed its size cap while it arrived (``max_result_mb``, ``max_input_mb``, or the
+    JSON answer cap); the transfer was stopped and nothing partial was kept."""
+
+
 class JobFailed(GoEnhanceError):
     """The job ended in a failed state on the server."""
 
@@ -226,6 +235,11 @@ class ResultExpired(GoEnhanceError):
 
 class CacheError(GoEnhanceError):
     """The result cache could not be read or written (or holds a refused row)."""
+
+
+class DiskFull(CacheError):
+    """The disk (or a file size limit) ran out while writing a download or the store: the
+    partial file was removed and nothing was cached; a paid job stays resumable."""
 
 
 class LedgerError(GoEnhanceError):

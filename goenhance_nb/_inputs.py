@@ -173,7 +173,7 @@ class HashMemo:
 
 def inspect_file(
     path: Path,
-    memo: HashMemo,
+    memo: HashMemo | None,
     *,
     duration: int | None = None,
     max_bytes: int | None = None,
@@ -183,7 +183,8 @@ def inspect_file(
 ) -> InputRef:
     """Validate a local video file and return its :class:`InputRef`.
 
-    Warns (``UserWarning``) when the source is shorter than ``duration``.
+    Warns (``UserWarning``) when the source is shorter than ``duration``. ``memo`` None hashes
+    the file afresh without remembering it (for a temp copy that is deleted afterwards).
 
     :raises InputError: file missing / not a regular file / unreadable, larger than
         ``max_bytes``, not openable by PyAV, without a video stream, or not MP4/MOV.
@@ -201,7 +202,13 @@ def inspect_file(
             "(raise Settings.max_upload_mb if your plan allows more)"
         )
     info = probe_video(p)
-    digest = memo.hash(p)
+    if memo is not None:
+        digest = memo.hash(p)
+    else:
+        try:
+            digest = hash_file(p)
+        except OSError as exc:
+            raise InputError(f"cannot read {label}: {exc.strerror}") from None
     src_dur = info["duration"]
     if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
         warnings.warn(

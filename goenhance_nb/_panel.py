@@ -27,6 +27,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
 from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, result_bundle
 
@@ -455,9 +456,7 @@ class Panel(W.VBox):
             dest_dir = self._root / UPLOADS_DIRNAME
             dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / name
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
+            write_new_file(dest, data)  # O_EXCL temp + os.replace: never follows a symlink
             self.refresh_files()
             self.input_path.value = dest.relative_to(self._root).as_posix()
             note = f"uploaded {name} ({len(data) / 1e6:.1f} MB)"

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import filelock
+
 from goenhance_nb._cache import ResultCache
 from goenhance_nb._client import AsyncClient
 from goenhance_nb._engine import Job, JobEngine, JobRequest
@@ -30,6 +32,7 @@ from goenhance_nb._errors import (
     JobFailed,
     LedgerError,
     ResultExpired,
+    TooLarge,
     TransportError,
 )
 from goenhance_nb._inputs import HashMemo, InputRef, Uploader, inspect_file, is_url, validate_params
@@ -46,6 +49,8 @@ __all__ = ["STYLES_TTL", "Session", "credits", "get_session", "resume", "styles"
 
 #: Seconds the model list stays cached on disk (DECISIONS 7: a cache hit needs no HTTP).
 STYLES_TTL = 6 * 3600.0
+#: Seconds a fetch of an input URL waits for another fetch of the same URL to finish.
+_URL_LOCK_WAIT = 600.0
 
 
 class Session:
@@ -219,19 +224,50 @@ class Session:
         return ref
 
     def _inspect_url(self, url: str, *, duration: int | None, max_bytes: int | None) -> InputRef:
-        tmp = self.store.tmp_dir / f"src-{hash_bytes(url.encode())[:24]}.part"
+        """Download ``url`` into a temp file of its own, validate and hash it, delete it.
+
+        The temp name is unique (``mkstemp``), so two threads or kernels fetching the same URL
+        never share a file; a per-URL lock (``<cache_dir>/locks/src-*.lock``) lets one fetch
+        at a time (the next waits, then fetches its own copy). The download is capped as the
+        bytes arrive: ``max_upload_mb`` for the real API (its upload limit), ``max_input_mb``
+        for the simulator; an oversized input is refused before it is hashed.
+
+        :raises InputError: the URL cannot be fetched, is too large, or is not a usable video.
+        """
+        s = self.settings
+        setting = "max_input_mb" if self.is_simulated else "max_upload_mb"
+        cap_mb = s.max_input_mb if self.is_simulated else s.max_upload_mb
+        cap = int(cap_mb * 1_000_000)
+        if max_bytes is not None:
+            cap = min(cap, max_bytes)
         name = unquote(Path(urlsplit(url).path).name) or "input"
+        lock = filelock.FileLock(
+            str(self.ledger.lock_dir / f"src-{hash_bytes(url.encode())[:32]}.lock")
+        )
+        locked = False
+        if not self.engine.on_engine_thread():  # never block the loop the holder needs
+            try:
+                lock.acquire(timeout=_URL_LOCK_WAIT)
+                locked = True
+            except filelock.Timeout:
+                pass  # the other fetch hangs; ours uses its own temp file anyway
+        tmp: Path | None = None
         try:
-            self.engine.run(self.client.download(url, tmp, resume=False))
+            tmp = self.store.new_temp("src-")
+            self.engine.run(self.client.download(url, tmp, resume=False, max_bytes=cap))
             return inspect_file(
                 tmp,
-                self.hashes,
+                None,
                 duration=duration,
                 max_bytes=max_bytes,
                 kind="url",
                 url=url,
                 name=name,
             )
+        except TooLarge as exc:
+            raise InputError(
+                f"the input URL is too large: {exc} (raise Settings.{setting} to allow more)"
+            ) from None
         except (ResultExpired, TransportError) as exc:
             raise InputError(f"cannot fetch the input URL: {exc}") from None
         except GoEnhanceError as exc:
@@ -239,7 +275,10 @@ class Session:
                 raise
             raise InputError(f"cannot fetch the input URL: {exc}") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if locked:
+                lock.release()
 
     def _reference_url(self, ref: InputRef) -> Callable[[], Any]:
         async def get() -> str:

@@ -222,6 +222,8 @@ class Settings:
     max_upload_mb: float = 50.0
     embed_limit_mb: float = 8.0
     wait: bool | None = None
+    max_result_mb: float = 2048.0  # cap on a result download, checked as bytes arrive
+    max_input_mb: float = 2048.0  # cap on an input URL download (simulator; the real API: upload)
     key_source: str | None = None  # "explicit" | "env" | "key file" | None (never the key)
 
     def __post_init__(self) -> None:
@@ -249,6 +251,8 @@ class Settings:
             "rate_limit",
             "max_upload_mb",
             "embed_limit_mb",
+            "max_result_mb",
+            "max_input_mb",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
@@ -461,4 +465,6 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "max_upload_mb": _float,
     "embed_limit_mb": _float,
     "wait": _bool_or_none,
+    "max_result_mb": _float,
+    "max_input_mb": _float,
 }

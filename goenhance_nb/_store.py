@@ -3,26 +3,38 @@
 Layout under the cache dir (docs/ARCHITECTURE.md section 3)::
 
     <cache_dir>/store/ab/<blake3>.mp4   finished results, named by content hash, read-only use
-    <cache_dir>/tmp/<key>.part          an in-flight download for a request key (resumable)
+    <cache_dir>/tmp/<key>.<job>.part    an in-flight result download of one job (resumable)
+    <cache_dir>/tmp/src-XXXX.part       an input URL download (unique name, never shared)
 
-A download streams into the key's ``.part`` file (so an interrupted download, even in another
-process, can resume with a Range request), is size-checked, hashed (streamed, flat memory), and
-atomically renamed into the store with :meth:`ResultStore.commit`. The store never touches files
-outside its own directories (``goenhance_outputs/`` belongs to the notebook, DECISIONS 13).
+A result download streams into its job's ``.part`` file (so an interrupted download, even in
+another process, can resume with a Range request; the engine holds the key's lock meanwhile, and
+a different job's bytes never extend it), is size-checked, probed (:func:`probe_result`: a
+playable video of the requested length, DECISIONS 28), hashed (streamed, flat memory), and
+atomically renamed into the store with :meth:`ResultStore.commit`. Nothing that fails a check
+enters the store: the part is deleted. The store never touches files outside its own directories
+(``goenhance_outputs/`` belongs to the notebook, DECISIONS 13).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from goenhance_nb._errors import CacheError
+from goenhance_nb._errors import CacheError, DiskFull
 from goenhance_nb._jsondisk import private_dir
-from goenhance_nb._keys import hash_file
+from goenhance_nb._keys import hash_bytes, hash_file
 
-__all__ = ["ResultStore", "StoredFile"]
+__all__ = ["DURATION_TOLERANCE", "ResultStore", "StoredFile", "probe_result"]
+
+#: A result may be this many seconds longer than requested (container rounding, last frame).
+#: Shorter is fine: the API trims to the source, so a short source gives a short result.
+DURATION_TOLERANCE = 1.0
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,42 +61,81 @@ class ResultStore:
         """Return where the file with content hash ``sha`` lives (it may not exist)."""
         return self.root / sha[:2] / f"{sha}{suffix}"
 
-    def part_path(self, key: str) -> Path:
-        """Return the temp file a download for request ``key`` streams into (stable per key)."""
-        return self.tmp_dir / f"{key}.part"
+    def part_path(self, key: str, job_id: str | None = None) -> Path:
+        """Return the temp file the result of ``job_id`` for request ``key`` streams into.
+
+        Stable per (key, job), so a later run resumes it with Range; another job of the same
+        key (after ``--force`` or a regeneration) gets another file.
+        """
+        if job_id is None:
+            return self.tmp_dir / f"{key}.part"
+        return self.tmp_dir / f"{key}.{hash_bytes(job_id.encode())[:16]}.part"
 
     def discard_part(self, key: str) -> None:
-        """Delete the temp file of ``key`` if any (after a failed or unusable download)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.part_path(key).unlink()
+        """Delete every temp file of ``key`` (after a failed or unusable download)."""
+        for part in self.tmp_dir.glob(f"{key}*.part"):
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+    def new_temp(self, prefix: str, suffix: str = ".part") -> Path:
+        """Create an empty private file with a unique name in ``tmp/`` and return its path.
+
+        Made with ``O_CREAT | O_EXCL`` (``tempfile.mkstemp``): two threads or processes never
+        share it, and a symlink planted at the name is never followed. The caller deletes it.
+
+        :raises DiskFull: no space left to create it. :raises CacheError: another OS error.
+        """
+        try:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.tmp_dir)
+        except OSError as exc:
+            raise _os_error(exc, "create a temp file") from None
+        os.close(fd)
+        return Path(name)
 
     def commit(
-        self, part: Path, *, expected_size: int | None = None, suffix: str = ".mp4"
+        self,
+        part: Path,
+        *,
+        expected_size: int | None = None,
+        suffix: str = ".mp4",
+        probe: Callable[[Path], object] | None = None,
     ) -> StoredFile:
-        """Size-check and hash ``part``, then atomically move it into the store.
+        """Size-check, probe and hash ``part``, then atomically move it into the store.
 
-        An identical file already in the store is kept (the part is removed).
+        ``probe(part)`` (e.g. :func:`probe_result`) raises :class:`CacheError` when the file is
+        unusable. An identical file already in the store is kept (the part is removed).
 
-        :raises CacheError: when the part is missing, empty, or its size differs from
-            ``expected_size`` (the part is deleted then, so the next try starts afresh).
+        :raises CacheError: when the part is missing, empty, its size differs from
+            ``expected_size``, or ``probe`` refuses it (the part is deleted then, so nothing
+            invalid is ever stored and the next try starts afresh).
+        :raises DiskFull: the disk ran out while storing (the part is deleted).
         """
         try:
             size = part.stat().st_size
         except FileNotFoundError:
             raise CacheError(f"download temp file missing: {part.name}") from None
-        if size == 0 or (expected_size is not None and size != expected_size):
-            with contextlib.suppress(FileNotFoundError):
+        try:
+            if size == 0 or (expected_size is not None and size != expected_size):
+                raise CacheError(
+                    f"downloaded size {size} does not match the expected {expected_size} bytes"
+                )
+            if probe is not None:
+                probe(part)
+            with part.open("rb") as fh:
+                os.fsync(fh.fileno())
+            sha = hash_file(part)
+            dest = self.path_for(sha, suffix)
+            private_dir(dest.parent)
+            os.chmod(part, 0o600)
+            os.replace(part, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
                 part.unlink()
-            raise CacheError(
-                f"downloaded size {size} does not match the expected {expected_size} bytes"
-            )
-        with part.open("rb") as fh:
-            os.fsync(fh.fileno())
-        sha = hash_file(part)
-        dest = self.path_for(sha, suffix)
-        private_dir(dest.parent)
-        os.chmod(part, 0o600)
-        os.replace(part, dest)
+            raise _os_error(exc, "store the download") from None
+        except CacheError:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise
         _fsync_dir(dest.parent)
         return StoredFile(dest, sha, size)
 
@@ -122,6 +173,71 @@ class ResultStore:
     def total_size(self) -> int:
         """Return the total size in bytes of the files in the store."""
         return sum(f.stat().st_size for f in self.root.glob("*/*") if f.is_file())
+
+
+def probe_result(path: Path, *, max_duration: float | None = None) -> float:
+    """Check that ``path`` is a usable video and return its duration in seconds.
+
+    The rule (DECISIONS 28): PyAV opens it; it has a video stream; its duration is known and
+    ``0 < duration <= max_duration + DURATION_TOLERANCE`` (shorter than requested is accepted:
+    the API trims to the source's length); every packet its index lists is present (a file cut
+    short fails); its first video frame decodes. An HTML error page or a run of zeros fails
+    the first step. PyAV is imported here only (``import goenhance_nb`` stays cheap).
+
+    :raises CacheError: naming the first rule the file breaks.
+    """
+    import av  # heavy import, only when a download is checked
+
+    try:
+        container = av.open(str(path), mode="r")
+    except Exception as exc:  # av.error.* (e.g. InvalidDataError) and OSError
+        raise CacheError(f"not a video: PyAV cannot open it ({type(exc).__name__})") from None
+    try:
+        if not container.streams.video:
+            raise CacheError("not a usable video: it has no video stream")
+        vs = container.streams.video[0]
+        duration: float | None = None
+        if container.duration is not None:
+            duration = container.duration / 1_000_000
+        elif vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        if duration is None or duration <= 0:
+            raise CacheError("not a usable video: its duration is unknown or zero")
+        if max_duration is not None and duration > max_duration + DURATION_TOLERANCE:
+            raise CacheError(
+                f"not the requested video: it is {duration:.1f}s long, {max_duration:g}s were requested"
+            )
+        expected = vs.frames or 0
+        packets = 0
+        decoded = False
+        try:
+            for packet in container.demux(vs):
+                if not packet.size:
+                    continue  # the demuxer's final flush packet
+                packets += 1
+                if not decoded:
+                    decoded = bool(packet.decode())
+            if not decoded:
+                decoded = bool(vs.codec_context.decode(None))
+        except Exception as exc:  # av.error.*: damaged data
+            raise CacheError(
+                f"not a usable video: its data is damaged ({type(exc).__name__})"
+            ) from None
+        if expected and packets < expected:
+            raise CacheError(
+                f"not a complete video: {packets} of its {expected} frames are present"
+            )
+        if not decoded:
+            raise CacheError("not a usable video: no frame in it decodes")
+        return duration
+    finally:
+        container.close()
+
+
+def _os_error(exc: OSError, doing: str) -> CacheError:
+    if exc.errno in _NO_SPACE:
+        return DiskFull(f"no space left on the disk to {doing} ({exc.strerror or exc})")
+    return CacheError(f"cannot {doing}: {exc.strerror or exc}")
 
 
 def _fsync_dir(path: Path) -> None:

@@ -24,13 +24,25 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goenhance_nb.sim.core import APIFailure, Simulator
-from goenhance_nb.sim.faults import CONTROL_PREFIXES, GENERIC_KINDS, FaultError, validate_fault
+from goenhance_nb.sim.faults import (
+    CONTROL_PREFIXES,
+    DOWNLOAD_KINDS,
+    GENERIC_KINDS,
+    FaultError,
+    validate_fault,
+)
 
 #: Closes the client connection of the current request without (more of) a response.
 Aborter = Callable[[Scope], Awaitable[None]]
 
 LOGGED_PREFIXES = ("/api/", "/sim/results/", "/sim/files/", "/sim/uploads", "/sim/previews/")
 CHUNK = 1024 * 1024
+#: What `html_download` serves instead of the video (a CDN / gateway error page, status 200).
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Error</title></head><body>"
+    b"<h1>Something went wrong</h1><p>The file could not be delivered. Please try again later."
+    b"</p></body></html>\n"
+)
 
 #: Every response carries this header, and ``GET /sim/health`` names this service: the client
 #: recognises the simulator by asking it, never by its host (DECISIONS 26).
@@ -246,7 +258,14 @@ class SimApp:
         headers["Content-Length"] = str(length)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers)
-        fault = self.sim.faults.take({"truncated_download"}, request.url.path)
+        fault = self.sim.faults.take(DOWNLOAD_KINDS, request.url.path)
+        kind = fault["kind"] if fault else None
+        if fault is not None and kind not in ("truncated_download", "short_download"):
+            return self._bad_download(fault)
+        if kind == "short_download":  # a server that ignores Range: always 200 from byte 0
+            start, length, status = 0, size, 200
+            headers.pop("Content-Range", None)
+            headers["Content-Length"] = str(size)
         cut = int(fault.get("after_bytes", length // 2)) if fault else None
         rate = self.sim.config.get("download_rate") if throttle else None
         scope = request.scope
@@ -255,6 +274,30 @@ class SimApp:
             status_code=status,
             headers=headers,
         )
+
+    def _bad_download(self, fault: dict[str, Any]) -> Response:
+        """A 200 answer whose body is not the file: an HTML error page (`html_download`),
+        `size` zero bytes (`zeros_download`, default 2 MB), or `size` bytes (default 64 MiB)
+        with (`length`, default true) or without a Content-Length (`oversize_download`)."""
+        kind = fault["kind"]
+        if kind == "html_download":
+            return Response(HTML_ERROR_PAGE, status_code=200, media_type="text/html")
+        default = 2_000_000 if kind == "zeros_download" else 64 * 1024 * 1024
+        size = int(fault.get("size", default))
+        headers = {"Content-Type": "video/mp4"}
+        if kind == "zeros_download" or fault.get("length", True):
+            headers["Content-Length"] = str(size)
+
+        async def zeros() -> AsyncIterator[bytes]:
+            block = bytes(min(CHUNK, size))
+            left = size
+            while left > 0:
+                n = min(len(block), left)
+                left -= n
+                yield block[:n]
+                await asyncio.sleep(0)
+
+        return StreamingResponse(zeros(), status_code=200, headers=headers)
 
     async def _stream(
         self, path: Path, start: int, length: int, rate: float | None, cut: int | None, scope: Scope
@@ -340,6 +383,20 @@ class SimApp:
         return JSONResponse({"ok": True, "faults": self.sim.faults.list()})
 
 
+async def _oversize_json_body(size: int) -> AsyncIterator[bytes]:
+    head = b'{"code": 0, "msg": "Success", "data": {"pad": "'
+    tail = b'"}}'
+    yield head
+    left = max(0, size - len(head) - len(tail))
+    block = b"x" * min(CHUNK, max(left, 1))
+    while left > 0:
+        n = min(len(block), left)
+        left -= n
+        yield block[:n]
+        await asyncio.sleep(0)
+    yield tail
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """Parse a single `bytes=a-b` / `bytes=a-` / `bytes=-n` range; None when unsatisfiable."""
     m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
@@ -401,6 +458,18 @@ class FaultAndLogMiddleware:
         else:
             await self._apply(fault, scope, receive, send_logged)
 
+    async def _oversize_json(self, fault: dict[str, Any], send: Send) -> None:
+        """`oversize_json`: a valid success envelope of `size` bytes (default 8 MiB), with
+        (`length`, default true) or without a Content-Length."""
+        size = int(fault.get("size", 8 * 1024 * 1024))
+        headers = [(b"content-type", b"application/json")]
+        if fault.get("length", True):
+            headers.append((b"content-length", str(max(size, 50)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async for chunk in _oversize_json_body(max(size, 50)):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def _apply(
         self, fault: dict[str, Any], scope: Scope, receive: Receive, send: Send
     ) -> None:
@@ -417,6 +486,9 @@ class FaultAndLogMiddleware:
             await self.app(scope, receive, swallow)
         if kind == "reset":
             await self.owner.abort(scope)
+            return
+        if kind == "oversize_json":
+            await self._oversize_json(fault, send)
             return
         if kind == "malformed_json":
             body = b'{"code": 0, "msg": "Success", "data": {"img_uuid": '

@@ -6,7 +6,9 @@ import threading
 from typing import Any
 
 #: Kinds handled generically in front of every non-control route.
-GENERIC_KINDS = frozenset({"http_500", "http_503", "http_429", "reset", "slow", "malformed_json"})
+GENERIC_KINDS = frozenset(
+    {"http_500", "http_503", "http_429", "reset", "slow", "malformed_json", "oversize_json"}
+)
 #: Kinds consumed by particular handlers.
 SPECIFIC_KINDS = frozenset(
     {
@@ -14,11 +16,21 @@ SPECIFIC_KINDS = frozenset(
         "lost_job",
         "expired_url",
         "truncated_download",
+        "short_download",
+        "html_download",
+        "zeros_download",
+        "oversize_download",
         "job_failed",
         "reject_generate",
     }
 )
 KINDS = GENERIC_KINDS | SPECIFIC_KINDS
+
+#: Kinds that replace or cut a file download (consumed where `/sim/files` and
+#: `/sim/results` are served).
+DOWNLOAD_KINDS = frozenset(
+    {"truncated_download", "short_download", "html_download", "zeros_download", "oversize_download"}
+)
 
 #: Paths never affected by faults (the control API must keep working).
 CONTROL_PREFIXES = ("/sim/faults", "/sim/config", "/sim/requests", "/sim/health")
@@ -48,11 +60,13 @@ def validate_fault(raw: object) -> dict[str, Any]:
     if not isinstance(path, str):
         raise FaultError("fault 'path' must be a string")
     fault["path"] = path
-    for field in ("retry_after", "delay", "after_bytes"):
+    for field in ("retry_after", "delay", "after_bytes", "size"):
         if field in fault:
             v = fault[field]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise FaultError(f"fault '{field}' must be a number >= 0")
+    if "length" in fault and not isinstance(fault["length"], bool):
+        raise FaultError("fault 'length' must be true or false")
     if kind == "reject_generate":
         code = fault.get("code", 500)
         if not isinstance(code, int) or isinstance(code, bool) or code == 0:
