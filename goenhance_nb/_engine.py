@@ -658,7 +658,7 @@ class JobEngine:
                 entry = await self._submit(job, entry)
             elif entry.is_orphan or entry.job_id is None:
                 if not req.resubmit:
-                    raise orphan_error(job.key)
+                    raise orphan_error(job.key, entry.error)
                 warnings.warn(
                     f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
                     UserWarning,

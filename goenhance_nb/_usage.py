@@ -9,6 +9,7 @@ always labelled as an estimate.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 from goenhance_nb._errors import BudgetExceeded
 
 __all__ = ["DEFAULT_RATES", "Estimate", "Usage"]
+
+log = logging.getLogger("goenhance_nb.usage")
 
 DEFAULT_RATES: dict[str, float] = {"540p": 5.0, "720p": 10.0}
 VIP_MULTIPLIER = 1.5
@@ -99,13 +102,17 @@ class Usage:
         self, est: Estimate, cost: int | None, *, model: int, resolution: str, duration: int
     ) -> None:
         """Turn a reservation into spend: ``cost`` when the API reported it (also remembered
-        as the observed rate for model+resolution), else the estimate."""
+        as the observed rate for model+resolution, best effort: a failed write is logged),
+        else the estimate."""
         with self._lock:
             self._reserved = max(0, self._reserved - est.credits)
             self.spent += est.credits if cost is None else int(cost)
             self.jobs += 1
         if cost is not None and self._meta is not None and duration > 0:
-            self._meta.meta_set(f"rate:{model}:{resolution}", cost / math.ceil(duration))
+            try:
+                self._meta.meta_set(f"rate:{model}:{resolution}", cost / math.ceil(duration))
+            except Exception as exc:  # a hint for later estimates: never fails a paid job
+                log.warning("goenhance_nb: could not remember the observed rate (%s)", exc)
 
     def record_possible(self, est: Estimate) -> None:
         """Turn a reservation into possible spend: the generate POST's outcome is unknown, so

@@ -62,6 +62,19 @@ def slow_session(sim: Any, tmp_path: Path) -> Iterator[Session]:
     s.close()
 
 
+@pytest.fixture
+def no_widget_leftovers() -> Iterator[None]:
+    """Close every widget (and its Layout/Style) a test made, so later scans see none."""
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    yield
+    for mid in set(_instances) - before:
+        w = _instances.get(mid)
+        if w is not None:
+            w.close()
+
+
 # -- point 1: an ambiguous generate outcome is an orphan, never failed, never re-sent ----------
 
 AMBIGUOUS = [
@@ -75,7 +88,11 @@ AMBIGUOUS = [
 
 @pytest.mark.parametrize("fault", AMBIGUOUS)
 def test_maybe_charged_generate_is_never_sent_again_without_resubmit(
-    sim: Any, slow_session: Session, clip: Path, fault: dict[str, Any]
+    sim: Any,
+    slow_session: Session,
+    clip: Path,
+    fault: dict[str, Any],
+    no_widget_leftovers: None,
 ) -> None:
     s = slow_session
     sim.faults({**fault, "path": GENERATE})
@@ -407,3 +424,68 @@ def test_a_failed_message_never_shows_a_signed_url_or_the_key(
         job.result(WAIT)
     assert done.wait(WAIT)
     _assert_clean(str(info.value), sim)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MB tmpfs (we are root in CI); skipped where mounting is not permitted."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the file system is full (ENOSPC)."""
+    import errno
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            chunk = b"\0" * size
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_during_the_ledger_write_keeps_the_job_id(
+    sim: Any, small_disk: Path, clip: Path
+) -> None:
+    s = make_session(sim, small_disk / "cache")
+    filler = small_disk / "filler"
+    try:
+        s.styles()
+        sim.config(pending_seconds=1.0)
+        sim.faults({"kind": "slow", "delay": 1.0, "path": GENERATE})
+        job = s.transform(clip, 2000, duration=3)
+        _until(lambda: _generate_arrived(sim), what="the generate POST")
+        _fill(filler)
+        with pytest.raises(LedgerError) as info:
+            job.result(WAIT)
+        line = str(info.value)
+        assert job.id is not None and f"%goenhance resume {job.id}" in line
+        assert "full" in line
+        filler.unlink()
+        rec = s.resume(job.id).result(WAIT)
+        assert rec.job_id == job.id and hash_file(rec.path) == rec.sha
+        assert sim.generate_calls() == 1
+    finally:
+        filler.unlink(missing_ok=True)
+        s.close()
