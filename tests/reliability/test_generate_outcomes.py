@@ -278,8 +278,8 @@ def test_resume_of_an_id_nobody_knows_says_so(sim: Any, session: Session) -> Non
 def test_rerun_after_a_short_wait_joins_the_same_job(
     sim: Any, session: Session, clip: Path
 ) -> None:
-    sim.config(pending_seconds=2.5)
-    first = session.transform(clip, 2000, duration=3, timeout=1.0)
+    sim.config(pending_seconds=3.0)
+    first = session.transform(clip, 2000, duration=3, timeout=2.0)
     with pytest.raises(TimeoutError):
         first.result(0.3)  # this caller's own wait ends; the job goes on
     again = session.transform(clip, 2000, duration=3)  # no timeout: the job's deadline extends
