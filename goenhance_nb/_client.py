@@ -44,7 +44,7 @@ from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, S
 from goenhance_nb._settings import SecretKey, Settings
 from goenhance_nb._transport import RateLimiter, RetryTransport, parse_retry_after
 
-__all__ = ["AsyncClient", "classify_envelope_error"]
+__all__ = ["AsyncClient", "classify_envelope_error", "generate_may_have_made_a_job"]
 
 _USER_AGENT = "goenhance-nb/0.1.0"
 _GENERATE = "/api/v1/video2video/generate"
@@ -90,6 +90,24 @@ def classify_envelope_error(
     if re.search(r"\blimit|\brate\b|rate.?limit|too many", m):
         return RateLimited(code, text, status=status, retry_after=retry_after)
     return APIError(code, text, status=status)
+
+
+def generate_may_have_made_a_job(exc: GoEnhanceError) -> bool:
+    """Could the generate POST that raised ``exc`` have created (and charged) a job?
+
+    False only where the server provably made none (DECISIONS 15, 25): a connect error
+    (``TransportError.sent is False``), HTTP 401/403, HTTP 429/503 (refused before work, after
+    the transport's own retries), or an HTTP 200 envelope with a non-zero ``code``. True for
+    everything else after sending: other 5xx (500/502/504), a read timeout or reset, malformed
+    JSON, an unexpected status.
+    """
+    if isinstance(exc, TransportError):
+        return exc.sent is not False
+    if isinstance(exc, AuthError):
+        return False
+    if isinstance(exc, APIError):
+        return exc.status not in (200, 429, 503)
+    return True
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -421,18 +439,32 @@ class AsyncClient:
         """Start a video-to-video job (charges credits). Sent at most once unless refused
         before work (connect error, HTTP 429/503; DECISIONS 15).
 
-        :raises InsufficientCredits, InvalidParameters, RateLimited, APIError: API refusals.
-        :raises TransportError: no answer; the job may or may not exist (never re-sent).
+        Every error raised here says whether the server may have made (and charged) a job
+        anyway: ``exc.job_may_exist`` (DECISIONS 25; see :func:`generate_may_have_made_a_job`).
+
+        :raises InsufficientCredits, InvalidParameters, RateLimited, APIError: API refusals
+            (``job_may_exist`` False), or another HTTP status / a success without a job id
+            (``job_may_exist`` True).
+        :raises AuthError: HTTP 401/403 (no job).
+        :raises TransportError: no complete answer; ``sent`` False (connect error: no job) or
+            None (the job may exist; never re-sent).
         """
-        data = await self._call(
-            "POST",
-            _GENERATE,
-            what="generate",
-            json_body={"type": "mx-v2v", "args": spec.to_args(reference_video_url)},
-        )
+        body = {"type": "mx-v2v", "args": spec.to_args(reference_video_url)}  # before sending
+        try:
+            data = await self._call("POST", _GENERATE, what="generate", json_body=body)
+        except GoEnhanceError as exc:
+            exc.job_may_exist = generate_may_have_made_a_job(exc)
+            raise
         uuid = data.get("img_uuid") if isinstance(data, dict) else None
         if not isinstance(uuid, str) or not uuid:
-            raise APIError(0, "generate: the answer carried no job id (img_uuid)", status=200)
+            err = APIError(
+                0,
+                "generate: the answer carried no job id (img_uuid); the job may have been "
+                "submitted",
+                status=200,
+            )
+            err.job_may_exist = True
+            raise err
         return GenerateResult(img_uuid=uuid, cost=_int_or_none(data.get("cost")))
 
     async def job_detail(self, img_uuid: str) -> JobDetail:

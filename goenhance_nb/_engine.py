@@ -14,9 +14,14 @@ The life of a job (docs/ARCHITECTURE.md section 3, STYLE 9)::
     otherwise: wait for a local queue slot (account queueLimit) -> "queued_locally"
                ledger "submitting" -> POST generate (once) -> ledger img_uuid -> poll -> download
 
-Polling runs every ``poll_interval`` until a wall-clock deadline (counted from submission or
-re-attachment, not from local waiting); at the deadline the job stays
-in the ledger as resumable and the handle raises :class:`JobTimedOut`. Downloads stream into a
+The POST and the ledger write of its answer are shielded from "stop watching". An error the
+client marks ``job_may_exist`` (the server may have made and charged a job) leaves the entry
+"submitting" with the reason (an orphan: only ``resume --resubmit`` pays again); a provable
+refusal marks it "failed" (DECISIONS 25).
+
+Polling runs every ``poll_interval`` until the job's deadline (counted from submission or
+re-attachment, not from local waiting; a joining request may extend it, DECISIONS 27); at the
+deadline the job stays in the ledger as resumable and the handle raises :class:`JobTimedOut`. Downloads stream into a
 per-key temp file (resumed with Range), are size-checked, hashed and renamed into the store; an
 expired result URL triggers a fresh ``jobs/detail`` for a new URL.
 """
@@ -42,7 +47,6 @@ from goenhance_nb import _sync
 from goenhance_nb._cache import ResultCache, ResultRecord
 from goenhance_nb._errors import (
     APIError,
-    AuthError,
     CacheError,
     DiskFull,
     GoEnhanceError,
@@ -138,7 +142,9 @@ class JobRequest:
 
     ``reference_url`` is an async callable returning the public input URL (uploading on first
     use); it is only awaited when a new generate call is needed. ``estimate`` is the budget
-    reservation made by the session (released or turned into spend by the engine).
+    reservation made by the session (released or turned into spend by the engine). ``timeout``
+    is this request's share of the job's deadline: seconds from submission (``job_timeout``
+    when None); a job joined by several requests keeps the latest of their deadlines.
     """
 
     key: str
@@ -187,6 +193,10 @@ class Job:
         self._reservation_open = request.estimate is not None
         self._extra_estimate: Estimate | None = None
         self._slot = False
+        # The job's own deadline (engine clock), set when it exists on the server; until then
+        # the budget (seconds) it will get: the longest of its joiners' (DECISIONS 27).
+        self.deadline: float | None = None
+        self._budget = request.timeout if request.timeout is not None else engine.job_timeout
         self.started = engine.clock()
         self.started_wall = time.time()
 
@@ -301,6 +311,10 @@ class Job:
         for cb in listeners:
             _deliver(cb, ev)
         return ev
+
+
+class _JobLost(JobFailed):
+    """The API kept answering "job not found" for a job we submitted (a definite "gone")."""
 
 
 def _bounded(raw: str | None, limit: int = 80) -> str | None:
@@ -487,16 +501,56 @@ class JobEngine:
             job = self._active.get(key)
         return job if job is not None and not job.done() else None
 
+    def join(self, key: str, timeout: float | None = None) -> Job | None:
+        """Join the unfinished job for ``key`` in this process, if any (DECISIONS 27).
+
+        The job's deadline becomes the later of its own and now + ``timeout`` (the engine's
+        ``job_timeout`` when None); ``timeout`` itself bounds only the caller's own wait
+        (``job.result(timeout)``).
+        """
+        with self._active_lock:
+            job = self._active.get(key)
+            if job is None or job.done():
+                return None
+            self._extend(job, timeout)
+            return job
+
+    def _extend(self, job: Job, timeout: float | None) -> None:
+        """Give ``job`` at least ``timeout`` more seconds (caller holds ``_active_lock``)."""
+        budget = timeout if timeout is not None else self.job_timeout
+        if job.deadline is None:
+            job._budget = max(job._budget, budget)
+        else:
+            job.deadline = max(job.deadline, self.clock() + budget)
+
+    def _start_deadline(self, job: Job) -> None:
+        """The job exists on the server (submitted or re-attached): its deadline starts now."""
+        with self._active_lock:
+            job.deadline = max(job.deadline or 0.0, self.clock() + job._budget)
+
+    def _deadline_passed(self, job: Job) -> bool:
+        """True once ``job``'s deadline passed; the job then leaves the active set at once, so
+        a later request for its key starts a new handle (which re-attaches) instead of joining
+        one that is timing out."""
+        with self._active_lock:
+            if job.deadline is None or self.clock() < job.deadline:
+                return False
+            if self._active.get(job.key) is job:
+                del self._active[job.key]
+            return True
+
     def submit(self, request: JobRequest) -> Job:
         """Start (or join) the job for ``request.key`` and return its handle at once.
 
-        A job for the same key already running in this process is returned instead of a new one.
+        A job for the same key already running in this process is returned instead of a new
+        one; its deadline is extended as :meth:`join` says.
         """
         with self._active_lock:
             existing = self._active.get(request.key)
             if existing is not None and not existing.done():
                 if request.estimate is not None:
                     self.usage.release(request.estimate)
+                self._extend(existing, request.timeout)
                 return existing
             job = Job(self, request)
             self._active[request.key] = job
@@ -563,8 +617,8 @@ class JobEngine:
     async def _drive(self, job: Job) -> ResultRecord:
         req = job.request
         # The deadline runs from the moment the job exists on the server (submitted or
-        # re-attached), not while it waits locally for a slot or for another process.
-        budget_s = req.timeout if req.timeout is not None else self.job_timeout
+        # re-attached), not while it waits locally for a slot or for another process; joiners
+        # may extend it (DECISIONS 27).
 
         stale: ResultRecord | None = None
         if not req.force:
@@ -606,7 +660,7 @@ class JobEngine:
                 entry = await self._submit(job, entry)
             elif entry.is_orphan or entry.job_id is None:
                 if not req.resubmit:
-                    raise orphan_error(job.key)
+                    raise orphan_error(job.key, entry.error)
                 warnings.warn(
                     f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
                     UserWarning,
@@ -616,23 +670,30 @@ class JobEngine:
             else:
                 self._attach(job, entry)
             try:
-                deadline = self.clock() + budget_s
-                detail = await self._poll(job, entry, deadline)
-                return await self._download(job, entry, detail, deadline)
-            except (ResultExpired, APIError, JobFailed) as exc:
+                self._start_deadline(job)
+                detail = await self._poll(job, entry)
+                return await self._download(job, entry, detail, job.deadline or self.clock())
+            except (ResultExpired, _JobLost) as exc:
                 if not repair:
                     raise
-                # The old job's result cannot be had any more: generate again, with a warning.
+                # Only a definite "gone" may regenerate (and pay): the result URL stayed
+                # expired after fresh-URL retries, or the API says it no longer knows the job.
+                # A transient 5xx / transport error is raised instead: the job stays known.
+                why = (
+                    "its result URL expired"
+                    if isinstance(exc, ResultExpired)
+                    else "the API no longer knows its job"
+                )
                 warnings.warn(
-                    f"cached result for {job.key[:12]} is gone and its job URL expired "
-                    f"({exc}); generating it again",
+                    f"cached result for {job.key[:12]} is gone and {why} ({exc}); "
+                    "generating it again",
                     UserWarning,
                     stacklevel=1,
                 )
                 entry = await self._submit(job, entry)
-                deadline = self.clock() + budget_s
-                detail = await self._poll(job, entry, deadline)
-                return await self._download(job, entry, detail, deadline)
+                self._start_deadline(job)
+                detail = await self._poll(job, entry)
+                return await self._download(job, entry, detail, job.deadline or self.clock())
         finally:
             with contextlib.suppress(Exception):
                 lock.release()
@@ -787,32 +848,67 @@ class JobEngine:
             entry = self.ledger.put(entry)  # durable before the POST (STYLE 9)
             job.state = JobState.QUEUED
             job._emit("submitting", message="submitting to the API")
+            # The POST and the ledger write of its answer run shielded: "stop watching" (or
+            # closing the engine) while they are in flight must not lose a paid job id. The
+            # cancel is honoured once they are done (the job is then resumable by its id).
+            post = asyncio.ensure_future(self._post(job, est, ref_url))
             try:
-                gr = await self.client.generate(req.spec, ref_url)
-            except (APIError, AuthError) as exc:
-                # The API refused (envelope error, 401, 429/503 after retries): no job exists.
-                self.ledger.update(job.key, state="failed", error=str(exc))
+                entry = await asyncio.shield(post)
+            except asyncio.CancelledError:
+                while not post.done():  # asyncio.wait never cancels what it waits for
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({post})
+                if not post.cancelled():
+                    post.exception()  # retrieved: its outcome is in the ledger already
                 raise
-            except TransportError as exc:
-                if exc.sent is False:
-                    # A connect error: the POST never left, so no job exists and nothing was
-                    # charged; a re-run may submit again. Anything else stays "submitting"
-                    # (an orphan that is reported, never re-sent silently).
-                    self.ledger.update(job.key, state="failed", error=str(exc))
-                raise
-            entry = self.ledger.update(
-                job.key,
-                job_id=gr.img_uuid,
-                state="submitted",
-                cost=gr.cost,
-                submitted_at=time.time(),
-                error=None,
-            )
         except BaseException:
             self._free_slot(job)
             raise
+        job._emit(
+            "submitted",
+            job_id=job.id,
+            cost=job.cost,
+            message=f"submitted as job {job.id}"
+            + (f" ({job.cost} credits)" if job.cost is not None else ""),
+        )
+        return entry
+
+    async def _post(self, job: Job, est: Estimate | None, ref_url: str) -> LedgerEntry:
+        """POST generate once and record its outcome in the ledger and the session's spend.
+
+        The job id goes on the handle and into the log before any write that can fail.
+
+        :raises LedgerError: the outcome is unknown (the server may have made and charged a
+            job: the entry stays ``submitting`` with the reason; :func:`orphan_error`), or the
+            ledger could not record a job the API accepted (the message names its id).
+        :raises GoEnhanceError: the API provably made no job (entry ``failed``).
+        """
+        req = job.request
+        try:
+            gr = await self.client.generate(req.spec, ref_url)
+        except GoEnhanceError as exc:
+            if not exc.job_may_exist:
+                # Provably no job (connect error, 401/403, 429/503, an envelope error): a
+                # re-run may submit normally.
+                self.ledger.update(job.key, state="failed", error=str(exc))
+                raise
+            # Maybe charged (DECISIONS 25): the entry stays "submitting" with the reason; a
+            # re-run, Retry or --force refuses; only resume --resubmit pays again.
+            log.warning(
+                "goenhance_nb: generate for %s may have created a job (%s); left 'submitting'",
+                job.key[:12],
+                exc,
+            )
+            if est is not None and job._reservation_open:
+                job._reservation_open = False
+                job._extra_estimate = None
+                self.usage.record_possible(est)
+            with contextlib.suppress(LedgerError):
+                self.ledger.update(job.key, error=str(exc))
+            raise orphan_error(job.key, str(exc)) from None
         job.id = gr.img_uuid
         job.cost = gr.cost
+        log.info("goenhance_nb: request %s submitted as job %s", job.key[:12], gr.img_uuid)
         if est is not None and job._reservation_open:
             job._reservation_open = False
             job._extra_estimate = None
@@ -823,16 +919,38 @@ class JobEngine:
                 resolution=req.spec.resolution,
                 duration=req.spec.duration,
             )
-        job._emit(
-            "submitted",
-            job_id=gr.img_uuid,
-            cost=gr.cost,
-            message=f"submitted as job {gr.img_uuid}"
-            + (f" ({gr.cost} credits)" if gr.cost is not None else ""),
-        )
-        return entry
+        try:
+            return self.ledger.update(
+                job.key,
+                job_id=gr.img_uuid,
+                state="submitted",
+                cost=gr.cost,
+                submitted_at=time.time(),
+                error=None,
+            )
+        except LedgerError as exc:
+            log.error(
+                "goenhance_nb: job %s (request %s) was submitted but the ledger could not "
+                "record it: %s",
+                gr.img_uuid,
+                job.key[:12],
+                exc,
+            )
+            raise LedgerError(
+                f"job {gr.img_uuid} was submitted but the ledger could not record it ({exc}); "
+                f"it keeps running on the server: %goenhance resume {gr.img_uuid} or "
+                f"resume('{gr.img_uuid}')"
+            ) from None
 
-    async def _poll(self, job: Job, entry: LedgerEntry, deadline: float) -> JobDetail:
+    async def _poll(self, job: Job, entry: LedgerEntry) -> JobDetail:
+        """Poll ``jobs/detail`` until a terminal status or ``job.deadline`` (which joiners may
+        extend while this runs).
+
+        :raises JobTimedOut: the deadline passed (ledger ``timed_out``, resumable).
+        :raises JobFailed: the job failed; :class:`_JobLost` when the API kept saying it does
+            not know the job.
+        :raises APIError, TransportError: polling kept failing (``max_poll_errors``).
+        """
         assert entry.job_id is not None
         job_id = entry.job_id
         errors = 0
@@ -840,7 +958,7 @@ class JobEngine:
         warned_unknown: set[str] = set()
         try:
             while True:
-                if self.clock() >= deadline:
+                if self._deadline_passed(job):
                     self.ledger.update(job.key, state="timed_out")
                     raise JobTimedOut(
                         job_id,
@@ -858,7 +976,7 @@ class JobEngine:
                         not_found += 1
                         if not_found >= 3:
                             self.ledger.update(job.key, state="failed", error=str(exc))
-                            raise JobFailed(job_id, "the API no longer knows this job") from None
+                            raise _JobLost(job_id, "the API no longer knows this job") from None
                     errors += 1
                     if errors > self.max_poll_errors:
                         raise
@@ -871,7 +989,8 @@ class JobEngine:
                         exc,
                         delay,
                     )
-                    await self._sleep(min(delay, max(0.0, deadline - self.clock())))
+                    left = (job.deadline or self.clock()) - self.clock()
+                    await self._sleep(min(delay, max(0.0, left)))
                     continue
                 errors = 0
                 not_found = 0

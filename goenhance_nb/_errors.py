@@ -74,8 +74,13 @@ def redact_url(url: object) -> str:
         head, sep, _ = text.partition("?")
         return head + ("?…" if sep else "")
     netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # e.g. "host:1234)." cut out of a sentence: keep the text, drop userinfo
+        port = None
+        netloc = parts.netloc.rpartition("@")[2]
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     if not parts.scheme and not netloc:
         head, sep, _ = text.partition("?")
         return head + ("?…" if sep else "")
@@ -122,7 +127,17 @@ def brief(value: object, limit: int = BRIEF_LIMIT, *, quote: bool = True) -> str
 
 
 class GoEnhanceError(Exception):
-    """Base class of every error goenhance_nb raises on purpose."""
+    """Base class of every error goenhance_nb raises on purpose.
+
+    ``job_may_exist`` is set by the client on an error of the paid generate POST when the
+    server may have created (and charged) a job although no job id came back: an HTTP 5xx
+    other than 503, a read timeout or reset after sending, malformed JSON, a success envelope
+    without ``img_uuid``. It is ``False`` for every outcome that provably made no job (a
+    connect error, HTTP 401/403/429/503, a 200 envelope with a non-zero ``code``) and for
+    every other request (DECISIONS 25).
+    """
+
+    job_may_exist: bool = False
 
     def __init__(self, message: str = "") -> None:
         text = redact_text(message)
@@ -216,12 +231,19 @@ class JobFailed(GoEnhanceError):
 
 
 class JobTimedOut(GoEnhanceError):
-    """The job did not finish before its deadline; it stays resumable (``%goenhance resume ID``)."""
+    """The job did not finish before its deadline; it stays resumable (``%goenhance resume ID``).
 
-    def __init__(self, job_id: str | None, msg: str = "") -> None:
+    Without a job id yet (still submitting) the message names ``key``'s 12-character prefix,
+    which ``resume`` accepts too; never ``resume None``.
+    """
+
+    def __init__(self, job_id: str | None, msg: str = "", *, key: str | None = None) -> None:
         self.job_id = job_id
-        text = (
-            msg or f"job {job_id} did not finish in time; resume it with %goenhance resume {job_id}"
+        ident = job_id or (key[:12] if key else "")
+        text = msg or (
+            f"job {ident} did not finish in time; it stays resumable: %goenhance resume {ident}"
+            if ident
+            else "the job did not finish in time; see %goenhance jobs to resume it"
         )
         super().__init__(text)
 

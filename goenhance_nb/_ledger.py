@@ -13,6 +13,7 @@ Entries live in ``<cache_dir>/ledger`` (diskcache, :class:`JSONOnlyDisk`, SQLite
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,13 +98,28 @@ class LedgerEntry:
         return self.job_id is not None and self.state not in TERMINAL_STATES
 
 
-def orphan_error(key: str) -> LedgerError:
-    """The one-line error for an entry left in ``submitting`` by a run that stopped mid-POST."""
+def orphan_error(key: str, reason: str | None = None) -> LedgerError:
+    """The one-line error for an entry left in ``submitting``: the generate POST's outcome is
+    unknown, so the API may have made (and charged) a job. ``reason`` is what happened to the
+    POST (the entry's ``error``); without one, the run stopped before the API answered.
+
+    The line names the only way to pay again on purpose (DECISIONS 8, 25):
+    ``%goenhance resume KEY --resubmit`` or ``resume('KEY', resubmit=True)``.
+    """
     ident = key[:12]
+    if reason:
+        what = (
+            f"job {ident}: the generate request may have created (and charged) a job, but no "
+            f"job id came back ({reason})"
+        )
+    else:
+        what = (
+            f"job {ident} was left 'submitting' by an earlier run that stopped before the API "
+            "answered; it may or may not have been charged"
+        )
     return LedgerError(
-        f"job {ident} was left 'submitting' by an earlier run that stopped before the API "
-        f"answered; it may or may not have been charged. To submit it again (may charge twice): "
-        f"%goenhance resume --resubmit {ident} or resume('{ident}', resubmit=True)"
+        f"{what}. A re-run will not submit it again; to submit it again on purpose (may charge "
+        f"twice): %goenhance resume {ident} --resubmit or resume('{ident}', resubmit=True)"
     )
 
 
@@ -114,8 +130,11 @@ class Ledger:
     pickled) row: it is refused, never loaded.
     """
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, timeout: float = 60.0) -> None:
         """Open (creating, mode 0700) the ledger database and lock directory.
+
+        ``timeout``: seconds a write waits for a database locked by another connection
+        before it fails with :class:`LedgerError` ("database is locked").
 
         :raises LedgerError: when the database cannot be opened.
         """
@@ -128,16 +147,22 @@ class Ledger:
                 eviction_policy="none",
                 size_limit=2**62,
                 sqlite_synchronous=2,
+                timeout=timeout,
             )
         except Exception as exc:
             raise LedgerError(f"cannot open the job ledger: {exc}") from None
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        """Translate database failures into :class:`LedgerError` (one line)."""
         try:
             yield
         except PickledRowError as exc:
             raise LedgerError(f"job ledger holds a non-JSON row: {exc}") from None
+        except diskcache.Timeout:
+            raise LedgerError("job ledger unavailable: database is locked") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerError(f"job ledger unavailable: {exc}") from None
 
     def lock(self, key: str) -> filelock.FileLock:
         """Return the inter-process lock for request ``key`` (``<cache_dir>/locks/<key>.lock``).
@@ -165,7 +190,7 @@ class Ledger:
         finally:
             lock.release()
         if entry is not None and entry.is_orphan:
-            raise orphan_error(key)
+            raise orphan_error(key, entry.error)
 
     def get(self, key: str) -> LedgerEntry | None:
         """Return the entry for ``key`` or ``None``."""

@@ -827,7 +827,7 @@ def _present_job(
         except TimeoutError:
             from goenhance_nb._errors import JobTimedOut
 
-            raise JobTimedOut(getattr(job, "id", None)) from None
+            raise JobTimedOut(job.id, key=job.key) from None
         except KeyboardInterrupt:
             print(
                 f"Stopped waiting; the job keeps going. Resume with %goenhance resume "
@@ -1151,7 +1151,11 @@ def _session_spend(session: Any) -> Any:
     snap = getattr(usage, "snapshot", None)
     if callable(snap):
         with contextlib.suppress(Exception):
-            return snap().get("spent")
+            numbers = snap()
+            possible = numbers.get("possible") or 0
+            if possible:  # generate outcomes unknown: counted as spent until known
+                return f"{numbers.get('spent')} (incl. {possible} possibly charged)"
+            return numbers.get("spent")
     return None
 
 
@@ -1220,7 +1224,7 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
         for e in entries:
             key = str(e.key)[:12]
             if getattr(e, "is_orphan", False):
-                hint = f"never got a job id; %goenhance resume --resubmit {key} (may charge twice)"
+                hint = f"never got a job id; %goenhance resume {key} --resubmit (may charge twice)"
             else:
                 hint = f"%goenhance resume {e.job_id}"
             print(f"{key}  {e.state:<16} {e.style_label or ''}  {hint}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from goenhance_nb._cache import ResultCache
 from goenhance_nb._client import AsyncClient
 from goenhance_nb._engine import Job, JobEngine, JobRequest
 from goenhance_nb._errors import (
+    APIError,
     GoEnhanceError,
     InputError,
     JobFailed,
@@ -338,7 +340,7 @@ class Session:
             model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
         )
         key = request_key(ref.content_hash, spec, st.version, self.backend)
-        existing = self.engine.active(key)
+        existing = self.engine.join(key, timeout)  # a live job: wait for it (DECISIONS 27)
         if existing is not None:
             return existing
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
@@ -377,6 +379,10 @@ class Session:
     ) -> Job:
         """Re-attach to a job in the ledger by its img_uuid, request key or key prefix.
 
+        An img_uuid the ledger does not know (the ledger write after generate failed) is
+        looked up on the API (``jobs/detail``) and adopted by the one ``submitting`` entry on
+        this backend with the same model: no generate call.
+
         With ``resubmit=True`` an entry left in ``submitting`` (or failed) is submitted again —
         this may charge twice.
 
@@ -384,9 +390,10 @@ class Session:
             ``submitting`` entry and ``resubmit`` is false (raised by ``job.result()``).
         :raises JobFailed: the job failed and ``resubmit`` is false.
         """
-        entry = self.ledger.find(str(img_uuid_or_key).strip())
+        ident = str(img_uuid_or_key).strip()
+        entry = self.ledger.find(ident)
         if entry is None:
-            raise LedgerError(f"no job {img_uuid_or_key!r} in the ledger of {self.cache_dir}")
+            entry = self._adopt(ident)
         if entry.backend != self.backend:
             raise LedgerError(
                 f"job {entry.job_id or entry.key[:12]} was made on backend {entry.backend!r}, "
@@ -394,7 +401,7 @@ class Session:
             )
         if entry.state == "failed" and not resubmit:
             raise JobFailed(entry.job_id, entry.error or "failed earlier")
-        existing = self.engine.active(entry.key)
+        existing = self.engine.join(entry.key, timeout)
         if existing is not None:
             return existing
         spec = JobSpec.from_json(entry.spec)
@@ -426,6 +433,41 @@ class Session:
         if resubmit and entry.state == "failed":
             req.force = True
         return self.engine.submit(req)
+
+    def _adopt(self, img_uuid: str) -> LedgerEntry:
+        """Give a job id the ledger never recorded to the ``submitting`` entry it belongs to.
+
+        Asks the API (``jobs/detail``) whether ``img_uuid`` exists, then picks the one orphaned
+        entry on this backend whose model matches, and records the id there.
+
+        :raises LedgerError: the API does not know the id, or no single entry matches.
+        """
+        missing = f"no job {img_uuid!r} in the ledger of {self.cache_dir}"
+        if len(img_uuid) < 8:
+            raise LedgerError(missing)
+        try:
+            detail = self.engine.run(self.client.job_detail(img_uuid))
+        except APIError as exc:
+            raise LedgerError(f"{missing}, and the API does not know it ({exc})") from None
+        orphans = [
+            e
+            for e in self.ledger.entries()
+            if e.is_orphan
+            and e.backend == self.backend
+            and (detail.model_id is None or str(e.spec.get("model")) == detail.model_id)
+        ]
+        if len(orphans) != 1:
+            raise LedgerError(
+                f"{missing}; the API knows it, but {len(orphans)} unsubmitted ledger entries "
+                "could be its request, so it cannot be re-attached here"
+            )
+        return self.ledger.update(
+            orphans[0].key,
+            job_id=detail.img_uuid,
+            state="submitted",
+            submitted_at=time.time(),
+            error=None,
+        )
 
     def close(self) -> None:
         """Stop watching jobs (they stay resumable) and close the client and databases."""

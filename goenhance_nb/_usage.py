@@ -9,6 +9,7 @@ always labelled as an estimate.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 from goenhance_nb._errors import BudgetExceeded
 
 __all__ = ["DEFAULT_RATES", "Estimate", "Usage"]
+
+log = logging.getLogger("goenhance_nb.usage")
 
 DEFAULT_RATES: dict[str, float] = {"540p": 5.0, "720p": 10.0}
 VIP_MULTIPLIER = 1.5
@@ -44,7 +47,10 @@ class Usage:
     """Session spend and cost history. Thread-safe.
 
     ``spent`` counts credits charged by jobs this session submitted (the real ``cost`` from the
-    generate response when given, else the estimate). ``last_credits`` is the last balance seen.
+    generate response when given, else the estimate), plus, pessimistically, the estimate of
+    every generate POST whose outcome is unknown (the server may have charged it; DECISIONS 25):
+    ``possible`` is that part of ``spent``. The budget check counts both. ``last_credits`` is
+    the last balance seen.
     """
 
     def __init__(self, meta: _Meta | None = None, *, budget: int | None = None) -> None:
@@ -52,6 +58,7 @@ class Usage:
         self.budget = budget
         self.spent = 0
         self.jobs = 0
+        self.possible = 0
         self.last_credits: int | None = None
         self._lock = threading.Lock()
         self._reserved = 0
@@ -95,19 +102,33 @@ class Usage:
         self, est: Estimate, cost: int | None, *, model: int, resolution: str, duration: int
     ) -> None:
         """Turn a reservation into spend: ``cost`` when the API reported it (also remembered
-        as the observed rate for model+resolution), else the estimate."""
+        as the observed rate for model+resolution, best effort: a failed write is logged),
+        else the estimate."""
         with self._lock:
             self._reserved = max(0, self._reserved - est.credits)
             self.spent += est.credits if cost is None else int(cost)
             self.jobs += 1
         if cost is not None and self._meta is not None and duration > 0:
-            self._meta.meta_set(f"rate:{model}:{resolution}", cost / math.ceil(duration))
+            try:
+                self._meta.meta_set(f"rate:{model}:{resolution}", cost / math.ceil(duration))
+            except Exception as exc:  # a hint for later estimates: never fails a paid job
+                log.warning("goenhance_nb: could not remember the observed rate (%s)", exc)
+
+    def record_possible(self, est: Estimate) -> None:
+        """Turn a reservation into possible spend: the generate POST's outcome is unknown, so
+        the job may have been charged. Counted in ``spent`` (and ``possible``) until known."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - est.credits)
+            self.spent += est.credits
+            self.possible += est.credits
 
     def snapshot(self) -> dict[str, Any]:
-        """Return ``{"spent", "jobs", "budget", "last_credits"}`` for display."""
+        """Return ``{"spent", "possible", "jobs", "budget", "last_credits"}`` for display
+        (``possible``: the part of ``spent`` that may or may not have been charged)."""
         with self._lock:
             return {
                 "spent": self.spent,
+                "possible": self.possible,
                 "jobs": self.jobs,
                 "budget": self.budget,
                 "last_credits": self.last_credits,

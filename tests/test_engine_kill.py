@@ -95,7 +95,7 @@ def test_kill_mid_submit_leaves_an_orphan_that_is_reported_then_resubmitted(
         with pytest.raises(LedgerError) as info:
             s.transform(clip, 2000, duration=3)
         msg = str(info.value)
-        assert f"%goenhance resume --resubmit {entry.key[:12]}" in msg
+        assert f"%goenhance resume {entry.key[:12]} --resubmit" in msg
         assert "resubmit=True" in msg and "\n" not in msg
         with pytest.raises(LedgerError, match="--resubmit"):
             s.transform(clip, 2000, duration=3, force=True)  # force does not re-send either

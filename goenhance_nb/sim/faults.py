@@ -7,7 +7,16 @@ from typing import Any
 
 #: Kinds handled generically in front of every non-control route.
 GENERIC_KINDS = frozenset(
-    {"http_500", "http_503", "http_429", "reset", "slow", "malformed_json", "oversize_json"}
+    {
+        "http_500",
+        "http_503",
+        "http_429",
+        "reset",
+        "slow",
+        "malformed_json",
+        "oversize_json",
+        "no_job_id",
+    }
 )
 #: Kinds consumed by particular handlers.
 SPECIFIC_KINDS = frozenset(
