@@ -6,7 +6,9 @@ import threading
 from typing import Any
 
 #: Kinds handled generically in front of every non-control route.
-GENERIC_KINDS = frozenset({"http_500", "http_503", "http_429", "reset", "slow", "malformed_json"})
+GENERIC_KINDS = frozenset(
+    {"http_500", "http_502", "http_503", "http_504", "http_429", "reset", "slow", "malformed_json"}
+)
 #: Kinds consumed by particular handlers.
 SPECIFIC_KINDS = frozenset(
     {
