@@ -171,3 +171,111 @@ def files_under(root: Path) -> list[tuple[str, bytes]]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     ]
+
+
+# -- real kernels ------------------------------------------------------------------------------
+class Kernel:
+    """A real IPython kernel (jupyter_client) started in ``cwd`` with ``env``; every IOPub
+    message it sends while a cell runs is kept in :attr:`iopub`."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        import os
+
+        from jupyter_client.manager import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "VSCODE_"))}
+        self.km.start_kernel(env={**base, **env}, cwd=str(cwd))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.iopub: list[dict[str, Any]] = []
+
+    def run(self, code: str, *, timeout: float = 120, allow_stdin: bool = False) -> dict[str, Any]:
+        """Execute ``code``; return its execute_reply content with ``outputs`` (the IOPub
+        messages of this cell) added."""
+        mine: list[dict[str, Any]] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            self.iopub.append(msg)
+            mine.append(msg)
+
+        reply = self.kc.execute_interactive(
+            code,
+            allow_stdin=allow_stdin,
+            timeout=timeout,
+            output_hook=hook,
+            stdin_hook=lambda m: None,
+        )
+        return {**reply["content"], "outputs": mine}
+
+    def start(self, code: str, *, allow_stdin: bool = False) -> str:
+        """Send ``code`` without waiting; return the message id (see :meth:`collect`)."""
+        return str(self.kc.execute(code, allow_stdin=allow_stdin))
+
+    def collect(self, msg_id: str, *, timeout: float = 120) -> list[dict[str, Any]]:
+        """IOPub messages of cell ``msg_id`` until it goes idle."""
+        import queue
+        import time
+
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            self.iopub.append(msg)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            out.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return out
+        raise AssertionError(f"cell {msg_id} did not finish in {timeout}s")
+
+    def pid(self) -> int:
+        return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
+
+    def sigkill(self) -> None:
+        """SIGKILL the kernel process (no cleanup runs, like a crash)."""
+        import os
+        import signal
+
+        os.kill(self.pid(), signal.SIGKILL)
+        self.km.provisioner.process.wait()  # type: ignore[union-attr]
+        self.close()
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.kc.stop_channels()
+        with contextlib.suppress(Exception):
+            self.km.shutdown_kernel(now=True)
+
+
+def output_text(msgs: Iterable[dict[str, Any]]) -> str:
+    """All text a cell showed: streams, display data (every mime type), errors."""
+    import json
+
+    parts = []
+    for m in msgs:
+        c = m["content"]
+        if m["msg_type"] == "stream":
+            parts.append(c["text"])
+        elif m["msg_type"] in ("display_data", "execute_result", "update_display_data"):
+            parts.append(json.dumps(c.get("data", {})))
+        elif m["msg_type"] == "error":
+            parts.append(f"{c['ename']}: {c['evalue']}")
+    return "\n".join(parts)
+
+
+def kernel_env(sim: Any, cache_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a kernel on the test simulator with its own cache dir."""
+    return {
+        "GOENHANCE_API_KEY": sim.api_key,
+        "GOENHANCE_BASE_URL": sim.base_url,
+        "GOENHANCE_CACHE_DIR": str(cache_dir),
+        "GOENHANCE_POLL_INTERVAL": "0.1",
+        **extra,
+    }

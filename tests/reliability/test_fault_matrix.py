@@ -23,9 +23,10 @@ Expected outcomes come from DECISIONS 15, 25, 27 and 28 (not from the code as it
 Invariant for every case: at most one job is charged per transformation (the account balance
 says so, not only the request log), and every cache record is a whole, valid video.
 
-Fault kinds not in this branch's simulator yet (added by other helpers / the lead; names as
-the issue describes them, the lead aligns them when merging):
-(``http_502`` and ``http_504`` are added to the simulator on this branch, beside ``http_500``.)
+``http_502`` and ``http_504`` are added to the simulator on this branch, beside ``http_500``.
+Fault kinds not in this branch's simulator yet (added by other helpers; names as the issue
+describes them, the lead aligns them when merging; until then those cases fail at
+``sim.faults`` with HTTP 400):
 - ``no_job_id`` (generate-no_job_id: a 200 envelope, code 0, without ``img_uuid``),
 - ``short_download`` (body shorter than its Content-Length), ``html_download`` (an HTML page
   with status 200), ``zeros_download`` (a body of zeros), ``oversize_download`` (a body over
