@@ -279,3 +279,73 @@ def kernel_env(sim: Any, cache_dir: Path, **extra: str) -> dict[str, str]:
         "GOENHANCE_POLL_INTERVAL": "0.1",
         **extra,
     }
+
+
+class LateForwarder:
+    """A loopback TCP port that refuses connections (nothing listens) until :meth:`open`, then
+    forwards every connection to ``target`` (host, port): "connection refused, then recovered".
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = int(probe.getsockname()[1])
+        probe.close()  # nothing listens here until open(): connects are refused
+        self._listener: Any = None
+        self._threads: list[Any] = []
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self) -> None:
+        """Start listening and forwarding."""
+        import socket
+        import threading
+
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(16)
+        self._listener = ls
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        import contextlib
+        import socket
+
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._listener is not None:
+            self._listener.close()

@@ -49,6 +49,7 @@ from reliability.conftest import (
     MODELLIST,
     RESULTS,
     TOKENS,
+    LateForwarder,
     Settled,
     assert_cache_sound,
     assert_one_line,
@@ -375,3 +376,31 @@ def test_resubmitting_an_orphan_pays_again_only_when_asked(
         assert [r.key for r in assert_cache_sound(session)] == [rec.key]
     finally:
         session.close()
+
+
+def test_connection_refused_then_recovered(sim: Any, tmp_path: Path, clip: Path) -> None:
+    """Nothing listens at the API's address at first (connection refused: the request never
+    left), then the server comes up: the run completes with one job and one generate POST."""
+    import threading
+    from urllib.parse import urlsplit
+
+    target = urlsplit(sim.base_url)
+    fwd = LateForwarder((target.hostname or "127.0.0.1", int(target.port or 80)))
+    start = _balance(sim)
+    sim.clear_requests()
+    session = make_session(sim, tmp_path / "cache", base_url=fwd.url)
+    try:
+        box: dict[str, Settled] = {}
+        t = threading.Thread(target=lambda: box.update(got=run_and_settle(session, sim, clip)))
+        t.start()
+        t.join(0.8)  # the first attempts are refused while nothing listens
+        assert t.is_alive(), "the run ended while the API address refused connections"
+        fwd.open()
+        t.join(90)
+        got = box["got"]
+        _check_done(Case((), "done"), got, session, sim, clip)
+        assert got.generate_statuses == [200]
+        assert (start - _balance(sim)) // COST == 1
+    finally:
+        session.close()
+        fwd.close()

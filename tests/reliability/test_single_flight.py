@@ -45,6 +45,9 @@ def test_two_kernels_same_transformation_one_generate_call(
         dirs.append(d)
     inp = "clip.mp4" if source == "file" else _upload(sim, clip)
     sim.clear_requests()
+    if source == "url":
+        # both kernels' input fetches wait, then stream at the same moment (issue 12 item 3)
+        sim.faults({"kind": "slow", "path": "/sim/files/", "delay": 1.0, "times": 2})
     ks = [Kernel(d, env) for d in dirs]
     kernels.extend(ks)
     for k in ks:
