@@ -507,8 +507,20 @@ class FaultAndLogMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        status = {"http_500": 500, "http_503": 503, "http_429": 429}[kind]
-        msg = {500: "Server Error", 503: "Service Unavailable", 429: "Too Many Requests"}[status]
+        status = {
+            "http_500": 500,
+            "http_502": 502,
+            "http_503": 503,
+            "http_504": 504,
+            "http_429": 429,
+        }[kind]
+        msg = {
+            500: "Server Error",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+            504: "Gateway Timeout",
+            429: "Too Many Requests",
+        }[status]
         headers = None
         if status == 429 or (status == 503 and "retry_after" in fault):
             ra = fault.get("retry_after", 1)

@@ -9,7 +9,9 @@ from typing import Any
 GENERIC_KINDS = frozenset(
     {
         "http_500",
+        "http_502",
         "http_503",
+        "http_504",
         "http_429",
         "reset",
         "slow",
