@@ -382,7 +382,7 @@ class AsyncClient:
         return env.get("data")
 
     # -- identity -------------------------------------------------------------------------
-    async def is_simulator(self, timeout: float = SIM_PROBE_TIMEOUT) -> bool:
+    async def is_simulator(self, timeout: float = SIM_PROBE_TIMEOUT) -> bool | None:
         """Ask the base URL whether it is the goenhance simulator (DECISIONS 26).
 
         One ``GET <base>/sim/health``, sent straight to the inner transport (no retries, no
@@ -390,8 +390,9 @@ class AsyncClient:
         is not ours (a proxy, a gateway, the real API) has no business seeing the key on a path
         the API does not document. True only for HTTP 200 carrying the header
         ``X-GoEnhance-Simulator: 1`` *and* a JSON body ``{"ok": true, "service":
-        "goenhance-simulator"}``. Any error, timeout (``timeout`` s in all) or other answer
-        means "not the simulator", i.e. a real API. Never raises; not counted in
+        "goenhance-simulator"}``. Any other answer means "not the simulator", i.e. a real API.
+        ``None`` when nothing answered (connection refused, a timeout within ``timeout`` s): the
+        caller cannot tell yet and asks again later. Never raises; not counted in
         ``request_count`` (it is not an API call) and never logged by the simulator as one.
         """
         try:
@@ -399,6 +400,8 @@ class AsyncClient:
                 "GET", self.base_url + _SIM_HEALTH, timeout=httpx.Timeout(timeout)
             )
             return await asyncio.wait_for(self._probe(request), timeout + 0.5)
+        except (httpx.TransportError, asyncio.TimeoutError, OSError):
+            return None
         except Exception:
             return False
 

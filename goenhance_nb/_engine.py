@@ -828,6 +828,7 @@ class JobEngine:
             job._extra_estimate = est
         await self._take_slot(job)
         try:
+            await self._check_balance(job, est)
             if req.reference_url is not None:
                 ref_url = await req.reference_url()
             now = time.time()
@@ -872,6 +873,35 @@ class JobEngine:
             + (f" ({job.cost} credits)" if job.cost is not None else ""),
         )
         return entry
+
+    async def _check_balance(self, job: Job, est: Estimate | None) -> None:
+        """Refuse before the paid POST when the account provably cannot pay for the job.
+
+        The balance seen last (``user/tokens``, read when the queue limit was learnt) is used
+        when it suffices; a balance that looks too low is asked once more (it may have been
+        topped up). "Too low" is 0 credits, or less than the estimate where the estimate is
+        reliable (the simulator's published rates, or a rate observed on this account).
+
+        :raises InsufficientCredits: nothing is sent, the ledger is not touched.
+        """
+        if est is None or self.usage.last_credits is None:
+            return
+        reliable = job.request.backend == "simulated" or est.basis == "observed"
+
+        def short(have: int) -> bool:
+            return have <= 0 or (reliable and have < est.credits)
+
+        if not short(self.usage.last_credits):
+            return
+        with contextlib.suppress(GoEnhanceError):  # cannot ask: let the API decide
+            self.usage.last_credits = (await self.client.credits()).count
+        have = self.usage.last_credits
+        if have is not None and short(have):
+            raise InsufficientCredits(
+                None,
+                f"the account has {have} credits; this job needs {est}. Nothing was sent "
+                "(top up, or pick a shorter duration or a lower resolution)",
+            )
 
     async def _post(self, job: Job, est: Estimate | None, ref_url: str) -> LedgerEntry:
         """POST generate once and record its outcome in the ledger and the session's spend.

@@ -10,6 +10,7 @@ mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file does not re-
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 
 import diskcache
 
-from goenhance_nb._errors import InputError
+from goenhance_nb._errors import InputError, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
 from goenhance_nb._keys import hash_file
 
@@ -191,11 +192,16 @@ def inspect_file(
     """
     p = Path(path).expanduser()
     label = name or p.name
-    if not p.exists():
-        raise InputError(f"input file not found: {p}")
-    if not p.is_file():
-        raise InputError(f"input is not a regular file: {p}")
-    size = p.stat().st_size
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"input file not found: {brief(str(p))}") from None
+    except (OSError, ValueError) as exc:  # e.g. ENAMETOOLONG, ELOOP, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise InputError(f"cannot open the input {brief(str(p))}: {reason}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"input is not a regular file: {brief(str(p))}")
+    size = st.st_size
     if max_bytes is not None and size > max_bytes:
         raise InputError(
             f"{label} is {size / 1e6:.1f} MB; the API accepts at most {max_bytes / 1e6:.0f} MB "

@@ -29,6 +29,7 @@ from goenhance_nb._client import AsyncClient
 from goenhance_nb._engine import Job, JobEngine, JobRequest
 from goenhance_nb._errors import (
     APIError,
+    AuthError,
     GoEnhanceError,
     InputError,
     JobFailed,
@@ -36,6 +37,7 @@ from goenhance_nb._errors import (
     ResultExpired,
     TooLarge,
     TransportError,
+    redact_url,
 )
 from goenhance_nb._inputs import HashMemo, InputRef, Uploader, inspect_file, is_url, validate_params
 from goenhance_nb._jsondisk import network_fs_type, private_dir
@@ -115,25 +117,67 @@ class Session:
             queue_limit=queue_limit,
         )
         self._closed = False
-        #: "simulated" or the real API's host (never a port; DECISIONS 7/26): set before any
-        #: request key is computed, and never from the host alone.
-        self.backend = "simulated" if embedded else self._identify(base_url)
+        self._has_key = api_key is not None
+        self._backend: str | None = "simulated" if embedded else self._identify(base_url)
 
-    def _identify(self, base_url: str) -> str:
+    @property
+    def backend(self) -> str:
+        """``"simulated"`` or the real API's host (never a port; DECISIONS 7/26).
+
+        Known before any request key is computed, and never from the host alone: an explicit
+        base URL that did not answer when the session was made is asked again here (with the
+        transport's backoff) before anything is keyed or sent.
+
+        :raises TransportError: the server still does not answer (nothing was sent).
+        """
+        if self._backend is None:
+            tries = self.settings.max_retries + 1
+            for attempt in range(tries):
+                self._backend = self._identify(self.base_url)
+                if self._backend is not None:
+                    break
+                if attempt + 1 < tries:
+                    delay = self.client.transport.backoff(attempt)
+                    self.engine.run(self.client.transport.sleep(delay))
+            else:
+                raise TransportError(
+                    f"cannot reach {redact_url(self.base_url)} to tell whether it is the "
+                    "GoEnhance simulator or a real API; nothing was sent",
+                    sent=False,
+                )
+        return self._backend
+
+    def _identify(self, base_url: str) -> str | None:
         """The backend identity of an explicitly configured base URL (DECISIONS 26).
 
         The canonical API (``https://api.goenhance.ai``) is real without asking. Any other base
-        URL is asked once (:meth:`AsyncClient.is_simulator`: ``GET /sim/health``, a short
-        timeout, no API key): our simulator identifies itself and is ``"simulated"``; anything
-        else, loopback or not, reachable or not, is a real API keyed by its host.
+        URL is asked (:meth:`AsyncClient.is_simulator`: ``GET /sim/health``, a short timeout,
+        no API key): our simulator identifies itself and is ``"simulated"``; anything else that
+        answers, loopback or not, is a real API keyed by its host. ``None``: nothing answered
+        yet (asked again on first use of :attr:`backend`).
         """
         host = urlsplit(base_url).hostname or "unknown"
         if base_url.rstrip("/") == DEFAULT_REAL_BASE_URL:
             return host
-        return "simulated" if self.engine.run(self.client.is_simulator()) else host
+        answer = self.engine.run(self.client.is_simulator())
+        if answer is None:
+            return None
+        return "simulated" if answer else host
+
+    def _require_key(self) -> None:
+        """Refuse before any API call when no key is set for an explicit base URL.
+
+        :raises AuthError: no API key (nothing was sent).
+        """
+        if not self._has_key:
+            raise AuthError(
+                f"no API key set for {redact_url(self.base_url)}: set GOENHANCE_API_KEY or "
+                "use %goenhance login (nothing was sent)"
+            )
 
     def __repr__(self) -> str:
-        return f"<Session backend={self.backend!r} cache_dir={str(self.cache_dir)!r}>"
+        backend = self._backend or "not yet identified"
+        return f"<Session backend={backend!r} cache_dir={str(self.cache_dir)!r}>"
 
     @property
     def is_simulated(self) -> bool:
@@ -155,6 +199,7 @@ class Session:
                     return [Style.from_json(d) for d in cached]
                 except (ValueError, TypeError):
                     pass
+        self._require_key()
         fresh = self.engine.run(self.client.list_styles())
         self.cache.meta_set(name, [st.to_json() for st in fresh])
         return fresh
@@ -194,6 +239,7 @@ class Session:
 
         :raises GoEnhanceError: see ``AsyncClient.credits``.
         """
+        self._require_key()
         cr = self.engine.run(self.client.credits())
         self.usage.last_credits = cr.count
         return cr
@@ -332,6 +378,7 @@ class Session:
         :raises CacheError: the cache holds a refused (non-JSON) row.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
+        self._require_key()
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
         ref = self.inspect(source, duration=duration)
