@@ -259,16 +259,33 @@ def _worker(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
-def _curl(url: str, dest: Path) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of ``curl -o dest url``."""
+def _curl(url: str, dest: Path, *, rss: bool = False) -> tuple[float, int]:
+    """Seconds and (with ``rss``, else 0) peak RSS in KiB of ``curl -o dest url``.
+
+    The peak is curl's own VmHWM, sampled from /proc while it runs (``ru_maxrss`` from wait4
+    would also count the harness's pages shared between fork and exec).
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(["curl", "-sS", "--fail", "-o", str(dest), url])
-    _, status, usage = os.wait4(proc.pid, 0)
+    status_file = Path(f"/proc/{proc.pid}/status")
+    hwm = 0
+    if not rss:
+        proc.wait()
+    while proc.poll() is None:
+        try:
+            for line in status_file.read_text().splitlines():
+                if (
+                    line.startswith("VmHWM:")
+                    and "curl" in Path(f"/proc/{proc.pid}/comm").read_text()
+                ):
+                    hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.005)
     dt = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise BenchError(f"curl {url} exited with {proc.returncode}")
-    return dt, int(usage.ru_maxrss)
+    return dt, hwm
 
 
 def p3(work: Path, mode: Mode) -> list[Row]:
@@ -332,7 +349,7 @@ def p3(work: Path, mode: Mode) -> list[Row]:
             growth.append(r["growth_kib"] / 1024)
             reset_ok &= bool(r["peak_reset"])
             (out / "rss.mp4").unlink()
-            curl_rss.append(_curl(rss_url, out / "rss-curl.mp4")[1] / 1024)
+            curl_rss.append(_curl(rss_url, out / "rss-curl.mp4", rss=True)[1] / 1024)
             (out / "rss-curl.mp4").unlink()
         size = mode.rss_bytes / (1 << 20)
         rss = Row(
