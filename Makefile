@@ -7,8 +7,9 @@ STAMP   := $(VENV)/.installed
 VENV6   := .venv-ipykernel6
 STAMP6  := $(VENV6)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv demo test test-fast lab clean
+.PHONY: venv demo test test-fast lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +38,11 @@ test: $(STAMP) $(STAMP6)
 ## test-fast: skip the browser suite
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not browser' $(PYTEST_ARGS)
+
+## bench: every benchmark (issue 15, P1-P8) against its baseline; writes BENCHMARKS.md (< 10 min)
+##        BENCH_ARGS="--only P1,P3" or BENCH_ARGS="--note '...'" (a line in the machine block)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## lab: JupyterLab on the notebooks (simulator when no GOENHANCE_API_KEY)
 lab: $(STAMP)

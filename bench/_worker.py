@@ -1,0 +1,121 @@
+"""Measurements that run in their own process (``python -m bench._worker KIND ...``).
+
+Each prints one JSON object on its last stdout line. Settings come from the environment
+(GOENHANCE_* set by the harness), as a user's process would get them.
+
+- ``download URL DEST [--warm URL]``: ``AsyncClient.download`` of URL into DEST; seconds,
+  bytes, and the peak-RSS growth during the download (VmHWM after minus VmRSS before, with the
+  peak reset through /proc/self/clear_refs first when the kernel allows it).
+- ``httpx URL DEST``: the same with a bare ``httpx.Client`` stream (a diagnostic reference).
+- ``jobs N SEEDBASE INPUT``: ``Session.transform`` of N jobs (seeds SEEDBASE+i) and the wall
+  time until every ``job.result()`` returned, plus each job's submit/done offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _status_kib(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+async def _download(url: str, dest: Path, warm: str | None) -> dict[str, Any]:
+    from goenhance_nb._client import AsyncClient
+    from goenhance_nb._settings import Settings
+
+    settings = Settings.resolve()
+    assert settings.base_url is not None
+    client = AsyncClient(settings, base_url=settings.base_url, api_key=settings.api_key)
+    try:
+        if warm:  # first request: connection pool, TLS-free loopback, lazy imports
+            await client.download(warm, dest.with_suffix(".warm"), resume=False)
+            dest.with_suffix(".warm").unlink(missing_ok=True)
+        reset = _reset_peak()
+        rss0 = _status_kib("VmRSS")
+        t0 = time.perf_counter()
+        n = await client.download(url, dest, resume=False)
+        dt = time.perf_counter() - t0
+        hwm = _status_kib("VmHWM")
+    finally:
+        await client.aclose()
+    return {
+        "seconds": dt,
+        "bytes": n,
+        "rss_before_kib": rss0,
+        "hwm_after_kib": hwm,
+        "growth_kib": hwm - rss0,
+        "peak_reset": reset,
+    }
+
+
+def _plain_httpx(url: str, dest: Path) -> dict[str, Any]:
+    """The same download with a bare ``httpx.Client`` stream (no retries, no rate limiter)."""
+    import httpx
+
+    with httpx.Client(timeout=60) as c:
+        t0 = time.perf_counter()
+        with c.stream("GET", url) as r, dest.open("wb") as f:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+        dt = time.perf_counter() - t0
+    return {"seconds": dt, "bytes": dest.stat().st_size}
+
+
+def _jobs(n: int, seed_base: int, source: str) -> dict[str, Any]:
+    from goenhance_nb import Session
+
+    s = Session()
+    try:
+        t0 = time.perf_counter()
+        jobs = [
+            s.transform(source, "Anime Style", duration=3, resolution="540p", seed=seed_base + i)
+            for i in range(n)
+        ]
+        submitted = time.perf_counter() - t0
+        done: list[float] = []
+        for j in jobs:
+            j.result(timeout=600)
+            done.append(time.perf_counter() - t0)
+        total = time.perf_counter() - t0
+        cached = sum(1 for j in jobs if j.cached)
+    finally:
+        s.close()
+    return {"seconds": total, "submit_seconds": submitted, "done": done, "cached": cached}
+
+
+def main(argv: list[str]) -> int:
+    kind = argv[0]
+    if kind == "download":
+        warm = argv[argv.index("--warm") + 1] if "--warm" in argv else None
+        out = asyncio.run(_download(argv[1], Path(argv[2]), warm))
+    elif kind == "httpx":
+        out = _plain_httpx(argv[1], Path(argv[2]))
+    elif kind == "jobs":
+        out = _jobs(int(argv[1]), int(argv[2]), argv[3])
+    else:
+        print(f"unknown worker {kind!r}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
