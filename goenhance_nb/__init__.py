@@ -29,6 +29,10 @@ _EXPORTS: dict[str, str] = {
     "LedgerError": "_errors",
     "InputError": "_errors",
     "BudgetExceeded": "_errors",
+    # warnings (filterable; the magics show them as one plain line)
+    "GoEnhanceWarning": "_errors",
+    "InputWarning": "_errors",
+    "StorageWarning": "_errors",
     # settings and records
     "Settings": "_settings",
     "Style": "_records",

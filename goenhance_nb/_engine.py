@@ -451,7 +451,8 @@ class JobEngine:
         return fut.result(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop watching all jobs (they stay resumable), close the client, stop the loop."""
+        """Stop watching all jobs (they stay resumable), close the client and the engine
+        thread's database handles, stop the loop and join the thread."""
         with self._start_lock:
             loop, self._closed = self._loop, True
         if loop is None:
@@ -466,6 +467,11 @@ class JobEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+            # diskcache keeps one SQLite connection per thread: close this thread's handles
+            # (the caller closes its own), so none outlives the engine.
+            for db in (self.ledger, self.cache):
+                with contextlib.suppress(Exception):
+                    db.close()
 
         if not self.on_engine_thread():
             with contextlib.suppress(Exception):
@@ -484,6 +490,12 @@ class JobEngine:
         with self._active_lock:
             job = self._active.get(key)
         return job if job is not None and not job.done() else None
+
+    def running(self) -> list[Job]:
+        """The unfinished jobs this engine is driving (submitting, queued, polling, ...)."""
+        with self._active_lock:
+            jobs = list(self._active.values())
+        return [j for j in jobs if not j.done()]
 
     def submit(self, request: JobRequest) -> Job:
         """Start (or join) the job for ``request.key`` and return its handle at once.

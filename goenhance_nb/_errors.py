@@ -18,6 +18,11 @@
      +-- InputError           a bad local input (refused before any HTTP call)
      +-- BudgetExceeded       the session budget would be exceeded
 
+    UserWarning
+     +-- GoEnhanceWarning     something the user should know; the run goes on
+          +-- InputWarning    an input is usable but odd (e.g. shorter than the duration)
+          +-- StorageWarning  unreadable rows skipped, a damaged database moved aside
+
 Every message is one line and never contains the API key or a URL's query string (use
 :func:`redact_url` for URLs). Every class renders as one line in IPython
 (``_render_traceback_``), so expected failures never show a long traceback.
@@ -35,7 +40,9 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "GoEnhanceError",
+    "GoEnhanceWarning",
     "InputError",
+    "InputWarning",
     "InsufficientCredits",
     "InvalidParameters",
     "JobFailed",
@@ -43,6 +50,7 @@ __all__ = [
     "LedgerError",
     "RateLimited",
     "ResultExpired",
+    "StorageWarning",
     "TransportError",
     "redact_text",
     "redact_url",
@@ -205,6 +213,19 @@ class InputError(GoEnhanceError):
 
 class BudgetExceeded(GoEnhanceError):
     """Submitting would take the session's spend over its budget."""
+
+
+class GoEnhanceWarning(UserWarning):
+    """Base of our warnings: the work goes on, the user should know. The magics show these as
+    one plain line in the cell's output; from Python they are ordinary, filterable warnings."""
+
+
+class InputWarning(GoEnhanceWarning):
+    """An input is accepted but odd (e.g. shorter than the requested duration)."""
+
+
+class StorageWarning(GoEnhanceWarning):
+    """The cache or ledger skipped unreadable rows, or moved a damaged database aside."""
 
 
 def _rebuild(cls: type[GoEnhanceError], state: dict[str, object], message: str) -> GoEnhanceError:
