@@ -422,8 +422,9 @@ class Session:
 
         The new session starts with this session's spend, job count, open reservations and last
         seen balance (:meth:`Usage.carry_over`) and keeps its budget unless ``settings`` sets
-        one, so a budget holds across a settings change or a login; it keeps the uploader. Then
-        this session is closed: its engine thread stops and its database handles close.
+        one, so a budget holds across a settings change or a login; it keeps the uploader (not a
+        test ``transport``, nor a fixed ``queue_limit``). Then this session is closed: its
+        engine thread stops and its database handles close (a panel made with it sees it closed).
 
         A change is refused while jobs run here, rather than dropping their watch: their
         handles, widgets and placeholders belong to this session. Finished, failed, timed-out
