@@ -31,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceeded": "_errors",
     "DiskFull": "_errors",
     "TooLarge": "_errors",
+    # warnings (filterable; the magics show them as one plain line)
+    "GoEnhanceWarning": "_errors",
+    "InputWarning": "_errors",
+    "StorageWarning": "_errors",
     # settings and records
     "Settings": "_settings",
     "Style": "_records",

@@ -5,10 +5,17 @@ files it points at live in the content-addressed :class:`~goenhance_nb._store.Re
 A record is only served when its file exists and has the recorded size (``verify(full=True)``
 also compares the content hash). The cache never deletes files outside its store, so files in
 ``goenhance_outputs/`` survive :meth:`ResultCache.clear` (DECISIONS 13).
+
+A row that is not a JSON record (pickled, not an object, fields missing) is skipped by the
+listings (:meth:`ResultCache.list`, :meth:`~ResultCache.find`, :meth:`~ResultCache.clear`) and
+reported in one :class:`~goenhance_nb._errors.StorageWarning` line; ``clear`` also deletes such
+rows when their key is readable. A damaged index or meta database is moved aside when the cache
+opens (:func:`~goenhance_nb._jsondisk.open_json_cache`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
 from goenhance_nb._errors import CacheError
-from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+from goenhance_nb._jsondisk import (
+    PickledRowError,
+    is_damage,
+    open_json_cache,
+    private_dir,
+    warn_unreadable,
+)
 from goenhance_nb._store import ResultStore
 
 __all__ = ["ResultCache", "ResultRecord"]
@@ -60,8 +71,11 @@ class ResultRecord:
     def from_json(cls, d: dict[str, Any]) -> ResultRecord:
         """Build a record from :meth:`to_json` output.
 
-        :raises CacheError: when a required field is missing or has the wrong shape.
+        :raises CacheError: when ``d`` is not a dict, or a required field is missing or has
+            the wrong shape.
         """
+        if not isinstance(d, dict):
+            raise CacheError(f"malformed cache record (a {type(d).__name__}, not an object)")
         try:
             return cls(
                 key=str(d["key"]),
@@ -107,16 +121,17 @@ class ResultCache:
         self.cache_dir = private_dir(Path(cache_dir))
         self.store = store if store is not None else ResultStore(self.cache_dir)
         self.size_limit = size_limit
+        self.directory = self.cache_dir / "index"
         try:
-            self._db = diskcache.Cache(
-                str(private_dir(self.cache_dir / "index")),
-                disk=JSONOnlyDisk,
+            self._db = open_json_cache(
+                self.directory,
+                what="result cache index",
                 eviction_policy="none",
                 size_limit=2**62,
             )
-            self._meta = diskcache.Cache(
-                str(private_dir(self.cache_dir / "meta")),
-                disk=JSONOnlyDisk,
+            self._meta = open_json_cache(
+                self.cache_dir / "meta",
+                what="cache metadata store",
                 eviction_policy="none",
                 size_limit=2**62,
             )
@@ -130,6 +145,40 @@ class ResultCache:
             yield
         except PickledRowError as exc:
             raise CacheError(f"result cache index holds a non-JSON row: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            raise CacheError(
+                f"the result cache at {self.cache_dir} is damaged ({exc}); a new session moves "
+                "it aside and starts a fresh one"
+            ) from None
+
+    def _scan(self) -> tuple[list[ResultRecord], list[Any]]:
+        """All readable records (newest first) and the keys of unreadable record rows (an
+        :class:`~goenhance_nb._jsondisk.UnreadableKey` for a refused key row). No warning."""
+        out: list[ResultRecord] = []
+        bad: list[Any] = []
+        with self._guard():
+            keys = list(self._db.iterkeys())
+        for k in keys:
+            if not isinstance(k, str):
+                bad.append(k)
+                continue
+            if not k.startswith(_RECORD_PREFIX):
+                continue
+            try:
+                with self._guard():
+                    raw = self._db.get(k)
+                if raw is not None:
+                    out.append(ResultRecord.from_json(raw))
+            except CacheError:
+                bad.append(k)
+        out.sort(key=lambda r: r.created, reverse=True)
+        return out, bad
+
+    def _report(self, bad: list[Any]) -> None:
+        if bad:
+            warn_unreadable(len(bad), "result cache index", self.directory)
 
     def get(self, key: str) -> ResultRecord | None:
         """Return the record for ``key`` without checking its file, or ``None``."""
@@ -163,15 +212,13 @@ class ResultCache:
         return self.store.check(rec.file, size=rec.size, sha=rec.sha if full else None) == "ok"
 
     def list(self) -> list[ResultRecord]:
-        """Return all records, newest first."""
-        out: list[ResultRecord] = []
-        with self._guard():
-            for k in list(self._db.iterkeys()):
-                if isinstance(k, str) and k.startswith(_RECORD_PREFIX):
-                    raw = self._db.get(k)
-                    if raw is not None:
-                        out.append(ResultRecord.from_json(raw))
-        out.sort(key=lambda r: r.created, reverse=True)
+        """Return all readable records, newest first.
+
+        Unreadable rows are skipped and reported in one
+        :class:`~goenhance_nb._errors.StorageWarning` (how many, and where).
+        """
+        out, bad = self._scan()
+        self._report(bad)
         return out
 
     def find(self, key_or_prefix: str) -> ResultRecord | None:
@@ -182,9 +229,9 @@ class ResultCache:
         rec = self.get(key_or_prefix)
         if rec is not None:
             return rec
-        hits = [
-            r for r in self.list() if r.key.startswith(key_or_prefix) or r.job_id == key_or_prefix
-        ]
+        records, bad = self._scan()
+        self._report(bad)
+        hits = [r for r in records if r.key.startswith(key_or_prefix) or r.job_id == key_or_prefix]
         if len(hits) > 1:
             raise CacheError(
                 f"{key_or_prefix!r} matches {len(hits)} cached results; be more specific"
@@ -211,25 +258,35 @@ class ResultCache:
             return False
         with self._guard():
             self._db.delete(_RECORD_PREFIX + key)
-        if not any(r.sha == rec.sha for r in self.list()):
+        if not any(r.sha == rec.sha for r in self._scan()[0]):
             self.store.remove(rec.file)
         return True
 
     def clear(self) -> int:
         """Delete every record and its stored file; return the number of records removed.
 
-        Only the store under the cache dir is emptied; ``goenhance_outputs/`` is left alone.
+        Unreadable record rows whose key is readable are deleted too (never decoded); the
+        others are reported (:class:`~goenhance_nb._errors.StorageWarning`). Only the store
+        under the cache dir is emptied; ``goenhance_outputs/`` is left alone.
         """
-        recs = self.list()
+        recs, bad = self._scan()
         for rec in recs:
             with self._guard():
                 self._db.delete(_RECORD_PREFIX + rec.key)
             self.store.remove(rec.file)
+        left = []
+        for k in bad:
+            if isinstance(k, str):
+                with self._guard():
+                    self._db.delete(k)
+            else:
+                left.append(k)
+        self._report(left)
         return len(recs)
 
     def total_size(self) -> int:
-        """Return the summed size in bytes of all cached results."""
-        return sum(r.size for r in self.list())
+        """Return the summed size in bytes of all readable cached results."""
+        return sum(r.size for r in self._scan()[0])
 
     def enforce_limit(self, *, keep: str | None = None) -> list[str]:
         """Evict the oldest results until the total size is within ``size_limit``.
@@ -238,7 +295,7 @@ class ResultCache:
         """
         if self.size_limit is None:
             return []
-        recs = sorted(self.list(), key=lambda r: r.created)
+        recs = sorted(self._scan()[0], key=lambda r: r.created)
         total = sum(r.size for r in recs)
         evicted: list[str] = []
         for rec in recs:

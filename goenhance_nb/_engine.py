@@ -467,7 +467,8 @@ class JobEngine:
         return fut.result(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop watching all jobs (they stay resumable), close the client, stop the loop."""
+        """Stop watching all jobs (they stay resumable), close the client and the engine
+        thread's database handles, stop the loop and join the thread."""
         with self._start_lock:
             loop, self._closed = self._loop, True
         if loop is None:
@@ -482,6 +483,11 @@ class JobEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.client.aclose()
+            # diskcache keeps one SQLite connection per thread: close this thread's handles
+            # (the caller closes its own), so none outlives the engine.
+            for db in (self.ledger, self.cache):
+                with contextlib.suppress(Exception):
+                    db.close()
 
         if not self.on_engine_thread():
             with contextlib.suppress(Exception):
@@ -538,6 +544,12 @@ class JobEngine:
             if self._active.get(job.key) is job:
                 del self._active[job.key]
             return True
+
+    def running(self) -> list[Job]:
+        """The unfinished jobs this engine is driving (submitting, queued, polling, ...)."""
+        with self._active_lock:
+            jobs = list(self._active.values())
+        return [j for j in jobs if not j.done()]
 
     def submit(self, request: JobRequest) -> Job:
         """Start (or join) the job for ``request.key`` and return its handle at once.

@@ -20,6 +20,11 @@
      +-- InputError           a bad local input (refused before any HTTP call)
      +-- BudgetExceeded       the session budget would be exceeded
 
+    UserWarning
+     +-- GoEnhanceWarning     something the user should know; the run goes on
+          +-- InputWarning    an input is usable but odd (e.g. shorter than the duration)
+          +-- StorageWarning  unreadable rows skipped, a damaged database moved aside
+
 Every message is one line (at most :data:`MESSAGE_LIMIT` characters) and never contains the
 API key or a URL's query string (use :func:`redact_url` for URLs, :func:`brief` to quote a
 user's value). Every class renders as one line in IPython
@@ -40,7 +45,9 @@ __all__ = [
     "ConfigError",
     "DiskFull",
     "GoEnhanceError",
+    "GoEnhanceWarning",
     "InputError",
+    "InputWarning",
     "InsufficientCredits",
     "InvalidParameters",
     "JobFailed",
@@ -48,6 +55,7 @@ __all__ = [
     "LedgerError",
     "RateLimited",
     "ResultExpired",
+    "StorageWarning",
     "TooLarge",
     "TransportError",
     "brief",
@@ -274,6 +282,19 @@ class InputError(GoEnhanceError):
 
 class BudgetExceeded(GoEnhanceError):
     """Submitting would take the session's spend over its budget."""
+
+
+class GoEnhanceWarning(UserWarning):
+    """Base of our warnings: the work goes on, the user should know. The magics show these as
+    one plain line in the cell's output; from Python they are ordinary, filterable warnings."""
+
+
+class InputWarning(GoEnhanceWarning):
+    """An input is accepted but odd (e.g. shorter than the requested duration)."""
+
+
+class StorageWarning(GoEnhanceWarning):
+    """The cache or ledger skipped unreadable rows, or moved a damaged database aside."""
 
 
 def _rebuild(cls: type[GoEnhanceError], state: dict[str, object], message: str) -> GoEnhanceError:

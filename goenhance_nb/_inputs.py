@@ -3,40 +3,64 @@
 Local validation happens before any HTTP call: parameters (duration 3-30, resolution 540p/720p,
 prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video stream, is MP4
 or MOV, and is at most ``max_upload_mb`` for the real API). A source shorter than ``duration``
-is only a warning. File hashes (blake3, streamed) are memoised by ``(device, inode, size,
-mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file does not re-read it.
+is only a warning (:class:`~goenhance_nb._errors.InputWarning`). File hashes (blake3, streamed)
+are memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a
+large file does not re-read it.
+
+The bytes uploaded are the bytes hashed (issue 12, point 8): :func:`snapshot_for_upload` copies
+the file into a private temp dir while hashing the copy, and refuses with an
+:class:`~goenhance_nb._errors.InputError` when the copy's hash is not the one validated (the file
+changed after ``transform`` hashed it). Only that copy is uploaded. Upload URLs are reused for
+the same content for at most :data:`UPLOAD_MEMO_TTL` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
+import sqlite3
 import stat
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import diskcache
+import blake3
 
-from goenhance_nb._errors import InputError, brief
-from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+from goenhance_nb._errors import InputError, InputWarning, brief
+from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
 
 __all__ = [
     "RESOLUTIONS",
+    "UPLOAD_MEMO_TTL",
     "HashMemo",
     "InputRef",
+    "Snapshot",
     "Uploader",
     "inspect_file",
     "is_url",
     "probe_video",
+    "sim_url_matches",
+    "snapshot_for_upload",
+    "upload_memo_url",
     "validate_params",
 ]
 
-#: ``fn(path) -> public https URL`` that makes a local file reachable by the real API.
+#: ``fn(path) -> public https URL`` that makes a local file reachable by the real API. ``path``
+#: is a private copy of the validated file (same file name) that is deleted after the call; the
+#: URL must stay readable while the API may fetch it. A URL is reused for the same content for
+#: at most :data:`UPLOAD_MEMO_TTL` seconds.
 Uploader = Callable[[Path], str]
+
+#: Seconds an upload URL is reused for the same content (URLs an uploader returns may be
+#: temporary, e.g. presigned; a re-upload costs far less than a job whose input URL expired).
+UPLOAD_MEMO_TTL = 900.0
 
 RESOLUTIONS = ("540p", "720p")
 MIN_DURATION, MAX_DURATION = 3, 30
@@ -135,13 +159,35 @@ class HashMemo:
     """blake3 file hashes memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes``."""
 
     def __init__(self, cache_dir: Path) -> None:
-        self._db = diskcache.Cache(
-            str(private_dir(Path(cache_dir) / "hashes")),
-            disk=JSONOnlyDisk,
-            size_limit=2**26,
-            cull_limit=10,
-        )
+        """Open the memo (a damaged one is moved aside, see ``open_json_cache``).
+
+        :raises InputError: the memo database cannot be opened.
+        """
+        try:
+            self._db = open_json_cache(
+                Path(cache_dir) / "hashes",
+                what="file-hash memo",
+                disk=JSONOnlyDisk,
+                size_limit=2**26,
+                cull_limit=10,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise InputError(f"cannot open the file-hash memo: {exc}") from None
         self.reads = 0  # number of full reads performed (for tests / metrics)
+
+    @staticmethod
+    def _memo_key(st: os.stat_result) -> str:
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def forget(self, path: Path) -> None:
+        """Drop the memoised hash for ``path`` as it is now (its content changed unseen).
+
+        Closes the calling thread's database handle afterwards (it may be a worker thread);
+        the memo reopens one lazily where it is used next.
+        """
+        with contextlib.suppress(OSError, PickledRowError, sqlite3.Error):
+            self._db.delete(self._memo_key(os.stat(path)))
+        self._db.close()
 
     def hash(self, path: Path) -> str:
         """Return the blake3 hex of ``path``, reading it only if unseen or changed.
@@ -152,10 +198,10 @@ class HashMemo:
             st = os.stat(path)
         except OSError as exc:
             raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
-        memo_key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        memo_key = self._memo_key(st)
         try:
             cached = self._db.get(memo_key)
-        except PickledRowError:
+        except (PickledRowError, sqlite3.DatabaseError):
             cached = None
         if isinstance(cached, str):
             return cached
@@ -164,7 +210,8 @@ class HashMemo:
         except OSError as exc:
             raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
         self.reads += 1
-        self._db.set(memo_key, digest)
+        with contextlib.suppress(sqlite3.DatabaseError):  # a memo only: never fails a run
+            self._db.set(memo_key, digest)
         return digest
 
     def close(self) -> None:
@@ -184,8 +231,9 @@ def inspect_file(
 ) -> InputRef:
     """Validate a local video file and return its :class:`InputRef`.
 
-    Warns (``UserWarning``) when the source is shorter than ``duration``. ``memo`` None hashes
-    the file afresh without remembering it (for a temp copy that is deleted afterwards).
+    Warns (:class:`~goenhance_nb._errors.InputWarning`, a ``UserWarning``) when the source is
+    shorter than ``duration``. ``memo`` None hashes the file afresh without remembering it (for
+    a temp copy that is deleted afterwards).
 
     :raises InputError: file missing / not a regular file / unreadable, larger than
         ``max_bytes``, not openable by PyAV, without a video stream, or not MP4/MOV.
@@ -219,7 +267,7 @@ def inspect_file(
     if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
         warnings.warn(
             f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
-            UserWarning,
+            InputWarning,
             stacklevel=3,
         )
     return InputRef(
@@ -234,3 +282,75 @@ def inspect_file(
         height=info["height"],
         container=info["container"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A private copy of a validated input: ``path`` (same file name as the source, in its own
+    temp dir), the ``sha256`` and ``size`` of exactly those bytes."""
+
+    path: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        """Delete the copy and its temp dir."""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def snapshot_for_upload(source: Path, expected_hash: str, tmp_dir: Path) -> Snapshot:
+    """Copy ``source`` into a new private dir under ``tmp_dir`` while hashing the copied bytes.
+
+    Returns the copy only when its blake3 equals ``expected_hash`` (the hash the request key was
+    made from), so the bytes uploaded are the bytes hashed; the caller uploads ``path`` and then
+    calls :meth:`Snapshot.discard`. The copy is made with ``mkdtemp`` (mode 0700, no symlink
+    followed), one pass, 1 MiB chunks.
+
+    :raises InputError: the file is gone or unreadable, or its content changed since it was
+        validated (nothing is uploaded; the caller sends no generate request).
+    """
+    src = Path(source)
+    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=private_dir(Path(tmp_dir))))
+    dest = folder / (src.name or "input.mp4")
+    b3, sha, size = blake3.blake3(), hashlib.sha256(), 0
+    try:
+        with src.open("rb") as fin, open(dest, "xb") as fout:
+            while chunk := fin.read(1 << 20):
+                b3.update(chunk)
+                sha.update(chunk)
+                size += len(chunk)
+                fout.write(chunk)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InputError(f"cannot read {src.name} for upload: {exc.strerror}") from None
+    if b3.hexdigest() != expected_hash:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InputError(
+            f"{src.name} changed after it was validated; nothing was uploaded or charged. "
+            "Run it again to transform the new content"
+        )
+    return Snapshot(dest, sha.hexdigest(), size)
+
+
+def upload_memo_url(memo: object, *, simulated: bool) -> str | None:
+    """The URL of an upload memo ``{"url", "sha256", "size"}`` if it can be trusted, else None.
+
+    A bare URL string (the old memo format, which could map a hash to other bytes) is not
+    trusted. For the simulator the URL's file name carries the sha256 of the stored bytes, so
+    it must name the memo's ``sha256``.
+    """
+    if not isinstance(memo, dict):
+        return None
+    url, sha = memo.get("url"), memo.get("sha256")
+    if not is_url(url) or not isinstance(sha, str) or not sha:
+        return None
+    assert isinstance(url, str)
+    if simulated and not sim_url_matches(url, sha):
+        return None
+    return url
+
+
+def sim_url_matches(url: str, sha256: str) -> bool:
+    """True when a simulator upload URL (``.../sim/files/<sha256>.<ext>``) names ``sha256``."""
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name.split(".", 1)[0] == sha256

@@ -13,7 +13,13 @@ read. Loading a pickle can run code (CVE-2025-69872), and a cache directory may 
   JSON string (pickled, binary or text-file rows), raising :class:`PickledRowError`.
 
 Callers (the ledger and the result cache) translate :class:`PickledRowError` into their own
-``LedgerError`` / ``CacheError``.
+``LedgerError`` / ``CacheError``. Listings use :class:`ListingJSONDisk`, which yields an
+:class:`UnreadableKey` marker for a refused key row instead of ending the iteration, so one bad
+row can be skipped and counted (issue 12).
+
+:func:`open_json_cache` is the one way our databases are opened: a database SQLite reports as
+damaged is moved aside (``<dir>.damaged-<timestamp>``) and a fresh one starts, with one
+:class:`~goenhance_nb._errors.StorageWarning` saying where the old one went.
 """
 
 from __future__ import annotations
@@ -24,18 +30,29 @@ import os
 import sqlite3
 import stat
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import diskcache
+import filelock
 from diskcache import Disk
 from diskcache.core import MODE_PICKLE, MODE_RAW, UNKNOWN
 
+from goenhance_nb._errors import StorageWarning
+
 __all__ = [
     "JSONOnlyDisk",
+    "ListingJSONDisk",
     "PickledRowError",
+    "UnreadableKey",
+    "is_damage",
     "network_fs_type",
+    "open_json_cache",
     "private_dir",
     "read_json",
+    "warn_unreadable",
     "write_json_atomic",
 ]
 
@@ -94,6 +111,123 @@ class JSONOnlyDisk(Disk):
             return json.loads(value)
         except json.JSONDecodeError as exc:
             raise PickledRowError(f"refusing a row that is not valid JSON ({exc.msg})") from None
+
+
+class UnreadableKey:
+    """Stands for a key row :class:`JSONOnlyDisk` refuses (pickled or binary) in a listing.
+
+    Never equal to a real key and never decoded; a listing skips and counts it.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unreadable key>"
+
+
+class ListingJSONDisk(JSONOnlyDisk):
+    """:class:`JSONOnlyDisk` whose key decoding yields :class:`UnreadableKey` for a refused key
+    row instead of raising, so ``Cache.iterkeys()`` goes on past it. Values are still refused."""
+
+    def get(self, key: Any, raw: bool) -> Any:  # type: ignore[override]
+        """Return the key, or an :class:`UnreadableKey` for a refused (non-JSON) key row."""
+        try:
+            return super().get(key, raw)
+        except PickledRowError:
+            return UnreadableKey()
+
+
+# -- opening databases; quarantine of a damaged one ---------------------------------------
+
+_DB_FILE = "cache.db"  # diskcache's database file name inside its directory
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True when ``exc`` is SQLite saying a database file is damaged or not a database
+    (SQLITE_CORRUPT / SQLITE_NOTADB), as opposed to locked, read-only, full or unopenable."""
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _check_integrity(db: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` when ``db`` exists and SQLite's ``quick_check`` fails."""
+    if not db.is_file():
+        return
+    con = sqlite3.connect(str(db), timeout=30)
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+    finally:
+        con.close()
+    if rows != [("ok",)]:
+        detail = str(rows[0][0]) if rows and rows[0] else "integrity check failed"
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({detail[:120]})")
+
+
+def _quarantine(directory: Path, what: str, reason: str) -> Path | None:
+    """Move a damaged database directory aside (under an inter-process lock, re-checking first:
+    another kernel may have done it already). Return where it went, or None if it was fine."""
+    lock = filelock.FileLock(str(directory.parent / f".{directory.name}.quarantine.lock"))
+    with lock:
+        try:
+            _check_integrity(directory / _DB_FILE)
+            return None  # healthy now: another process replaced it
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = directory.with_name(f"{directory.name}.damaged-{stamp}")
+        n = 1
+        while dest.exists():
+            dest = directory.with_name(f"{directory.name}.damaged-{stamp}-{n}")
+            n += 1
+        os.replace(directory, dest)
+    warnings.warn(
+        f"the {what} at {directory} was damaged ({reason}); it was moved to {dest} and a fresh "
+        "one started",
+        StorageWarning,
+        stacklevel=4,
+    )
+    return dest
+
+
+def open_json_cache(
+    directory: Path, *, what: str, disk: type[Disk] = ListingJSONDisk, **settings: Any
+) -> diskcache.Cache:
+    """Open (creating, mode 0700) the diskcache database in ``directory`` with a JSON-only disk.
+
+    Before opening, SQLite's ``PRAGMA quick_check`` runs on an existing file. A database SQLite
+    reports as damaged (at that check or while opening: "database disk image is malformed",
+    "file is not a database") is moved aside with its directory to
+    ``<directory>.damaged-<YYYYmmdd-HHMMSS>`` — never deleted: it may hold a paid job's id — a
+    fresh empty database starts in its place, and one :class:`StorageWarning` names ``what``
+    and where the old one went. ``settings`` go to ``diskcache.Cache``.
+
+    :raises sqlite3.Error: any other database error (locked, read-only, disk full), or a
+        fresh database that cannot be opened either.
+    :raises OSError: the directory cannot be created or moved.
+    """
+    directory = Path(directory)
+    for attempt in (1, 2):
+        try:
+            _check_integrity(directory / _DB_FILE)
+            return diskcache.Cache(str(private_dir(directory)), disk=disk, **settings)
+        except sqlite3.DatabaseError as exc:
+            if attempt == 2 or not is_damage(exc):
+                raise
+            reason = str(exc)
+        _quarantine(directory, what, reason)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def warn_unreadable(count: int, what: str, directory: Path) -> None:
+    """Say, in one :class:`StorageWarning` line, that a listing skipped ``count`` unreadable rows
+    of the ``what`` database in ``directory`` (left in place, never decoded)."""
+    rows = "row" if count == 1 else "rows"
+    warnings.warn(
+        f"skipped {count} unreadable {rows} in the {what} at {directory} (not JSON or not "
+        "written by goenhance_nb); the other rows are used",
+        StorageWarning,
+        stacklevel=3,
+    )
 
 
 # -- plain JSON files and private directories ----------------------------------------------

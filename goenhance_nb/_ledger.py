@@ -8,6 +8,12 @@ ledger instead of submitting again, across kernel restarts and processes; a per-
 
 Entries live in ``<cache_dir>/ledger`` (diskcache, :class:`JSONOnlyDisk`, SQLite
 ``synchronous=FULL``). Result URLs are never stored (they are short-lived and signed).
+
+Damage is contained (issue 12): a row that is not a JSON entry (pickled, not an object, fields
+missing or of the wrong type) is skipped by :meth:`Ledger.entries` / :meth:`Ledger.find` and
+reported in one :class:`~goenhance_nb._errors.StorageWarning` line; it is never deleted (it may
+be a paid job). A database SQLite calls damaged is moved aside when the ledger opens
+(:func:`~goenhance_nb._jsondisk.open_json_cache`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ import diskcache
 import filelock
 
 from goenhance_nb._errors import LedgerError
-from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, private_dir
+from goenhance_nb._jsondisk import (
+    PickledRowError,
+    is_damage,
+    open_json_cache,
+    private_dir,
+    warn_unreadable,
+)
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry", "orphan_error"]
 
@@ -75,9 +87,20 @@ class LedgerEntry:
     def from_json(cls, d: dict[str, Any]) -> LedgerEntry:
         """Build an entry from :meth:`to_json` output (unknown fields are ignored).
 
-        :raises LedgerError: when required fields are missing.
+        :raises LedgerError: when ``d`` is not a dict, required fields are missing, or a known
+            field has the wrong JSON type.
         """
+        if not isinstance(d, dict):
+            raise LedgerError(f"malformed ledger entry: a {type(d).__name__}, not an object")
         names = {f.name for f in dataclasses.fields(cls)}
+        for name, types in _FIELD_TYPES.items():
+            value = d.get(name)
+            if name in d and not (
+                (isinstance(value, types) and not isinstance(value, bool)) or value is None
+            ):
+                raise LedgerError(f"malformed ledger entry: {name} is a {type(value).__name__}")
+            if value is None and name in _REQUIRED:
+                raise LedgerError(f"malformed ledger entry: {name} is missing")
         try:
             return cls(**{k: v for k, v in d.items() if k in names})
         except TypeError as exc:
@@ -96,6 +119,24 @@ class LedgerEntry:
     def resumable(self) -> bool:
         """True when the job has an id and is not finished: polling can pick it up again."""
         return self.job_id is not None and self.state not in TERMINAL_STATES
+
+
+#: JSON types of the fields a reader relies on (None is allowed unless the field is required).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "state": str,
+    "spec": dict,
+    "backend": str,
+    "input_hash": str,
+    "job_id": str,
+    "reference_url": str,
+    "cost": int,
+    "created": (int, float),
+    "updated": (int, float),
+    "submitted_at": (int, float),
+    "extra": dict,
+}
+_REQUIRED = frozenset({"key", "state", "spec", "backend", "input_hash"})
 
 
 def orphan_error(key: str, reason: str | None = None) -> LedgerError:
@@ -140,10 +181,11 @@ class Ledger:
         """
         self.cache_dir = private_dir(Path(cache_dir))
         self.lock_dir = private_dir(self.cache_dir / "locks")
+        self.directory = self.cache_dir / "ledger"
         try:
-            self._db = diskcache.Cache(
-                str(private_dir(self.cache_dir / "ledger")),
-                disk=JSONOnlyDisk,
+            self._db = open_json_cache(
+                self.directory,
+                what="job ledger",
                 eviction_policy="none",
                 size_limit=2**62,
                 sqlite_synchronous=2,
@@ -161,6 +203,13 @@ class Ledger:
             raise LedgerError(f"job ledger holds a non-JSON row: {exc}") from None
         except diskcache.Timeout:
             raise LedgerError("job ledger unavailable: database is locked") from None
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise LedgerError(
+                    f"the job ledger at {self.directory} is damaged ({exc}); a new session "
+                    "moves it aside and starts a fresh one"
+                ) from None
+            raise LedgerError(f"job ledger unavailable: {exc}") from None
         except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"job ledger unavailable: {exc}") from None
 
@@ -198,8 +247,6 @@ class Ledger:
             raw = self._db.get(key)
         if raw is None:
             return None
-        if not isinstance(raw, dict):
-            raise LedgerError("job ledger holds a malformed row")
         return LedgerEntry.from_json(raw)
 
     def put(self, entry: LedgerEntry) -> LedgerEntry:
@@ -227,13 +274,30 @@ class Ledger:
             return bool(self._db.delete(key))
 
     def entries(self) -> list[LedgerEntry]:
-        """Return all entries, newest first."""
+        """Return all readable entries, newest first.
+
+        Unreadable rows (pickled, not JSON, not an entry) are skipped, left in place, and
+        reported in one :class:`~goenhance_nb._errors.StorageWarning` naming how many and where.
+
+        :raises LedgerError: the database itself cannot be read.
+        """
         out: list[LedgerEntry] = []
+        bad = 0
         with self._guard():
-            for k in list(self._db.iterkeys()):
+            keys = list(self._db.iterkeys())
+        for k in keys:
+            if not isinstance(k, str):
+                bad += 1
+                continue
+            try:
                 e = self.get(k)
-                if e is not None:
-                    out.append(e)
+            except LedgerError:
+                bad += 1
+                continue
+            if e is not None:
+                out.append(e)
+        if bad:
+            warn_unreadable(bad, "job ledger", self.directory)
         out.sort(key=lambda e: e.created, reverse=True)
         return out
 

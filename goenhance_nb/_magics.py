@@ -17,6 +17,15 @@ subclasses, which IPython renders as one line. ``--help`` prints the help and re
 
 Defaults are ``config=True`` traitlets (``%config GoEnhanceMagics.default_style = "Anime Style"``
 or ``ipython_config.py``). None of them takes the API key (DECISIONS 16): ``%goenhance login``.
+
+A change of a settings trait (``poll_interval``, ``job_timeout``, ``output_dir``, ``wait``) or a
+``login`` replaces the session with :meth:`Session.successor`: the old session is closed (engine
+thread stopped, databases closed) and the new one keeps its spend and budget. While jobs still
+run in the session the change is refused (one line; the trait keeps its value).
+
+Our warnings (:class:`~goenhance_nb._errors.GoEnhanceWarning`, or any raised from this package)
+that arise while a magic runs are shown as one plain ``GoEnhance warning: ...`` line in the cell's
+output, never as a stderr block with our source path; other warnings pass through unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -36,10 +46,10 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from goenhance_nb import _display, _frontend
-from goenhance_nb._errors import GoEnhanceError, brief, redact_text
+from goenhance_nb._errors import GoEnhanceError, GoEnhanceWarning, brief, redact_text
 
 __all__ = [
     "CELL_KEYS",
@@ -522,8 +532,77 @@ def merge_cell(line_args: RunArgs, body: Mapping[str, Any]) -> RunArgs:
     return replace(line_args, **changes)
 
 
+# -- warnings as plain lines --------------------------------------------------------------------
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _is_ours(w: warnings.WarningMessage) -> bool:
+    """A warning of our categories, or one raised from a module of this package."""
+    from goenhance_nb._settings import SettingsWarning
+
+    if issubclass(w.category, (GoEnhanceWarning, SettingsWarning)):
+        return True
+    return str(Path(w.filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+class _Notices:
+    """Collects the warnings raised while a magic runs (any thread) and prints ours as one
+    plain stdout line each (``GoEnhance warning: <message>``, no path, no source line), once
+    per command; other warnings are re-emitted unchanged when the magic ends. The user's
+    warning filters still apply (an ignored category is not shown)."""
+
+    def __init__(self) -> None:
+        self._cm = warnings.catch_warnings(record=True)
+        self._log: list[warnings.WarningMessage] | None = None
+        self._shown: set[str] = set()
+        self._others: list[warnings.WarningMessage] = []
+
+    def __enter__(self) -> _Notices:
+        self._log = self._cm.__enter__()
+        return self
+
+    def flush(self) -> None:
+        """Print the plain lines collected so far (e.g. before the status widget)."""
+        if self._log is None:
+            return
+        caught = list(self._log)
+        del self._log[: len(caught)]
+        for w in caught:
+            if not _is_ours(w):
+                self._others.append(w)
+                continue
+            line = f"GoEnhance warning: {redact_text(w.message)}"
+            if line not in self._shown:
+                self._shown.add(line)
+                print(line, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+        self._cm.__exit__(None, None, None)
+        self._log = None
+        for w in self._others:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
+def _flush_notices(m: GoEnhanceMagics) -> None:
+    """Print the warnings collected so far in this magic call (no-op outside a call)."""
+    if m._notices is not None:
+        m._notices.flush()
+
+
+class SettingsBusy(TraitError):
+    """A settings trait change refused because jobs still run in the session (one line)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
 # -- the magics -------------------------------------------------------------------------------
 Handler = Callable[["GoEnhanceMagics", Any], Any]
+
+
+#: Traits that feed ``Settings``; changing one replaces the session (``Session.successor``).
+_SETTINGS_TRAITS = ("poll_interval", "job_timeout", "output_dir", "wait")
 
 
 @magics_class
@@ -579,43 +658,79 @@ class GoEnhanceMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._session: Any | None = None
+        self._stale = False  # settings traits changed since the session was made
+        self._notices: _Notices | None = None
         self._lock = threading.RLock()
         super().__init__(shell=shell, **kwargs)
         self.observe(
             self._settings_traits_changed,
-            names=["poll_interval", "job_timeout", "output_dir", "wait"],
+            names=list(_SETTINGS_TRAITS),
         )
 
     # -- session ------------------------------------------------------------------------------
     def settings_config(self) -> dict[str, Any]:
         """The ``config`` mapping handed to ``Settings.resolve`` (never the key)."""
         out: dict[str, Any] = {}
-        for name in ("poll_interval", "job_timeout", "output_dir", "wait"):
+        for name in _SETTINGS_TRAITS:
             value = getattr(self, name)
             if value is not None:
                 out[name] = Path(value) if name == "output_dir" else value
         return out
 
+    @validate(*_SETTINGS_TRAITS)
+    def _refuse_while_jobs_run(self, proposal: Any) -> Any:
+        """A settings trait may not change while jobs run in the session (their watch, widget
+        and placeholder belong to it); the trait keeps its value.
+
+        :raises SettingsBusy: jobs still run (``%config`` prints it as one line).
+        """
+        busy = _busy_message(self._session)
+        if busy is not None:
+            raise SettingsBusy(f"GoEnhanceMagics.{proposal['trait'].name} not changed: {busy}")
+        return proposal["value"]
+
     def _settings_traits_changed(self, change: Any) -> None:
         with self._lock:
-            self._session = None  # rebuilt with the new settings on next use
+            if self._session is None:
+                return  # the first use builds the session from the traits
+            self._stale = True
+            self.session()  # replace it now, so the old one closes at once
 
     def session(self) -> Any:
-        """The Session the magics use (created on first use from env + these traits)."""
+        """The Session the magics use (created on first use from env + these traits; after a
+        settings trait change, the successor of the previous one: same spend and budget).
+
+        :raises ConfigError: the settings changed while jobs still run in the session.
+        """
         with self._lock:
             if self._session is None:
                 self._session = _session_for(self.settings_config())
+                self._stale = False
+            elif self._stale:
+                self._session = _replace_session(self._session, self.settings_config())
+                self._stale = False
             return self._session
 
     def set_session(self, session: Any) -> None:
         """Use ``session`` from now on (``login`` and tests)."""
         with self._lock:
             self._session = session
+            self._stale = False
 
     # -- entry point --------------------------------------------------------------------------
     @line_cell_magic
     def goenhance(self, line: str, cell: str | None = None) -> Any:
         """GoEnhance AI video-to-video. ``%goenhance help`` lists the subcommands."""
+        if self._notices is not None:  # re-entered (a magic inside a magic): one collector
+            return self._dispatch(line, cell)
+        with _Notices() as notices:
+            self._notices = notices
+            try:
+                return self._dispatch(line, cell)
+            finally:
+                self._notices = None
+
+    def _dispatch(self, line: str, cell: str | None) -> Any:
         if cell is not None:
             return self._cell(line, cell)
         cmd = parse_line(line)
@@ -654,17 +769,39 @@ class GoEnhanceMagics(Magics):
 
 # -- handlers ---------------------------------------------------------------------------------
 def _session_for(config: Mapping[str, Any]) -> Any:
-    """The process-wide session; when traits change the settings, a new one that replaces it
-    (so the panel and ``goenhance_nb.transform`` share the magics' engine and settings)."""
+    """The process-wide session; when traits set settings, its successor on those settings
+    (same spend and budget; the panel and ``goenhance_nb.transform`` share it)."""
     from goenhance_nb import _session
 
     if not config:
         return _session.get_session()
     from goenhance_nb._settings import Settings
 
-    session = _session.Session(Settings.resolve(config=dict(config)))
-    _session._set_session(session)
-    return session
+    return _session.replace_session(Settings.resolve(config=dict(config)))
+
+
+def _replace_session(current: Any, config: Mapping[str, Any]) -> Any:
+    """The successor of ``current`` on the settings ``config`` gives (see ``Session.successor``),
+    made the process-wide session."""
+    from goenhance_nb import _session
+    from goenhance_nb._settings import Settings
+
+    return _session.replace_session(Settings.resolve(config=dict(config)), current=current)
+
+
+def _busy_message(session: Any) -> str | None:
+    """Why ``session`` may not be replaced now (jobs still running), or None."""
+    if session is None:
+        return None
+    running = session.running_jobs()
+    if not running:
+        return None
+    ids = ", ".join(str(j.id or j.key)[:8] for j in running[:3])
+    more = f" and {len(running) - 3} more" if len(running) > 3 else ""
+    return (
+        f"{len(running)} job(s) still running in this session ({ids}{more}); wait for them "
+        "or stop watching them (they stay resumable), then change it"
+    )
 
 
 def _should_wait(m: GoEnhanceMagics, flag: bool | None) -> bool:
@@ -710,6 +847,7 @@ def handle_run(m: GoEnhanceMagics, args: RunArgs) -> Any:
     frontend = _frontend.frontend(m.shell)
     session = m.session()
     job = session.transform(args.input, style, **kwargs)
+    _flush_notices(m)  # input warnings: one plain line before the status
     _present_job(
         m,
         job,
@@ -1230,6 +1368,7 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
             print(f"{key}  {e.state:<16} {e.style_label or ''}  {hint}")
         return None
     job = session.resume(args.id, resubmit=args.resubmit, timeout=args.timeout)
+    _flush_notices(m)
     _present_job(
         m,
         job,
@@ -1370,10 +1509,15 @@ def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
 def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
     """Ask for the key with getpass, keep it in memory (a new session); ``--save`` writes it.
 
-    Raises UsageError where nobody can type (headless runs). The key is never printed.
+    The new session continues the current one (same spend and budget; the old one is closed).
+    Raises UsageError where nobody can type (headless runs) and while jobs still run in the
+    session (before asking). The key is never printed.
     """
     import getpass
 
+    busy = _busy_message(m._session)
+    if busy is not None:
+        raise UsageError(f"%goenhance login: {busy}")
     if _frontend.allow_stdin(m.shell) is False:
         raise UsageError(
             "%goenhance login needs an interactive frontend; "
@@ -1393,9 +1537,11 @@ def handle_login(m: GoEnhanceMagics, args: LoginArgs) -> None:
     from goenhance_nb._settings import SecretKey, Settings
 
     settings = Settings.resolve(config=m.settings_config()).with_(api_key=SecretKey(key))
-    session = _session.Session(settings)
+    try:
+        session = _session.replace_session(settings, current=m._session)
+    except GoEnhanceError as exc:
+        raise UsageError(f"%goenhance login: {exc}") from None
     m.set_session(session)
-    _session._set_session(session)
     where = _backend_label(session)
     msg = f"Key kept in memory for this kernel ({where})."
     if args.save:

@@ -30,6 +30,7 @@ from goenhance_nb._engine import Job, JobEngine, JobRequest
 from goenhance_nb._errors import (
     APIError,
     AuthError,
+    ConfigError,
     GoEnhanceError,
     InputError,
     JobFailed,
@@ -39,7 +40,18 @@ from goenhance_nb._errors import (
     TransportError,
     redact_url,
 )
-from goenhance_nb._inputs import HashMemo, InputRef, Uploader, inspect_file, is_url, validate_params
+from goenhance_nb._inputs import (
+    UPLOAD_MEMO_TTL,
+    HashMemo,
+    InputRef,
+    Uploader,
+    inspect_file,
+    is_url,
+    sim_url_matches,
+    snapshot_for_upload,
+    upload_memo_url,
+    validate_params,
+)
 from goenhance_nb._jsondisk import network_fs_type, private_dir
 from goenhance_nb._keys import hash_bytes, request_key
 from goenhance_nb._ledger import Ledger, LedgerEntry
@@ -153,15 +165,16 @@ class Session:
         The canonical API (``https://api.goenhance.ai``) is real without asking. Any other base
         URL is asked (:meth:`AsyncClient.is_simulator`: ``GET /sim/health``, a short timeout,
         no API key): our simulator identifies itself and is ``"simulated"``; anything else that
-        answers, loopback or not, is a real API keyed by its host. ``None``: nothing answered
-        yet (asked again on first use of :attr:`backend`).
+        answers, loopback or not, is a real API keyed by its host. A remote host that does not
+        answer is a real API too (our simulator runs beside the kernel); a loopback one that does
+        not answer yet gives ``None`` (asked again on first use of :attr:`backend`).
         """
         host = urlsplit(base_url).hostname or "unknown"
         if base_url.rstrip("/") == DEFAULT_REAL_BASE_URL:
             return host
         answer = self.engine.run(self.client.is_simulator())
-        if answer is None:
-            return None
+        if answer is None and self.settings.is_loopback:
+            return None  # a local server that is not up yet: ask again before keying anything
         return "simulated" if answer else host
 
     def _require_key(self) -> None:
@@ -329,24 +342,55 @@ class Session:
                 lock.release()
 
     def _reference_url(self, ref: InputRef) -> Callable[[], Any]:
+        """The engine's ``reference_url()`` for ``ref``: called only when the job is submitted.
+
+        URL inputs are passed through. A local file is uploaded as a private snapshot whose
+        hash is checked against ``ref.content_hash`` first (``snapshot_for_upload``): a file
+        replaced after ``transform`` hashed it raises :class:`InputError` here, before the
+        ledger write and the generate POST, so nothing is charged. We snapshot at upload time
+        (not at hash time) so a copy is made only when an upload is really needed (not for
+        cache hits or memoised uploads) and lives only for the upload itself. An upload URL is
+        memoised as ``upload:<scope>:<blake3>`` -> ``{"url", "sha256", "size"}`` for
+        :data:`UPLOAD_MEMO_TTL` seconds; for the simulator its file name must carry the
+        sha256 of the bytes sent (checked on upload and on reuse).
+        """
+
         async def get() -> str:
             if ref.kind == "url" and ref.url:
                 return ref.url
             assert ref.path is not None
             scope = self.base_url if self.is_simulated else self.backend
             name = f"upload:{scope}:{ref.content_hash}"
-            cached = self.cache.meta_get(name)
-            if isinstance(cached, str):
+            memo = self.cache.meta_get(name, max_age=UPLOAD_MEMO_TTL)
+            cached = upload_memo_url(memo, simulated=self.is_simulated)
+            if cached is not None:
                 return cached
-            if self.is_simulated:
-                url = await self.client.sim_upload(Path(ref.path))
-            else:
-                if self.uploader is None:
-                    raise InputError("no uploader for a local file with the real API")
-                url = await asyncio.to_thread(self.uploader, Path(ref.path))
-                if not is_url(url):
-                    raise InputError("the uploader did not return an http(s) URL")
-            self.cache.meta_set(name, url)
+            if not self.is_simulated and self.uploader is None:
+                raise InputError("no uploader for a local file with the real API")
+            try:
+                snap = await asyncio.to_thread(
+                    snapshot_for_upload, Path(ref.path), ref.content_hash, self.store.tmp_dir
+                )
+            except InputError:
+                # the next run hashes the new content, even if size and mtime look unchanged
+                await asyncio.to_thread(self.hashes.forget, Path(ref.path))
+                raise
+            try:
+                if self.is_simulated:
+                    url = await self.client.sim_upload(snap.path)
+                    if not sim_url_matches(url, snap.sha256):
+                        raise TransportError(
+                            f"upload of {ref.name}: the simulator stored other bytes than were "
+                            "sent (sha256 differs); nothing was submitted"
+                        )
+                else:
+                    assert self.uploader is not None
+                    url = await asyncio.to_thread(self.uploader, snap.path)
+                    if not is_url(url):
+                        raise InputError("the uploader did not return an http(s) URL")
+            finally:
+                snap.discard()
+            self.cache.meta_set(name, {"url": url, "sha256": snap.sha256, "size": snap.size})
             return url
 
         return get
@@ -516,8 +560,47 @@ class Session:
             error=None,
         )
 
+    def running_jobs(self) -> list[Job]:
+        """The jobs this session is still driving (not finished, failed, timed out or stopped)."""
+        return self.engine.running()
+
+    def successor(self, settings: Settings) -> Session:
+        """Return a new :class:`Session` on ``settings`` that continues this one; close this one.
+
+        The new session starts with this session's spend, job count, open reservations and last
+        seen balance (:meth:`Usage.carry_over`) and keeps its budget unless ``settings`` sets
+        one, so a budget holds across a settings change or a login; it keeps the uploader (not a
+        test ``transport``, nor a fixed ``queue_limit``). Then this session is closed: its
+        engine thread stops and its database handles close (a panel made with it sees it closed).
+
+        A change is refused while jobs run here, rather than dropping their watch: their
+        handles, widgets and placeholders belong to this session. Finished, failed, timed-out
+        and stopped jobs are in the ledger and resumable from the new session.
+
+        :raises ConfigError: jobs still run in this session (nothing changed), or ``settings``
+            cannot make a session (this one is closed then; calling ``successor`` again retries).
+        """
+        running = self.running_jobs()
+        if running:
+            ids = ", ".join(str(j.id or j.key)[:8] for j in running[:3])
+            more = f" and {len(running) - 3} more" if len(running) > 3 else ""
+            raise ConfigError(
+                f"{len(running)} job(s) still running in this session ({ids}{more}); wait for "
+                "them or stop watching them (they stay resumable), then change the settings"
+            )
+        if settings.budget is None and self.usage.budget is not None:
+            settings = settings.with_(budget=self.usage.budget)
+        # Close first: SQLite keeps a closed connection's file open while another connection
+        # of this process still uses the same file, so the old handles close only before the
+        # new session opens its own. If the new one fails, calling this again retries.
+        self.close()
+        new = Session(settings, uploader=self.uploader)
+        new.usage.carry_over(self.usage)
+        return new
+
     def close(self) -> None:
-        """Stop watching jobs (they stay resumable) and close the client and databases."""
+        """Stop watching jobs (they stay resumable) and close the client and databases (the
+        engine thread's handles too; the thread is joined)."""
         if self._closed:
             return
         self._closed = True
@@ -548,6 +631,24 @@ def get_session() -> Session:
         if _session is None or _session._closed:
             _session = Session()
         return _session
+
+
+def replace_session(settings: Settings, *, current: Session | None = None) -> Session:
+    """Make the process-wide session one on ``settings`` and return it.
+
+    It continues ``current`` (default: the process-wide session) through
+    :meth:`Session.successor` (same spend and budget; the old one is closed), or is a new
+    :class:`Session` when there is none.
+
+    :raises ConfigError: jobs still run in the session being replaced (nothing changed), or
+        ``settings`` cannot make a session.
+    """
+    global _session
+    with _session_lock:
+        old = current if current is not None else _session
+        new = old.successor(settings) if old is not None else Session(settings)
+        _session = new
+        return new
 
 
 def _set_session(session: Session | None) -> None:

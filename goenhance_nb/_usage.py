@@ -122,6 +122,21 @@ class Usage:
             self.spent += est.credits
             self.possible += est.credits
 
+    def carry_over(self, previous: Usage) -> None:
+        """Continue ``previous`` (the usage of the session this one replaces): add its spend,
+        job count and open reservations, and take its last seen balance, so a settings change
+        or a login never resets what the budget counts. The budget is not copied (the new
+        session's settings carry it)."""
+        with previous._lock:
+            spent, jobs, reserved = previous.spent, previous.jobs, previous._reserved
+            last = previous.last_credits
+        with self._lock:
+            self.spent += spent
+            self.jobs += jobs
+            self._reserved += reserved
+            if self.last_credits is None:
+                self.last_credits = last
+
     def snapshot(self) -> dict[str, Any]:
         """Return ``{"spent", "possible", "jobs", "budget", "last_credits"}`` for display
         (``possible``: the part of ``spent`` that may or may not have been charged)."""

@@ -197,9 +197,11 @@ def test_real_api_backend_uses_the_uploader_once_per_content(
     sim: Any, tmp_path: Path, clip: Path
 ) -> None:
     uploaded: list[Path] = []
+    sent: list[bytes] = []
 
     def uploader(path: Path) -> str:
         uploaded.append(path)
+        sent.append(path.read_bytes())
         r = httpx.put(
             f"{sim.base_url}/sim/uploads",
             content=path.read_bytes(),
@@ -225,7 +227,10 @@ def test_real_api_backend_uses_the_uploader_once_per_content(
         rec = s.transform(clip, 2000, duration=3).result(60)
         assert rec.backend == "api.goenhance.invalid" and hash_file(rec.path) == rec.sha
         s.transform(clip, 2004, duration=3).result(60)
-        assert uploaded == [clip.resolve()]
+        # the uploader gets a private copy of the validated bytes, under the same file name
+        # (issue 12: the bytes uploaded are the bytes hashed), removed after the upload
+        assert [p.name for p in uploaded] == [clip.name] and sent == [clip.read_bytes()]
+        assert not uploaded[0].exists()
         assert sim.generate_calls() == 2
         assert len(sim.requests("/sim/uploads")) == 1
     finally:
