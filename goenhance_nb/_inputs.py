@@ -243,12 +243,12 @@ def inspect_file(
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise InputError(f"input file not found: {brief(str(p))}") from None
+        raise InputError(f"input file not found: {brief(str(p), quote=False)}") from None
     except (OSError, ValueError) as exc:  # e.g. ENAMETOOLONG, ELOOP, a NUL in the name
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise InputError(f"cannot open the input {brief(str(p))}: {reason}") from None
+        raise InputError(f"cannot open the input {brief(str(p), quote=False)}: {reason}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"input is not a regular file: {brief(str(p))}")
+        raise InputError(f"input is not a regular file: {brief(str(p), quote=False)}")
     size = st.st_size
     if max_bytes is not None and size > max_bytes:
         raise InputError(

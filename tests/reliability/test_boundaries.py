@@ -199,16 +199,17 @@ def test_loopback_server_that_is_not_the_simulator_is_a_real_api(
 def test_local_file_with_an_uploader_goes_to_the_uploader_not_the_server(
     fake_api: FakeAPI, tmp_path: Path, clip: Path
 ) -> None:
-    uploaded: list[Path] = []
+    uploaded: list[tuple[str, bytes]] = []
 
     def uploader(path: Path) -> str:
-        uploaded.append(path)
+        # the uploader gets a private snapshot of exactly the hashed bytes (issue 12 point 8)
+        uploaded.append((path.name, path.read_bytes()))
         return f"{fake_api.url}/files/uploaded.mp4"
 
     s = _fake_session(fake_api, tmp_path / "cache", uploader=uploader)
     try:
         rec = s.transform(clip, 2000, duration=3).result(60)
-        assert rec.backend == "127.0.0.1" and uploaded == [clip.resolve()]
+        assert rec.backend == "127.0.0.1" and uploaded == [(clip.name, clip.read_bytes())]
         assert "/sim/uploads" not in fake_api.paths()
     finally:
         s.close()
