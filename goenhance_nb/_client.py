@@ -64,6 +64,11 @@ MAX_JSON_BYTES = 1 << 20
 #: ``errno`` values that mean "no room to write" (a full disk, a file size limit, a quota).
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
+#: Appended to a failure of the paid POST whose outcome is unknown (DECISIONS 25).
+MAYBE_SUBMITTED = (
+    " (the job may have been submitted; check %goenhance jobs before submitting again)"
+)
+
 ProgressFn = Callable[[int, "int | None"], None]
 
 
@@ -205,9 +210,7 @@ class AsyncClient:
         else:
             text = f"{what}: {type(exc).__name__} talking to {host}"
         if post:
-            text += (
-                " (the job may have been submitted; check %goenhance jobs before submitting again)"
-            )
+            text += MAYBE_SUBMITTED
         return TransportError(text)
 
     async def _call(
@@ -306,10 +309,7 @@ class AsyncClient:
         except Exception as exc:
             text = f"{what}: {type(exc).__name__} while talking to {redact_url(self.base_url)}"
             if post:
-                text += (
-                    " (the job may have been submitted; check %goenhance jobs before "
-                    "submitting again)"
-                )
+                text += MAYBE_SUBMITTED
             failure = TransportError(text)
         if failure is not None:
             raise failure
@@ -319,10 +319,7 @@ class AsyncClient:
                 f"{MAX_JSON_BYTES >> 20} MiB; stopped reading it"
             )
             if post:
-                text += (
-                    " (the job may have been submitted; check %goenhance jobs before "
-                    "submitting again)"
-                )
+                text += MAYBE_SUBMITTED
             raise TooLarge(text)
         headers = [
             (k, v)
@@ -368,10 +365,7 @@ class AsyncClient:
                     None, f"{what}: HTTP {status} {response.reason_phrase}".strip(), status=status
                 )
             if post and status >= 500 and status != 503:  # 503 = refused before work
-                err.args = (
-                    f"{err} (the job may have been submitted; check %goenhance jobs "
-                    "before submitting again)",
-                )
+                err.args = (f"{err}{MAYBE_SUBMITTED}",)
             raise err
         if env is None or "code" not in env:
             raise TransportError(

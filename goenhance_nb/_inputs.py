@@ -35,6 +35,7 @@ import blake3
 from goenhance_nb._errors import InputError, InputWarning, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
+from goenhance_nb._store import video_duration
 
 __all__ = [
     "RESOLUTIONS",
@@ -140,11 +141,7 @@ def probe_video(path: Path) -> dict[str, Any]:
         if not container.streams.video:
             raise InputError(f"{path.name} has no video stream")
         vs = container.streams.video[0]
-        duration: float | None = None
-        if container.duration is not None:
-            duration = container.duration / 1_000_000
-        elif vs.duration is not None and vs.time_base is not None:
-            duration = float(vs.duration * vs.time_base)
+        duration = video_duration(container)
         return {
             "duration": duration,
             "width": vs.codec_context.width,

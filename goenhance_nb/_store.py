@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from goenhance_nb._errors import CacheError, DiskFull
 from goenhance_nb._jsondisk import private_dir
@@ -175,6 +176,17 @@ class ResultStore:
         return sum(f.stat().st_size for f in self.root.glob("*/*") if f.is_file())
 
 
+def video_duration(container: Any) -> float | None:
+    """Seconds of an open PyAV ``container``: the container's duration, else its first video
+    stream's, else ``None``."""
+    if container.duration is not None:
+        return float(container.duration / 1_000_000)
+    vs = container.streams.video[0] if container.streams.video else None
+    if vs is not None and vs.duration is not None and vs.time_base is not None:
+        return float(vs.duration * vs.time_base)
+    return None
+
+
 def probe_result(path: Path, *, max_duration: float | None = None) -> float:
     """Check that ``path`` is a usable video and return its duration in seconds.
 
@@ -196,11 +208,7 @@ def probe_result(path: Path, *, max_duration: float | None = None) -> float:
         if not container.streams.video:
             raise CacheError("not a usable video: it has no video stream")
         vs = container.streams.video[0]
-        duration: float | None = None
-        if container.duration is not None:
-            duration = container.duration / 1_000_000
-        elif vs.duration is not None and vs.time_base is not None:
-            duration = float(vs.duration * vs.time_base)
+        duration = video_duration(container)
         if duration is None or duration <= 0:
             raise CacheError("not a usable video: its duration is unknown or zero")
         if max_duration is not None and duration > max_duration + DURATION_TOLERANCE:
