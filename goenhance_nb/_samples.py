@@ -5,6 +5,7 @@ Imports only PyAV and numpy (and the standard library).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import uuid
@@ -18,33 +19,60 @@ from numpy.typing import NDArray
 __all__ = ["sample_clip"]
 
 
+_LUT_SIZE = 1024
+# One period of 0.5 + 0.5 * sin, as uint8, computed with scalar libm (math.sin): numpy's
+# vectorised float sin may round the last bit differently depending on an array's memory
+# alignment, which made the same arguments give different pixels from call to call.
+_SIN8 = np.array(
+    [
+        round(255.0 * (0.5 + 0.5 * math.sin(2.0 * math.pi * k / _LUT_SIZE)))
+        for k in range(_LUT_SIZE)
+    ],
+    dtype=np.uint8,
+)
+
+
+def _wave(
+    pos: NDArray[np.int64], period: int, phase: float, *, cos: bool = False
+) -> NDArray[np.uint8]:
+    """``255 * (0.5 + 0.5 * sin(2 pi pos / period + phase))`` (or cos) from the table, in
+    integer index arithmetic only."""
+    shift = round((phase / (2.0 * math.pi) + (0.25 if cos else 0.0)) * _LUT_SIZE)
+    idx = (pos * _LUT_SIZE // max(1, period) + shift) % _LUT_SIZE
+    return _SIN8[idx]
+
+
 def _frame(i: int, width: int, height: int, fps: int, rng_phase: float) -> NDArray[np.uint8]:
-    """Frame `i`: moving diagonal gradient, a bouncing disc, a sliding square, counter bars."""
+    """Frame `i`: moving diagonal gradient, a bouncing disc, a sliding square, counter bars.
+
+    Deterministic to the bit: integer arithmetic and a sine table, no vectorised float
+    transcendental functions (see :data:`_SIN8`).
+    """
     t = i / fps
-    x = np.arange(width, dtype=np.float32)[None, :]
-    y = np.arange(height, dtype=np.float32)[:, None]
-    phase = 2.0 * np.pi * (t / 4.0 + rng_phase)
-    img = np.empty((height, width, 3), dtype=np.float32)
-    img[..., 0] = 0.5 + 0.5 * np.sin(2.0 * np.pi * x / width + phase)
-    img[..., 1] = 0.5 + 0.5 * np.sin(2.0 * np.pi * y / height - phase * 0.7)
-    img[..., 2] = 0.5 + 0.5 * np.cos(2.0 * np.pi * (x + y) / (width + height) + phase * 1.3)
-    # bouncing disc
-    cx = width * (0.5 + 0.35 * np.sin(2.0 * np.pi * t / 3.0 + rng_phase * 6.0))
-    cy = height * (0.5 + 0.3 * np.cos(2.0 * np.pi * t / 2.2))
-    rad = min(width, height) * 0.16
-    img[((x - cx) ** 2 + (y - cy) ** 2) < rad * rad] = (1.0, 0.9, 0.1)
+    x = np.arange(width, dtype=np.int64)[None, :]
+    y = np.arange(height, dtype=np.int64)[:, None]
+    phase = 2.0 * math.pi * (t / 4.0 + rng_phase)
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[..., 0] = _wave(x, width, phase)
+    img[..., 1] = _wave(y, height, -phase * 0.7)
+    img[..., 2] = _wave(x + y, width + height, phase * 1.3, cos=True)
+    # bouncing disc (centre from scalar math; the mask is exact integer arithmetic)
+    cx = round(width * (0.5 + 0.35 * math.sin(2.0 * math.pi * t / 3.0 + rng_phase * 6.0)))
+    cy = round(height * (0.5 + 0.3 * math.cos(2.0 * math.pi * t / 2.2)))
+    rad = int(min(width, height) * 0.16)
+    img[((x - cx) ** 2 + (y - cy) ** 2) < rad * rad] = (255, 230, 26)
     # sliding square
     s = int(min(width, height) * 0.2)
     sx = int((t * width * 0.3 + rng_phase * width) % max(1, width - s))
     sy = int(height * 0.62)
-    img[sy : sy + s, sx : sx + s] = (0.9, 0.1, 0.3)
+    img[sy : sy + s, sx : sx + s] = (230, 26, 77)
     # frame-counter bars: 8 bits of the frame index as black/white blocks along the top
     bw = max(2, width // 16)
     bh = max(2, height // 16)
     for bit in range(8):
         on = (i >> bit) & 1
-        img[0:bh, bit * bw : (bit + 1) * bw] = (1.0, 1.0, 1.0) if on else (0.0, 0.0, 0.0)
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img[0:bh, bit * bw : (bit + 1) * bw] = (255, 255, 255) if on else (0, 0, 0)
+    return img
 
 
 def _yuv420p(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -128,7 +156,15 @@ def sample_clip(
             stream = out.add_stream("libx264", rate=fps)
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
-            stream.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
+            # Constant QP, one thread, no macroblock tree: with CRF rate control the x264 in
+            # PyAV 18.1 gave different packets for identical frames from call to call in one
+            # process (its lookahead/mbtree path); constant QP was bit-stable in every run.
+            stream.options = {
+                "preset": "veryfast",
+                "qp": "23",
+                "threads": "1",
+                "x264-params": "mbtree=0",
+            }
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
             stream.codec_context.time_base = Fraction(1, fps)
             for i in range(nframes):
