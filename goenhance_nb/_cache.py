@@ -9,6 +9,7 @@ also compares the content hash). The cache never deletes files outside its store
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -231,7 +232,7 @@ class ResultCache:
         """Return the summed size in bytes of all cached results."""
         return sum(r.size for r in self.list())
 
-    def enforce_limit(self, *, keep: str | None = None) -> list[str]:
+    def enforce_limit(self, *, keep: str | None = None) -> builtins.list[str]:
         """Evict the oldest results until the total size is within ``size_limit``.
 
         ``keep`` is never evicted. Returns the evicted keys.

@@ -44,7 +44,8 @@ def _frame(i: int, width: int, height: int, fps: int, rng_phase: float) -> NDArr
     for bit in range(8):
         on = (i >> bit) & 1
         img[0:bh, bit * bw : (bit + 1) * bw] = (1.0, 1.0, 1.0) if on else (0.0, 0.0, 0.0)
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    result: NDArray[np.uint8] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return result
 
 
 def _yuv420p(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -61,10 +62,12 @@ def _yuv420p(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
     h, w = y.shape
 
     def sub(c: NDArray[np.int32]) -> NDArray[np.int32]:
-        return (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2
+        out: NDArray[np.int32] = (c.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) + 2) >> 2
+        return out
 
     planes = np.concatenate([y.ravel(), sub(u).ravel(), sub(v).ravel()])
-    return np.clip(planes, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+    result: NDArray[np.uint8] = np.clip(planes, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+    return result
 
 
 def _same_file(a: Path, b: Path) -> bool:
