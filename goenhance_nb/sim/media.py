@@ -285,7 +285,7 @@ def _render(
                     out.mux(packet)
                 count += 1
                 next_t = count * frame_dt
-            if out is None or ostream is None or count == 0:
+            if out is None or ostream is None:  # nothing written (count == 0)
                 raise MediaError("source has no decodable video frame")
             for packet in ostream.encode(None):
                 out.mux(packet)
