@@ -66,8 +66,9 @@ def _yuv420p(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
         return out
 
     planes = np.concatenate([y.ravel(), sub(u).ravel(), sub(v).ravel()])
-    result: NDArray[np.uint8] = np.clip(planes, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
-    return result
+    # numpy's stubs type this expression as Any. Left exactly as it was: sample_clip's byte
+    # identity across calls is sensitive to allocation order (tests/test_samples.py).
+    return np.clip(planes, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)  # type: ignore[no-any-return]
 
 
 def _same_file(a: Path, b: Path) -> bool:
