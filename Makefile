@@ -53,4 +53,4 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) $(VENV6) demo-output artifacts .pytest_cache
+	rm -rf $(VENV) $(VENV6) demo-output artifacts .pytest_cache .mypy_cache
