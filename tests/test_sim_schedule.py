@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from goenhance_nb.sim.jobs import APIFailure, JobRecord, Render, validate_body
+from goenhance_nb.sim.jobs import APIFailure, GenerateArgs, JobRecord, Render, validate_body
 from goenhance_nb.sim.schedule import Finish, api_status, assign_slots, next_step
 
 
@@ -15,12 +15,7 @@ def job(**kw: object) -> JobRecord:
     base = JobRecord(
         id="j1",
         account="a",
-        model=2000,
-        reference_video_url="http://h/x.mp4",
-        duration=5,
-        resolution="720p",
-        seed=-1,
-        prompt=None,
+        args=GenerateArgs(2000, "http://h/x.mp4", 5, "720p", -1, None),
         model_version="v5",
         cost=50,
         submitted_at=100.0,

@@ -224,12 +224,7 @@ class Simulator:
             self.jobs[job_id] = JobRecord(
                 id=job_id,
                 account=aid,
-                model=args.model,
-                reference_video_url=args.reference_video_url,
-                duration=args.duration,
-                resolution=args.resolution,
-                seed=args.seed,
-                prompt=args.prompt,
+                args=args,
                 model_version=catalog.MODELS_BY_ID[args.model][2],
                 cost=cost,
                 submitted_at=now,
@@ -288,10 +283,10 @@ class Simulator:
             self._pool.submit(
                 self._render_job,
                 job.id,
-                model=job.model,
-                source_url=job.reference_video_url,
-                duration=job.duration,
-                resolution=job.resolution,
+                model=job.args.model,
+                source_url=job.args.reference_video_url,
+                duration=job.args.duration,
+                resolution=job.args.resolution,
             )
         except RuntimeError:  # pool shut down
             job.render = Render()
@@ -374,7 +369,7 @@ class Simulator:
                 "img_uuid": job_id,
                 "type": "mx-v2v",
                 "job_type": "mx-v2v",
-                "model_id": str(job.model),
+                "model_id": str(job.args.model),
                 "start_time": iso(job.submitted_at),
                 "json": None,
             }
@@ -404,7 +399,7 @@ class Simulator:
             item = {
                 "type": "video",
                 "value": url,
-                "duration": float(job.render.duration or job.duration),
+                "duration": float(job.render.duration or job.args.duration),
                 "link_expired_at": iso(exp),
             }
             return {"json": [item]}

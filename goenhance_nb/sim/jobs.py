@@ -6,7 +6,7 @@ a flat object; `render` holds only the keys that apply), so a state dir survives
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
@@ -77,12 +77,7 @@ class JobRecord:
 
     id: str
     account: str
-    model: int
-    reference_video_url: str
-    duration: int
-    resolution: str
-    seed: int
-    prompt: str | None
+    args: GenerateArgs
     model_version: str
     cost: int
     submitted_at: float
@@ -102,12 +97,7 @@ class JobRecord:
         return cls(
             id=d["id"],
             account=d["account"],
-            model=d["model"],
-            reference_video_url=d["reference_video_url"],
-            duration=d["duration"],
-            resolution=d["resolution"],
-            seed=d["seed"],
-            prompt=d["prompt"],
+            args=GenerateArgs(**{f.name: d[f.name] for f in fields(GenerateArgs)}),
             model_version=d["model_version"],
             cost=d["cost"],
             submitted_at=d["submitted_at"],
@@ -123,8 +113,10 @@ class JobRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The `jobs.json` value (flat; `render` as :meth:`Render.to_json`)."""
+        """The `jobs.json` value: flat (the args beside the other fields), `render` as
+        :meth:`Render.to_json`."""
         out = asdict(self)
+        out.update(out.pop("args"))
         out["render"] = self.render.to_json()
         return out
 
