@@ -9,7 +9,7 @@ STAMP6  := $(VENV6)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv demo test test-fast lab bench clean
+.PHONY: venv demo test test-fast typecheck lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,13 +30,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m goenhance_nb._demo --out demo-output
 
-## test: every test, including the real-kernel and real-browser suites
-test: $(STAMP) $(STAMP6)
+## typecheck: mypy over the package (DECISIONS 29; settings in pyproject.toml [tool.mypy])
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+## test: the type check, then every test, including the real-kernel and real-browser suites
+test: $(STAMP) $(STAMP6) typecheck
 	$(BIN)/python -m playwright --version > /dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## test-fast: skip the browser suite
-test-fast: $(STAMP)
+## test-fast: the type check, then every test but the browser suite
+test-fast: $(STAMP) typecheck
 	$(BIN)/python -m pytest -m 'not browser' $(PYTEST_ARGS)
 
 ## bench: every benchmark (issue 15, P1-P8) against its baseline; writes BENCHMARKS.md (< 10 min)
@@ -49,4 +53,4 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) $(VENV6) demo-output artifacts .pytest_cache
+	rm -rf $(VENV) $(VENV6) demo-output artifacts .pytest_cache .mypy_cache

@@ -15,6 +15,7 @@ opens (:func:`~goenhance_nb._jsondisk.open_json_cache`).
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -288,7 +289,7 @@ class ResultCache:
         """Return the summed size in bytes of all readable cached results."""
         return sum(r.size for r in self._scan()[0])
 
-    def enforce_limit(self, *, keep: str | None = None) -> list[str]:
+    def enforce_limit(self, *, keep: str | None = None) -> builtins.list[str]:
         """Evict the oldest results until the total size is within ``size_limit``.
 
         ``keep`` is never evicted. Returns the evicted keys.

@@ -143,7 +143,10 @@ def notebook_dir(
     return Path.cwd().resolve()
 
 
-_find_notebook_dir = notebook_dir
+def _given_or_current(given: Path | str | None) -> Path:
+    """``given`` as a Path, else :func:`notebook_dir` (for functions whose ``notebook_dir``
+    parameter hides that function)."""
+    return Path(given) if given is not None else notebook_dir()
 
 
 def link_or_copy(src: Path, dest: Path) -> Path:
@@ -271,7 +274,7 @@ def outputs_relpath(
 ) -> str | None:
     """The relative path :func:`outputs_path` uses for ``result``, if that file exists (no I/O
     besides a stat)."""
-    nb = Path(notebook_dir) if notebook_dir is not None else _find_notebook_dir()
+    nb = _given_or_current(notebook_dir)
     base = Path(output_dir) if output_dir else nb / OUTPUTS_DIRNAME
     if not base.is_absolute():
         base = nb / base
@@ -406,7 +409,7 @@ def publish_result(
         from goenhance_nb._frontend import frontend as _detect
 
         frontend = _detect()
-    nb_dir = Path(notebook_dir) if notebook_dir is not None else _find_notebook_dir()
+    nb_dir = _given_or_current(notebook_dir)
     local = outputs_path(result, nb_dir, output_dir=output_dir)
     rel = _relative_src(local, nb_dir)
     size = local.stat().st_size

@@ -475,7 +475,9 @@ class JobEngine:
             return
 
         async def _shutdown() -> None:
-            tasks = [j._task for j in list(self._active.values()) if j._task is not None]
+            tasks: list[asyncio.Future[None]] = [
+                j._task for j in list(self._active.values()) if j._task is not None
+            ]
             if self._queue_limit_task is not None and not self._queue_limit_task.done():
                 tasks.append(self._queue_limit_task)
             for t in tasks:

@@ -129,7 +129,7 @@ class ListingJSONDisk(JSONOnlyDisk):
     """:class:`JSONOnlyDisk` whose key decoding yields :class:`UnreadableKey` for a refused key
     row instead of raising, so ``Cache.iterkeys()`` goes on past it. Values are still refused."""
 
-    def get(self, key: Any, raw: bool) -> Any:  # type: ignore[override]
+    def get(self, key: Any, raw: bool) -> Any:
         """Return the key, or an :class:`UnreadableKey` for a refused (non-JSON) key row."""
         try:
             return super().get(key, raw)

@@ -173,7 +173,8 @@ def extract_result(
             if isinstance(i, Mapping) and isinstance(i.get("value"), str) and i["value"].strip()
         ]
         videos = [i for i in candidates if str(i.get("type", "")).lower() == "video"]
-        chosen = (videos or candidates or [None])[0]
+        pool = videos or candidates
+        chosen = pool[0] if pool else None
         if chosen is not None:
             url = chosen["value"].strip()
             link_expiry = chosen.get("link_expired_at")

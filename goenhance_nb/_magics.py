@@ -981,7 +981,7 @@ def _present_job(
         return
     simulated = str(getattr(job, "backend", "")) == "simulated"
     handle: Any = None
-    notifier: Any = None
+    notifier = None  # Any: the first binding is _show_notifier() in the wait branch
 
     def on_follow(new_job: Any) -> None:
         # the widget's Retry button follows a new job: the placeholder follows it too
@@ -1025,7 +1025,7 @@ def _status_class() -> Any:
     if _STATUS_CLASS is None:
         from goenhance_nb.widgets import StatusWidget
 
-        class MagicStatusWidget(StatusWidget):  # type: ignore[misc, valid-type]
+        class MagicStatusWidget(StatusWidget):
             """The magic's compact status widget; ``on_follow(job)`` runs after each follow."""
 
             _on_follow: Callable[[Any], None] | None = None

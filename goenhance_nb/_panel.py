@@ -508,7 +508,8 @@ class Panel(W.VBox):
             self._submit_from_controls()
 
     def _add_job(self, job: Any, input_name: str) -> None:
-        style = self.gallery.styles.get(getattr(job.spec, "model", None))
+        model = getattr(job.spec, "model", None)
+        style = self.gallery.styles.get(model) if model is not None else None
         label = getattr(style, "label", None) or str(getattr(job.spec, "model", "?"))
         sw = StatusWidget(job, session=self._session, compact=True)
         sw.on_retry(self._track_retry)

@@ -59,7 +59,7 @@ class SecretKey:
     contains the key.
     """
 
-    __slots__ = ("_SecretKey__value",)
+    __slots__ = ("__value",)  # mangled to _SecretKey__value, like the attribute
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):

@@ -23,13 +23,14 @@ import json
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpx
 
 __all__ = ["RateLimiter", "RetryTransport", "parse_retry_after"]
 
-Sleep = Callable[[float], Awaitable[None]]
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "OPTIONS", "DELETE"})
 RETRY_STATUSES_IDEMPOTENT = frozenset({429, 500, 502, 503, 504})
@@ -132,7 +133,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """Delay before re-send number ``attempt + 1`` (``Retry-After`` wins, capped)."""
         if retry_after is not None:
             return min(retry_after, self.backoff_max)
-        base = min(self.backoff_max, self.backoff_base * (2**attempt))
+        base = min(self.backoff_max, self.backoff_base * (2.0**attempt))
         return base * self._rng.uniform(0.5, 1.0)
 
     @staticmethod

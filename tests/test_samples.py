@@ -128,4 +128,14 @@ def test_samples_imports_only_av_numpy_and_stdlib() -> None:
         for n in ast.walk(tree)
         if isinstance(n, ast.ImportFrom) and n.module and not n.level
     }
-    assert mods <= {"av", "numpy", "math", "os", "tempfile", "uuid", "fractions", "pathlib", "__future__"}
+    assert mods <= {
+        "av",
+        "numpy",
+        "math",
+        "os",
+        "tempfile",
+        "uuid",
+        "fractions",
+        "pathlib",
+        "__future__",
+    }

@@ -6,7 +6,10 @@ nothing else in ``goenhance_nb`` imports it: the client only starts the process 
 port file.
 
 Modules: ``__main__`` (CLI, socket, uvicorn), ``app`` (Starlette routes, logging and fault
-middleware), ``core`` (accounts, jobs, lifecycle, credits, signing, JSON persistence),
-``config`` (defaults, patch validation), ``faults`` (one-shot fault queue), ``media`` (PyAV +
-numpy style transforms and previews).
+middleware), ``core`` (the ``Simulator`` that ties the rest together under one lock),
+``catalog`` (models, prices), ``accounts`` (credits, daily cap), ``jobs`` (the typed job
+record, body validation), ``schedule`` (queue slots and lifecycle as functions of time),
+``render`` (source fetch, transform, render cache), ``signing`` (result URLs), ``persist``
+(atomic JSON files), ``config`` (defaults, patch validation), ``faults`` (one-shot fault
+queue), ``media`` (PyAV + numpy style transforms and previews).
 """

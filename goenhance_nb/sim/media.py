@@ -61,7 +61,10 @@ def box_blur(img: Frame, radius: int) -> Frame:
 
 def luma(img: Frame) -> Frame:
     """Rec.601 luminance of an RGB frame (HxW)."""
-    return (img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114).astype(np.float32)
+    result: Frame = (img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114).astype(
+        np.float32
+    )
+    return result
 
 
 def edges(gray: Frame) -> Frame:
@@ -76,18 +79,21 @@ def edges(gray: Frame) -> Frame:
 def posterize(img: Frame, levels: int) -> Frame:
     """Quantise every channel to `levels` evenly spaced values."""
     q = np.float32(levels - 1)
-    return np.round(img * q) / q
+    result: Frame = np.round(img * q) / q
+    return result
 
 
 def saturate(img: Frame, amount: float) -> Frame:
     """Scale the distance from grey by `amount` (1 = unchanged)."""
     g = luma(img)[..., None]
-    return g + (img - g) * np.float32(amount)
+    result: Frame = g + (img - g) * np.float32(amount)
+    return result
 
 
 def contrast(img: Frame, amount: float, pivot: float = 0.5) -> Frame:
     """Scale the distance from `pivot` by `amount`."""
-    return (img - np.float32(pivot)) * np.float32(amount) + np.float32(pivot)
+    result: Frame = (img - np.float32(pivot)) * np.float32(amount) + np.float32(pivot)
+    return result
 
 
 def _paper(h: int, w: int) -> Frame:
@@ -104,7 +110,8 @@ def style_anime(img: Frame) -> Frame:
     base = posterize(saturate(soft, 1.3), 5)
     e = edges(luma(soft))
     line = np.clip((e - 0.08) * 8.0, 0.0, 1.0)[..., None]
-    return base * (1.0 - line)
+    result: Frame = base * (1.0 - line)
+    return result
 
 
 def style_pixar(img: Frame) -> Frame:
@@ -117,7 +124,8 @@ def style_clay(img: Frame) -> Frame:
     """Posterized, soft, warm tones."""
     out = box_blur(posterize(img, 4), 2)
     warm = np.array([1.15, 0.98, 0.72], dtype=np.float32)
-    return out * warm + np.float32(0.03)
+    result: Frame = out * warm + np.float32(0.03)
+    return result
 
 
 def style_oil(img: Frame) -> Frame:
@@ -168,7 +176,8 @@ def apply_style(style: str, rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
     fn = STYLES[style]
     img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     out = fn(img)
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    result: NDArray[np.uint8] = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return result
 
 
 # -- geometry --------------------------------------------------------------------------------
@@ -265,6 +274,7 @@ def _render(
                     ostream.pix_fmt = "yuv420p"
                     ostream.options = {"preset": "ultrafast", "crf": "28"}
                     ostream.codec_context.time_base = Fraction(1, 1) / out_fps
+                assert ostream is not None  # opened together with `out` above
                 rgb = frame.to_ndarray(width=ww, height=wh, format="rgb24")
                 styled = apply_style(style, rgb)
                 vf = av.VideoFrame.from_ndarray(styled, format="rgb24")
@@ -275,7 +285,7 @@ def _render(
                     out.mux(packet)
                 count += 1
                 next_t = count * frame_dt
-            if out is None or ostream is None or count == 0:
+            if out is None or ostream is None:  # nothing written (count == 0)
                 raise MediaError("source has no decodable video frame")
             for packet in ostream.encode(None):
                 out.mux(packet)

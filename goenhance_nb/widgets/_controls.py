@@ -6,7 +6,6 @@ saved into the ``.ipynb``, so only display text goes into synced traits.
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
+
+from goenhance_nb._display import publish_result
 
 __all__ = [
     "STATE_COLOURS",
@@ -159,34 +160,10 @@ def result_bundle(
     """The display bundle ``(data, metadata)`` for a finished :class:`ResultRecord`.
 
     Uses :func:`goenhance_nb._display.publish_result` (regular-output ``<video>`` with a path
-    relative to the notebook, provenance metadata). The minimal fallback below is used only if
-    that module is unavailable.
+    relative to the notebook, provenance metadata).
     """
-    try:
-        from goenhance_nb._display import publish_result
-    except ImportError:  # pragma: no cover - _display is part of the package
-        return _fallback_bundle(result, cached=cached)
     bundle = publish_result(result, notebook_dir=notebook_dir, cached=cached)
-    return dict(bundle), dict(getattr(bundle, "metadata", None) or {})
-
-
-def _fallback_bundle(result: Any, *, cached: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    path = str(getattr(result, "path", ""))
-    simulated = getattr(result, "backend", "simulated") == "simulated"
-    label = html.escape(str(getattr(result, "style_label", "")))
-    tags = '<span class="goenhance-simulated">SIMULATED</span> ' if simulated else ""
-    if cached:
-        tags += '<span class="goenhance-cached">cached</span> '
-    src = html.escape(Path(path).as_uri() if path.startswith("/") else path)
-    data = {
-        "text/html": (
-            f'<div class="goenhance-result">{tags}{label}<br>'
-            f'<video class="goenhance-video" controls muted playsinline src="{src}">'
-            "</video></div>"
-        ),
-        "text/plain": f"GoEnhance result: {path}",
-    }
-    return data, {}
+    return dict(bundle), dict(bundle.metadata)
 
 
 class Throttle:

@@ -94,7 +94,7 @@ def notifier_class() -> Any:
 
     if _NOTIFIER_CLASS is None:
 
-        class BrowserNotifier(anywidget.AnyWidget):  # type: ignore[misc, name-defined]
+        class BrowserNotifier(anywidget.AnyWidget):
             """A "Notify me" button; :meth:`notify` shows a browser notification if allowed."""
 
             __qualname__ = "BrowserNotifier"

@@ -564,7 +564,7 @@ def retry_arguments(job: Any) -> tuple[Any, Any, dict[str, Any]]:
     """``(source, style, params)`` to submit ``job``'s transformation again via
     ``Session.transform``. Uses the job's input reference and spec."""
     spec = job.spec
-    inp = getattr(job, "input", None)
+    inp: Any = getattr(job, "input", None)
     if getattr(inp, "kind", None) == "url" and getattr(inp, "url", None):
         source = inp.url
     else:
