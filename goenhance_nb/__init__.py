@@ -31,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "BudgetExceeded": "_errors",
     "DiskFull": "_errors",
     "TooLarge": "_errors",
+    "ReplayMiss": "_errors",
+    "BundleError": "_errors",
     # settings and records
     "Settings": "_settings",
     "Style": "_records",
@@ -49,6 +51,10 @@ _EXPORTS: dict[str, str] = {
     "ResultRecord": "_cache",
     "Client": "_sync",
     "sample_clip": "_samples",
+    # reproducible notebooks (issue 14)
+    "verify": "_repro",
+    "export_bundle": "_session",
+    "import_bundle": "_session",
     # notebook layer
     "panel": "_panel",
     "StatusWidget": "widgets",

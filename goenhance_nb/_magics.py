@@ -40,6 +40,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from goenhance_nb import _display, _frontend
 from goenhance_nb._errors import GoEnhanceError, brief, redact_text
+from goenhance_nb._settings import MODES
 
 __all__ = [
     "CELL_KEYS",
@@ -137,6 +138,21 @@ class HelpArgs:
     """``%goenhance help [SUBCOMMAND]``."""
 
     topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeArgs:
+    """``%goenhance mode [live|record|replay|offline]`` (None: show the mode in force)."""
+
+    mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathArgs:
+    """``%goenhance verify [PATH]``, ``export PATH [--inputs]``, ``import PATH``."""
+
+    path: str | None = None
+    inputs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +303,38 @@ def build_parser() -> _Parser:
         description="Ask for the API key with getpass and keep it in memory.",
     )
     lg.add_argument("--save", action="store_true", help="also write it to the key file (mode 0600)")
+    md = sub.add_parser(
+        "mode",
+        help="live, record, replay or offline",
+        description="Show or set the reproducibility mode: live (no lockfile), record (live + "
+        "goenhance.lock.json), replay (results only from the cache or an imported bundle), "
+        "offline (no network at all).",
+    )
+    md.add_argument("mode", nargs="?", default=None, choices=MODES, metavar="MODE")
+    vf = sub.add_parser(
+        "verify",
+        help="re-hash the results the lockfile lists",
+        description="Re-hash every result goenhance.lock.json lists; report missing, changed "
+        "and extra files in goenhance_outputs/; the cell fails on drift.",
+    )
+    vf.add_argument(
+        "path", nargs="?", default=None, metavar="PATH", help="notebook, folder or lockfile"
+    )
+    ex = sub.add_parser(
+        "export",
+        help="write a bundle (lockfile + results)",
+        description="Write one zip archive: the lockfile at its root and every result it lists "
+        "(results/<sha256>.mp4), so another machine can replay the notebook.",
+    )
+    ex.add_argument("path", metavar="PATH", help="the archive to write (e.g. results.zip)")
+    ex.add_argument("--inputs", action="store_true", help="also include the input videos")
+    im = sub.add_parser(
+        "import",
+        help="seed the cache from a bundle",
+        description="Check a bundle (names, links, sizes, hashes) and seed this cache with its "
+        "results, so the notebook replays with zero API calls. Refused bundles change nothing.",
+    )
+    im.add_argument("path", metavar="PATH", help="a bundle written by %%goenhance export")
     hp = sub.add_parser("help", help="this help", description="Show help for a subcommand.")
     hp.add_argument("topic", nargs="?", default=None, metavar="SUBCOMMAND")
     return root
@@ -341,6 +389,10 @@ def parse_line(line: str) -> Command | None:
         return Command("styles", StylesArgs(ns.refresh, ns.text))
     if name == "help":
         return Command("help", HelpArgs(ns.topic))
+    if name == "mode":
+        return Command("mode", ModeArgs(ns.mode))
+    if name in ("verify", "export", "import"):
+        return Command(name, PathArgs(ns.path, bool(getattr(ns, "inputs", False))))
     return Command(name, NoArgs())
 
 
@@ -579,6 +631,7 @@ class GoEnhanceMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         self._session: Any | None = None
+        self._mode: str | None = None  # set by %goenhance mode
         self._lock = threading.RLock()
         super().__init__(shell=shell, **kwargs)
         self.observe(
@@ -601,10 +654,13 @@ class GoEnhanceMagics(Magics):
             self._session = None  # rebuilt with the new settings on next use
 
     def session(self) -> Any:
-        """The Session the magics use (created on first use from env + these traits)."""
+        """The Session the magics use (created on first use from env + these traits); a mode
+        set with ``%goenhance mode`` carries over to a session rebuilt after a trait change."""
         with self._lock:
             if self._session is None:
                 self._session = _session_for(self.settings_config())
+                if self._mode is not None and self._session.mode != self._mode:
+                    self._session.set_mode(self._mode)
             return self._session
 
     def set_session(self, session: Any) -> None:
@@ -1328,6 +1384,8 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
     rows: list[list[Any]] = [
         ["api_key", key_state],
         ["backend", getattr(session, "backend", getattr(s, "backend", ""))],
+        ["mode", session.mode],
+        ["lockfile", session.lockfile.path],
     ]
     for name in _CONFIG_FIELDS:
         if hasattr(s, name):
@@ -1354,6 +1412,54 @@ def _display_url(url: str) -> str:
     from goenhance_nb._errors import redact_url
 
     return redact_url(url)
+
+
+def handle_mode(m: GoEnhanceMagics, args: ModeArgs) -> None:
+    """Show the mode in force, or switch this kernel's session to another one.
+
+    :raises ConfigError: offline with no backend known without a network.
+    """
+    session = m.session()
+    if args.mode is not None:
+        session.set_mode(args.mode)
+        m._mode = args.mode
+    where = session.lockfile.path
+    extra = {
+        "live": "no lockfile writes",
+        "record": f"results are recorded in {where}",
+        "replay": "results only from the cache or an imported bundle (a miss fails the cell)",
+        "offline": "no network at all; model list and results from the cache",
+    }[session.mode]
+    print(f"goenhance mode: {session.mode} ({extra})")
+
+
+def handle_verify(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Re-hash the lockfile's results; print the report; drift fails the cell (UsageError).
+
+    :raises ConfigError: no lockfile.
+    """
+    from goenhance_nb._repro import verify
+
+    target = args.path if args.path is not None else m.session().lockfile.path
+    report = verify(target)
+    print(report)
+    if not report.ok:
+        raise UsageError(
+            f"%goenhance verify: drift: {len(report.missing)} missing, "
+            f"{len(report.changed)} changed, {len(report.extra)} extra"
+        )
+
+
+def handle_export(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Write the bundle. :raises BundleError: a result is missing or changed."""
+    path = m.session().export(args.path or "", inputs=args.inputs)
+    print(f"Bundle written: {path}")
+
+
+def handle_import(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Seed the cache from a bundle. :raises BundleError: refused (the cache is untouched)."""
+    report = m.session().import_bundle(args.path or "")
+    print(f"{report}. Re-run the notebook (replay mode: %goenhance mode replay).")
 
 
 def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
@@ -1428,6 +1534,10 @@ HANDLERS: dict[str, Handler] = {
     "panel": handle_panel,
     "login": handle_login,
     "help": handle_help,
+    "mode": handle_mode,
+    "verify": handle_verify,
+    "export": handle_export,
+    "import": handle_import,
 }
 
 

@@ -41,6 +41,10 @@ SUBCOMMANDS = [
     "panel",
     "login",
     "help",
+    "mode",
+    "verify",
+    "export",
+    "import",
 ]
 
 
