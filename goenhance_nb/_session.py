@@ -93,9 +93,10 @@ class Session:
     call; the model list is fetched only when none is cached), ``offline`` (no network at all:
     the model list and results from the cache, the embedded simulator not started). Unset: a
     headless run (nbclient/papermill) with a lockfile present is ``replay``, else ``live``.
-    In replay/offline the backend identity is not asked of the server: it is the ``backend``
-    setting, else ``"simulated"`` for the embedded simulator, else the one backend the
-    lockfile's entries name (replay asks the server only when none of these applies).
+    In replay/offline the backend identity is not asked of the server: it is the
+    ``replay_backend`` setting, else ``"simulated"`` for the embedded simulator, else the one
+    backend the lockfile's entries name (replay asks the server only when none of these
+    applies; offline refuses with :class:`ConfigError`).
     """
 
     def __init__(
@@ -163,9 +164,9 @@ class Session:
             self._backend = self._identify(base_url)
 
     def _backend_without_network(self) -> str | None:
-        """Replay/offline: the ``backend`` setting, else the single backend of the lockfile."""
-        if self.settings.backend:
-            return self.settings.backend
+        """Replay/offline: the ``replay_backend`` setting, else the single backend of the lockfile."""
+        if self.settings.replay_backend:
+            return self.settings.replay_backend
         try:
             found = self.lockfile.backends()
         except GoEnhanceError:
@@ -188,7 +189,7 @@ class Session:
     def _offline_backend_message(self) -> str:
         return (
             f"offline mode cannot ask {redact_url(self.base_url)} which backend it is: set "
-            "GOENHANCE_BACKEND ('simulated' or the API host) or record a lockfile first"
+            "GOENHANCE_REPLAY_BACKEND ('simulated' or the API host) or record a lockfile first"
         )
 
     def _check_network(self, what: str) -> None:

@@ -231,7 +231,7 @@ class Settings:
     key_source: str | None = None  # "explicit" | "env" | "key file" | None (never the key)
     mode: str | None = None  # live | record | replay | offline; None = auto (see Session.mode)
     lockfile: Path | None = None  # None = goenhance.lock.json in the notebook's folder
-    backend: str | None = None  # backend identity for replay/offline ("simulated" or a host)
+    replay_backend: str | None = None  # backend identity in replay/offline ("simulated" or a host)
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not isinstance(self.api_key, SecretKey):
@@ -280,12 +280,14 @@ class Settings:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {brief(self.mode)}")
         if self.lockfile is not None:
             object.__setattr__(self, "lockfile", Path(self.lockfile).expanduser())
-        if self.backend is not None and (
-            not isinstance(self.backend, str) or not self.backend.strip() or ":" in self.backend
+        if self.replay_backend is not None and (
+            not isinstance(self.replay_backend, str)
+            or not self.replay_backend.strip()
+            or ":" in self.replay_backend
         ):
             raise ConfigError(
-                f"backend must be 'simulated' or an API host (no scheme or port), "
-                f"got {brief(self.backend)}"
+                f"replay_backend must be 'simulated' or an API host (no scheme or port), "
+                f"got {brief(self.replay_backend)}"
             )
         if self.wait is not None and not isinstance(self.wait, bool):
             raise ConfigError(f"wait must be True, False or None, got {brief(self.wait)}")
@@ -494,5 +496,5 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "max_input_mb": _float,
     "mode": _mode,
     "lockfile": _path,
-    "backend": _str,
+    "replay_backend": _str,
 }

@@ -208,20 +208,45 @@ def test_export_import_replay_with_the_api_unreachable(
 def test_replay_miss_fails_naming_the_transformation(
     sim: Any, recorded: dict[str, Any], clip: Path, tmp_path: Path
 ) -> None:
-    sim.clear_requests()
-    s = make_session(sim, recorded["cache"], mode="replay", lockfile=recorded["nb"] / "x.json")
+    """A bundle imported into an empty cache with one result then missing: replay serves the
+    other, and the missing one fails naming it, with zero generate calls."""
+    nb: Path = recorded["nb"]
+    src = make_session(sim, recorded["cache"], lockfile=nb / LOCKFILE_NAME)
     try:
+        bundle = src.export(tmp_path / "bundle.zip")
+    finally:
+        src.close()
+    sim.clear_requests()
+    s = make_session(sim, tmp_path / "cache-b", mode="replay", lockfile=nb / LOCKFILE_NAME)
+    try:
+        s.import_bundle(bundle)
+        assert s.cache.remove(recorded["jobs"][1].key)
         assert s.transform(clip, "Anime Style", duration=3, seed=7).result(timeout=30)
-        with pytest.raises(ReplayMiss, match=r"clip\.mp4 -> Anime Style \(3 s, 720p, seed 99"):
+        with pytest.raises(ReplayMiss, match=r"clip\.mp4 -> Anime Style \(3 s, 720p, seed 8"):
+            s.transform(clip, "Anime Style", duration=3, seed=8)
+        with pytest.raises(ReplayMiss, match="seed 99"):
             s.transform(clip, "Anime Style", duration=3, seed=99)
     finally:
         s.close()
     assert sim.generate_calls() == 0
-    assert [r for r in sim.requests() if "modellist" in r["path"]] == []
+    # the styles came from the bundle: not even the model list was asked for
+    assert [r for r in sim.requests() if r["path"].startswith("/api/")] == []
+
+
+def test_offline_without_a_known_backend_says_what_to_do(tmp_path: Path) -> None:
+    s = _replay_session(tmp_path / "c", tmp_path, "offline")
+    try:
+        with pytest.raises(ConfigError, match="GOENHANCE_REPLAY_BACKEND"):
+            s.backend  # noqa: B018
+        with pytest.raises(ConfigError, match="GOENHANCE_REPLAY_BACKEND"):
+            s.set_mode("offline")
+        assert s.client.request_count == 0
+    finally:
+        s.close()
 
 
 def test_offline_without_a_cached_model_list_says_what_to_do(tmp_path: Path, clip: Path) -> None:
-    s = _replay_session(tmp_path / "empty", tmp_path, "offline", backend="simulated")
+    s = _replay_session(tmp_path / "empty", tmp_path, "offline", replay_backend="simulated")
     try:
         with pytest.raises(ConfigError, match=r"no cached model list.*import a bundle"):
             s.transform(clip, "Anime Style", duration=3)
@@ -237,7 +262,7 @@ def test_headless_with_a_lockfile_defaults_to_replay(
     monkeypatch.chdir(recorded["nb"])
     s = Session(
         Settings.resolve(
-            explicit={"cache_dir": tmp_path / "c", "backend": "simulated"},
+            explicit={"cache_dir": tmp_path / "c", "replay_backend": "simulated"},
             env={
                 "GOENHANCE_API_KEY": "sentinel-key-0123456789",
                 "GOENHANCE_BASE_URL": _dead_base_url(),
@@ -272,7 +297,7 @@ def _rewrite_zip(good: Path, dest: Path, edit: Any) -> Path:
 
 
 def _assert_untouched(cache_dir: Path) -> None:
-    s = _replay_session(cache_dir, cache_dir, "offline", backend="simulated")
+    s = _replay_session(cache_dir, cache_dir, "offline", replay_backend="simulated")
     try:
         assert s.cache.list() == []
         assert s.cache.meta_get("styles:simulated") is None
@@ -438,3 +463,87 @@ def test_magic_subcommands(
             m.goenhance("verify")
     finally:
         s.close()
+
+
+def test_export_with_inputs_lets_a_collaborator_replay_from_the_bundle_alone(
+    sim: Any, recorded: dict[str, Any], clip: Path, tmp_path: Path
+) -> None:
+    nb: Path = recorded["nb"]
+    src = make_session(sim, recorded["cache"], lockfile=nb / LOCKFILE_NAME)
+    try:
+        bundle = src.export(tmp_path / "with-inputs.zip", inputs=True)
+    finally:
+        src.close()
+    assert any(n.startswith("inputs/") for n in zipfile.ZipFile(bundle).namelist())
+    other_nb = tmp_path / "collaborator"
+    other_nb.mkdir()
+    (other_nb / LOCKFILE_NAME).write_bytes((nb / LOCKFILE_NAME).read_bytes())
+    sim.clear_requests()
+    s = _replay_session(tmp_path / "cache-c", other_nb, "offline")
+    try:
+        report = s.import_bundle(bundle)
+        copied = other_nb / "goenhance_inputs" / "clip.mp4"
+        assert report.inputs == (str(copied),)
+        assert copied.read_bytes() == clip.read_bytes()
+        rec = s.transform(copied, "Anime Style", duration=3, seed=7).result(timeout=30)
+        assert rec.file.read_bytes() == recorded["jobs"][0].record.file.read_bytes()
+        assert s.client.request_count == 0
+    finally:
+        s.close()
+    assert sim.requests() == []
+
+
+@pytest.mark.slow
+def test_headless_kernel_records_then_replays_by_default(
+    sim: Any, sim_env: dict[str, str], clip: Path, tmp_path: Path
+) -> None:
+    """A real kernel under nbclient: GOENHANCE_MODE=record writes the lockfile beside the
+    notebook (the kernel's cwd); the next headless run defaults to replay (no generate call),
+    and a transformation the lockfile lacks fails its cell naming it, still without a call."""
+    import nbformat
+
+    from goenhance_nb._demo import execute_notebook
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "clip.mp4").write_bytes(clip.read_bytes())
+
+    def notebook(seed: int) -> Path:
+        nb = nbformat.v4.new_notebook(
+            cells=[
+                nbformat.v4.new_code_cell("%load_ext goenhance_nb"),
+                nbformat.v4.new_code_cell("%goenhance mode"),
+                nbformat.v4.new_code_cell(
+                    f"job = %goenhance run clip.mp4 --style 2000 -d 3 -r 540p --seed {seed}\n"
+                    "print('cached:', job.cached)"
+                ),
+            ]
+        )
+        path = tmp_path / f"nb{seed}.ipynb"
+        nbformat.write(nb, path)
+        return path
+
+    def text_of(nb: Any) -> str:
+        return "".join(
+            str(o.get("text", "")) + str(o.get("ename", "")) + str(o.get("evalue", ""))
+            for c in nb.cells
+            for o in c.get("outputs", [])
+        )
+
+    nb, err = execute_notebook(notebook(1), work, env={"GOENHANCE_MODE": "record"}, name="a.ipynb")
+    assert err is None, err
+    assert "goenhance mode: record" in text_of(nb)
+    assert len(Lockfile(work / LOCKFILE_NAME).entries()) == 1
+    assert verify(work / "a.ipynb").ok
+    calls = sim.generate_calls()
+    assert calls == 1
+
+    nb, err = execute_notebook(notebook(1), work, name="a.ipynb")
+    assert err is None, err
+    assert "goenhance mode: replay" in text_of(nb) and "cached: True" in text_of(nb)
+    nb, err = execute_notebook(notebook(2), work, name="b.ipynb")
+    assert err is not None
+    assert "ReplayMiss" in text_of(nb) and "clip.mp4 -> Anime Style (3 s, 540p, seed 2" in text_of(
+        nb
+    )
+    assert sim.generate_calls() == calls
