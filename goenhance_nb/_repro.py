@@ -397,8 +397,9 @@ def export_bundle(
         rec = cache.get(key)
         if rec is not None:
             candidates.append(rec.file)
-        if out.get("path"):
-            candidates.append(lock.dir / str(out["path"]))
+        beside = (lock.dir / str(out.get("path") or "")).resolve()
+        if out.get("path") and beside.is_relative_to(lock.dir.resolve()):
+            candidates.append(beside)
         src = next((c for c in candidates if c.is_file() and sha256_file(c) == sha), None)
         if src is None:
             raise BundleError(
@@ -696,6 +697,8 @@ def _with_path(rec: ResultRecord, path: Path) -> ResultRecord:
 def _stage_result(
     key: str, e: dict[str, Any], by_name: dict[str, _Member], stage: Path, cap: int
 ) -> tuple[Path, ResultRecord]:
+    if not _HEX64.match(key):  # request keys are blake3 hex; anything else could be a path
+        raise BundleError(f"the bundle's lockfile has a malformed key {key[:16]!r}; refused")
     label = _entry_label(e)
     out = e.get("output") or {}
     sha = str(out.get("sha256") or "")

@@ -631,7 +631,7 @@ class Session:
             raise JobFailed(entry.job_id, entry.error or "failed earlier")
         existing = self.engine.join(entry.key, timeout)
         if existing is not None:
-            return existing
+            return self._maybe_record(existing)
         spec = JobSpec.from_json(entry.spec)
         raw_input = entry.extra.get("input") if isinstance(entry.extra, dict) else None
         ref = (
@@ -660,7 +660,7 @@ class Session:
         )
         if resubmit and entry.state == "failed":
             req.force = True
-        return self.engine.submit(req)
+        return self._maybe_record(self.engine.submit(req))
 
     def _adopt(self, img_uuid: str) -> LedgerEntry:
         """Give a job id the ledger never recorded to the ``submitting`` entry it belongs to.

@@ -547,3 +547,27 @@ def test_headless_kernel_records_then_replays_by_default(
         nb
     )
     assert sim.generate_calls() == calls
+
+
+def test_a_lockfile_key_that_is_a_path_is_refused(
+    sim: Any, recorded: dict[str, Any], tmp_path: Path
+) -> None:
+    good = _good_bundle(recorded, sim, tmp_path)
+
+    def evil_key(info: zipfile.ZipInfo, data: bytes, zout: zipfile.ZipFile) -> bytes:
+        if info.filename != LOCKFILE_NAME:
+            return data
+        lock = json.loads(data)
+        entry = next(iter(lock["results"].values()))
+        lock["results"] = {"../../../escaped": entry}
+        return json.dumps(lock).encode()
+
+    bad = _rewrite_zip(good, tmp_path / "bad.zip", evil_key)
+    s = _replay_session(tmp_path / "victim", recorded["nb"], "offline")
+    try:
+        with pytest.raises(BundleError, match="malformed key"):
+            s.import_bundle(bad)
+    finally:
+        s.close()
+    _assert_untouched(tmp_path / "victim")
+    assert not list(tmp_path.rglob("escaped*"))
