@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "verify": "_repro",
     "export_bundle": "_session",
     "import_bundle": "_session",
+    "sweep": "_sweep",
     # notebook layer
     "panel": "_panel",
     "StatusWidget": "widgets",

@@ -505,6 +505,47 @@ class Session:
         )
         return self._maybe_record(self.engine.submit(req))
 
+    def plan(
+        self,
+        source: str | Path,
+        style: int | str | Style,
+        *,
+        prompt: str | None = None,
+        duration: int = 5,
+        resolution: str = "720p",
+        seed: int = -1,
+    ) -> dict[str, Any]:
+        """What :meth:`transform` would do, without doing it (no job call, nothing charged).
+
+        Returns ``{"key", "input", "style", "spec", "status", "estimate"}``: ``status`` is
+        ``"cached"`` (served from the cache), ``"running"`` (a known job would be re-attached)
+        or ``"new"`` (a paid submission); ``estimate`` is the estimated credits of a new job
+        (0 otherwise). Validation is the same as :meth:`transform`'s.
+
+        :raises InputError: bad parameter, unknown style, unusable source.
+        """
+        validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
+        ref = self.inspect(source, duration=duration)
+        st = self.resolve_style(style)
+        spec = JobSpec(
+            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
+        )
+        key = request_key(ref.content_hash, spec, st.version, self.backend)
+        status, estimate = "cached", 0
+        if self._needs_new_charge(key, False):
+            status = "new"
+            estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip).credits
+        elif self.cache.lookup(key)[1] != "ok":
+            status = "running"
+        return {
+            "key": key,
+            "input": ref.name,
+            "style": st.label,
+            "spec": spec,
+            "status": status,
+            "estimate": estimate,
+        }
+
     def _require_cached(self, key: str, force: bool, name: str, st: Style, spec: JobSpec) -> None:
         """Replay/offline: the result must be in the cache, intact (no API call otherwise).
 

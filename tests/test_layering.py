@@ -27,6 +27,7 @@ LAYERS: list[str] = [
     "_magics",
     "_panel",
     "widgets",
+    "_sweep",
     "_display",
     "_session",
     "_repro",
