@@ -156,6 +156,21 @@ class PathArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class SweepArgs:
+    """``%goenhance sweep INPUT... --style S [--style S2] [--grid KEY=V1,V2] [caps]``."""
+
+    inputs: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
+    grid: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    duration: int | None = None
+    resolution: str | None = None
+    prompt: str | None = None
+    max_credits: int | None = None
+    max_jobs: int | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class NoArgs:
     """A subcommand without options (credits, jobs, config, panel)."""
 
@@ -335,6 +350,27 @@ def build_parser() -> _Parser:
         "results, so the notebook replays with zero API calls. Refused bundles change nothing.",
     )
     im.add_argument("path", metavar="PATH", help="a bundle written by %%goenhance export")
+    sw = sub.add_parser(
+        "sweep",
+        help="every input x style x grid value",
+        description="Plan every INPUT x --style x --grid combination (cached, running, new, "
+        "estimated credits), check the caps before anything is sent, run, show one grid.",
+    )
+    sw.add_argument("inputs", nargs="+", metavar="INPUT", help="input videos")
+    sw.add_argument("--style", "-s", action="append", required=True, help="a style (repeatable)")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="vary duration, resolution, seed or prompt (repeatable)",
+    )
+    sw.add_argument("--duration", "-d", type=int, default=None, help="seconds of output, 3-30")
+    sw.add_argument("--resolution", "-r", default=None, choices=RESOLUTIONS)
+    sw.add_argument("--prompt", "-p", default=None)
+    sw.add_argument("--max-credits", type=int, default=None, help="refuse above this estimate")
+    sw.add_argument("--max-jobs", type=int, default=None, help="refuse above this many new jobs")
+    sw.add_argument("--dry-run", action="store_true", help="show the plan only")
     hp = sub.add_parser("help", help="this help", description="Show help for a subcommand.")
     hp.add_argument("topic", nargs="?", default=None, metavar="SUBCOMMAND")
     return root
@@ -391,6 +427,27 @@ def parse_line(line: str) -> Command | None:
         return Command("help", HelpArgs(ns.topic))
     if name == "mode":
         return Command("mode", ModeArgs(ns.mode))
+    if name == "sweep":
+        grid: list[tuple[str, tuple[str, ...]]] = []
+        for spec in ns.grid:
+            key, sep, values = spec.partition("=")
+            if not sep or not key or not values:
+                raise UsageError(f"%goenhance sweep: --grid wants KEY=V1,V2, got {brief(spec)}")
+            grid.append((key.strip(), tuple(v.strip() for v in values.split(","))))
+        return Command(
+            "sweep",
+            SweepArgs(
+                tuple(ns.inputs),
+                tuple(ns.style),
+                tuple(grid),
+                ns.duration,
+                ns.resolution,
+                ns.prompt,
+                ns.max_credits,
+                ns.max_jobs,
+                ns.dry_run,
+            ),
+        )
     if name in ("verify", "export", "import"):
         return Command(name, PathArgs(ns.path, bool(getattr(ns, "inputs", False))))
     return Command(name, NoArgs())
@@ -1462,6 +1519,45 @@ def handle_import(m: GoEnhanceMagics, args: PathArgs) -> None:
     print(f"{report}. Re-run the notebook (replay mode: %goenhance mode replay).")
 
 
+def handle_sweep(m: GoEnhanceMagics, args: SweepArgs) -> Any:
+    """Plan, check the caps, run (unless ``--dry-run``), show the summary and the grid.
+
+    :raises BudgetExceeded: a cap would be passed (nothing sent). :raises InputError: bad
+        input, style or grid key (nothing sent).
+    """
+    from goenhance_nb._sweep import sweep
+
+    grid: dict[str, list[Any]] = {}
+    for key, values in args.grid:
+        if key in ("duration", "seed"):
+            try:
+                grid[key] = [int(v) for v in values]
+            except ValueError:
+                raise UsageError(f"%goenhance sweep: --grid {key} wants integers") from None
+        else:
+            grid[key] = list(values)
+    kwargs: dict[str, Any] = {
+        "duration": args.duration if args.duration is not None else m.default_duration,
+        "resolution": args.resolution or m.default_resolution,
+        "prompt": args.prompt,
+    }
+    result = sweep(
+        list(args.inputs),
+        styles=list(args.styles),
+        grid=grid,
+        max_credits=args.max_credits,
+        max_jobs=args.max_jobs,
+        dry_run=args.dry_run,
+        session=m.session(),
+        **kwargs,
+    )
+    print(result)
+    if not args.dry_run:
+        bundle = result.grid()
+        _show(str(bundle["text/html"]), str(bundle["text/plain"]), bundle.metadata)
+    return result
+
+
 def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
     """Return the panel widget (displayed as the cell's result)."""
     from goenhance_nb._panel import panel
@@ -1538,6 +1634,7 @@ HANDLERS: dict[str, Handler] = {
     "verify": handle_verify,
     "export": handle_export,
     "import": handle_import,
+    "sweep": handle_sweep,
 }
 
 

@@ -7,7 +7,8 @@ sent), then submits through the session, whose engine keeps within the account's
 Each item is checkpointed by the ledger and the cache: an interrupted sweep re-run re-attaches
 to its jobs and serves finished ones from the cache, so no job is sent twice.
 
-Not yet (issue 14 point 5): ``%goenhance sweep``, the single live progress bar.
+``%goenhance sweep`` (``_magics.handle_sweep``) is the cell face. Not yet (issue 14 point 5):
+the single live progress bar (done / running / cached / failed, credits so far).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ SUBCOMMANDS = [
     "verify",
     "export",
     "import",
+    "sweep",
 ]
 
 

@@ -80,3 +80,33 @@ def test_an_interrupted_sweep_rerun_sends_no_duplicate_job(
     finally:
         b.close()
     assert sim.generate_calls() == 4
+
+
+def test_sweep_magic_plans_refuses_and_runs(
+    sim: Any, tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from goenhance_nb._magics import GoEnhanceMagics, parse_line
+
+    with pytest.raises(UsageError, match="KEY=V1,V2"):
+        parse_line("sweep a.mp4 --style 2000 --grid seed")
+    with pytest.raises(UsageError, match="required"):
+        parse_line("sweep a.mp4")
+    m = GoEnhanceMagics(shell=InteractiveShell.instance())
+    s = make_session(sim, tmp_path / "c")
+    m.set_session(s)
+    line = f"sweep {clip} --style 2000 --grid seed=5,6 -d 3 -r 540p"
+    try:
+        plan = m.goenhance(f"{line} --dry-run")
+        assert plan.counts() == {"new": 2}
+        assert "2 new jobs, about 30 credits" in capsys.readouterr().out
+        with pytest.raises(BudgetExceeded):
+            m.goenhance(f"{line} --max-jobs 1")
+        assert sim.generate_calls() == 0
+        done = m.goenhance(line)
+        assert done.counts() == {"done": 2}
+        assert sim.generate_calls() == 2
+    finally:
+        s.close()
