@@ -110,7 +110,7 @@ class Sweep:
     def frame(self) -> Any:
         """A pandas DataFrame of :meth:`records` when pandas is installed, else the records."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
             return self.records()
         return pd.DataFrame(self.records())
