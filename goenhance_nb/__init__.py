@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "GoEnhanceWarning": "_errors",
     "InputWarning": "_errors",
     "StorageWarning": "_errors",
+    "ReplayMiss": "_errors",
+    "BundleError": "_errors",
     # settings and records
     "Settings": "_settings",
     "Style": "_records",
@@ -53,6 +55,11 @@ _EXPORTS: dict[str, str] = {
     "ResultRecord": "_cache",
     "Client": "_sync",
     "sample_clip": "_samples",
+    # reproducible notebooks (issue 14)
+    "verify": "_repro",
+    "export_bundle": "_session",
+    "import_bundle": "_session",
+    "sweep": "_sweep",
     # notebook layer
     "panel": "_panel",
     "StatusWidget": "widgets",

@@ -18,10 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import re
-import secrets
-import shutil
-import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +28,6 @@ from goenhance_nb._errors import (
     BudgetExceeded,
     CacheError,
     DiskFull,
-    GoEnhanceError,
     InsufficientCredits,
     JobFailed,
     JobTimedOut,
@@ -41,6 +36,9 @@ from goenhance_nb._errors import (
     TransportError,
     redact_text,
 )
+from goenhance_nb._frontend import notebook_dir
+from goenhance_nb._repro import OUTPUTS_DIRNAME, slugify
+from goenhance_nb._store import _replace, link_or_copy
 
 __all__ = [
     "OUTPUTS_DIRNAME",
@@ -60,7 +58,6 @@ __all__ = [
     "write_new_file",
 ]
 
-OUTPUTS_DIRNAME = "goenhance_outputs"
 _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
 _DEFAULT_EMBED_LIMIT_MB = 8.0
 
@@ -105,86 +102,10 @@ class ResultBundle(dict):  # type: ignore[type-arg]
 
 
 # -- paths ------------------------------------------------------------------------------------
-def slugify(text: str, *, fallback: str = "result") -> str:
-    """``"Oil Painting"`` -> ``"oil-painting"`` (lowercase ASCII letters, digits and dashes)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    return slug[:40].strip("-") or fallback
-
-
-def notebook_dir(
-    output_dir: Path | str | None = None,
-    *,
-    shell: Any | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Path:
-    """The folder relative output paths are resolved against (the notebook's folder).
-
-    Order: VS Code's ``__vsc_ipynb_file__`` in the user namespace, then ``JPY_SESSION_NAME``'s
-    folder when it names an existing folder, then the kernel's working directory.
-    ``output_dir`` is not used here (it changes where files go, not what they are relative to).
-    """
-    env = os.environ if env is None else env
-    if shell is None:
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        except ImportError:  # pragma: no cover
-            shell = None
-    vsc = (getattr(shell, "user_ns", None) or {}).get("__vsc_ipynb_file__")
-    candidates = [vsc, env.get("JPY_SESSION_NAME")]
-    for cand in candidates:
-        if isinstance(cand, str) and cand:
-            p = Path(cand).expanduser()
-            if not p.is_absolute():
-                p = Path.cwd() / p
-            if p.parent.is_dir():
-                return p.parent.resolve()
-    return Path.cwd().resolve()
-
-
 def _given_or_current(given: Path | str | None) -> Path:
     """``given`` as a Path, else :func:`notebook_dir` (for functions whose ``notebook_dir``
     parameter hides that function)."""
     return Path(given) if given is not None else notebook_dir()
-
-
-def link_or_copy(src: Path, dest: Path) -> Path:
-    """Make ``dest`` hold the bytes of ``src``: a hard link when possible, else a copy.
-
-    An existing regular file at ``dest`` that is already the same file (same inode, or same
-    size and bytes) is kept. Writes through a new temp name in ``dest``'s folder (a hard link
-    made under a fresh random name, or a copy into a file made with ``O_EXCL``), then
-    ``os.replace``: a reader never sees half a file, and no symlink is ever followed: one
-    planted at a temp name makes that name unusable, one at ``dest`` (dangling or not) is
-    replaced by the file, its target left untouched.
-    Raises :class:`GoEnhanceError` when ``src`` is missing or ``dest`` cannot be written.
-    """
-    src = Path(src)
-    dest = Path(dest)
-    try:
-        if _is_regular_file(dest) and (
-            os.path.samefile(src, dest)
-            or (dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest))
-        ):
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _link_temp(src, dest)
-        if tmp is None:
-            fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            tmp = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
-                    shutil.copyfileobj(inp, out, 1 << 20)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        _replace(tmp, dest)
-    except FileNotFoundError as exc:
-        raise GoEnhanceError(f"result file missing: {exc.filename}") from None
-    except OSError as exc:
-        raise GoEnhanceError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    return dest
 
 
 def write_new_file(dest: Path, data: bytes) -> Path:
@@ -205,49 +126,6 @@ def write_new_file(dest: Path, data: bytes) -> Path:
         raise
     _replace(tmp, dest)
     return dest
-
-
-def _is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _link_temp(src: Path, dest: Path) -> Path | None:
-    """Hard-link ``src`` under a fresh random name beside ``dest``; None when linking is not
-    possible here (another filesystem, no permission). ``link()`` never follows or replaces
-    an existing name."""
-    for _ in range(16):
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            os.link(src, tmp)
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            raise
-        except OSError:
-            return None
-        return tmp
-    return None
-
-
-def _replace(tmp: Path, dest: Path) -> None:
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
-    with a.open("rb") as fa, b.open("rb") as fb:
-        while True:
-            x, y = fa.read(chunk), fb.read(chunk)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 def outputs_path(

@@ -16,6 +16,8 @@
      +-- ResultExpired        a result URL answered 403/404/410 (or is past its expiry)
      +-- CacheError           incl. a downloaded result that failed its probe (never cached)
      |    +-- DiskFull         ENOSPC / EFBIG / EDQUOT while writing a download or the store
+     |    +-- ReplayMiss       replay/offline mode: the result is not in the cache (nothing sent)
+     |    +-- BundleError      an export/import bundle was refused (the cache is untouched)
      +-- LedgerError
      +-- InputError           a bad local input (refused before any HTTP call)
      +-- BudgetExceeded       the session budget would be exceeded
@@ -41,6 +43,7 @@ __all__ = [
     "APIError",
     "AuthError",
     "BudgetExceeded",
+    "BundleError",
     "CacheError",
     "ConfigError",
     "DiskFull",
@@ -54,6 +57,7 @@ __all__ = [
     "JobTimedOut",
     "LedgerError",
     "RateLimited",
+    "ReplayMiss",
     "ResultExpired",
     "StorageWarning",
     "TooLarge",
@@ -270,6 +274,16 @@ class CacheError(GoEnhanceError):
 class DiskFull(CacheError):
     """The disk (or a file size limit) ran out while writing a download or the store: the
     partial file was removed and nothing was cached; a paid job stays resumable."""
+
+
+class ReplayMiss(CacheError):
+    """Replay or offline mode: a transformation has no result in the cache or an imported
+    bundle. Nothing was sent (no API call, nothing charged)."""
+
+
+class BundleError(CacheError):
+    """A reproducibility bundle could not be written, or was refused on import (bad member
+    name, link, oversize member, wrong hash, conflicting result); the cache is untouched."""
 
 
 class LedgerError(GoEnhanceError):

@@ -15,9 +15,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Frontend", "allow_stdin", "frontend", "get_kernel", "is_headless", "wait_env"]
+__all__ = [
+    "Frontend",
+    "allow_stdin",
+    "frontend",
+    "get_kernel",
+    "is_headless",
+    "notebook_dir",
+    "wait_env",
+]
 
 Frontend = Literal["lab", "vscode", "colab", "terminal", "headless", "unknown"]
 
@@ -131,3 +140,35 @@ def frontend(
     if env.get("JPY_SESSION_NAME") or env.get("JPY_PARENT_PID"):
         return "lab"
     return "unknown"
+
+
+def notebook_dir(
+    output_dir: Path | str | None = None,
+    *,
+    shell: Any | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """The folder relative output paths are resolved against (the notebook's folder).
+
+    Order: VS Code's ``__vsc_ipynb_file__`` in the user namespace, then ``JPY_SESSION_NAME``'s
+    folder when it names an existing folder, then the kernel's working directory.
+    ``output_dir`` is not used here (it changes where files go, not what they are relative to).
+    """
+    env = os.environ if env is None else env
+    if shell is None:
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover
+            shell = None
+    vsc = (getattr(shell, "user_ns", None) or {}).get("__vsc_ipynb_file__")
+    candidates = [vsc, env.get("JPY_SESSION_NAME")]
+    for cand in candidates:
+        if isinstance(cand, str) and cand:
+            p = Path(cand).expanduser()
+            if not p.is_absolute():
+                p = Path.cwd() / p
+            if p.parent.is_dir():
+                return p.parent.resolve()
+    return Path.cwd().resolve()

@@ -50,6 +50,7 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from goenhance_nb import _display, _frontend
 from goenhance_nb._errors import GoEnhanceError, GoEnhanceWarning, brief, redact_text
+from goenhance_nb._settings import MODES
 
 __all__ = [
     "CELL_KEYS",
@@ -147,6 +148,36 @@ class HelpArgs:
     """``%goenhance help [SUBCOMMAND]``."""
 
     topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeArgs:
+    """``%goenhance mode [live|record|replay|offline]`` (None: show the mode in force)."""
+
+    mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PathArgs:
+    """``%goenhance verify [PATH]``, ``export PATH [--inputs]``, ``import PATH``."""
+
+    path: str | None = None
+    inputs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SweepArgs:
+    """``%goenhance sweep INPUT... --style S [--style S2] [--grid KEY=V1,V2] [caps]``."""
+
+    inputs: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
+    grid: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    duration: int | None = None
+    resolution: str | None = None
+    prompt: str | None = None
+    max_credits: int | None = None
+    max_jobs: int | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +328,59 @@ def build_parser() -> _Parser:
         description="Ask for the API key with getpass and keep it in memory.",
     )
     lg.add_argument("--save", action="store_true", help="also write it to the key file (mode 0600)")
+    md = sub.add_parser(
+        "mode",
+        help="live, record, replay or offline",
+        description="Show or set the reproducibility mode: live (no lockfile), record (live + "
+        "goenhance.lock.json), replay (results only from the cache or an imported bundle), "
+        "offline (no network at all).",
+    )
+    md.add_argument("mode", nargs="?", default=None, choices=MODES, metavar="MODE")
+    vf = sub.add_parser(
+        "verify",
+        help="re-hash the results the lockfile lists",
+        description="Re-hash every result goenhance.lock.json lists; report missing, changed "
+        "and extra files in goenhance_outputs/; the cell fails on drift.",
+    )
+    vf.add_argument(
+        "path", nargs="?", default=None, metavar="PATH", help="notebook, folder or lockfile"
+    )
+    ex = sub.add_parser(
+        "export",
+        help="write a bundle (lockfile + results)",
+        description="Write one zip archive: the lockfile at its root and every result it lists "
+        "(results/<sha256>.mp4), so another machine can replay the notebook.",
+    )
+    ex.add_argument("path", metavar="PATH", help="the archive to write (e.g. results.zip)")
+    ex.add_argument("--inputs", action="store_true", help="also include the input videos")
+    im = sub.add_parser(
+        "import",
+        help="seed the cache from a bundle",
+        description="Check a bundle (names, links, sizes, hashes) and seed this cache with its "
+        "results, so the notebook replays with zero API calls. Refused bundles change nothing.",
+    )
+    im.add_argument("path", metavar="PATH", help="a bundle written by %%goenhance export")
+    sw = sub.add_parser(
+        "sweep",
+        help="every input x style x grid value",
+        description="Plan every INPUT x --style x --grid combination (cached, running, new, "
+        "estimated credits), check the caps before anything is sent, run, show one grid.",
+    )
+    sw.add_argument("inputs", nargs="+", metavar="INPUT", help="input videos")
+    sw.add_argument("--style", "-s", action="append", required=True, help="a style (repeatable)")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="vary duration, resolution, seed or prompt (repeatable)",
+    )
+    sw.add_argument("--duration", "-d", type=int, default=None, help="seconds of output, 3-30")
+    sw.add_argument("--resolution", "-r", default=None, choices=RESOLUTIONS)
+    sw.add_argument("--prompt", "-p", default=None)
+    sw.add_argument("--max-credits", type=int, default=None, help="refuse above this estimate")
+    sw.add_argument("--max-jobs", type=int, default=None, help="refuse above this many new jobs")
+    sw.add_argument("--dry-run", action="store_true", help="show the plan only")
     hp = sub.add_parser("help", help="this help", description="Show help for a subcommand.")
     hp.add_argument("topic", nargs="?", default=None, metavar="SUBCOMMAND")
     return root
@@ -351,6 +435,31 @@ def parse_line(line: str) -> Command | None:
         return Command("styles", StylesArgs(ns.refresh, ns.text))
     if name == "help":
         return Command("help", HelpArgs(ns.topic))
+    if name == "mode":
+        return Command("mode", ModeArgs(ns.mode))
+    if name == "sweep":
+        grid: list[tuple[str, tuple[str, ...]]] = []
+        for spec in ns.grid:
+            key, sep, values = spec.partition("=")
+            if not sep or not key or not values:
+                raise UsageError(f"%goenhance sweep: --grid wants KEY=V1,V2, got {brief(spec)}")
+            grid.append((key.strip(), tuple(v.strip() for v in values.split(","))))
+        return Command(
+            "sweep",
+            SweepArgs(
+                tuple(ns.inputs),
+                tuple(ns.style),
+                tuple(grid),
+                ns.duration,
+                ns.resolution,
+                ns.prompt,
+                ns.max_credits,
+                ns.max_jobs,
+                ns.dry_run,
+            ),
+        )
+    if name in ("verify", "export", "import"):
+        return Command(name, PathArgs(ns.path, bool(getattr(ns, "inputs", False))))
     return Command(name, NoArgs())
 
 
@@ -660,6 +769,7 @@ class GoEnhanceMagics(Magics):
         self._session: Any | None = None
         self._stale = False  # settings traits changed since the session was made
         self._notices: _Notices | None = None
+        self._mode: str | None = None  # set by %goenhance mode
         self._lock = threading.RLock()
         super().__init__(shell=shell, **kwargs)
         self.observe(
@@ -698,7 +808,8 @@ class GoEnhanceMagics(Magics):
 
     def session(self) -> Any:
         """The Session the magics use (created on first use from env + these traits; after a
-        settings trait change, the successor of the previous one: same spend and budget).
+        settings trait change, the successor of the previous one: same spend and budget). A
+        mode set with ``%goenhance mode`` carries over to a session rebuilt after a change.
 
         :raises ConfigError: the settings changed while jobs still run in the session.
         """
@@ -709,6 +820,8 @@ class GoEnhanceMagics(Magics):
             elif self._stale:
                 self._session = _replace_session(self._session, self.settings_config())
                 self._stale = False
+            if self._mode is not None and self._session.mode != self._mode:
+                self._session.set_mode(self._mode)
             return self._session
 
     def set_session(self, session: Any) -> None:
@@ -1467,6 +1580,8 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
     rows: list[list[Any]] = [
         ["api_key", key_state],
         ["backend", getattr(session, "backend", getattr(s, "backend", ""))],
+        ["mode", session.mode],
+        ["lockfile", session.lockfile.path],
     ]
     for name in _CONFIG_FIELDS:
         if hasattr(s, name):
@@ -1493,6 +1608,93 @@ def _display_url(url: str) -> str:
     from goenhance_nb._errors import redact_url
 
     return redact_url(url)
+
+
+def handle_mode(m: GoEnhanceMagics, args: ModeArgs) -> None:
+    """Show the mode in force, or switch this kernel's session to another one.
+
+    :raises ConfigError: offline with no backend known without a network.
+    """
+    session = m.session()
+    if args.mode is not None:
+        session.set_mode(args.mode)
+        m._mode = args.mode
+    where = session.lockfile.path
+    extra = {
+        "live": "no lockfile writes",
+        "record": f"results are recorded in {where}",
+        "replay": "results only from the cache or an imported bundle (a miss fails the cell)",
+        "offline": "no network at all; model list and results from the cache",
+    }[session.mode]
+    print(f"goenhance mode: {session.mode} ({extra})")
+
+
+def handle_verify(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Re-hash the lockfile's results; print the report; drift fails the cell (UsageError).
+
+    :raises ConfigError: no lockfile.
+    """
+    from goenhance_nb._repro import verify
+
+    target = args.path if args.path is not None else m.session().lockfile.path
+    report = verify(target)
+    print(report)
+    if not report.ok:
+        raise UsageError(
+            f"%goenhance verify: drift: {len(report.missing)} missing, "
+            f"{len(report.changed)} changed, {len(report.extra)} extra"
+        )
+
+
+def handle_export(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Write the bundle. :raises BundleError: a result is missing or changed."""
+    path = m.session().export(args.path or "", inputs=args.inputs)
+    print(f"Bundle written: {path}")
+
+
+def handle_import(m: GoEnhanceMagics, args: PathArgs) -> None:
+    """Seed the cache from a bundle. :raises BundleError: refused (the cache is untouched)."""
+    report = m.session().import_bundle(args.path or "")
+    print(f"{report}. Re-run the notebook (replay mode: %goenhance mode replay).")
+
+
+def handle_sweep(m: GoEnhanceMagics, args: SweepArgs) -> Any:
+    """Plan, check the caps, run (unless ``--dry-run``), show the summary and the grid.
+
+    :raises BudgetExceeded: a cap would be passed (nothing sent). :raises InputError: bad
+        input, style or grid key (nothing sent).
+    """
+    from goenhance_nb._sweep import sweep
+
+    grid: dict[str, list[Any]] = {}
+    for key, values in args.grid:
+        if key in ("duration", "seed"):
+            try:
+                grid[key] = [int(v) for v in values]
+            except ValueError:
+                raise UsageError(f"%goenhance sweep: --grid {key} wants integers") from None
+        else:
+            grid[key] = list(values)
+    kwargs: dict[str, Any] = {
+        "duration": args.duration if args.duration is not None else m.default_duration,
+        "resolution": args.resolution or m.default_resolution,
+        "prompt": args.prompt,
+    }
+    result = sweep(
+        list(args.inputs),
+        styles=list(args.styles),
+        grid=grid,
+        max_credits=args.max_credits,
+        max_jobs=args.max_jobs,
+        dry_run=args.dry_run,
+        session=m.session(),
+        **kwargs,
+    )
+    print(result)
+    if not args.dry_run:
+        bundle = result.grid()
+        _show(str(bundle["text/html"]), str(bundle["text/plain"]), bundle.metadata)
+    return result
 
 
 def handle_panel(m: GoEnhanceMagics, args: NoArgs) -> Any:
@@ -1574,6 +1776,11 @@ HANDLERS: dict[str, Handler] = {
     "panel": handle_panel,
     "login": handle_login,
     "help": handle_help,
+    "mode": handle_mode,
+    "verify": handle_verify,
+    "export": handle_export,
+    "import": handle_import,
+    "sweep": handle_sweep,
 }
 
 

@@ -24,9 +24,10 @@ from urllib.parse import unquote, urlsplit
 
 import filelock
 
-from goenhance_nb._cache import ResultCache
+from goenhance_nb import _repro
+from goenhance_nb._cache import ResultCache, ResultRecord
 from goenhance_nb._client import AsyncClient
-from goenhance_nb._engine import Job, JobEngine, JobRequest
+from goenhance_nb._engine import Job, JobEngine, JobEvent, JobRequest
 from goenhance_nb._errors import (
     APIError,
     AuthError,
@@ -35,11 +36,13 @@ from goenhance_nb._errors import (
     InputError,
     JobFailed,
     LedgerError,
+    ReplayMiss,
     ResultExpired,
     TooLarge,
     TransportError,
     redact_url,
 )
+from goenhance_nb._frontend import is_headless
 from goenhance_nb._inputs import (
     UPLOAD_MEMO_TTL,
     HashMemo,
@@ -56,15 +59,28 @@ from goenhance_nb._jsondisk import network_fs_type, private_dir
 from goenhance_nb._keys import hash_bytes, request_key
 from goenhance_nb._ledger import Ledger, LedgerEntry
 from goenhance_nb._records import Credits, JobSpec, Style
-from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, SecretKey, Settings
+from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Settings
 from goenhance_nb._simproc import ensure_simulator
 from goenhance_nb._store import ResultStore
 from goenhance_nb._usage import Usage
 
-__all__ = ["STYLES_TTL", "Session", "credits", "get_session", "resume", "styles", "transform"]
+__all__ = [
+    "STYLES_TTL",
+    "Session",
+    "credits",
+    "export_bundle",
+    "get_session",
+    "import_bundle",
+    "resume",
+    "styles",
+    "transform",
+]
 
 #: Seconds the model list stays cached on disk (DECISIONS 7: a cache hit needs no HTTP).
 STYLES_TTL = 6 * 3600.0
+#: Never contacted: the client's base URL in offline mode with the embedded simulator (the
+#: simulator is not even started; every network entry point refuses first).
+_OFFLINE_BASE_URL = "http://127.0.0.1:9"
 #: Seconds a fetch of an input URL waits for another fetch of the same URL to finish.
 _URL_LOCK_WAIT = 600.0
 
@@ -81,6 +97,17 @@ class Session:
     URL that identifies itself as our simulator when asked once here; otherwise the API's host.
     Only then does a local file go to the simulator's upload endpoint and results carry the
     SIMULATED label; with any other backend a local file needs ``uploader``.
+
+    ``mode`` (or the ``mode`` setting, ``GOENHANCE_MODE``; issue 14): ``live`` (no lockfile),
+    ``record`` (live, and each finished or cached result is written to the lockfile),
+    ``replay`` (results only from the cache: a miss raises :class:`ReplayMiss` before any job
+    call; the model list is fetched only when none is cached), ``offline`` (no network at all:
+    the model list and results from the cache, the embedded simulator not started). Unset: a
+    headless run (nbclient/papermill) with a lockfile present is ``replay``, else ``live``.
+    In replay/offline the backend identity is not asked of the server: it is the
+    ``replay_backend`` setting, else ``"simulated"`` for the embedded simulator, else the one
+    backend the lockfile's entries name (replay asks the server only when none of these
+    applies; offline refuses with :class:`ConfigError`).
     """
 
     def __init__(
@@ -90,8 +117,11 @@ class Session:
         transport: Any = None,
         uploader: Uploader | None = None,
         queue_limit: int | None = None,
+        mode: str | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.resolve()
+        if mode is not None:
+            self.settings = self.settings.with_(mode=mode)
         s = self.settings
         self.cache_dir = private_dir(Path(s.cache_dir).expanduser())
         fstype = network_fs_type(self.cache_dir)
@@ -102,9 +132,17 @@ class Session:
                 UserWarning,
                 stacklevel=2,
             )
+        self.lockfile = _repro.Lockfile(
+            _repro.lockfile_location(s.lockfile), lock_dir=self.cache_dir / "locks"
+        )
+        self.mode: str = s.mode or (
+            "replay" if is_headless() and self.lockfile.exists() else "live"
+        )
         api_key = s.api_key
         embedded = s.base_url is None and api_key is None
-        if embedded:
+        if embedded and self.mode == "offline":
+            base_url = _OFFLINE_BASE_URL
+        elif embedded:
             # launched (or found) by us through the port file: known without asking
             base_url, raw_key = ensure_simulator(self.cache_dir)
             api_key = SecretKey(raw_key)
@@ -130,7 +168,45 @@ class Session:
         )
         self._closed = False
         self._has_key = api_key is not None
-        self._backend: str | None = "simulated" if embedded else self._identify(base_url)
+        self._backend: str | None = "simulated" if embedded else None
+        if self._backend is None and self.mode in ("replay", "offline"):
+            self._backend = self._backend_without_network()
+        if self._backend is None and self.mode != "offline":
+            self._backend = self._identify(base_url)
+
+    def _backend_without_network(self) -> str | None:
+        """Replay/offline: the ``replay_backend`` setting, else the single backend of the lockfile."""
+        if self.settings.replay_backend:
+            return self.settings.replay_backend
+        try:
+            found = self.lockfile.backends()
+        except GoEnhanceError:
+            return None
+        return found.pop() if len(found) == 1 else None
+
+    def set_mode(self, mode: str) -> None:
+        """Switch this session to ``mode`` (live, record, replay, offline) from now on.
+
+        :raises ConfigError: unknown mode, or offline with no backend known without a network.
+        """
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "offline" and self._backend is None:
+            self._backend = self._backend_without_network()
+            if self._backend is None:
+                raise ConfigError(self._offline_backend_message())
+        self.mode = mode
+
+    def _offline_backend_message(self) -> str:
+        return (
+            f"offline mode cannot ask {redact_url(self.base_url)} which backend it is: set "
+            "GOENHANCE_REPLAY_BACKEND ('simulated' or the API host) or record a lockfile first"
+        )
+
+    def _check_network(self, what: str) -> None:
+        """Refuse a network call in offline mode. :raises ReplayMiss: offline."""
+        if self.mode == "offline":
+            raise ReplayMiss(f"offline mode: {what} needs the network (nothing was sent)")
 
     @property
     def backend(self) -> str:
@@ -142,6 +218,8 @@ class Session:
 
         :raises TransportError: the server still does not answer (nothing was sent).
         """
+        if self._backend is None and self.mode == "offline":
+            raise ConfigError(self._offline_backend_message())
         if self._backend is None:
             tries = self.settings.max_retries + 1
             for attempt in range(tries):
@@ -190,7 +268,7 @@ class Session:
 
     def __repr__(self) -> str:
         backend = self._backend or "not yet identified"
-        return f"<Session backend={backend!r} cache_dir={str(self.cache_dir)!r}>"
+        return f"<Session backend={backend!r} mode={self.mode!r} cache_dir={str(self.cache_dir)!r}>"
 
     @property
     def is_simulated(self) -> bool:
@@ -205,13 +283,19 @@ class Session:
         :raises GoEnhanceError: the API could not be reached or refused (see ``AsyncClient``).
         """
         name = f"styles:{self.backend}"
-        if not refresh:
-            cached = self.cache.meta_get(name, max_age=STYLES_TTL)
+        pinned = self.mode in ("replay", "offline")  # any age will do: nothing may change
+        if not refresh or self.mode == "offline":
+            cached = self.cache.meta_get(name, max_age=None if pinned else STYLES_TTL)
             if isinstance(cached, list):
                 try:
                     return [Style.from_json(d) for d in cached]
                 except (ValueError, TypeError):
                     pass
+        if self.mode == "offline":
+            raise ConfigError(
+                f"offline mode: no cached model list for backend {self.backend!r}; run once "
+                "in live or record mode, or %goenhance import a bundle (nothing was sent)"
+            )
         self._require_key()
         fresh = self.engine.run(self.client.list_styles())
         self.cache.meta_set(name, [st.to_json() for st in fresh])
@@ -227,7 +311,7 @@ class Session:
         if isinstance(style, bool) or not isinstance(style, (int, str)):
             raise InputError(f"style must be an id or a label, got {type(style).__name__}")
         wanted = str(style).strip()
-        for refresh in (False, True):
+        for refresh in (False, True) if self.mode != "offline" else (False,):
             all_styles = self.styles(refresh=refresh)
             for st in all_styles:
                 if wanted.isdigit() and st.id == int(wanted):
@@ -252,6 +336,7 @@ class Session:
 
         :raises GoEnhanceError: see ``AsyncClient.credits``.
         """
+        self._check_network("the credit balance")
         self._require_key()
         cr = self.engine.run(self.client.credits())
         self.usage.last_credits = cr.count
@@ -270,13 +355,18 @@ class Session:
         """
         max_bytes = None if self.is_simulated else int(self.settings.max_upload_mb * 1_000_000)
         if is_url(source):
+            self._check_network("an input URL")
             return self._inspect_url(str(source), duration=duration, max_bytes=max_bytes)
         if not isinstance(source, (str, Path)):
             raise InputError(
                 f"source must be a file path or an http(s) URL, got {type(source).__name__}"
             )
         ref = inspect_file(Path(source), self.hashes, duration=duration, max_bytes=max_bytes)
-        if not self.is_simulated and self.uploader is None:
+        if (
+            not self.is_simulated
+            and self.uploader is None
+            and self.mode not in ("replay", "offline")
+        ):
             raise InputError(
                 f"{ref.name} is a local file, but the GoEnhance API only accepts public URLs: "
                 "pass an http(s) URL as the source, or give Session(uploader=fn) a function that "
@@ -422,7 +512,9 @@ class Session:
         :raises CacheError: the cache holds a refused (non-JSON) row.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
-        self._require_key()
+        replaying = self.mode in ("replay", "offline")
+        if not replaying:
+            self._require_key()
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
         ref = self.inspect(source, duration=duration)
@@ -431,9 +523,11 @@ class Session:
             model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
         )
         key = request_key(ref.content_hash, spec, st.version, self.backend)
+        if replaying:
+            self._require_cached(key, force, ref.name, st, spec)
         existing = self.engine.join(key, timeout)  # a live job: wait for it (DECISIONS 27)
         if existing is not None:
-            return existing
+            return self._maybe_record(existing)
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
         if self._needs_new_charge(key, force):
@@ -452,7 +546,129 @@ class Session:
             estimate=estimate,
             source_name=ref.name,
         )
-        return self.engine.submit(req)
+        return self._maybe_record(self.engine.submit(req))
+
+    def plan(
+        self,
+        source: str | Path,
+        style: int | str | Style,
+        *,
+        prompt: str | None = None,
+        duration: int = 5,
+        resolution: str = "720p",
+        seed: int = -1,
+    ) -> dict[str, Any]:
+        """What :meth:`transform` would do, without doing it (no job call, nothing charged).
+
+        Returns ``{"key", "input", "style", "spec", "status", "estimate"}``: ``status`` is
+        ``"cached"`` (served from the cache), ``"running"`` (a known job would be re-attached)
+        or ``"new"`` (a paid submission); ``estimate`` is the estimated credits of a new job
+        (0 otherwise). Validation is the same as :meth:`transform`'s.
+
+        :raises InputError: bad parameter, unknown style, unusable source.
+        """
+        validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
+        ref = self.inspect(source, duration=duration)
+        st = self.resolve_style(style)
+        spec = JobSpec(
+            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
+        )
+        key = request_key(ref.content_hash, spec, st.version, self.backend)
+        status, estimate = "cached", 0
+        if self._needs_new_charge(key, False):
+            status = "new"
+            estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip).credits
+        elif self.cache.lookup(key)[1] != "ok":
+            status = "running"
+        return {
+            "key": key,
+            "input": ref.name,
+            "style": st.label,
+            "spec": spec,
+            "status": status,
+            "estimate": estimate,
+        }
+
+    def _require_cached(self, key: str, force: bool, name: str, st: Style, spec: JobSpec) -> None:
+        """Replay/offline: the result must be in the cache, intact (no API call otherwise).
+
+        :raises ReplayMiss: not cached (or ``force``), naming the transformation.
+        """
+        _, status = self.cache.lookup(key)
+        if status == "ok" and not force:
+            return
+        what = (
+            f"{name} -> {st.label} ({spec.duration} s, {spec.resolution}, seed {spec.seed}"
+            f"{', prompt' if spec.prompt else ''}; key {key[:12]})"
+        )
+        why = "--force runs again" if force and status == "ok" else f"result {status}"
+        raise ReplayMiss(
+            f"{self.mode} mode: no cached result for {what} ({why}); nothing was sent. "
+            "Import the bundle (%goenhance import PATH) or run it in record mode"
+        )
+
+    def _maybe_record(self, job: Job) -> Job:
+        """In record mode, write the job's result to the lockfile once it is done."""
+        if self.mode == "record":
+            job.subscribe(self._record_event)
+        return job
+
+    def _record_event(self, event: JobEvent) -> None:
+        if event.kind != "done" or not isinstance(event.result, ResultRecord):
+            return
+        try:
+            self.record(event.result)
+        except (GoEnhanceError, OSError) as exc:
+            warnings.warn(f"could not update the lockfile: {exc}", UserWarning, stacklevel=1)
+
+    def record(self, result: ResultRecord) -> None:
+        """Write (or refresh) the lockfile entry for ``result`` and put its file beside the
+        notebook (``goenhance_outputs/``, or the ``output_dir`` setting).
+
+        :raises CacheError: the lockfile cannot be written. :raises GoEnhanceError: the result
+            file is gone.
+        """
+        out_dir = self.settings.output_dir
+        self.lockfile.update(
+            result.key,
+            lambda old: _repro.lock_entry(
+                result, lock_dir=self.lockfile.dir, output_dir=out_dir, old=old
+            ),
+        )
+
+    # -- bundles -----------------------------------------------------------------------------
+    def export(self, path: str | Path, *, inputs: bool = False) -> Path:
+        """Write a bundle of this notebook's lockfile and results (see :mod:`_repro`).
+
+        :raises ConfigError: no lockfile. :raises BundleError: a result is missing/changed.
+        """
+
+        def styles_of(backend: str) -> list[dict[str, Any]] | None:
+            got = self.cache.meta_get(f"styles:{backend}")
+            return got if isinstance(got, list) else None
+
+        return _repro.export_bundle(
+            path,
+            lockfile=self.lockfile.path,
+            cache=self.cache,
+            ledger=self.ledger,
+            styles=styles_of,
+            inputs=inputs,
+        )
+
+    def import_bundle(self, path: str | Path) -> _repro.ImportReport:
+        """Seed this cache from a bundle so the notebook replays with zero API calls.
+
+        :raises BundleError: the bundle was refused; the cache is untouched.
+        """
+        return _repro.import_bundle(
+            path,
+            cache=self.cache,
+            store=self.store,
+            staging_dir=self.cache_dir / "tmp",
+            max_member_bytes=int(self.settings.max_result_mb * 1_000_000),
+            inputs_dir=self.lockfile.dir / _repro.INPUTS_DIRNAME,
+        )
 
     def _needs_new_charge(self, key: str, force: bool) -> bool:
         """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight)"""
@@ -481,6 +697,11 @@ class Session:
             ``submitting`` entry and ``resubmit`` is false (raised by ``job.result()``).
         :raises JobFailed: the job failed and ``resubmit`` is false.
         """
+        if self.mode in ("replay", "offline"):
+            raise ReplayMiss(
+                f"{self.mode} mode: resume would ask the API about a job (nothing was sent); "
+                "switch with %goenhance mode live"
+            )
         ident = str(img_uuid_or_key).strip()
         entry = self.ledger.find(ident)
         if entry is None:
@@ -494,7 +715,7 @@ class Session:
             raise JobFailed(entry.job_id, entry.error or "failed earlier")
         existing = self.engine.join(entry.key, timeout)
         if existing is not None:
-            return existing
+            return self._maybe_record(existing)
         spec = JobSpec.from_json(entry.spec)
         raw_input = entry.extra.get("input") if isinstance(entry.extra, dict) else None
         ref = (
@@ -523,7 +744,7 @@ class Session:
         )
         if resubmit and entry.state == "failed":
             req.force = True
-        return self.engine.submit(req)
+        return self._maybe_record(self.engine.submit(req))
 
     def _adopt(self, img_uuid: str) -> LedgerEntry:
         """Give a job id the ledger never recorded to the ``submitting`` entry it belongs to.
@@ -676,3 +897,13 @@ def styles(refresh: bool = False) -> list[Style]:
 def credits() -> Credits:
     """``get_session().credits()``: the account balance."""
     return get_session().credits()
+
+
+def export_bundle(path: str | Path, *, inputs: bool = False) -> Path:
+    """``get_session().export(...)``: write a bundle of the notebook's lockfile and results."""
+    return get_session().export(path, inputs=inputs)
+
+
+def import_bundle(path: str | Path) -> _repro.ImportReport:
+    """``get_session().import_bundle(...)``: seed this machine's cache from a bundle."""
+    return get_session().import_bundle(path)

@@ -27,6 +27,7 @@ from goenhance_nb._errors import ConfigError, brief
 
 __all__ = [
     "DEFAULT_REAL_BASE_URL",
+    "MODES",
     "POLL_FLOOR_SECONDS",
     "SecretKey",
     "Settings",
@@ -38,6 +39,9 @@ __all__ = [
 
 DEFAULT_REAL_BASE_URL = "https://api.goenhance.ai"
 POLL_FLOOR_SECONDS = 5.0
+#: Reproducibility modes (issue 14): live (no lockfile), record (live + lockfile), replay
+#: (results only from the cache or an imported bundle), offline (no network at all).
+MODES = ("live", "record", "replay", "offline")
 _MASK = "SecretKey('***')"
 
 
@@ -225,6 +229,9 @@ class Settings:
     max_result_mb: float = 2048.0  # cap on a result download, checked as bytes arrive
     max_input_mb: float = 2048.0  # cap on an input URL download (simulator; the real API: upload)
     key_source: str | None = None  # "explicit" | "env" | "key file" | None (never the key)
+    mode: str | None = None  # live | record | replay | offline; None = auto (see Session.mode)
+    lockfile: Path | None = None  # None = goenhance.lock.json in the notebook's folder
+    replay_backend: str | None = None  # backend identity in replay/offline ("simulated" or a host)
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not isinstance(self.api_key, SecretKey):
@@ -269,6 +276,19 @@ class Settings:
             isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0
         ):
             raise ConfigError(f"budget must be an integer >= 0, got {brief(self.budget)}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {brief(self.mode)}")
+        if self.lockfile is not None:
+            object.__setattr__(self, "lockfile", Path(self.lockfile).expanduser())
+        if self.replay_backend is not None and (
+            not isinstance(self.replay_backend, str)
+            or not self.replay_backend.strip()
+            or ":" in self.replay_backend
+        ):
+            raise ConfigError(
+                f"replay_backend must be 'simulated' or an API host (no scheme or port), "
+                f"got {brief(self.replay_backend)}"
+            )
         if self.wait is not None and not isinstance(self.wait, bool):
             raise ConfigError(f"wait must be True, False or None, got {brief(self.wait)}")
         if self.poll_interval < POLL_FLOOR_SECONDS and not self.is_loopback:
@@ -446,6 +466,13 @@ def _path(raw: Any, src: str) -> Path:
     return Path(os.fspath(raw)).expanduser()
 
 
+def _mode(raw: Any, src: str) -> str:
+    mode = str(raw).strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"{src} must be one of {', '.join(MODES)}, got {brief(raw)}")
+    return mode
+
+
 def _str(raw: Any, src: str) -> str:
     if not isinstance(raw, str):
         raise ConfigError(f"{src} must be a string")
@@ -467,4 +494,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "wait": _bool_or_none,
     "max_result_mb": _float,
     "max_input_mb": _float,
+    "mode": _mode,
+    "lockfile": _path,
+    "replay_backend": _str,
 }

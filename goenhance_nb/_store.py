@@ -20,17 +20,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from goenhance_nb._errors import CacheError, DiskFull
+from goenhance_nb._errors import CacheError, DiskFull, GoEnhanceError
 from goenhance_nb._jsondisk import private_dir
 from goenhance_nb._keys import hash_bytes, hash_file
 
-__all__ = ["DURATION_TOLERANCE", "ResultStore", "StoredFile", "probe_result"]
+__all__ = ["DURATION_TOLERANCE", "ResultStore", "StoredFile", "link_or_copy", "probe_result"]
 
 #: A result may be this many seconds longer than requested (container rounding, last frame).
 #: Shorter is fine: the API trims to the source, so a short source gives a short result.
@@ -255,3 +258,85 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# -- files beside the notebook (goenhance_outputs/): link or copy, never follow a symlink --
+def link_or_copy(src: Path, dest: Path) -> Path:
+    """Make ``dest`` hold the bytes of ``src``: a hard link when possible, else a copy.
+
+    An existing regular file at ``dest`` that is already the same file (same inode, or same
+    size and bytes) is kept. Writes through a new temp name in ``dest``'s folder (a hard link
+    made under a fresh random name, or a copy into a file made with ``O_EXCL``), then
+    ``os.replace``: a reader never sees half a file, and no symlink is ever followed: one
+    planted at a temp name makes that name unusable, one at ``dest`` (dangling or not) is
+    replaced by the file, its target left untouched.
+    Raises :class:`GoEnhanceError` when ``src`` is missing or ``dest`` cannot be written.
+    """
+    src = Path(src)
+    dest = Path(dest)
+    try:
+        if _is_regular_file(dest) and (
+            os.path.samefile(src, dest)
+            or (dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest))
+        ):
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _link_temp(src, dest)
+        if tmp is None:
+            fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+                    shutil.copyfileobj(inp, out, 1 << 20)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        _replace(tmp, dest)
+    except FileNotFoundError as exc:
+        raise GoEnhanceError(f"result file missing: {exc.filename}") from None
+    except OSError as exc:
+        raise GoEnhanceError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _link_temp(src: Path, dest: Path) -> Path | None:
+    """Hard-link ``src`` under a fresh random name beside ``dest``; None when linking is not
+    possible here (another filesystem, no permission). ``link()`` never follows or replaces
+    an existing name."""
+    for _ in range(16):
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.link(src, tmp)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return None
+        return tmp
+    return None
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                return False
+            if not x:
+                return True

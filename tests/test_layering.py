@@ -22,13 +22,16 @@ PKG = Path(__file__).resolve().parent.parent / "goenhance_nb"
 # come later in this list. A private module missing from the list counts as a top-level entry
 # point (like ``_demo``): it may import anything, and no listed module may import it.
 LAYERS: list[str] = [
+    "__main__",
     "_demo",
     "_magics",
     "_panel",
     "widgets",
+    "_sweep",
     "_display",
-    "_frontend",
     "_session",
+    "_repro",
+    "_frontend",
     "_simproc",
     "_engine",
     "_inputs",

@@ -41,6 +41,11 @@ SUBCOMMANDS = [
     "panel",
     "login",
     "help",
+    "mode",
+    "verify",
+    "export",
+    "import",
+    "sweep",
 ]
 
 

@@ -1,0 +1,216 @@
+"""Parameter sweeps: every input x style x grid value, planned before anything is sent.
+
+``sweep(inputs, styles=..., grid={...})`` first plans every item (validation, request key,
+cache lookup, estimate: no job call), refuses at once when the new jobs would pass
+``max_jobs`` or their estimated credits ``max_credits`` (:class:`BudgetExceeded`, nothing
+sent), then submits through the session, whose engine keeps within the account's queueLimit.
+Each item is checkpointed by the ledger and the cache: an interrupted sweep re-run re-attaches
+to its jobs and serves finished ones from the cache, so no job is sent twice.
+
+``%goenhance sweep`` (``_magics.handle_sweep``) is the cell face. Not yet (issue 14 point 5):
+the single live progress bar (done / running / cached / failed, credits so far).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from goenhance_nb._display import ResultBundle, result_grid
+from goenhance_nb._errors import BudgetExceeded, GoEnhanceError, InputError
+
+if TYPE_CHECKING:  # annotations only
+    from goenhance_nb._engine import Job
+    from goenhance_nb._session import Session
+
+__all__ = ["GRID_KEYS", "Sweep", "SweepItem", "sweep"]
+
+#: Parameters a grid may vary (each a list of values).
+GRID_KEYS = ("duration", "resolution", "seed", "prompt")
+
+
+@dataclass(slots=True)
+class SweepItem:
+    """One transformation of a sweep: what it is, its plan, and (once submitted) its job."""
+
+    source: str
+    style: str
+    params: dict[str, Any]
+    key: str
+    status: str  # planned: cached | running | new; after a run: done | cached | failed
+    estimate: int
+    job: Job | None = None
+    error: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """A flat row: input, style, the parameters, status, cost, output path, key, error."""
+        job = self.job
+        rec = job.record if job is not None and job.done() and job.error is None else None
+        return {
+            "input": self.source,
+            "style": self.style,
+            **self.params,
+            "status": self.status,
+            "estimate": self.estimate,
+            "cost": rec.cost if rec is not None else None,
+            "path": str(rec.file) if rec is not None else None,
+            "job_id": job.id if job is not None else None,
+            "key": self.key,
+            "error": self.error,
+        }
+
+
+class Sweep:
+    """The items of a sweep, its plan totals, and after a run its results.
+
+    ``records()`` (list of dicts), ``frame()`` (a pandas DataFrame when pandas is installed,
+    else the records), ``grid()`` (the finished results as one notebook output).
+    """
+
+    def __init__(self, items: list[SweepItem], *, dry_run: bool) -> None:
+        self.items = items
+        self.dry_run = dry_run
+
+    @property
+    def new_jobs(self) -> int:
+        """Items the plan found neither cached nor running (each a paid submission)."""
+        return sum(1 for i in self.items if i.status == "new" and i.job is None)
+
+    @property
+    def estimated_credits(self) -> int:
+        """Estimated credits of the new jobs (an estimate: see ``Usage.estimate``)."""
+        return sum(i.estimate for i in self.items if i.status == "new" and i.job is None)
+
+    def counts(self) -> dict[str, int]:
+        """Items per status."""
+        out: dict[str, int] = {}
+        for i in self.items:
+            out[i.status] = out.get(i.status, 0) + 1
+        return out
+
+    def wait(self, timeout: float | None = None) -> Sweep:
+        """Wait for every submitted item; a failed item keeps its one-line error."""
+        for item in self.items:
+            if item.job is None:
+                continue
+            try:
+                item.job.result(timeout=timeout)
+                item.status = "cached" if item.job.cached else "done"
+            except GoEnhanceError as exc:
+                item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
+        return self
+
+    def records(self) -> list[dict[str, Any]]:
+        """One flat dict per item, in sweep order."""
+        return [i.record() for i in self.items]
+
+    def frame(self) -> Any:
+        """A pandas DataFrame of :meth:`records` when pandas is installed, else the records."""
+        try:
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            return self.records()
+        return pd.DataFrame(self.records())
+
+    def grid(self, columns: int | None = None) -> ResultBundle:
+        """The submitted items' results as one grid output (a cell per item, in order)."""
+        jobs = [i.job for i in self.items if i.job is not None]
+        per_row = columns or max(1, len({i.style for i in self.items}))
+        return result_grid(jobs, columns=per_row)
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
+        head = "sweep plan" if self.dry_run else "sweep"
+        s = f"{head}: {len(self.items)} items ({parts})"
+        if self.new_jobs:
+            s += f"; {self.new_jobs} new jobs, about {self.estimated_credits} credits (estimate)"
+        return s
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (str, Path)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def sweep(
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    styles: int | str | Sequence[int | str],
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    prompt: str | None = None,
+    duration: int = 5,
+    resolution: str = "720p",
+    seed: int = -1,
+    max_credits: int | None = None,
+    max_jobs: int | None = None,
+    dry_run: bool = False,
+    wait: bool = True,
+    timeout: float | None = None,
+    session: Session | None = None,
+) -> Sweep:
+    """Run every ``inputs`` x ``styles`` x ``grid`` combination (grid keys: duration,
+    resolution, seed, prompt; each a list), after planning all of them.
+
+    ``dry_run``: return the plan only (cached / running / new, estimated credits; no job call).
+    ``max_jobs`` / ``max_credits`` cap the new jobs and their estimated credits; both are
+    checked on the whole plan before anything is sent. ``wait``: block until every item ends
+    (a failed item keeps its error; the sweep goes on). Re-running a sweep re-attaches to its
+    jobs and serves finished ones from the cache (no duplicate job).
+
+    :raises InputError: a bad input, style or grid key (before anything is sent).
+    :raises BudgetExceeded: the caps would be passed (nothing sent).
+    """
+    if session is None:
+        from goenhance_nb._session import get_session
+
+        session = get_session()
+    grid = dict(grid or {})
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise InputError(f"sweep: unknown grid key(s) {', '.join(unknown)}; allowed: {GRID_KEYS}")
+    base = {"duration": duration, "resolution": resolution, "seed": seed, "prompt": prompt}
+    axes = [(k, _as_list(v)) for k, v in grid.items()]
+    if any(not values for _, values in axes):
+        raise InputError("sweep: every grid key needs at least one value")
+    items: list[SweepItem] = []
+    for source in _as_list(inputs):
+        for style in _as_list(styles):
+            for combo in itertools.product(*(values for _, values in axes)):
+                params = {**base, **dict(zip((k for k, _ in axes), combo, strict=True))}
+                plan = session.plan(source, style, **params)
+                items.append(
+                    SweepItem(
+                        source=str(source),
+                        style=str(plan["style"]),
+                        params=params,
+                        key=str(plan["key"]),
+                        status=str(plan["status"]),
+                        estimate=int(plan["estimate"]),
+                    )
+                )
+    result = Sweep(items, dry_run=dry_run)
+    if max_jobs is not None and result.new_jobs > max_jobs:
+        raise BudgetExceeded(
+            f"sweep: {result.new_jobs} new jobs would pass max_jobs={max_jobs} "
+            f"({result.counts().get('cached', 0)} cached); nothing was sent"
+        )
+    if max_credits is not None and result.estimated_credits > max_credits:
+        raise BudgetExceeded(
+            f"sweep: about {result.estimated_credits} credits (estimate) for "
+            f"{result.new_jobs} new jobs would pass max_credits={max_credits}; nothing was sent"
+        )
+    if dry_run:
+        return result
+    for item in items:
+        try:
+            item.job = session.transform(item.source, item.style, **item.params)
+        except GoEnhanceError as exc:
+            item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
+    return result.wait(timeout) if wait else result
