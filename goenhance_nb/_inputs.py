@@ -3,8 +3,9 @@
 Local validation happens before any HTTP call: parameters (duration 3-30, resolution 540p/720p,
 prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video stream, is MP4
 or MOV, and is at most ``max_upload_mb`` for the real API). A source shorter than ``duration``
-is only a warning. File hashes (blake3, streamed) are memoised by ``(device, inode, size,
-mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file does not re-read it.
+is only a warning. File hashes (blake3, streamed) and PyAV probes are memoised by ``(device,
+inode, size, mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file neither re-reads
+nor re-opens it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "is_url",
     "probe_video",
     "validate_params",
+    "warn_if_short",
 ]
 
 #: ``fn(path) -> public https URL`` that makes a local file reachable by the real API.
@@ -131,8 +133,14 @@ def probe_video(path: Path) -> dict[str, Any]:
         container.close()
 
 
+#: Memo rows holding a :func:`probe_video` result (the bare memo key holds the hash).
+_PROBE_PREFIX = "probe:"
+_PROBE_FIELDS = {"duration", "width", "height", "container"}
+
+
 class HashMemo:
-    """blake3 file hashes memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes``."""
+    """blake3 file hashes and PyAV probes memoised by ``(device, inode, size, mtime_ns)`` in
+    ``<cache_dir>/hashes``."""
 
     def __init__(self, cache_dir: Path) -> None:
         self._db = diskcache.Cache(
@@ -142,17 +150,44 @@ class HashMemo:
             cull_limit=10,
         )
         self.reads = 0  # number of full reads performed (for tests / metrics)
+        self.probes = 0  # number of PyAV probes performed (for tests / metrics)
+
+    @staticmethod
+    def _memo_key(path: Path) -> str:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def probe(self, path: Path) -> dict[str, Any]:
+        """Return :func:`probe_video` of ``path``, opening it with PyAV only if unseen or changed.
+
+        Memoised by the same ``(device, inode, size, mtime_ns)`` as :meth:`hash`; a probe is
+        remembered only when the file did not change while it was probed, and a failed probe
+        is never remembered (it raises again next time).
+
+        :raises InputError: the file cannot be read, or see :func:`probe_video`.
+        """
+        memo_key = self._memo_key(path)
+        try:
+            cached = self._db.get(_PROBE_PREFIX + memo_key)
+        except PickledRowError:
+            cached = None
+        if isinstance(cached, dict) and set(cached) == _PROBE_FIELDS:
+            return cached
+        self.probes += 1
+        info = probe_video(Path(path))
+        if self._memo_key(path) == memo_key:
+            self._db.set(_PROBE_PREFIX + memo_key, info)
+        return info
 
     def hash(self, path: Path) -> str:
         """Return the blake3 hex of ``path``, reading it only if unseen or changed.
 
         :raises InputError: when the file cannot be read.
         """
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
-        memo_key = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        memo_key = self._memo_key(path)
         try:
             cached = self._db.get(memo_key)
         except PickledRowError:
@@ -170,6 +205,18 @@ class HashMemo:
     def close(self) -> None:
         """Close the memo database."""
         self._db.close()
+
+
+def warn_if_short(
+    label: str, src_dur: float | None, duration: int | None, *, stacklevel: int = 4
+) -> None:
+    """Warn (``UserWarning``) when the source is shorter than the requested ``duration``."""
+    if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
+        warnings.warn(
+            f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def inspect_file(
@@ -207,7 +254,7 @@ def inspect_file(
             f"{label} is {size / 1e6:.1f} MB; the API accepts at most {max_bytes / 1e6:.0f} MB "
             "(raise Settings.max_upload_mb if your plan allows more)"
         )
-    info = probe_video(p)
+    info = memo.probe(p) if memo is not None else probe_video(p)
     if memo is not None:
         digest = memo.hash(p)
     else:
@@ -216,12 +263,7 @@ def inspect_file(
         except OSError as exc:
             raise InputError(f"cannot read {label}: {exc.strerror}") from None
     src_dur = info["duration"]
-    if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
-        warnings.warn(
-            f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
-            UserWarning,
-            stacklevel=3,
-        )
+    warn_if_short(label, src_dur, duration, stacklevel=4)
     return InputRef(
         kind=kind,
         name=label,
