@@ -133,7 +133,8 @@ def probe_video(path: Path) -> dict[str, Any]:
         container.close()
 
 
-#: Memo rows holding a :func:`probe_video` result (the bare memo key holds the hash).
+#: Memo rows holding ``{"sha", "probe"}``: a hash with its :func:`probe_video` result (the
+#: bare memo key holds the hash alone, for :meth:`HashMemo.hash`).
 _PROBE_PREFIX = "probe:"
 _PROBE_FIELDS = {"duration", "width", "height", "container"}
 
@@ -160,12 +161,13 @@ class HashMemo:
             raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
         return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
-    def probe(self, path: Path) -> dict[str, Any]:
-        """Return :func:`probe_video` of ``path``, opening it with PyAV only if unseen or changed.
+    def inspect(self, path: Path) -> tuple[str, dict[str, Any]]:
+        """Return ``(blake3 hex, probe_video info)`` of ``path``: one ``stat`` and one memo read
+        when the file is unchanged; otherwise it is probed (PyAV), hashed (:meth:`hash`) and
+        both are remembered together under the same ``(device, inode, size, mtime_ns)``.
 
-        Memoised by the same ``(device, inode, size, mtime_ns)`` as :meth:`hash`; a probe is
-        remembered only when the file did not change while it was probed, and a failed probe
-        is never remembered (it raises again next time).
+        The pair is remembered only when the file did not change while it was probed and
+        hashed; a failed probe is never remembered (it raises again next time).
 
         :raises InputError: the file cannot be read, or see :func:`probe_video`.
         """
@@ -174,13 +176,16 @@ class HashMemo:
             cached = self._db.get(_PROBE_PREFIX + memo_key)
         except PickledRowError:
             cached = None
-        if isinstance(cached, dict) and set(cached) == _PROBE_FIELDS:
-            return cached
+        if isinstance(cached, dict):
+            digest, info = cached.get("sha"), cached.get("probe")
+            if isinstance(digest, str) and isinstance(info, dict) and set(info) == _PROBE_FIELDS:
+                return digest, info
         self.probes += 1
         info = probe_video(Path(path))
+        digest = self.hash(path)
         if self._memo_key(path) == memo_key:
-            self._db.set(_PROBE_PREFIX + memo_key, info)
-        return info
+            self._db.set(_PROBE_PREFIX + memo_key, {"sha": digest, "probe": info})
+        return digest, info
 
     def hash(self, path: Path) -> str:
         """Return the blake3 hex of ``path``, reading it only if unseen or changed.
@@ -254,10 +259,10 @@ def inspect_file(
             f"{label} is {size / 1e6:.1f} MB; the API accepts at most {max_bytes / 1e6:.0f} MB "
             "(raise Settings.max_upload_mb if your plan allows more)"
         )
-    info = memo.probe(p) if memo is not None else probe_video(p)
     if memo is not None:
-        digest = memo.hash(p)
+        digest, info = memo.inspect(p)
     else:
+        info = probe_video(p)
         try:
             digest = hash_file(p)
         except OSError as exc:
