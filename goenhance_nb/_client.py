@@ -17,6 +17,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,7 +46,12 @@ from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, S
 from goenhance_nb._settings import SecretKey, Settings
 from goenhance_nb._transport import RateLimiter, RetryTransport, parse_retry_after
 
-__all__ = ["AsyncClient", "classify_envelope_error", "generate_may_have_made_a_job"]
+__all__ = [
+    "AsyncClient",
+    "URLValidators",
+    "classify_envelope_error",
+    "generate_may_have_made_a_job",
+]
 
 _USER_AGENT = "goenhance-nb/0.1.0"
 _GENERATE = "/api/v1/video2video/generate"
@@ -113,6 +120,58 @@ def generate_may_have_made_a_job(exc: GoEnhanceError) -> bool:
     if isinstance(exc, APIError):
         return exc.status not in (200, 429, 503)
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class URLValidators:
+    """What a server said identifies one version of a URL's bytes (RFC 9110 section 8.8).
+
+    ``etag`` and ``last_modified`` are sent back verbatim in a conditional request;
+    ``content_length`` is the size of the 200 body. :attr:`usable` is false when the server
+    gave neither validator (then only a fresh download can tell whether the bytes changed).
+    """
+
+    etag: str | None = None
+    last_modified: str | None = None
+    content_length: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """True when a conditional request can revalidate these bytes."""
+        return bool(self.etag or self.last_modified)
+
+    def conditional_headers(self) -> dict[str, str]:
+        """``If-None-Match`` / ``If-Modified-Since`` for a revalidating GET."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: httpx.Headers, content_length: int | None) -> URLValidators:
+        """The validators of a 200 answer. A ``Last-Modified`` less than a second older than
+        the answer's ``Date`` is dropped (RFC 9110 8.8.2.2: the bytes may change again within
+        that second unseen), as is a malformed one."""
+        etag = headers.get("etag") or None
+        last = headers.get("last-modified") or None
+        if last is not None:
+            try:
+                modified = parsedate_to_datetime(last)
+                date = headers.get("date")
+                if (
+                    date is not None
+                    and (parsedate_to_datetime(date) - modified).total_seconds() < 1
+                ):
+                    last = None
+            except (TypeError, ValueError):
+                last = None
+        return cls(etag=etag, last_modified=last, content_length=content_length)
+
+
+class _NotModified(Exception):
+    """Internal: a conditional GET was answered 304."""
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -563,11 +622,66 @@ class AsyncClient:
                 dest.unlink(missing_ok=True)
         except OSError as exc:
             raise _write_error(exc, dest) from None
+        return await self._download(url, dest, on_progress, max_bytes, None, None)
+
+    async def fetch_input(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        known: URLValidators | None,
+        max_bytes: int | None = None,
+    ) -> URLValidators | None:
+        """Fetch an input URL into ``dest`` unless ``known`` still describes its bytes.
+
+        With usable ``known`` validators this is ONE conditional GET (``If-None-Match`` /
+        ``If-Modified-Since``): a 304 answer returns ``None`` and ``dest`` is not written (no
+        body is transferred). Any 200 answer (changed bytes, a server that ignores the
+        condition, or no ``known``) is streamed into ``dest`` exactly as :meth:`download`
+        does with ``resume=False``, and the answer's :class:`URLValidators` are returned
+        (``usable`` false when the server sent none).
+
+        :raises ResultExpired, TooLarge, DiskFull, CacheError, TransportError, APIError,
+            AuthError: as :meth:`download`.
+        """
+        dest = Path(dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _write_error(exc, dest) from None
+        conditional = known.conditional_headers() if known is not None else None
+        seen: dict[str, URLValidators] = {}
+        try:
+            await self._download(url, dest, None, max_bytes, conditional or None, seen)
+        except _NotModified:
+            return None
+        return seen.get("validators", URLValidators())
+
+    async def _download(
+        self,
+        url: str,
+        dest: Path,
+        on_progress: ProgressFn | None,
+        max_bytes: int | None,
+        conditional: Mapping[str, str] | None,
+        seen: dict[str, URLValidators] | None,
+    ) -> int:
+        """:meth:`download`'s retry loop; ``conditional`` headers go on the first attempt only
+        (a 304 raises :class:`_NotModified`); ``seen["validators"]`` receives the 200 answer's
+        validators."""
         attempts = self.settings.max_retries + 1
         last_error: GoEnhanceError | None = None
         for attempt in range(attempts):
             try:
-                return await self._download_once(url, dest, on_progress, max_bytes)
+                return await self._download_once(
+                    url,
+                    dest,
+                    on_progress,
+                    max_bytes,
+                    conditional if attempt == 0 else None,
+                    seen,
+                )
             except _Truncated as exc:
                 last_error = TransportError(str(exc))
                 if attempt + 1 < attempts:
@@ -580,18 +694,28 @@ class AsyncClient:
         raise last_error
 
     async def _download_once(
-        self, url: str, dest: Path, on_progress: ProgressFn | None, max_bytes: int | None
+        self,
+        url: str,
+        dest: Path,
+        on_progress: ProgressFn | None,
+        max_bytes: int | None,
+        conditional: Mapping[str, str] | None = None,
+        seen: dict[str, URLValidators] | None = None,
     ) -> int:
         have = dest.stat().st_size if dest.exists() else 0
         headers = self._auth_headers() if self._is_api_origin(url) else {}
         headers["Accept-Encoding"] = "identity"
         if have:
             headers["Range"] = f"bytes={have}-"
+        elif conditional:
+            headers.update(conditional)
         safe = redact_url(url)
         self.request_count += 1
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
                 status = response.status_code
+                if status == 304 and conditional and not have:
+                    raise _NotModified
                 if status in (403, 404, 410):
                     raise ResultExpired(f"result URL expired or gone (HTTP {status}): {safe}")
                 if status == 416 and have:
@@ -615,6 +739,8 @@ class AsyncClient:
                 encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
                 length = None if encoded else _int_or_none(response.headers.get("content-length"))
                 total = offset + length if length is not None else None
+                if seen is not None and status == 200:
+                    seen["validators"] = URLValidators.from_headers(response.headers, length)
                 if max_bytes is not None and total is not None and total > max_bytes:
                     raise _too_large(safe, total, max_bytes)
                 done = offset

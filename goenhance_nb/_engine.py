@@ -557,8 +557,11 @@ class JobEngine:
         """Start (or join) the job for ``request.key`` and return its handle at once.
 
         A job for the same key already running in this process is returned instead of a new
-        one; its deadline is extended as :meth:`join` says.
+        one; its deadline is extended as :meth:`join` says. Otherwise a usable cached result
+        (not ``force``) is served right here: the returned handle is already done and
+        ``cached`` (no task on the engine loop).
         """
+        hit = None if request.force else self._usable_hit(request.key)
         with self._active_lock:
             existing = self._active.get(request.key)
             if existing is not None and not existing.done():
@@ -567,8 +570,16 @@ class JobEngine:
                 self._extend(existing, request.timeout)
                 return existing
             job = Job(self, request)
-            self._active[request.key] = job
+            if hit is None:
+                self._active[request.key] = job
         job._emit("validated", message=f"validated {request.input.name}")
+        if hit is not None:
+            # A cache hit settles here, on the caller's thread: the handle is done on return
+            # (no engine round trip, no live widget needed), with the same events as _run.
+            self._serve_hit(job, hit)
+            job._future.set_result(hit)
+            job._emit("done", result=hit, message=str(hit.path))
+            return job
 
         def _start() -> None:
             job._task = self.loop.create_task(self._run(job))
@@ -712,6 +723,21 @@ class JobEngine:
             with contextlib.suppress(Exception):
                 lock.release()
 
+    def _usable_hit(self, key: str) -> ResultRecord | None:
+        """The cached record for ``key`` when it may be served as is (file present, right size);
+        ``None`` otherwise (absent, missing or damaged: :meth:`_drive` deals with those)."""
+        rec, status = self.cache.lookup(key)
+        return rec if rec is not None and status == "ok" else None
+
+    def _serve_hit(self, job: Job, rec: ResultRecord) -> None:
+        """Mark ``job`` as served from the cache by ``rec`` (state done, the ``cached`` event)."""
+        job.cached = True
+        job.id = rec.job_id
+        job.cost = rec.cost
+        job.state = JobState.DONE
+        job._emit("cached", result=rec, message="served from the cache")
+        job._release_reservation()
+
     def _cache_hit(
         self, job: Job, *, warn: bool
     ) -> tuple[ResultRecord | None, ResultRecord | None]:
@@ -719,12 +745,7 @@ class JobEngine:
         file is missing/damaged (deleted if damaged), ``(None, None)`` when absent."""
         rec, status = self.cache.lookup(job.key)
         if rec is not None and status == "ok":
-            job.cached = True
-            job.id = rec.job_id
-            job.cost = rec.cost
-            job.state = JobState.DONE
-            job._emit("cached", result=rec, message="served from the cache")
-            job._release_reservation()
+            self._serve_hit(job, rec)
             return rec, None
         if rec is not None:
             if warn:

@@ -3,9 +3,9 @@
 Local validation happens before any HTTP call: parameters (duration 3-30, resolution 540p/720p,
 prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video stream, is MP4
 or MOV, and is at most ``max_upload_mb`` for the real API). A source shorter than ``duration``
-is only a warning (:class:`~goenhance_nb._errors.InputWarning`). File hashes (blake3, streamed)
-are memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a
-large file does not re-read it.
+is only a warning. File hashes (blake3, streamed) and PyAV probes are memoised by ``(device,
+inode, size, mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file neither re-reads
+nor re-opens it.
 
 The bytes uploaded are the bytes hashed (issue 12, point 8): :func:`snapshot_for_upload` copies
 the file into a private temp dir while hashing the copy, and refuses with an
@@ -51,6 +51,7 @@ __all__ = [
     "snapshot_for_upload",
     "upload_memo_url",
     "validate_params",
+    "warn_if_short",
 ]
 
 #: ``fn(path) -> public https URL`` that makes a local file reachable by the real API. ``path``
@@ -152,8 +153,15 @@ def probe_video(path: Path) -> dict[str, Any]:
         container.close()
 
 
+#: Memo rows holding ``{"sha", "probe"}``: a hash with its :func:`probe_video` result (the
+#: bare memo key holds the hash alone, for :meth:`HashMemo.hash`).
+_PROBE_PREFIX = "probe:"
+_PROBE_FIELDS = {"duration", "width", "height", "container"}
+
+
 class HashMemo:
-    """blake3 file hashes memoised by ``(device, inode, size, mtime_ns)`` in ``<cache_dir>/hashes``."""
+    """blake3 file hashes and PyAV probes memoised by ``(device, inode, size, mtime_ns)`` in
+    ``<cache_dir>/hashes``."""
 
     def __init__(self, cache_dir: Path) -> None:
         """Open the memo (a damaged one is moved aside, see ``open_json_cache``).
@@ -171,10 +179,41 @@ class HashMemo:
         except (sqlite3.Error, OSError) as exc:
             raise InputError(f"cannot open the file-hash memo: {exc}") from None
         self.reads = 0  # number of full reads performed (for tests / metrics)
+        self.probes = 0  # number of PyAV probes performed (for tests / metrics)
 
     @staticmethod
-    def _memo_key(st: os.stat_result) -> str:
+    def _memo_key(path: Path) -> str:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
         return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def inspect(self, path: Path) -> tuple[str, dict[str, Any]]:
+        """Return ``(blake3 hex, probe_video info)`` of ``path``: one ``stat`` and one memo read
+        when the file is unchanged; otherwise it is probed (PyAV), hashed (:meth:`hash`) and
+        both are remembered together under the same ``(device, inode, size, mtime_ns)``.
+
+        The pair is remembered only when the file did not change while it was probed and
+        hashed; a failed probe is never remembered (it raises again next time).
+
+        :raises InputError: the file cannot be read, or see :func:`probe_video`.
+        """
+        memo_key = self._memo_key(path)
+        try:
+            cached = self._db.get(_PROBE_PREFIX + memo_key)
+        except PickledRowError:
+            cached = None
+        if isinstance(cached, dict):
+            digest, info = cached.get("sha"), cached.get("probe")
+            if isinstance(digest, str) and isinstance(info, dict) and set(info) == _PROBE_FIELDS:
+                return digest, info
+        self.probes += 1
+        info = probe_video(Path(path))
+        digest = self.hash(path)
+        if self._memo_key(path) == memo_key:
+            self._db.set(_PROBE_PREFIX + memo_key, {"sha": digest, "probe": info})
+        return digest, info
 
     def forget(self, path: Path) -> None:
         """Drop the memoised hash for ``path`` as it is now (its content changed unseen).
@@ -182,8 +221,8 @@ class HashMemo:
         Closes the calling thread's database handle afterwards (it may be a worker thread);
         the memo reopens one lazily where it is used next.
         """
-        with contextlib.suppress(OSError, PickledRowError, sqlite3.Error):
-            self._db.delete(self._memo_key(os.stat(path)))
+        with contextlib.suppress(OSError, InputError, PickledRowError, sqlite3.Error):
+            self._db.delete(self._memo_key(path))
         self._db.close()
 
     def hash(self, path: Path) -> str:
@@ -191,11 +230,7 @@ class HashMemo:
 
         :raises InputError: when the file cannot be read.
         """
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
-        memo_key = self._memo_key(st)
+        memo_key = self._memo_key(path)
         try:
             cached = self._db.get(memo_key)
         except (PickledRowError, sqlite3.DatabaseError):
@@ -214,6 +249,18 @@ class HashMemo:
     def close(self) -> None:
         """Close the memo database."""
         self._db.close()
+
+
+def warn_if_short(
+    label: str, src_dur: float | None, duration: int | None, *, stacklevel: int = 4
+) -> None:
+    """Warn (:class:`InputWarning`) when the source is shorter than the requested ``duration``."""
+    if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
+        warnings.warn(
+            f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
+            InputWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def inspect_file(
@@ -252,21 +299,16 @@ def inspect_file(
             f"{label} is {size / 1e6:.1f} MB; the API accepts at most {max_bytes / 1e6:.0f} MB "
             "(raise Settings.max_upload_mb if your plan allows more)"
         )
-    info = probe_video(p)
     if memo is not None:
-        digest = memo.hash(p)
+        digest, info = memo.inspect(p)
     else:
+        info = probe_video(p)
         try:
             digest = hash_file(p)
         except OSError as exc:
             raise InputError(f"cannot read {label}: {exc.strerror}") from None
     src_dur = info["duration"]
-    if duration is not None and src_dur is not None and src_dur + 0.05 < duration:
-        warnings.warn(
-            f"{label} is {src_dur:.1f}s long, shorter than the requested duration {duration}s",
-            InputWarning,
-            stacklevel=3,
-        )
+    warn_if_short(label, src_dur, duration, stacklevel=4)
     return InputRef(
         kind=kind,
         name=label,

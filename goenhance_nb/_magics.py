@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import html
 import io
 import shlex
@@ -386,6 +387,14 @@ def build_parser() -> _Parser:
     return root
 
 
+@functools.cache
+def _line_parser() -> _Parser:
+    """:func:`build_parser`, built once per process (building one costs ~5 ms: argparse and
+    gettext work on every option); parsing leaves no state in it."""
+    return build_parser()
+
+
+@functools.cache
 def _cell_parser() -> _Parser:
     p = _Parser(
         prog="%%goenhance",
@@ -406,7 +415,7 @@ def parse_line(line: str) -> Command | None:
         argv = shlex.split(line, posix=True)
     except ValueError as exc:
         raise UsageError(f"%goenhance: {exc}") from None
-    parser = build_parser()
+    parser = _line_parser()
     if not argv:
         parser.print_help()
         return None

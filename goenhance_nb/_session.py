@@ -26,7 +26,7 @@ import filelock
 
 from goenhance_nb import _repro
 from goenhance_nb._cache import ResultCache, ResultRecord
-from goenhance_nb._client import AsyncClient
+from goenhance_nb._client import AsyncClient, URLValidators
 from goenhance_nb._engine import Job, JobEngine, JobEvent, JobRequest
 from goenhance_nb._errors import (
     APIError,
@@ -54,6 +54,7 @@ from goenhance_nb._inputs import (
     snapshot_for_upload,
     upload_memo_url,
     validate_params,
+    warn_if_short,
 )
 from goenhance_nb._jsondisk import network_fs_type, private_dir
 from goenhance_nb._keys import hash_bytes, request_key
@@ -377,6 +378,14 @@ class Session:
     def _inspect_url(self, url: str, *, duration: int | None, max_bytes: int | None) -> InputRef:
         """Download ``url`` into a temp file of its own, validate and hash it, delete it.
 
+        The validators the server gave (``ETag``, ``Last-Modified``, ``Content-Length``) are
+        remembered with the content hash and probe in the cache's meta store, under a hash of
+        the full URL (the URL itself is never stored). A repeat sends ONE conditional GET
+        (:meth:`AsyncClient.fetch_input`): a 304 reuses the remembered hash and probe (no body,
+        no hashing, no PyAV); a 200 (changed bytes) is validated and hashed afresh, so a
+        changed input is a new request key. A server that sends no validators is downloaded
+        and hashed every time.
+
         The temp name is unique (``mkstemp``), so two threads or kernels fetching the same URL
         never share a file; a per-URL lock (``<cache_dir>/locks/src-*.lock``) lets one fetch
         at a time (the next waits, then fetches its own copy). The download is capped as the
@@ -403,10 +412,16 @@ class Session:
             except filelock.Timeout:
                 pass  # the other fetch hangs; ours uses its own temp file anyway
         tmp: Path | None = None
+        memo_name = f"src-url:{hash_bytes(url.encode())}"
+        known = _remembered_url(self.cache.meta_get(memo_name))
         try:
             tmp = self.store.new_temp("src-")
-            self.engine.run(self.client.download(url, tmp, resume=False, max_bytes=cap))
-            return inspect_file(
+            fresh = self.engine.run(
+                self.client.fetch_input(url, tmp, known=known[0] if known else None, max_bytes=cap)
+            )
+            if fresh is None and known is not None:  # 304: the bytes we hashed and probed
+                return _url_ref_from_memo(known[1], url=url, name=name, duration=duration, cap=cap)
+            ref = inspect_file(
                 tmp,
                 None,
                 duration=duration,
@@ -415,6 +430,10 @@ class Session:
                 url=url,
                 name=name,
             )
+            if fresh is not None and (fresh.usable or known is not None):
+                # (validators gone: the row stops matching, so the next run downloads again)
+                self.cache.meta_set(memo_name, _url_memo(fresh, ref))
+            return ref
         except TooLarge as exc:
             raise InputError(
                 f"the input URL is too large: {exc} (raise Settings.{setting} to allow more)"
@@ -907,3 +926,65 @@ def export_bundle(path: str | Path, *, inputs: bool = False) -> Path:
 def import_bundle(path: str | Path) -> _repro.ImportReport:
     """``get_session().import_bundle(...)``: seed this machine's cache from a bundle."""
     return get_session().import_bundle(path)
+
+
+def _url_memo(validators: URLValidators, ref: InputRef) -> dict[str, Any]:
+    """The meta-store row for an input URL: its validators and what its bytes were."""
+    return {
+        "etag": validators.etag,
+        "last_modified": validators.last_modified,
+        "content_length": validators.content_length,
+        "content_hash": ref.content_hash,
+        "size": ref.size,
+        "duration": ref.duration,
+        "width": ref.width,
+        "height": ref.height,
+        "container": ref.container,
+    }
+
+
+def _remembered_url(row: Any) -> tuple[URLValidators, dict[str, Any]] | None:
+    """Parse a :func:`_url_memo` row; ``None`` when absent, malformed or without a validator."""
+    if not isinstance(row, dict):
+        return None
+    etag, last = row.get("etag"), row.get("last_modified")
+    digest, size = row.get("content_hash"), row.get("size")
+    if not (isinstance(digest, str) and isinstance(size, int) and not isinstance(size, bool)):
+        return None
+    if not isinstance(etag, (str, type(None))) or not isinstance(last, (str, type(None))):
+        return None
+    length = row.get("content_length")
+    validators = URLValidators(
+        etag=etag, last_modified=last, content_length=length if isinstance(length, int) else None
+    )
+    return (validators, row) if validators.usable else None
+
+
+def _url_ref_from_memo(
+    row: dict[str, Any], *, url: str, name: str, duration: int | None, cap: int
+) -> InputRef:
+    """The :class:`InputRef` of an input URL the server said is unchanged (304).
+
+    :raises InputError: the remembered size is over ``cap``.
+    """
+    size = int(row["size"])
+    if size > cap:
+        raise InputError(
+            f"the input URL is too large: {name} is {size / 1e6:.1f} MB; "
+            f"the limit is {cap / 1e6:g} MB"
+        )
+    src_dur = row.get("duration")
+    src_dur = float(src_dur) if isinstance(src_dur, (int, float)) else None
+    warn_if_short(name, src_dur, duration, stacklevel=5)
+    return InputRef(
+        kind="url",
+        name=name,
+        content_hash=str(row["content_hash"]),
+        size=size,
+        path=None,
+        url=url,
+        duration=src_dur,
+        width=row.get("width") if isinstance(row.get("width"), int) else None,
+        height=row.get("height") if isinstance(row.get("height"), int) else None,
+        container=row.get("container") if isinstance(row.get("container"), str) else None,
+    )

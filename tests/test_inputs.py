@@ -137,3 +137,23 @@ def test_hash_memo_does_not_reread_unchanged_file(clip: Path, tmp_path: Path) ->
         warnings.simplefilter("error")
         assert again.hash(copy) != first
     assert again.reads == 2
+
+
+def test_probe_is_memoised_with_the_hash(clip: Path, tmp_path: Path) -> None:
+    # issue 15: a re-run on an unchanged file neither re-reads nor re-opens it with PyAV
+    first = inspect_file(clip, HashMemo(tmp_path / "c"))
+    memo = HashMemo(tmp_path / "c")  # a later run, same memo on disk
+    with pytest.warns(UserWarning, match="shorter than the requested duration 5s"):
+        again = inspect_file(clip, memo, duration=5)  # the warning comes from the memo too
+    assert again == first
+    assert memo.probes == 0 and memo.reads == 0
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clip.read_bytes())
+    assert inspect_file(copy, memo).content_hash == first.content_hash
+    assert memo.probes == 1  # another inode: probed once
+    copy.write_bytes(b"not a video any more")  # changed: the memo does not vouch for it
+    with pytest.raises(InputError, match="cannot open"):
+        inspect_file(copy, memo)
+    with pytest.raises(InputError, match="cannot open"):  # a failed probe is not remembered
+        inspect_file(copy, memo)
+    assert memo.probes == 3

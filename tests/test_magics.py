@@ -224,6 +224,32 @@ def test_cell_magic_runs_with_expanded_body_variables(
 
 
 # -- running against the simulator -------------------------------------------------------------
+@pytest.mark.parametrize("wait", ["--wait", "--no-wait"])
+def test_a_cache_hit_in_a_widget_frontend_builds_no_status_widget(
+    wait: str,
+    ip: InteractiveShell,
+    sim: Any,
+    fresh_session: None,
+    clip: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # issue 15: the live status widget of a job served from the cache is never built; the
+    # cell shows the final (cached-badged) output at once, as a bare display would
+    from goenhance_nb import _frontend, _magics
+
+    monkeypatch.setattr(_frontend, "frontend", lambda shell=None: "lab")
+    built: list[Any] = []
+    monkeypatch.setattr(_magics, "_show_widget", lambda job, *a, **k: built.append(job))
+    line = "run sample.mp4 --style 2000 -d 3 -r 540p"
+    first = ip.run_line_magic("goenhance", f"{line} --wait")
+    assert first.done() and built == [first]
+    with capture_output() as cap:
+        again = ip.run_line_magic("goenhance", f"{line} {wait}")
+    assert again.done() and again.cached and built == [first]
+    assert len(cap.outputs) == 1 and "goenhance-cached" in cap.outputs[0].data["text/html"]
+    assert sim.generate_calls() == 1
+
+
 @pytest.mark.slow
 def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     ip: InteractiveShell, sim: Any, fresh_session: None, clip: Path
@@ -254,6 +280,9 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     assert again.cached and sim.generate_calls() == 1
     html2 = next(o.data["text/html"] for o in cap2.outputs if "text/html" in o.data)
     assert '<span class="goenhance-cached"' in html2
+    # a cache hit shows the final output only: no live status widget is built (issue 15)
+    assert len(cap2.outputs) == 1, [sorted(o.data) for o in cap2.outputs]
+    assert "application/vnd.jupyter.widget-view+json" not in cap2.outputs[0].data
 
     # the cell that ran the magic shows the video once; a bare `job` in a later cell shows
     # its status and the result again

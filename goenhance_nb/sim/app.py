@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -236,7 +237,11 @@ class SimApp:
         return await self._serve_file(request, path, throttle=True)
 
     async def _serve_file(self, request: Request, path: Path, *, throttle: bool) -> Response:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
+        validators = file_validators(st)
+        if not_modified(request, validators):
+            return Response(status_code=304, headers=validators)
         ctype = (
             "video/mp4"
             if path.suffix.lower() in (".mp4", ".m4v")
@@ -244,7 +249,7 @@ class SimApp:
                 "video/quicktime" if path.suffix.lower() == ".mov" else "application/octet-stream"
             )
         )
-        headers = {"Accept-Ranges": "bytes", "Content-Type": ctype}
+        headers = {"Accept-Ranges": "bytes", "Content-Type": ctype, **validators}
         start, end, status = 0, size - 1, 200
         rng = request.headers.get("range")
         if rng:
@@ -526,3 +531,32 @@ class FaultAndLogMiddleware:
             ra = fault.get("retry_after", 1)
             headers = {"Retry-After": str(int(ra)) if float(ra).is_integer() else str(ra)}
         await envelope(status, msg, status=status, headers=headers)(scope, receive, send)
+
+
+def file_validators(st: os.stat_result) -> dict[str, str]:
+    """``ETag`` (strong: size, inode and mtime in ns, so rewriting the file changes it) and
+    ``Last-Modified`` for a served file, as real static file servers and CDNs send them."""
+    etag = f'"{st.st_size:x}-{st.st_ino:x}-{st.st_mtime_ns:x}"'
+    return {"ETag": etag, "Last-Modified": formatdate(st.st_mtime, usegmt=True)}
+
+
+def not_modified(request: Request, validators: dict[str, str]) -> bool:
+    """RFC 9110 13.1: ``If-None-Match`` (weak comparison; takes precedence) or, without it,
+    ``If-Modified-Since`` at or after ``Last-Modified`` -> answer 304 to a GET/HEAD."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        if inm.strip() == "*":
+            return True
+        ours = validators["ETag"].removeprefix("W/")
+        return any(tag.strip().removeprefix("W/") == ours for tag in inm.split(","))
+    ims = request.headers.get("if-modified-since")
+    if ims is None:
+        return False
+    try:
+        since = parsedate_to_datetime(ims)
+        modified = parsedate_to_datetime(validators["Last-Modified"])
+    except (TypeError, ValueError):
+        return False
+    return modified <= since
