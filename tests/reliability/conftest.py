@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
+import pytest
+from simctl import SimProcess, start_sim
 
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._errors import GoEnhanceError
@@ -57,6 +59,17 @@ class Settled:
         """The single ledger entry (asserted unique when present)."""
         assert len(self.ledger) <= 1, self.ledger
         return self.ledger[0] if self.ledger else None
+
+
+@pytest.fixture(scope="session")
+def sim_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    """The reliability suite's own simulator process (overrides tests/conftest.py's for this
+    package): its faults, killed kernels, stalled input servers and throttled downloads may leave
+    jobs that hold the account's queue slots for a while, which the main suite's queue-limit
+    tests must not inherit."""
+    sim = start_sim(tmp_path_factory.mktemp("sim-reliability"))
+    yield sim
+    sim.stop()
 
 
 def generate_statuses(sim: Any) -> list[int]:
