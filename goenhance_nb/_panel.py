@@ -537,18 +537,31 @@ class Panel(W.VBox):
         self._watch_result(new_job)
 
     def _watch_result(self, job: Any) -> None:
+        """Show ``job``'s result in the result area once, when it is ready.
+
+        A job that is already finished (a cache hit is settled before ``submit`` returns) is
+        shown right here, on the caller's thread, so its result is in place when ``submit``
+        returns; otherwise the job's ``done``/``cached`` event shows it (engine thread).
+        """
         shown: set[str] = set()
+        once = threading.Lock()
+
+        def show(result: Any, cached: bool) -> None:
+            key = str(getattr(result, "key", ""))
+            with once:
+                if key in shown:
+                    return
+                shown.add(key)
+            self._show_result(result, cached=cached)
+            self._render_credits_later()
 
         def on_event(ev: Any) -> None:  # engine thread
             kind = getattr(ev, "kind", None)
             if kind in {"done", "cached"} and getattr(ev, "result", None) is not None:
-                key = str(getattr(ev.result, "key", ""))
-                if key in shown:
-                    return
-                shown.add(key)
-                self._show_result(ev.result, cached=kind == "cached" or bool(job.cached))
-                self._render_credits_later()
+                show(ev.result, kind == "cached" or bool(job.cached))
 
+        if job.done() and job.record is not None:
+            show(job.record, bool(job.cached))
         job.subscribe(on_event)
 
     def _show_result(self, result: Any, *, cached: bool) -> None:

@@ -68,6 +68,11 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     wait_settled(p.status_widgets[0])
     assert p.status_widgets[0].badge.value == "done"
     assert sim.generate_calls() == 1
+    # the panel shows the result from the job's "done" event, on the engine thread, right
+    # after the handle settles: wait for it to appear (no fixed sleep)
+    deadline = time.monotonic() + WAIT
+    while not p.result.outputs and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert 'class="goenhance-video"' in result_html(p.result)
     assert "goenhance-cached" not in result_html(p.result)
 
