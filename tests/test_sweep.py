@@ -110,3 +110,72 @@ def test_sweep_magic_plans_refuses_and_runs(
         assert sim.generate_calls() == 2
     finally:
         s.close()
+
+
+def test_one_progress_bar_follows_the_jobs_events(sim: Any, tmp_path: Path, clip: Path) -> None:
+    """The live bar (no kernel here: forced) is driven by the jobs' events through the throttle:
+    it reaches every item finished without anyone calling flush, counts cached and done apart,
+    adds up the credits charged, and ends 'success'."""
+    from goenhance_nb.widgets._sweep_progress import SweepProgress
+
+    s = make_session(sim, tmp_path / "c")
+    try:
+        s.transform(clip, 2000, duration=3, resolution="540p", seed=11).result(timeout=120)
+        kw: dict[str, Any] = {"duration": 3, "resolution": "540p", "session": s}
+        run = sweep(clip, styles=2000, grid={"seed": [11, 12, 13]}, wait=False, **kw)
+        bar = SweepProgress(run, interval=0.05)
+        try:
+            assert bar.bar.max == 3
+            _wait_for(lambda: bar.settled.is_set(), timeout=120)
+            assert bar.bar.value == 3 and bar.bar.bar_style == "success"
+            assert run.tally() == {
+                "done": 2,
+                "running": 0,
+                "cached": 1,
+                "failed": 0,
+                "planned": 0,
+                "credits": 30,
+            }
+            assert bar.label.value == (
+                "3/3 finished: 2 done, 0 running, 1 cached, 0 failed; 30 credits so far"
+            )
+            assert bar._throttle.runs >= 2  # rendered from events, not only at creation
+        finally:
+            bar.close()
+    finally:
+        s.close()
+
+
+def test_a_failed_item_turns_the_bar_red(sim: Any, tmp_path: Path, clip: Path) -> None:
+    from goenhance_nb.widgets._sweep_progress import SweepProgress
+
+    s = make_session(sim, tmp_path / "c")
+    try:
+        sim.faults({"kind": "job_failed"})
+        run = sweep(clip, styles=2000, grid={"seed": [21]}, duration=3, wait=False, session=s)
+        bar = SweepProgress(run, interval=0.05)
+        try:
+            _wait_for(lambda: bar.settled.is_set(), timeout=120)
+            assert bar.bar.bar_style == "danger" and "1 failed" in bar.label.value
+        finally:
+            bar.close()
+    finally:
+        s.close()
+
+
+def test_headless_sweep_prints_one_summary_line(
+    sim: Any, tmp_path: Path, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside a kernel (as in a terminal; nbclient runs are covered by the notebook test) the
+    progress display is one static line at the end, and no widget is made."""
+    s = make_session(sim, tmp_path / "c")
+    try:
+        sweep(clip, styles=[2000, 2006], duration=3, resolution="540p", session=s)
+        out = capsys.readouterr().out
+        assert out.splitlines() == [
+            "sweep done, 2/2 finished: 2 done, 0 running, 0 cached, 0 failed; 30 credits so far"
+        ]
+        sweep(clip, styles=[2000, 2006], duration=3, resolution="540p", session=s, progress=False)
+        assert capsys.readouterr().out == ""
+    finally:
+        s.close()
