@@ -270,6 +270,7 @@ def sweep(
         return result
     result.wait(timeout)
     if bar is not None:
+        bar.flush()  # the last state rendered (a throttled render may still be pending)
         bar.close()
     if progress is not False:
         _show_summary(result, handle)

@@ -179,3 +179,47 @@ def test_headless_sweep_prints_one_summary_line(
         assert capsys.readouterr().out == ""
     finally:
         s.close()
+
+
+@pytest.mark.slow
+def test_live_bar_in_a_kernel_leaves_a_summary_line_and_the_grid_as_regular_outputs(
+    sim: Any, sim_env: dict[str, str], clip: Path, tmp_path: Path
+) -> None:
+    """A real kernel with the bar on (``progress=True``, as where someone watches): the bar is
+    a widget while the sweep runs; the saved notebook keeps no widget view, only the summary
+    line that replaced it and the grid as HTML with relative video paths."""
+    import nbformat
+
+    from goenhance_nb._demo import execute_notebook
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "clip.mp4").write_bytes(clip.read_bytes())
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import goenhance_nb\n"
+                "s = goenhance_nb.sweep('clip.mp4', styles=[2000, 2006], duration=3,"
+                " resolution='540p', progress=True)\n"
+                "s.grid()"
+            )
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    nbformat.write(nb, tmp_path / "s.ipynb")
+    nb, err = execute_notebook(tmp_path / "s.ipynb", work)
+    assert err is None, err
+    outs = nb.cells[0].outputs
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    bars = [m["state"] for m in state["state"].values() if m["model_name"] == "IntProgressModel"]
+    assert [(b["value"], b["max"], b["bar_style"]) for b in bars] == [(2, 2, "success")]
+    assert not [o for o in outs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    summary = [o for o in outs if "goenhance-sweep-summary" in str(o.get("data", {}))]
+    assert len(summary) == 1
+    assert summary[0]["data"]["text/plain"] == (
+        "sweep done, 2/2 finished: 2 done, 0 running, 0 cached, 0 failed; 30 credits so far"
+    )
+    grid = [o for o in outs if "goenhance-grid" in str(o.get("data", {}).get("text/html", ""))]
+    assert len(grid) == 1 and 'src="goenhance_outputs/' in grid[0]["data"]["text/html"]

@@ -27,7 +27,8 @@ class SweepProgress(W.HBox):
     """Live progress of ``sweep``: ``bar`` (``IntProgress``, finished items) and ``label``.
 
     :attr:`settled` is set once a render has shown every item finished. ``close()``
-    unsubscribes from the jobs and closes the child widgets.
+    unsubscribes from the jobs and closes every model the bar made (children, layouts,
+    styles), so no widget state of it stays in a saved notebook.
     """
 
     def __init__(self, sweep: Sweep, *, interval: float = 0.25, **kwargs: Any) -> None:
@@ -60,8 +61,11 @@ class SweepProgress(W.HBox):
             unsubscribe()
         self._unsubscribe.clear()
         self._throttle.cancel()
-        self.bar.close()
-        self.label.close()
+        for w in (self.bar, self.label):  # with their layout and style models: a saved
+            w.layout.close()  # notebook keeps no state of a bar that is gone
+            w.style.close()
+            w.close()
+        self.layout.close()
         super().close()
 
     def _on_event(self, ev: Any) -> None:  # engine thread: only ask for a render
