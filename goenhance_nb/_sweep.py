@@ -265,7 +265,7 @@ def sweep(
         from goenhance_nb.widgets._sweep_progress import SweepProgress
 
         bar = SweepProgress(result)
-        handle = display(bar, display_id=True)
+        handle = display(bar, display_id=True)  # type: ignore[no-untyped-call]
     if not wait:
         return result
     result.wait(timeout)
@@ -294,4 +294,4 @@ def _show_summary(result: Sweep, handle: Any) -> None:
     if handle is not None:
         handle.update(bundle, raw=True)
     else:
-        display(bundle, raw=True)
+        display(bundle, raw=True)  # type: ignore[no-untyped-call]
