@@ -1668,7 +1668,8 @@ def handle_import(m: GoEnhanceMagics, args: PathArgs) -> None:
 
 
 def handle_sweep(m: GoEnhanceMagics, args: SweepArgs) -> Any:
-    """Plan, check the caps, run (unless ``--dry-run``), show the summary and the grid.
+    """Plan, check the caps, run (unless ``--dry-run``: then print the plan), show the progress
+    (a live bar, then one summary line) and the grid.
 
     :raises BudgetExceeded: a cap would be passed (nothing sent). :raises InputError: bad
         input, style or grid key (nothing sent).
@@ -1699,8 +1700,9 @@ def handle_sweep(m: GoEnhanceMagics, args: SweepArgs) -> Any:
         session=m.session(),
         **kwargs,
     )
-    print(result)
-    if not args.dry_run:
+    if args.dry_run:
+        print(result)
+    else:  # sweep() showed its progress and summary line
         bundle = result.grid()
         _show(str(bundle["text/html"]), str(bundle["text/plain"]), bundle.metadata)
     return result

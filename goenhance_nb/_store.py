@@ -325,11 +325,13 @@ def _link_temp(src: Path, dest: Path) -> Path | None:
 
 
 def _replace(tmp: Path, dest: Path) -> None:
+    """``os.replace(tmp, dest)``; ``tmp`` (our own random name) never outlives the call, also
+    when ``dest`` was meanwhile made a link to the same inode (a racing ``link_or_copy`` of the
+    same result): POSIX ``rename`` then does nothing and leaves both names."""
     try:
         os.replace(tmp, dest)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def _same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:

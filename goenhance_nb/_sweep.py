@@ -7,12 +7,18 @@ sent), then submits through the session, whose engine keeps within the account's
 Each item is checkpointed by the ledger and the cache: an interrupted sweep re-run re-attaches
 to its jobs and serves finished ones from the cache, so no job is sent twice.
 
-``%goenhance sweep`` (``_magics.handle_sweep``) is the cell face. Not yet (issue 14 point 5):
-the single live progress bar (done / running / cached / failed, credits so far).
+One progress display for the whole sweep: where someone watches live (a kernel with a
+frontend), a :class:`~goenhance_nb.widgets.SweepProgress` bar updated from the jobs' events,
+replaced by a static summary line when the sweep ends; headless (nbclient, papermill, a
+terminal) only that summary line. The comparison grid is a regular HTML output (relative video
+paths), never a widget, so it stays in the saved notebook.
+
+``%goenhance sweep`` (``_magics.handle_sweep``) is the cell face.
 """
 
 from __future__ import annotations
 
+import html
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from goenhance_nb._display import ResultBundle, result_grid
 from goenhance_nb._errors import BudgetExceeded, GoEnhanceError, InputError
+from goenhance_nb._frontend import get_kernel, is_headless
 
 if TYPE_CHECKING:  # annotations only
     from goenhance_nb._engine import Job
@@ -66,7 +73,7 @@ class SweepItem:
 class Sweep:
     """The items of a sweep, its plan totals, and after a run its results.
 
-    ``records()`` (list of dicts), ``frame()`` (a pandas DataFrame when pandas is installed,
+    ``tally()`` / ``progress_line()`` (live counts from the jobs), ``records()`` (list of dicts), ``frame()`` (a pandas DataFrame when pandas is installed,
     else the records), ``grid()`` (the finished results as one notebook output).
     """
 
@@ -90,6 +97,35 @@ class Sweep:
         for i in self.items:
             out[i.status] = out.get(i.status, 0) + 1
         return out
+
+    def tally(self) -> dict[str, int]:
+        """Live counts from the jobs as they are now: ``done``, ``running``, ``cached``,
+        ``failed``, ``planned`` (dry run: not submitted), and ``credits`` charged so far (the
+        cost of every non-cached job whose cost is known)."""
+        out = dict.fromkeys(("done", "running", "cached", "failed", "planned", "credits"), 0)
+        for item in self.items:
+            job = item.job
+            if job is None:
+                out["failed" if item.status == "failed" else "planned"] += 1
+                continue
+            if not job.done():
+                out["running"] += 1
+            elif job.error is not None or job.record is None:
+                out["failed"] += 1
+            else:
+                out["cached" if job.cached else "done"] += 1
+            if not job.cached and job.cost is not None:
+                out["credits"] += int(job.cost)
+        return out
+
+    def progress_line(self) -> str:
+        """One line: ``N/M finished: a done, b running, c cached, d failed; X credits so far``."""
+        t = self.tally()
+        finished = t["done"] + t["cached"] + t["failed"]
+        return (
+            f"{finished}/{len(self.items)} finished: {t['done']} done, {t['running']} running, "
+            f"{t['cached']} cached, {t['failed']} failed; {t['credits']} credits so far"
+        )
 
     def wait(self, timeout: float | None = None) -> Sweep:
         """Wait for every submitted item; a failed item keeps its one-line error."""
@@ -118,7 +154,8 @@ class Sweep:
     def grid(self, columns: int | None = None) -> ResultBundle:
         """The submitted items' results as one grid output (a cell per item, in order)."""
         jobs = [i.job for i in self.items if i.job is not None]
-        per_row = columns or max(1, len({i.style for i in self.items}))
+        inputs = max(1, len({i.source for i in self.items}))
+        per_row = columns or max(1, len(self.items) // inputs)  # a row per input
         return result_grid(jobs, columns=per_row)
 
     def __str__(self) -> str:
@@ -153,6 +190,7 @@ def sweep(
     dry_run: bool = False,
     wait: bool = True,
     timeout: float | None = None,
+    progress: bool | None = None,
     session: Session | None = None,
 ) -> Sweep:
     """Run every ``inputs`` x ``styles`` x ``grid`` combination (grid keys: duration,
@@ -163,6 +201,12 @@ def sweep(
     checked on the whole plan before anything is sent. ``wait``: block until every item ends
     (a failed item keeps its error; the sweep goes on). Re-running a sweep re-attaches to its
     jobs and serves finished ones from the cache (no duplicate job).
+
+    ``progress``: True shows one live :class:`~goenhance_nb.widgets.SweepProgress` bar for the
+    whole sweep (done / running / cached / failed, credits so far) and, once the sweep ended,
+    replaces it by a static summary line; False shows nothing; None (default) picks the bar in
+    a kernel someone watches and only the summary line when headless (nbclient, papermill,
+    ``GOENHANCE_WAIT=1``) or outside a kernel. The summary line needs ``wait``.
 
     :raises InputError: a bad input, style or grid key (before anything is sent).
     :raises BudgetExceeded: the caps would be passed (nothing sent).
@@ -213,4 +257,41 @@ def sweep(
             item.job = session.transform(item.source, item.style, **item.params)
         except GoEnhanceError as exc:
             item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
-    return result.wait(timeout) if wait else result
+    live = progress if progress is not None else (get_kernel() is not None and not is_headless())
+    handle, bar = None, None
+    if live:
+        from IPython.display import display
+
+        from goenhance_nb.widgets._sweep_progress import SweepProgress
+
+        bar = SweepProgress(result)
+        handle = display(bar, display_id=True)  # type: ignore[no-untyped-call]
+    if not wait:
+        return result
+    result.wait(timeout)
+    if bar is not None:
+        bar.flush()  # the last state rendered (a throttled render may still be pending)
+        bar.close()
+    if progress is not False:
+        _show_summary(result, handle)
+    return result
+
+
+def _show_summary(result: Sweep, handle: Any) -> None:
+    """The static end of the progress display: one summary line (a regular output in a
+    kernel, replacing the live bar when there was one; printed outside IPython)."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    line = f"sweep done, {result.progress_line()}"
+    if get_ipython() is None:
+        print(line)
+        return
+    bundle = {
+        "text/plain": line,
+        "text/html": f"<div class='goenhance-sweep-summary'>{html.escape(line)}</div>",
+    }
+    if handle is not None:
+        handle.update(bundle, raw=True)
+    else:
+        display(bundle, raw=True)  # type: ignore[no-untyped-call]

@@ -58,3 +58,21 @@ def test_remove_refuses_paths_outside_the_store(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="outside the store"):
         store.remove(outside)
     assert outside.exists()
+
+
+def test_link_or_copy_racing_itself_leaves_no_temp_file(tmp_path: Path) -> None:
+    """Two threads putting the same result at the same name (the display and the lockfile
+    writer do): the loser's temp link and ``dest`` are then links to one inode, where
+    ``rename`` does nothing (POSIX) and would leave ``.<name>.<hex>.tmp`` behind."""
+    from goenhance_nb._store import _link_temp, _replace
+
+    src = tmp_path / "src.mp4"
+    src.write_bytes(b"video")
+    dest = tmp_path / "out" / "a.mp4"
+    dest.parent.mkdir()
+    first, second = _link_temp(src, dest), _link_temp(src, dest)
+    assert first is not None and second is not None
+    _replace(first, dest)
+    _replace(second, dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.mp4"]
+    assert dest.read_bytes() == b"video"
