@@ -108,6 +108,7 @@ def test_papermill_twice_then_replay_from_a_bundle_on_an_empty_cache(
     sim.clear_requests()
     nb = run_papermill(one, STYLE="Oil Painting", DURATION=3, RESOLUTION="540p", MODE="record")
     assert sim.generate_calls() == 0
+    assert sim.requests("/api/") == [], "the second run made API requests"
     assert outputs(one) == first
     assert "re-run: a cache hit" in printed(nb)
 
