@@ -195,6 +195,18 @@ def test_widget_for_a_cached_job_shows_cached_from_its_first_render(sim, session
     assert comms.synced_values(w.badge)[-1] == "cached"
 
 
+def test_mode_in_force_is_shown_unless_live(sim, session, comms, clip):
+    # issue 14: the reproducibility mode is visible beside the status (hidden in plain live mode)
+    job = session.transform(clip, 2000, duration=3, resolution="540p")
+    job.result(timeout=WAIT)
+    live = StatusWidget(job, session=session)
+    assert not visible(live.mode_label)
+    session.set_mode("record")
+    rec = StatusWidget(job, session=session)
+    assert visible(rec.mode_label) and rec.mode_label.value == "mode: record"
+    assert "goenhance-mode" in rec.mode_label._dom_classes
+
+
 def test_local_queue_position_is_shown(sim, session, comms, clip):
     # the account allows one job at a time: the second waits locally and says where it is
     sim.config(queue_limit=1, processing_seconds=1.5)

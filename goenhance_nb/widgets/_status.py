@@ -155,6 +155,13 @@ class StatusWidget(W.VBox):
         self.job_id_label = W.Label(
             "—", layout=W.Layout(margin="0 6px"), _dom_classes=["goenhance-job-id"]
         )
+        # the reproducibility mode in force (issue 14): shown when it is not plain "live"
+        mode = str(session.mode) if session is not None else "live"
+        self.mode_label = W.Label(
+            f"mode: {mode}",
+            layout=W.Layout(margin="0 6px", display=None if mode != "live" else "none"),
+            _dom_classes=["goenhance-mode"],
+        )
         self.info = W.Label("", _dom_classes=["goenhance-info"])
         self.timing = W.Label("", _dom_classes=["goenhance-elapsed"])
         self.progress = W.FloatProgress(
@@ -194,6 +201,7 @@ class StatusWidget(W.VBox):
                 W.Label("status:", layout=W.Layout(margin="0 0 0 8px")),
                 self.raw_label,
                 self.backend,
+                self.mode_label,
                 self.job_id_label,
                 self.info,
             ],
