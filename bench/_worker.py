@@ -49,14 +49,17 @@ async def _download(url: str, dest: Path, warm: str | None) -> dict[str, Any]:
             dest.with_suffix(".warm").unlink(missing_ok=True)
         reset = _reset_peak()
         rss0 = _status_kib("VmRSS")
+        c0 = time.process_time()
         t0 = time.perf_counter()
         n = await client.download(url, dest, resume=False)
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         hwm = _status_kib("VmHWM")
     finally:
         await client.aclose()
     return {
         "seconds": dt,
+        "cpu_seconds": cpu,
         "bytes": n,
         "rss_before_kib": rss0,
         "hwm_after_kib": hwm,
@@ -70,13 +73,15 @@ def _plain_httpx(url: str, dest: Path) -> dict[str, Any]:
     import httpx
 
     with httpx.Client(timeout=60) as c:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         with c.stream("GET", url) as r, dest.open("wb") as f:
             r.raise_for_status()
             for chunk in r.iter_bytes():
                 f.write(chunk)
         dt = time.perf_counter() - t0
-    return {"seconds": dt, "bytes": dest.stat().st_size}
+        cpu = time.process_time() - c0
+    return {"seconds": dt, "cpu_seconds": cpu, "bytes": dest.stat().st_size}
 
 
 def _jobs(n: int, seed_base: int, source: str) -> dict[str, Any]:

@@ -10,7 +10,10 @@ Rules (DECISIONS 15, STYLE 4):
   Never after a read timeout, a write error or a reset mid-request.
 * Backoff: ``backoff_base * 2**attempt`` capped at ``backoff_max``, with jitter (x0.5-1.0);
   ``Retry-After`` (seconds or an HTTP date) wins when present, capped at ``backoff_max``.
-* Every attempt first takes a token from the :class:`RateLimiter` (if any).
+* Every attempt at an ``/api/`` path first takes a token from the :class:`RateLimiter` (if
+  any). File transfers (result and input downloads, simulator uploads) are not API calls and are
+  not paced: a long download never delays a poll or the paid POST behind it in the bucket.
+  The paid POST is urgent: it never waits behind queued polls (its token is borrowed).
 
 ``sleep`` is injectable so tests never wait.
 """
@@ -67,6 +70,9 @@ class RateLimiter:
 
     Lock-free per event loop (the reservation is computed without awaiting) and guarded by a
     thread lock, so one limiter may serve several loops/threads. ``rate_per_s <= 0`` disables it.
+    An ``urgent`` request (the paid POST, which a freed queue slot waits for) goes at once and
+    its token is borrowed from the requests after it: the average rate holds, a burst may run
+    one request over per urgent request.
     """
 
     def __init__(
@@ -85,8 +91,9 @@ class RateLimiter:
         self._last = clock()
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
-        """Take one token; return how long the caller must wait before using it (seconds)."""
+    def reserve(self, *, urgent: bool = False) -> float:
+        """Take one token; return how long the caller must wait before using it (seconds);
+        0 for an ``urgent`` caller (the token is borrowed: later callers wait for it)."""
         if self.rate <= 0:
             return 0.0
         with self._lock:
@@ -94,11 +101,11 @@ class RateLimiter:
             self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
             self._last = now
             self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            return 0.0 if self._tokens >= 0 or urgent else -self._tokens / self.rate
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent."""
-        delay = self.reserve()
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait until a request may be sent (an ``urgent`` one never waits)."""
+        delay = self.reserve(urgent=urgent)
         if delay > 0:
             await self._sleep(delay)
 
@@ -152,8 +159,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """Send ``request`` through ``inner``, re-sending per the rules."""
         attempt = 0
         while True:
-            if self.rate_limiter is not None:
-                await self.rate_limiter.acquire()
+            if self.rate_limiter is not None and request.url.path.startswith("/api/"):
+                await self.rate_limiter.acquire(urgent=request.method.upper() == "POST")
             self.attempts += 1
             try:
                 response = await self.inner.handle_async_request(request)

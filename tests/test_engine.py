@@ -127,6 +127,31 @@ def test_queue_limit_is_respected_with_local_queue_positions(
     assert sim.generate_calls() == 3
 
 
+def test_next_queued_job_is_submitted_when_the_previous_is_seen_done_not_downloaded(
+    sim: Any, session: Session, clip: Path
+) -> None:
+    """The server frees its slot when a job finishes, so the local slot goes back as soon as a
+    poll sees the terminal status: the next job's paid POST does not wait for the download."""
+    sim.config(queue_limit=1, download_rate=40_000)  # a result takes seconds to download
+    events: dict[int, list[JobEvent]] = {0: [], 1: []}
+    jobs = []
+    for seed in range(2):
+        job = session.transform(clip, 2000, duration=3, seed=100 + seed)
+        job.subscribe(events[seed].append)
+        jobs.append(job)
+    for job in jobs:
+        job.result(120)
+    first, second = events[0], events[1]
+    seen_done = next(e.ts for e in first if e.kind == "status" and e.raw_status == "success")
+    downloaded = next(e.ts for e in first if e.kind == "done")
+    submitting = next(e.ts for e in second if e.kind == "submitting")
+    assert downloaded - seen_done > 0.5  # the throttle made the first download slow
+    assert seen_done <= submitting < downloaded
+    raw_seen = {e.raw_status for evs in events.values() for e in evs}
+    assert "WAITING" not in raw_seen  # never over the account's queue limit on the server
+    assert sim.generate_calls() == 2
+
+
 def test_budget_refusal_makes_no_http_call(sim: Any, tmp_path: Path, clip: Path) -> None:
     s = make_session(sim, tmp_path / "cache", budget=20)
     try:

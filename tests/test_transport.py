@@ -273,3 +273,49 @@ def test_rate_limiter_paces_the_transport() -> None:
     asyncio.run(go())
     assert len(seen) == 3
     assert rec.delays == [pytest.approx(0.25), pytest.approx(0.5)]
+
+
+def test_the_paid_post_never_waits_behind_queued_polls() -> None:
+    """A freed queue slot waits for the generate POST: it goes at once, and its token is
+    borrowed from the requests after it (the average rate holds)."""
+    clock = FakeClock()
+    lim = RateLimiter(4.0, burst=1, clock=clock)
+    assert lim.reserve() == 0.0
+    assert lim.reserve() == pytest.approx(0.25)  # a poll waits its turn
+    assert lim.reserve(urgent=True) == 0.0  # the POST does not
+    assert lim.reserve() == pytest.approx(0.75)  # the next poll pays for it
+
+    rec = Recorder()
+    lim = RateLimiter(4.0, burst=1, clock=FakeClock(), sleep=rec)
+    handler, seen = script(200, 200, 200)
+    transport = RetryTransport(httpx.MockTransport(handler), rate_limiter=lim, sleep=rec)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get(API)
+            await client.post(GENERATE, json={})
+            await client.get(API)
+
+    asyncio.run(go())
+    assert len(seen) == 3
+    assert rec.delays == [pytest.approx(0.5)]  # only the poll after the POST waited
+
+
+def test_rate_limiter_paces_api_calls_only() -> None:
+    """File transfers (result downloads, uploads) take no token: they never queue a poll or the
+    paid POST behind them, and are never delayed themselves."""
+    clock = FakeClock()
+    rec = Recorder()
+    lim = RateLimiter(4.0, burst=1, clock=clock, sleep=rec)
+    handler, seen = script(200)
+    transport = RetryTransport(httpx.MockTransport(handler), rate_limiter=lim, sleep=rec)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            for _ in range(3):
+                await client.get("http://127.0.0.1:9/sim/results/j1.mp4")
+            await client.get(API)
+
+    asyncio.run(go())
+    assert len(seen) == 4
+    assert rec.delays == []
