@@ -37,8 +37,7 @@ from goenhance_nb._errors import (
     redact_text,
 )
 from goenhance_nb._frontend import notebook_dir
-from goenhance_nb._repro import OUTPUTS_DIRNAME, slugify
-from goenhance_nb._store import _replace, link_or_copy
+from goenhance_nb._store import OUTPUTS_DIRNAME, _replace, link_or_copy, slugify
 
 __all__ = [
     "OUTPUTS_DIRNAME",

@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import stat
 import tempfile
 import time
 import warnings
@@ -41,6 +40,7 @@ from diskcache import Disk
 from diskcache.core import MODE_PICKLE, MODE_RAW, UNKNOWN
 
 from goenhance_nb._errors import StorageWarning
+from goenhance_nb._fsutil import private_dir
 
 __all__ = [
     "JSONOnlyDisk",
@@ -231,20 +231,6 @@ def warn_unreadable(count: int, what: str, directory: Path) -> None:
 
 
 # -- plain JSON files and private directories ----------------------------------------------
-
-
-def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it mode 0700; return it.
-
-    :raises OSError: when the directory cannot be created.
-    """
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        if stat.S_IMODE(path.stat().st_mode) != 0o700:
-            path.chmod(0o700)
-    except PermissionError:  # not ours (e.g. a shared dir): leave it
-        pass
-    return path
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -50,7 +50,7 @@ from goenhance_nb._errors import BundleError, CacheError, ConfigError
 from goenhance_nb._frontend import notebook_dir
 from goenhance_nb._keys import hash_file, request_key
 from goenhance_nb._records import JobSpec
-from goenhance_nb._store import link_or_copy
+from goenhance_nb._store import OUTPUTS_DIRNAME, link_or_copy, slugify
 
 if TYPE_CHECKING:  # annotations only
     from goenhance_nb._cache import ResultCache
@@ -77,7 +77,6 @@ __all__ = [
 
 LOCKFILE_NAME = "goenhance.lock.json"
 BUNDLE_MANIFEST = "goenhance-bundle.json"
-OUTPUTS_DIRNAME = "goenhance_outputs"
 INPUTS_DIRNAME = "goenhance_inputs"
 LOCK_FORMAT = 1
 #: Largest lockfile / manifest member accepted from a bundle.
@@ -88,12 +87,6 @@ _INPUT_MEMBER = re.compile(r"^inputs/([0-9a-f]{64})(\.[A-Za-z0-9]{1,8})?$")
 
 
 # -- names and paths ---------------------------------------------------------------------------
-def slugify(text: str, *, fallback: str = "result") -> str:
-    """``"Oil Painting"`` -> ``"oil-painting"`` (lowercase ASCII letters, digits and dashes)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    return slug[:40].strip("-") or fallback
-
-
 def output_file(
     style_label: str, key: str, nb_dir: Path | str, output_dir: Path | str | None = None
 ) -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -30,15 +31,33 @@ from pathlib import Path
 from typing import Any
 
 from goenhance_nb._errors import CacheError, DiskFull, GoEnhanceError
-from goenhance_nb._jsondisk import private_dir
+from goenhance_nb._fsutil import private_dir
 from goenhance_nb._keys import hash_bytes, hash_file
 
-__all__ = ["DURATION_TOLERANCE", "ResultStore", "StoredFile", "link_or_copy", "probe_result"]
+__all__ = [
+    "DURATION_TOLERANCE",
+    "OUTPUTS_DIRNAME",
+    "ResultStore",
+    "StoredFile",
+    "link_or_copy",
+    "probe_result",
+    "slugify",
+]
 
 #: A result may be this many seconds longer than requested (container rounding, last frame).
 #: Shorter is fine: the API trims to the source, so a short source gives a short result.
 DURATION_TOLERANCE = 1.0
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+#: The folder beside the notebook that holds its result files (DECISIONS 13).
+OUTPUTS_DIRNAME = "goenhance_outputs"
+
+
+def slugify(text: str, *, fallback: str = "result") -> str:
+    """``"Oil Painting"`` -> ``"oil-painting"`` (lowercase ASCII letters, digits and dashes)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return slug[:40].strip("-") or fallback
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ LAYERS: list[str] = [
     "_records",
     "_settings",
     "_errors",
+    "_fsutil",
     "_samples",
 ]
 HTTPX_ALLOWED = {"goenhance_nb._client", "goenhance_nb._transport"}
@@ -223,3 +224,25 @@ def test_checker_catches_violations(
     )
     sim = any(i.module.startswith("goenhance_nb.sim") for i in imps)
     assert (up or sim) is expected_bad
+
+
+def test_load_ext_stays_cheap() -> None:
+    """`%load_ext goenhance_nb` imports the magics only: no HTTP client, no video library, no
+    cache database (they load with the first session). Guards issue 15's P6 figure: a helper
+    move once pulled diskcache + SQLite into `%load_ext` through the output-naming helpers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "before = set(sys.modules)\n"
+        "shell.run_line_magic('load_ext', 'goenhance_nb')\n"
+        "heavy = {'httpx', 'av', 'numpy', 'diskcache', 'sqlite3', 'ipywidgets', 'yaml'}\n"
+        "print(sorted(heavy & (set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.strip()
+    assert out.splitlines()[-1] == "[]", out
