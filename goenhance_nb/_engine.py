@@ -695,9 +695,7 @@ class JobEngine:
             else:
                 self._attach(job, entry)
             try:
-                self._start_deadline(job)
-                detail = await self._poll(job, entry)
-                return await self._download(job, entry, detail, job.deadline or self.clock())
+                return await self._follow(job, entry)
             except (ResultExpired, _JobLost) as exc:
                 if not repair:
                     raise
@@ -716,12 +714,16 @@ class JobEngine:
                     stacklevel=1,
                 )
                 entry = await self._submit(job, entry)
-                self._start_deadline(job)
-                detail = await self._poll(job, entry)
-                return await self._download(job, entry, detail, job.deadline or self.clock())
+                return await self._follow(job, entry)
         finally:
             with contextlib.suppress(Exception):
                 lock.release()
+
+    async def _follow(self, job: Job, entry: LedgerEntry) -> ResultRecord:
+        """The job exists on the server: start its deadline, poll it, download its result."""
+        self._start_deadline(job)
+        detail = await self._poll(job, entry)
+        return await self._download(job, entry, detail, job.deadline or self.clock())
 
     def _usable_hit(self, key: str) -> ResultRecord | None:
         """The cached record for ``key`` when it may be served as is (file present, right size);

@@ -401,9 +401,8 @@ class Session:
         if max_bytes is not None:
             cap = min(cap, max_bytes)
         name = unquote(Path(urlsplit(url).path).name) or "input"
-        lock = filelock.FileLock(
-            str(self.ledger.lock_dir / f"src-{hash_bytes(url.encode())[:32]}.lock")
-        )
+        url_hash = hash_bytes(url.encode())
+        lock = filelock.FileLock(str(self.ledger.lock_dir / f"src-{url_hash[:32]}.lock"))
         locked = False
         if not self.engine.on_engine_thread():  # never block the loop the holder needs
             try:
@@ -412,7 +411,7 @@ class Session:
             except filelock.Timeout:
                 pass  # the other fetch hangs; ours uses its own temp file anyway
         tmp: Path | None = None
-        memo_name = f"src-url:{hash_bytes(url.encode())}"
+        memo_name = f"src-url:{url_hash}"
         known = _remembered_url(self.cache.meta_get(memo_name))
         try:
             tmp = self.store.new_temp("src-")
@@ -536,12 +535,7 @@ class Session:
             self._require_key()
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        ref = self.inspect(source, duration=duration)
-        st = self.resolve_style(style)
-        spec = JobSpec(
-            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
-        )
-        key = request_key(ref.content_hash, spec, st.version, self.backend)
+        ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         if replaying:
             self._require_cached(key, force, ref.name, st, spec)
         existing = self.engine.join(key, timeout)  # a live job: wait for it (DECISIONS 27)
@@ -587,12 +581,7 @@ class Session:
         :raises InputError: bad parameter, unknown style, unusable source.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
-        ref = self.inspect(source, duration=duration)
-        st = self.resolve_style(style)
-        spec = JobSpec(
-            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
-        )
-        key = request_key(ref.content_hash, spec, st.version, self.backend)
+        ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         status, estimate = "cached", 0
         if self._needs_new_charge(key, False):
             status = "new"
@@ -607,6 +596,28 @@ class Session:
             "status": status,
             "estimate": estimate,
         }
+
+    def _request(
+        self,
+        source: str | Path,
+        style: int | str | Style,
+        prompt: str | None,
+        duration: int,
+        resolution: str,
+        seed: int,
+    ) -> tuple[InputRef, Style, JobSpec, str]:
+        """Validate the source and the style; return ``(input, style, spec, request key)``.
+
+        Shared by :meth:`transform` and :meth:`plan` (parameters already validated).
+
+        :raises InputError: unusable source, unknown style.
+        """
+        ref = self.inspect(source, duration=duration)
+        st = self.resolve_style(style)
+        spec = JobSpec(
+            model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt
+        )
+        return ref, st, spec, request_key(ref.content_hash, spec, st.version, self.backend)
 
     def _require_cached(self, key: str, force: bool, name: str, st: Style, spec: JobSpec) -> None:
         """Replay/offline: the result must be in the cache, intact (no API call otherwise).
