@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "Settings": "_settings",
     "Style": "_records",
     "Credits": "_records",
-    "JobState": "_records",
+    "JobState": "_lifecycle",
     "JobSpec": "_records",
     # engine and session
     "Session": "_session",

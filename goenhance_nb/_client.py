@@ -41,7 +41,8 @@ from goenhance_nb._errors import (
     TransportError,
     redact_url,
 )
-from goenhance_nb._keys import extract_result, map_status
+from goenhance_nb._keys import extract_result
+from goenhance_nb._lifecycle import map_status
 from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, Style
 from goenhance_nb._settings import SecretKey, Settings
 from goenhance_nb._transport import RateLimiter, RetryTransport, parse_retry_after

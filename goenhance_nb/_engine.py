@@ -62,7 +62,8 @@ from goenhance_nb._errors import (
 )
 from goenhance_nb._inputs import InputRef
 from goenhance_nb._ledger import Ledger, LedgerEntry, orphan_error
-from goenhance_nb._records import JobDetail, JobSpec, JobState
+from goenhance_nb._lifecycle import JobState, known_raw_status
+from goenhance_nb._records import JobDetail, JobSpec
 from goenhance_nb._store import ResultStore, probe_result
 from goenhance_nb._usage import Estimate, Usage
 
@@ -92,20 +93,6 @@ EVENT_KINDS = frozenset(
         "failed",
         "timed_out",
         "watch_cancelled",
-    }
-)
-
-_KNOWN_RAW = frozenset(
-    {
-        "pending",
-        "queued",
-        "waiting",
-        "processing",
-        "running",
-        "success",
-        "completed",
-        "failed",
-        "error",
     }
 )
 
@@ -1063,7 +1050,7 @@ class JobEngine:
                 not_found = 0
                 raw = _bounded(detail.raw_status)
                 low = (raw or "").strip().lower()
-                if low not in _KNOWN_RAW and low not in warned_unknown:
+                if not known_raw_status(low) and low not in warned_unknown:
                     warned_unknown.add(low)
                     log.warning(
                         "goenhance_nb: job %s reports an unknown status %r; treating it as running",

@@ -1,4 +1,4 @@
-"""Pure functions: content hashes, cache keys, status mapping, result extraction.
+"""Pure functions: content hashes, cache keys, result extraction (status mapping: ``_lifecycle``).
 
 No network, no clock (``extract_result`` takes ``now``), no global state: values in, values out.
 """
@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import blake3
 
-from goenhance_nb._records import JobSpec, JobState
+from goenhance_nb._records import JobSpec
 
 __all__ = [
     "RESULT_URL_MAX_TTL",
@@ -24,7 +24,6 @@ __all__ = [
     "extract_result",
     "hash_bytes",
     "hash_file",
-    "map_status",
     "request_key",
 ]
 
@@ -68,28 +67,6 @@ def request_key(input_hash: str, spec: JobSpec, model_version: str, backend: str
         "backend": backend,
     }
     return hash_bytes(canonical_json(payload).encode("utf-8"))
-
-
-_DONE = frozenset({"success", "completed"})
-_FAILED = frozenset({"failed", "error"})
-_QUEUED = frozenset({"pending", "queued", "waiting"})
-
-
-def map_status(raw: str | None, has_result: bool) -> JobState:
-    """Normalise an API status (case-insensitive).
-
-    ``success``/``completed`` with a result URL -> DONE (without one -> RUNNING: keep polling);
-    ``failed``/``error`` -> FAILED; ``pending``/``queued``/``waiting`` -> QUEUED; anything else
-    (``processing``, unknown, missing) -> RUNNING.
-    """
-    s = (raw or "").strip().lower()
-    if s in _DONE:
-        return JobState.DONE if has_result else JobState.RUNNING
-    if s in _FAILED:
-        return JobState.FAILED
-    if s in _QUEUED:
-        return JobState.QUEUED
-    return JobState.RUNNING
 
 
 def _parse_time(value: Any) -> float | None:

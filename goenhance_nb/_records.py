@@ -6,29 +6,13 @@ translate it into ``CacheError``/``LedgerError``).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Credits", "GenerateResult", "JobDetail", "JobSpec", "JobState", "Style"]
+from goenhance_nb._lifecycle import JobState
 
-
-class JobState(str, enum.Enum):
-    """Normalised job state shown as the widget badge (the raw status is kept separately)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def terminal(self) -> bool:
-        """True for DONE and FAILED."""
-        return self in (JobState.DONE, JobState.FAILED)
+__all__ = ["Credits", "GenerateResult", "JobDetail", "JobSpec", "Style"]
 
 
 def _req(d: Mapping[str, Any], name: str, typ: type | tuple[type, ...]) -> Any:

@@ -34,7 +34,8 @@ from goenhance_nb._errors import (
     TransportError,
 )
 from goenhance_nb._keys import hash_file
-from goenhance_nb._records import JobDetail, JobSpec, JobState
+from goenhance_nb._lifecycle import JobState
+from goenhance_nb._records import JobDetail, JobSpec
 from goenhance_nb._samples import sample_clip
 from goenhance_nb._settings import SecretKey, Settings
 from goenhance_nb._sync import Client, register_engine_loop, run_sync

@@ -24,7 +24,7 @@ from goenhance_nb._errors import (
     TransportError,
 )
 from goenhance_nb._keys import hash_file
-from goenhance_nb._records import JobState
+from goenhance_nb._lifecycle import JobState
 from goenhance_nb._session import Session
 
 

@@ -13,10 +13,10 @@ from goenhance_nb._keys import (
     extract_result,
     hash_bytes,
     hash_file,
-    map_status,
     request_key,
 )
-from goenhance_nb._records import JobSpec, JobState
+from goenhance_nb._lifecycle import JobState, map_status
+from goenhance_nb._records import JobSpec
 
 NOW = 1_736_496_271.0  # 2025-01-10T08:04:31Z
 

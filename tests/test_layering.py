@@ -45,6 +45,7 @@ LAYERS: list[str] = [
     "_transport",
     "_keys",
     "_records",
+    "_lifecycle",
     "_settings",
     "_errors",
     "_fsutil",

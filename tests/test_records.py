@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, JobState, Style
+from goenhance_nb._lifecycle import JobState
+from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, Style
 
 SAMPLES = [
     Style(
@@ -106,5 +107,5 @@ def test_jobspec_args_and_canonical() -> None:
 
 
 def test_job_state_values_are_badge_text() -> None:
-    assert [s.value for s in JobState] == ["queued", "running", "done", "failed"]
+    assert [s.value for s in JobState if not s.local] == ["queued", "running", "done", "failed"]
     assert str(JobState.DONE) == "done" and JobState.DONE.terminal and not JobState.QUEUED.terminal
