@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "resume": "_session",
     "styles": "_session",
     "credits": "_session",
+    "simulator": "_session",
+    "SimulatorControl": "_simcontrol",
     "Job": "_engine",
     "JobEvent": "_engine",
     "ResultRecord": "_cache",

@@ -60,6 +60,7 @@ _DETAIL = "/api/v1/jobs/detail"
 _MODELS = "/api/v1/video2video/modellist"
 _TOKENS = "/api/v1/user/tokens"
 _UPLOAD = "/sim/uploads"
+_SIM_CONTROL = frozenset({"/sim/config", "/sim/faults", "/sim/requests"})
 _SIM_HEALTH = "/sim/health"
 #: The simulator's identity (docs/ARCHITECTURE.md section 1): a header on every response, and
 #: the ``service`` named by ``GET /sim/health``. The real API answers neither.
@@ -588,6 +589,37 @@ class AsyncClient:
         if not isinstance(url, str):
             raise TransportError("upload: malformed response from the simulator")
         return url
+
+    async def sim_control(self, method: str, path: str, body: Any = None) -> Any:
+        """One simulator control request (``/sim/config``, ``/sim/faults``, ``/sim/requests``).
+
+        Returns the JSON answer. Only a simulator has these routes (check ``is_simulator``
+        first); nothing here is an API call, so ``request_count`` is not touched.
+
+        :raises ConfigError: an unknown control path, or the simulator refused the body (its
+            message, e.g. ``invalid config: unknown key 'x'``).
+        :raises AuthError: the simulator rejected the key.
+        :raises APIError: any other non-200 answer.
+        :raises TransportError: no complete answer, or not JSON.
+        """
+        if path not in _SIM_CONTROL:
+            raise ConfigError(f"not a simulator control path: {path!r}")
+        what = f"simulator {path.rsplit('/', 1)[-1]}"
+        request = self._build_request(method, path, what=what, json_body=body, headers=None)
+        response = await self._send(request, what, post=False)
+        if response.status_code in (401, 403):
+            raise AuthError(f"{what}: the simulator rejected the key (HTTP {response.status_code})")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 400 and isinstance(answer, dict):
+            raise ConfigError(f"{what}: {answer.get('msg') or 'refused'}")
+        if response.status_code != 200 or answer is None:
+            raise APIError(
+                None, f"{what}: HTTP {response.status_code}", status=response.status_code
+            )
+        return answer
 
     async def download(
         self,

@@ -61,6 +61,7 @@ from goenhance_nb._keys import hash_bytes, request_key
 from goenhance_nb._ledger import Ledger, LedgerEntry
 from goenhance_nb._records import Credits, JobSpec, Style
 from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Settings
+from goenhance_nb._simcontrol import SimulatorControl
 from goenhance_nb._simproc import ensure_simulator
 from goenhance_nb._store import ResultStore
 from goenhance_nb._usage import Usage
@@ -73,6 +74,7 @@ __all__ = [
     "get_session",
     "import_bundle",
     "resume",
+    "simulator",
     "styles",
     "transform",
 ]
@@ -275,6 +277,18 @@ class Session:
     def is_simulated(self) -> bool:
         """True when jobs run on a simulator (no real credits are spent)."""
         return self.backend == "simulated"
+
+    def simulator(self) -> SimulatorControl:
+        """Controls of the simulator this session talks to (settings, faults, request log).
+
+        :raises ConfigError: the session talks to the real API (it has no such controls).
+        """
+        if not self.is_simulated:
+            raise ConfigError(
+                f"no simulator here: this session talks to the real API ({self.backend}); "
+                "unset GOENHANCE_API_KEY to use the simulator"
+            )
+        return SimulatorControl(self.client, self.engine.run, self.base_url)
 
     # -- look-ups --------------------------------------------------------------------------
     def styles(self, refresh: bool = False) -> list[Style]:
@@ -927,6 +941,11 @@ def styles(refresh: bool = False) -> list[Style]:
 def credits() -> Credits:
     """``get_session().credits()``: the account balance."""
     return get_session().credits()
+
+
+def simulator() -> SimulatorControl:
+    """Controls of the simulator the process-wide session uses; see :meth:`Session.simulator`."""
+    return get_session().simulator()
 
 
 def export_bundle(path: str | Path, *, inputs: bool = False) -> Path:

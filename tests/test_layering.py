@@ -33,6 +33,7 @@ LAYERS: list[str] = [
     "_repro",
     "_frontend",
     "_simproc",
+    "_simcontrol",
     "_engine",
     "_inputs",
     "_cache",

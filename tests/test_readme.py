@@ -29,3 +29,17 @@ def test_readme_python_api_example_runs(sim, sim_env, tmp_path: Path) -> None:
     assert sim.generate_calls() == 1  # resume re-attached; nothing was submitted twice
     assert (tmp_path / "sample.mp4").is_file()
     assert sim.api_key not in out and sim.api_key not in proc.stderr
+
+
+def test_readme_simulator_controls_block_runs(sim, sim_env, tmp_path: Path) -> None:
+    text = README.read_text()
+    m = re.search(r"## Slowing the simulator, injecting faults\n.*?```python\n(.*?)```", text, re.S)
+    assert m, "README has no simulator-controls example"
+    code = m.group(1) + "\nprint(sim.config()['processing_seconds'], sim.faults())\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    start = sim.config()["processing_seconds"]
+    assert proc.stdout.split()[-2:] == [str(start), "[]"]  # reset() undid the example
+    assert sim.api_key not in proc.stdout and sim.api_key not in proc.stderr

@@ -25,14 +25,21 @@ import uvicorn
 from starlette.types import Scope
 
 from goenhance_nb.sim.app import Aborter, SimApp
+from goenhance_nb.sim.config import DEFAULT_CONFIG
 from goenhance_nb.sim.core import Simulator, write_json
+from goenhance_nb.sim.docs import help_epilog
 
 TICK_SECONDS = 0.1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see docs/ARCHITECTURE.md §1)."""
-    p = argparse.ArgumentParser(prog="goenhance-sim", description="Local GoEnhance API simulator")
+    p = argparse.ArgumentParser(
+        prog="goenhance-sim",
+        description="Local GoEnhance API simulator",
+        epilog=help_epilog(DEFAULT_CONFIG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument(
@@ -43,7 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--port-file", type=Path, default=None)
     p.add_argument("--key", action="append", default=[], help="an extra accepted API key")
-    p.add_argument("--config", default=None, help="JSON object patching the default config")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="JSON object patching the default config, e.g. '{\"processing_seconds\": 30}'",
+    )
     return p.parse_args(argv)
 
 
