@@ -108,9 +108,10 @@ class Session:
     the model list and results from the cache, the embedded simulator not started). Unset: a
     headless run (nbclient/papermill) with a lockfile present is ``replay``, else ``live``.
     In replay/offline the backend identity is not asked of the server: it is the
-    ``replay_backend`` setting, else ``"simulated"`` for the embedded simulator, else the one
-    backend the lockfile's entries name (replay asks the server only when none of these
-    applies; offline refuses with :class:`ConfigError`).
+    ``replay_backend`` setting, else ``"simulated"`` for the embedded simulator, else the
+    canonical API's host for the canonical base URL, else the one backend the lockfile's
+    entries name (replay asks the server only when none of these applies; offline refuses with
+    :class:`ConfigError`); switching to live/record asks the server again.
     """
 
     def __init__(
@@ -172,15 +173,22 @@ class Session:
         self._closed = False
         self._has_key = api_key is not None
         self._backend: str | None = "simulated" if embedded else None
+        #: True while the backend came from the replay_backend setting or the lockfile, not
+        #: from the server: leaving replay/offline asks the server (set_mode).
+        self._backend_assumed = False
         if self._backend is None and self.mode in ("replay", "offline"):
             self._backend = self._backend_without_network()
+            self._backend_assumed = self._backend is not None
         if self._backend is None and self.mode != "offline":
             self._backend = self._identify(base_url)
 
     def _backend_without_network(self) -> str | None:
-        """Replay/offline: the ``replay_backend`` setting, else the single backend of the lockfile."""
+        """Replay/offline: the ``replay_backend`` setting, else the canonical API's host for the
+        canonical base URL (known without asking), else the single backend of the lockfile."""
         if self.settings.replay_backend:
             return self.settings.replay_backend
+        if self.base_url.rstrip("/") == DEFAULT_REAL_BASE_URL:
+            return urlsplit(self.base_url).hostname
         try:
             found = self.lockfile.backends()
         except GoEnhanceError:
@@ -198,6 +206,10 @@ class Session:
             self._backend = self._backend_without_network()
             if self._backend is None:
                 raise ConfigError(self._offline_backend_message())
+            self._backend_assumed = True
+        if mode in ("live", "record") and self._backend_assumed:
+            # results made from now on are keyed by what the server is, never by an assumption
+            self._backend, self._backend_assumed = None, False
         self.mode = mode
 
     def _offline_backend_message(self) -> str:
