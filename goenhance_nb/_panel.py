@@ -515,7 +515,7 @@ class Panel(W.VBox):
             self.upload.value = ()
 
     def _resolve_input(self) -> str:
-        text = self.input_path.value.strip()
+        text = str(self.input_path.value).strip()
         if not text:
             raise InputError("choose an input video (path, file list or upload)")
         if re.match(r"^https?://", text):
