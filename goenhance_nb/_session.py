@@ -1048,7 +1048,7 @@ def _url_memo(validators: URLValidators, ref: InputRef) -> dict[str, Any]:
     }
 
 
-def _remembered_url(row: Any) -> tuple[URLValidators, dict[str, Any]] | None:
+def _remembered_url(row: object) -> tuple[URLValidators, dict[str, Any]] | None:
     """Parse a :func:`_url_memo` row; ``None`` when absent, malformed or without a validator."""
     if not isinstance(row, dict):
         return None
