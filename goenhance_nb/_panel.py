@@ -1,16 +1,17 @@
 """The GoEnhance panel: pick an input and a style, submit, watch jobs (core ipywidgets).
 
 ``goenhance_nb.panel()`` (and ``%goenhance panel``) returns a :class:`Panel`. It talks to the
-:class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python through the
-session's client and shown as ``ipywidgets.Image`` bytes (the browser never fetches an
-authenticated URL); when previews fail the gallery is plain text buttons. Uploaded clips
+:class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python
+(:meth:`Session.style_preview <goenhance_nb._session.Session.style_preview>`, kept in the cache
+dir) and shown as ``ipywidgets.Image`` bytes (the browser never fetches an authenticated URL);
+when previews fail the gallery is plain text buttons. Uploaded clips
 (``FileUpload``, small files only; DECISIONS 17) are copied at once to
 ``goenhance_uploads/<name>`` beside the notebook and the widget's value is cleared so the bytes
 never reach saved widget state. Nothing from ``Settings`` goes into a widget trait.
 
-Headless use (DECISIONS 22): ``Panel.submit(input, style, **params)`` sets the controls and
-submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks: ARCHITECTURE.md
-section 4.
+Headless use (DECISIONS 22): ``Panel.submit(input, style, *, prompt, duration, ...)`` sets the
+controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks:
+ARCHITECTURE.md section 4.
 
 The panel uses only the typed contract of :class:`Session` (``backend``, ``cache_dir``,
 ``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``transform``). The

@@ -368,7 +368,7 @@ class Session:
         The first call downloads ``style.preview_url`` (at most 10 MiB, 60 s) into
         ``<cache_dir>/previews/`` (a temp file, then ``os.replace``); later calls, from this or
         any session on the cache dir, return that file without HTTP for :data:`PREVIEW_TTL`
-        seconds. The file is per backend, style id and model version. Concurrent calls wait
+        seconds. The file is per backend, style id and model version. Calls in this session wait
         for the one fetch. In offline mode, or once the session is closed, only a file already
         there is returned (nothing is sent).
 
