@@ -1406,17 +1406,11 @@ def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
     _show(f"<div class='goenhance-credits-line'>{html.escape(' · '.join(parts))}{sim}</div>", text)
 
 
-def _session_spend(session: Any) -> Any:
-    usage = getattr(session, "usage", None)
-    snap = getattr(usage, "snapshot", None)
-    if callable(snap):
-        with contextlib.suppress(Exception):
-            numbers = snap()
-            possible = numbers.get("possible") or 0
-            if possible:  # generate outcomes unknown: counted as spent until known
-                return f"{numbers.get('spent')} (incl. {possible} possibly charged)"
-            return numbers.get("spent")
-    return None
+def _session_spend(session: Any) -> int | str:
+    spend = session.spend()  # Session.spend() -> SpendSnapshot (no HTTP)
+    if spend.possible:  # generate outcomes unknown: counted as spent until known
+        return f"{spend.spent} (incl. {spend.possible} possibly charged)"
+    return int(spend.spent)
 
 
 def _entry_dict(entry: Any) -> dict[str, Any]:

@@ -1,46 +1,70 @@
 """The GoEnhance panel: pick an input and a style, submit, watch jobs (core ipywidgets).
 
 ``goenhance_nb.panel()`` (and ``%goenhance panel``) returns a :class:`Panel`. It talks to the
-:class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python through the
-session's client and shown as ``ipywidgets.Image`` bytes (the browser never fetches an
-authenticated URL); when previews fail the gallery is plain text buttons. Uploaded clips
+:class:`~goenhance_nb._session.Session` only. Style thumbnails are fetched in Python
+(:meth:`Session.style_preview <goenhance_nb._session.Session.style_preview>`, kept in the cache
+dir) and shown as ``ipywidgets.Image`` bytes (the browser never fetches an authenticated URL);
+when previews fail the gallery is plain text buttons. Uploaded clips
 (``FileUpload``, small files only; DECISIONS 17) are copied at once to
 ``goenhance_uploads/<name>`` beside the notebook and the widget's value is cleared so the bytes
 never reach saved widget state. Nothing from ``Settings`` goes into a widget trait.
 
-Headless use (DECISIONS 22): ``Panel.submit(input, style, **params)`` sets the controls and
-submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks: ARCHITECTURE.md
-section 4.
+Headless use (DECISIONS 22): ``Panel.submit(input, style, *, prompt, duration, ...)`` sets the
+controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks:
+ARCHITECTURE.md section 4.
+
+The panel uses only the typed contract of :class:`Session` (``backend``, ``cache_dir``,
+``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``transform``). The
+file work is in module functions, not in the widget classes: :func:`save_upload` writes an
+upload, :func:`find_videos` lists clips, :func:`_read_preview` reads a cached preview.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import enum
 import html
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
 from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
+from goenhance_nb._lifecycle import Badge, EventKind, badge_for
 from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, result_bundle
 
-__all__ = ["VIDEO_SUFFIXES", "Panel", "find_videos", "panel"]
+if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
+    from goenhance_nb._cache import ResultRecord
+    from goenhance_nb._engine import Job, JobEvent
+    from goenhance_nb._records import Style
+    from goenhance_nb._session import Session
+
+__all__ = ["VIDEO_SUFFIXES", "Panel", "find_videos", "panel", "save_upload"]
 
 VIDEO_SUFFIXES = (".mp4", ".mov")
 UPLOADS_DIRNAME = "goenhance_uploads"
 UPLOAD_WARN_BYTES = 10 * 1024 * 1024  # the server's websocket message limit is about 10 MiB
 _SKIP_DIRS = {"goenhance_outputs", "node_modules", "__pycache__", "site-packages"}
+# TODO(lead): limits from _inputs (helper H3 defines the duration range and resolutions once)
+_DURATION_MIN, _DURATION_MAX, _DURATION_DEFAULT = 3, 30, 5
 _RESOLUTIONS = ("540p", "720p")
 
 
-def panel(session: Any = None) -> Panel:
+class _Keep(enum.Enum):
+    """``Panel.submit``'s default for a parameter: keep the control's current value."""
+
+    KEEP = "keep"
+
+
+_KEEP = _Keep.KEEP
+
+
+def panel(session: Session | None = None) -> Panel:
     """Build the panel for ``session`` (default: :func:`goenhance_nb.get_session`).
 
     :raises GoEnhanceError: only for a broken session; model-list failures are shown in the
@@ -86,6 +110,40 @@ def _safe_name(name: str) -> str:
     return stem[:80]
 
 
+def save_upload(root: Path, name: str, data: bytes) -> Path:
+    """Write an uploaded clip to ``<root>/goenhance_uploads/<name>`` and return its path.
+
+    ``root`` is the notebook directory (a path the notebook can name again; never the cache
+    dir). ``name`` is reduced to ``[A-Za-z0-9._-]`` (at most 80 characters). The file is
+    written through an ``O_EXCL`` temp file and ``os.replace`` (:func:`write_new_file`): it
+    never writes through a symlink, and it replaces an earlier upload of the same name.
+
+    :raises OSError: the folder or the file cannot be written.
+    """
+    dest_dir = root / UPLOADS_DIRNAME
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / _safe_name(name)
+    write_new_file(dest, data)
+    return dest
+
+
+def _first_upload(value: Sequence[Mapping[str, Any]]) -> tuple[str, bytes]:
+    """``(name, bytes)`` of the first file in a non-empty ``FileUpload`` value."""
+    f = value[0]
+    return str(f.get("name") or "upload.mp4"), bytes(f.get("content") or b"")
+
+
+def _read_preview(path: Path | None) -> bytes | None:
+    """The bytes of a preview file from :meth:`Session.style_preview`; ``None`` when there is
+    none or it cannot be read (the style stays a text button)."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes() or None
+    except OSError:
+        return None
+
+
 class _Gallery(W.Box):
     """Style gallery: one ToggleButton per style (classes ``goenhance-style``,
     ``goenhance-style-<id>``) under an optional thumbnail ``Image``; exactly one selected at a
@@ -96,32 +154,32 @@ class _Gallery(W.Box):
         self.add_class("goenhance-gallery")
         self.buttons: dict[int, W.ToggleButton] = {}
         self.images: dict[int, W.Image] = {}
-        self.styles: dict[int, Any] = {}
+        self.styles: dict[int, Style] = {}
         self._on_change = on_change
         self._busy = False
         self.selected: int | None = None
 
-    def set_styles(self, styles: list[Any]) -> None:
+    def set_styles(self, styles: Sequence[Style]) -> None:
         cards = []
         self.buttons.clear()
         self.images.clear()
-        self.styles = {int(s.id): s for s in styles}
+        self.styles = {s.id: s for s in styles}
         for s in styles:
-            label = f"{s.label} ★VIP" if getattr(s, "is_vip", False) else str(s.label)
+            label = f"{s.label} ★VIP" if s.is_vip else s.label
             btn = W.ToggleButton(
                 description=label,
                 tooltip=f"{s.label} (id {s.id}, {s.version})",
                 layout=W.Layout(width="140px"),
                 _dom_classes=["goenhance-style", f"goenhance-style-{s.id}"],
             )
-            btn.observe(lambda ch, sid=int(s.id): self._toggled(sid, ch["new"]), names="value")
+            btn.observe(lambda ch, sid=s.id: self._toggled(sid, ch["new"]), names="value")
             img = W.Image(
                 format="jpeg",
                 layout=W.Layout(width="140px", height="79px", display="none"),
                 _dom_classes=["goenhance-style-preview"],
             )
-            self.buttons[int(s.id)] = btn
-            self.images[int(s.id)] = img
+            self.buttons[s.id] = btn
+            self.images[s.id] = img
             cards.append(W.VBox([img, btn], layout=W.Layout(width="146px", margin="0 6px 6px 0")))
         self.children = cards
 
@@ -166,7 +224,7 @@ class Panel(W.VBox):
 
     def __init__(
         self,
-        session: Any = None,
+        session: Session | None = None,
         *,
         notebook_dir: Path | str | None = None,
         load_previews: bool = True,
@@ -176,15 +234,14 @@ class Panel(W.VBox):
             from goenhance_nb._session import get_session
 
             session = get_session()
-        self._session = session
+        self._session: Session = session
         self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
-        self._jobs: list[Any] = []
+        self._jobs: list[Job] = []
         self._rows: list[W.Widget] = []
         self._status: list[StatusWidget] = []
         self._lock = threading.Lock()
-        self._preview_cache: dict[int, bytes | None] = {}
         self.previews_ready = threading.Event()
-        self.styles: list[Any] = []
+        self.styles: list[Style] = []
 
         # -- input --------------------------------------------------------------------------
         self.input_path = W.Text(
@@ -222,9 +279,9 @@ class Panel(W.VBox):
             _dom_classes=["goenhance-prompt"],
         )
         self.duration = W.BoundedIntText(
-            value=5,
-            min=3,
-            max=30,
+            value=_DURATION_DEFAULT,
+            min=_DURATION_MIN,
+            max=_DURATION_MAX,
             description="Duration (s)",
             style={"description_width": "initial"},
             layout=W.Layout(width="160px"),
@@ -265,7 +322,7 @@ class Panel(W.VBox):
         self.jobs_box = W.VBox([], _dom_classes=["goenhance-jobs"])
         self.credits = W.Label("", _dom_classes=["goenhance-credits"])
         self.backend = W.Label(
-            backend_label(getattr(session, "backend", None)),
+            backend_label(session.backend),
             style={"font_weight": "bold"},
             _dom_classes=["goenhance-backend"],
         )
@@ -314,11 +371,12 @@ class Panel(W.VBox):
 
     # -- public API ---------------------------------------------------------------------------
     @property
-    def session(self) -> Any:
+    def session(self) -> Session:
+        """The session the panel submits to."""
         return self._session
 
     @property
-    def jobs(self) -> list[Any]:
+    def jobs(self) -> list[Job]:
         """The Jobs submitted from this panel, oldest first."""
         with self._lock:
             return list(self._jobs)
@@ -333,40 +391,41 @@ class Panel(W.VBox):
         self,
         input: str | os.PathLike[str] | None = None,
         style: int | str | None = None,
-        **params: Any,
-    ) -> Any:
+        *,
+        prompt: str | _Keep | None = _KEEP,
+        duration: int | _Keep = _KEEP,
+        resolution: str | _Keep = _KEEP,
+        seed: int | _Keep = _KEEP,
+        force: bool | _Keep = _KEEP,
+    ) -> Job:
         """Set the controls, then submit exactly like the Submit button.
 
-        ``params``: ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``. Omitted values
-        keep the controls' current values.
+        Omitted values keep the controls' current values (``prompt=None`` clears the prompt).
 
         :returns: the Job (already done and ``cached`` when the result was in the cache).
         :raises GoEnhanceError: a bad input or parameter (also shown in the message line).
+        :raises TypeError: an unknown keyword parameter.
         """
-        unknown = set(params) - {"prompt", "duration", "resolution", "seed", "force"}
-        if unknown:
-            raise TypeError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
         if input is not None:
             self.input_path.value = os.fspath(input)
         if style is not None:
             self.gallery.select(self._style_id(style))
-        if "prompt" in params:
-            self.prompt.value = params["prompt"] or ""
-        if "duration" in params:
-            self.duration.value = int(params["duration"])
-        if "resolution" in params:
-            self.resolution.value = params["resolution"]
-        if "seed" in params:
-            self.seed.value = int(params["seed"])
-        if "force" in params:
-            self.force.value = bool(params["force"])
+        if not isinstance(prompt, _Keep):
+            self.prompt.value = prompt or ""
+        if not isinstance(duration, _Keep):
+            self.duration.value = int(duration)
+        if not isinstance(resolution, _Keep):
+            self.resolution.value = resolution
+        if not isinstance(seed, _Keep):
+            self.seed.value = int(seed)
+        if not isinstance(force, _Keep):
+            self.force.value = bool(force)
         return self._submit_from_controls()
 
     def refresh_files(self) -> None:
         """Re-list the video files under the notebook directory."""
         try:
-            cache_dir = getattr(getattr(self._session, "settings", None), "cache_dir", None)
-            files = find_videos(self._root, exclude=(cache_dir,) if cache_dir else ())
+            files = find_videos(self._root, exclude=(self._session.cache_dir,))
         except OSError:
             files = []
         self.browser.options = files
@@ -374,20 +433,20 @@ class Panel(W.VBox):
     def refresh_credits(self) -> None:
         """Ask the session for the balance and show it with the session spend."""
         try:
-            c = self._session.credits()
-            count: int | None = int(c.count)
+            count: int | None = self._session.credits().count
         except GoEnhanceError as exc:
             count = None
             self._show_message(f"credits unavailable: {type(exc).__name__}: {exc}", error=True)
         self._render_credits(count)
 
     def load_previews(self) -> None:
-        """Fetch every style's thumbnail (bytes, through the session) and show it. Never raises;
-        a style whose preview fails stays a text button."""
+        """Show every style's thumbnail: :meth:`Session.style_preview` fetches it once and keeps
+        it in the cache dir; the bytes go to the ``Image``. A style without a preview stays a
+        text button. :attr:`previews_ready` is set when done (also when this fails)."""
         try:
-            for s in list(self.gallery.styles.values()):
-                data = self._preview_bytes(s)
-                self.gallery.set_preview(int(s.id), data)
+            for style in list(self.gallery.styles.values()):
+                data = _read_preview(self._session.style_preview(style))
+                self.gallery.set_preview(style.id, data)
         finally:
             self.previews_ready.set()
 
@@ -405,7 +464,7 @@ class Panel(W.VBox):
             self._show_message(f"could not load styles: {type(exc).__name__}: {exc}", error=True)
         self.gallery.set_styles(self.styles)
         if self.styles:
-            self.gallery.select(int(self.styles[0].id))
+            self.gallery.select(self.styles[0].id)
 
     def _style_id(self, style: int | str) -> int:
         if isinstance(style, int) or (isinstance(style, str) and style.strip().isdigit()):
@@ -415,8 +474,8 @@ class Panel(W.VBox):
             raise InputError(f"unknown style id {sid}")
         want = str(style).strip().lower()
         for s in self.styles:
-            if str(s.label).lower() == want:
-                return int(s.id)
+            if s.label.lower() == want:
+                return s.id
         raise InputError(f"unknown style {style!r}")
 
     def _style_changed(self, _sid: int | None) -> None:
@@ -424,42 +483,29 @@ class Panel(W.VBox):
 
     def _update_estimate(self) -> None:
         sid = self.gallery.selected
-        usage = getattr(self._session, "usage", None)
-        if sid is None or usage is None:
-            self.estimate.value = ""
-            return
-        s = self.gallery.styles.get(sid)
-        try:
-            est = usage.estimate(
-                sid,
-                self.resolution.value,
-                int(self.duration.value),
-                is_vip=bool(getattr(s, "is_vip", False)),
-            )
-            self.estimate.value = f"cost {est}"
-        except Exception:
-            self.estimate.value = ""
+        style = self.gallery.styles.get(sid) if sid is not None else None
+        text = ""
+        if style is not None:
+            with contextlib.suppress(GoEnhanceError):  # no estimate shown when unreadable
+                est = self._session.cost_estimate(
+                    style, self.resolution.value, int(self.duration.value)
+                )
+                text = f"cost {est}"
+        self.estimate.value = text
 
-    def _browsed(self, change: dict[str, Any]) -> None:
+    def _browsed(self, change: Mapping[str, Any]) -> None:
         if change["new"]:
             self.input_path.value = str(change["new"])
 
-    def _uploaded(self, change: dict[str, Any]) -> None:
-        files = change["new"]
-        if not files:
+    def _uploaded(self, change: Mapping[str, Any]) -> None:
+        if not change["new"]:
             return
         try:
-            f = files[0]
-            name = _safe_name(str(f.get("name") or "upload.mp4"))
-            data = bytes(f.get("content") or b"")
-            # beside the notebook (a path the notebook can name again), never in the cache dir
-            dest_dir = self._root / UPLOADS_DIRNAME
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            dest = dest_dir / name
-            write_new_file(dest, data)  # O_EXCL temp + os.replace: never follows a symlink
+            name, data = _first_upload(change["new"])
+            dest = save_upload(self._root, name, data)
             self.refresh_files()
             self.input_path.value = dest.relative_to(self._root).as_posix()
-            note = f"uploaded {name} ({len(data) / 1e6:.1f} MB)"
+            note = f"uploaded {dest.name} ({len(data) / 1e6:.1f} MB)"
             if len(data) > UPLOAD_WARN_BYTES:
                 note += " — large files: use the path field or the file list instead"
             self._show_message(note)
@@ -470,7 +516,7 @@ class Panel(W.VBox):
             self.upload.value = ()
 
     def _resolve_input(self) -> str:
-        text = self.input_path.value.strip()
+        text = str(self.input_path.value).strip()
         if not text:
             raise InputError("choose an input video (path, file list or upload)")
         if re.match(r"^https?://", text):
@@ -480,7 +526,7 @@ class Panel(W.VBox):
             p = self._root / p
         return str(p)
 
-    def _submit_from_controls(self) -> Any:
+    def _submit_from_controls(self) -> Job:
         try:
             source = self._resolve_input()
             sid = self.gallery.selected
@@ -507,10 +553,9 @@ class Panel(W.VBox):
         with contextlib.suppress(GoEnhanceError):
             self._submit_from_controls()
 
-    def _add_job(self, job: Any, input_name: str) -> None:
-        model = getattr(job.spec, "model", None)
-        style = self.gallery.styles.get(model) if model is not None else None
-        label = getattr(style, "label", None) or str(getattr(job.spec, "model", "?"))
+    def _add_job(self, job: Job, input_name: str) -> None:
+        style = self.gallery.styles.get(job.spec.model)
+        label = style.label if style is not None else str(job.spec.model)
         sw = StatusWidget(job, session=self._session, compact=True)
         sw.on_retry(self._track_retry)
         row = W.HBox(
@@ -530,41 +575,42 @@ class Panel(W.VBox):
         self.jobs_box.children = tuple(reversed(rows))  # newest first
         self._watch_result(job)
 
-    def _track_retry(self, new_job: Any) -> None:
+    def _track_retry(self, new_job: Job) -> None:
         """A row's Retry submitted ``new_job``: list it and show its result when done."""
         with self._lock:
             self._jobs.append(new_job)
         self._watch_result(new_job)
 
-    def _watch_result(self, job: Any) -> None:
+    def _watch_result(self, job: Job) -> None:
         """Show ``job``'s result in the result area once, when it is ready.
 
         A job that is already finished (a cache hit is settled before ``submit`` returns) is
         shown right here, on the caller's thread, so its result is in place when ``submit``
-        returns; otherwise the job's ``done``/``cached`` event shows it (engine thread).
+        returns; otherwise the job's event carrying the result (``done``/``cached``) shows it
+        (engine thread), with the cached look when the badge says ``cached``.
         """
         shown: set[str] = set()
         once = threading.Lock()
 
-        def show(result: Any, cached: bool) -> None:
-            key = str(getattr(result, "key", ""))
+        def show(result: ResultRecord, cached: bool) -> None:
             with once:
-                if key in shown:
+                if result.key in shown:
                     return
-                shown.add(key)
+                shown.add(result.key)
             self._show_result(result, cached=cached)
             self._render_credits_later()
 
-        def on_event(ev: Any) -> None:  # engine thread
-            kind = getattr(ev, "kind", None)
-            if kind in {"done", "cached"} and getattr(ev, "result", None) is not None:
-                show(ev.result, kind == "cached" or bool(job.cached))
+        def on_event(ev: JobEvent) -> None:  # engine thread
+            kind = EventKind(ev.kind)
+            if kind.has_result and ev.result is not None:
+                show(ev.result, badge_for(kind, cached=job.cached) is Badge.CACHED)
 
         if job.done() and job.record is not None:
-            show(job.record, bool(job.cached))
+            show(job.record, job.cached)
+        # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
         job.subscribe(on_event)
 
-    def _show_result(self, result: Any, *, cached: bool) -> None:
+    def _show_result(self, result: ResultRecord, *, cached: bool) -> None:
         try:
             data, md = result_bundle(result, notebook_dir=self._root, cached=cached)
         except GoEnhanceError as exc:
@@ -577,12 +623,11 @@ class Panel(W.VBox):
         threading.Thread(target=self.refresh_credits, name="goenhance-credits", daemon=True).start()
 
     def _render_credits(self, count: int | None) -> None:
-        usage = getattr(self._session, "usage", None)
-        snap = usage.snapshot() if usage is not None else {}
+        spend = self._session.spend()
         parts = [f"credits {count}" if count is not None else "credits ?"]
-        parts.append(f"session spend {snap.get('spent', 0)}")
-        if snap.get("budget") is not None:
-            parts.append(f"budget {snap['budget']}")
+        parts.append(f"session spend {spend.spent}")
+        if spend.budget is not None:
+            parts.append(f"budget {spend.budget}")
         self.credits.value = " · ".join(parts)
 
     def _show_message(self, text: str, *, error: bool = False) -> None:
@@ -591,52 +636,3 @@ class Panel(W.VBox):
         self.message.value = (
             f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
         )
-
-    def _preview_bytes(self, style: Any) -> bytes | None:
-        sid = int(style.id)
-        if sid in self._preview_cache:
-            return self._preview_cache[sid]
-        data = _fetch_preview(self._session, style)
-        self._preview_cache[sid] = data
-        return data
-
-
-def _fetch_preview(session: Any, style: Any) -> bytes | None:
-    """Preview image bytes for ``style`` via the session (memoised in the session's meta
-    store as base64). ``None`` when there is no preview or fetching fails."""
-    if not getattr(style, "preview_url", None):
-        return None
-    cache = getattr(session, "cache", None)
-    meta_key = f"preview:{style.id}:{style.version}"
-    if cache is not None:
-        with contextlib.suppress(Exception):
-            hit = cache.meta_get(meta_key, max_age=7 * 86400)
-            if isinstance(hit, str):
-                return base64.b64decode(hit)
-    data: bytes | None = None
-    try:
-        fetch = getattr(session, "style_preview", None)
-        data = fetch(style) if fetch is not None else _download_preview(session, style)
-    except Exception:
-        return None
-    if data and cache is not None:
-        with contextlib.suppress(Exception):
-            cache.meta_set(meta_key, base64.b64encode(data).decode("ascii"))
-    return data or None
-
-
-def _download_preview(session: Any, style: Any) -> bytes | None:
-    """Fallback: download through the session's AsyncClient into the cache's tmp dir."""
-    client = getattr(session, "client", None)
-    engine = getattr(session, "engine", None)
-    if client is None or engine is None:
-        return None
-
-    tmp_dir = Path(session.settings.cache_dir) / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = tmp_dir / f"preview-{style.id}-{os.getpid()}-{threading.get_ident()}.jpg"
-    try:
-        engine.run(client.download(style.preview_url, dest, resume=False), timeout=60)
-        return dest.read_bytes()
-    finally:
-        dest.unlink(missing_ok=True)

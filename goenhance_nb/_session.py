@@ -13,11 +13,14 @@ process-wide session from :func:`get_session`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import logging
+import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -64,9 +67,10 @@ from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Sett
 from goenhance_nb._simcontrol import SimulatorControl
 from goenhance_nb._simproc import ensure_simulator
 from goenhance_nb._store import ResultStore
-from goenhance_nb._usage import Usage
+from goenhance_nb._usage import Estimate, SpendSnapshot, Usage
 
 __all__ = [
+    "PREVIEW_TTL",
     "STYLES_TTL",
     "Session",
     "credits",
@@ -81,6 +85,20 @@ __all__ = [
 
 #: Seconds the model list stays cached on disk (DECISIONS 7: a cache hit needs no HTTP).
 STYLES_TTL = 6 * 3600.0
+#: Seconds a fetched style preview image is reused before it is fetched again.
+PREVIEW_TTL = 7 * 86400.0
+#: Largest preview image fetched (bytes): the panel sends it to the browser as widget bytes,
+#: and the frontend's websocket message limit is about 10 MiB.
+_PREVIEW_MAX_BYTES = 10 * 1024 * 1024
+#: Seconds one preview fetch may take (the client's own retries included).
+_PREVIEW_TIMEOUT = 60.0
+#: What :meth:`Session.style_preview` swallows (its docstring says why).
+_PREVIEW_ERRORS = (GoEnhanceError, OSError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
+#: The image suffixes a preview file keeps from its URL (anything else is ``.img``).
+_PREVIEW_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
+
+log = logging.getLogger("goenhance_nb.session")
+
 #: Never contacted: the client's base URL in offline mode with the embedded simulator (the
 #: simulator is not even started; every network entry point refuses first).
 _OFFLINE_BASE_URL = "http://127.0.0.1:9"
@@ -92,7 +110,8 @@ class Session:
     """Owns :class:`Settings`, the :class:`AsyncClient`, cache, ledger, store, engine and usage.
 
     :param settings: defaults to ``Settings.resolve()`` (environment, key file).
-    :param transport: an ``httpx.AsyncBaseTransport`` for the client (test seam).
+    :param transport: an ``httpx.AsyncBaseTransport`` for the client (test seam; typed ``Any``
+        here because only ``_client``/``_transport`` may name httpx).
     :param uploader: ``fn(path) -> public https URL`` used for local files with the real API.
     :raises ConfigError: bad settings, or the embedded simulator does not start.
 
@@ -112,6 +131,15 @@ class Session:
     canonical API's host for the canonical base URL, else the one backend the lockfile's
     entries name (replay asks the server only when none of these applies; offline refuses with
     :class:`ConfigError`); switching to live/record asks the server again.
+
+    **The contract with the notebook layer** (magics, panel, widgets use only these, typed):
+    look-ups :attr:`backend`, :attr:`is_simulated`, :attr:`mode`, :attr:`cache_dir`,
+    :meth:`styles`, :meth:`resolve_style`, :meth:`style_preview`, :meth:`simulator`; money :meth:`credits`,
+    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`; jobs :meth:`transform`,
+    :meth:`plan`, :meth:`resume`, :meth:`running_jobs`; the ledger and bundles
+    :meth:`export`, :meth:`import_bundle`; lifetime :meth:`set_mode`, :meth:`successor`,
+    :meth:`close`. The parts (``settings``, ``client``, ``cache``, ``ledger``, ``store``,
+    ``engine``, ``usage``) are public attributes for the core and tests, not for views.
     """
 
     def __init__(
@@ -171,6 +199,8 @@ class Session:
             queue_limit=queue_limit,
         )
         self._closed = False
+        self._styles_refreshed = False
+        self._preview_lock = threading.Lock()
         self._has_key = api_key is not None
         self._backend: str | None = "simulated" if embedded else None
         #: True while the backend came from the replay_backend setting or the lockfile, not
@@ -354,9 +384,73 @@ class Session:
 
     def _styles_may_be_stale(self) -> bool:
         # One refresh is allowed per session for an unknown style (a new model may have appeared).
-        done = getattr(self, "_styles_refreshed", False)
+        done = self._styles_refreshed
         self._styles_refreshed = True
         return not done
+
+    def style_preview(self, style: Style) -> Path | None:
+        """The local file of ``style``'s preview image, fetched through the client once.
+
+        The first call downloads ``style.preview_url`` (at most 10 MiB, 60 s) into
+        ``<cache_dir>/previews/`` (a temp file, then ``os.replace``); later calls, from this or
+        any session on the cache dir, return that file without HTTP for :data:`PREVIEW_TTL`
+        seconds. The file is per backend, style id and model version. Calls in this session wait
+        for the one fetch. In offline mode, or once the session is closed, only a file already
+        there is returned (nothing is sent).
+
+        Returns ``None`` when the style has no preview URL or the image cannot be had. A
+        preview is decoration (the panel shows a text button instead), so these are swallowed
+        (logged at debug level): every :class:`GoEnhanceError` of the fetch (the URL is gone or
+        expired, the host is unreachable after the transport's retries, another HTTP status,
+        the image is over the cap, the disk is full, the backend is unknown), an ``OSError``
+        writing the cache dir, and the timeout. Anything else is a bug and propagates.
+        """
+        if not style.preview_url:
+            return None
+        try:
+            with self._preview_lock:
+                return self._cached_preview(style, style.preview_url)
+        except _PREVIEW_ERRORS as exc:
+            log.debug("goenhance_nb: no preview for style %s: %s", style.id, exc)
+            return None
+
+    def _cached_preview(self, style: Style, url: str) -> Path | None:
+        """:meth:`style_preview`'s file: reused while fresh, else fetched (if allowed) and kept.
+
+        :raises GoEnhanceError, OSError, TimeoutError: the fetch or the write failed.
+        """
+        name = hash_bytes(f"{self.backend}\0{style.id}\0{style.version}".encode())[:32]
+        suffix = Path(urlsplit(url).path).suffix.lower()
+        suffix = suffix if suffix in _PREVIEW_SUFFIXES else ".img"
+        dest = self.cache_dir / "previews" / f"{name}{suffix}"
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - dest.stat().st_mtime <= PREVIEW_TTL:
+                return dest
+        if self._closed or self.mode == "offline":
+            return None
+        tmp = self.store.new_temp("preview-")
+        try:
+            fetch = self.client.download(url, tmp, resume=False, max_bytes=_PREVIEW_MAX_BYTES)
+            self.engine.run(asyncio.wait_for(fetch, _PREVIEW_TIMEOUT), timeout=_PREVIEW_TIMEOUT + 5)
+            private_dir(dest.parent)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    def cost_estimate(self, style: Style, resolution: str, duration: int) -> Estimate:
+        """The estimated credits of a new ``style`` job (``resolution``, ``duration`` seconds):
+        the rate last observed for that model, else the default rates (:meth:`Usage.estimate`).
+        No HTTP.
+
+        :raises CacheError: the meta store holding the observed rates cannot be read.
+        """
+        return self.usage.estimate(style.id, resolution, duration, is_vip=style.is_vip)
+
+    def spend(self) -> SpendSnapshot:
+        """This session's spend (possible charges included), charged job count, budget and
+        last balance seen, read together (no HTTP; :meth:`credits` asks for the balance)."""
+        return self.usage.snapshot()
 
     def credits(self) -> Credits:
         """Return the account balance (one HTTP request).
@@ -475,7 +569,7 @@ class Session:
             if locked:
                 lock.release()
 
-    def _reference_url(self, ref: InputRef) -> Callable[[], Any]:
+    def _reference_url(self, ref: InputRef) -> Callable[[], Awaitable[str]]:
         """The engine's ``reference_url()`` for ``ref``: called only when the job is submitted.
 
         URL inputs are passed through. A local file is uploaded as a private snapshot whose
@@ -985,7 +1079,7 @@ def _url_memo(validators: URLValidators, ref: InputRef) -> dict[str, Any]:
     }
 
 
-def _remembered_url(row: Any) -> tuple[URLValidators, dict[str, Any]] | None:
+def _remembered_url(row: object) -> tuple[URLValidators, dict[str, Any]] | None:
     """Parse a :func:`_url_memo` row; ``None`` when absent, malformed or without a validator."""
     if not isinstance(row, dict):
         return None

@@ -13,11 +13,11 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from goenhance_nb._errors import BudgetExceeded
 
-__all__ = ["DEFAULT_RATES", "Estimate", "Usage"]
+__all__ = ["DEFAULT_RATES", "Estimate", "SpendSnapshot", "Usage"]
 
 log = logging.getLogger("goenhance_nb.usage")
 
@@ -28,8 +28,8 @@ VIP_MULTIPLIER = 1.5
 class _Meta(Protocol):
     def meta_get(
         self, name: str, *, max_age: float | None = ..., now: float | None = ...
-    ) -> Any: ...
-    def meta_set(self, name: str, value: Any, *, now: float | None = ...) -> None: ...
+    ) -> object: ...
+    def meta_set(self, name: str, value: object, *, now: float | None = ...) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,23 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"~{self.credits} credits (estimate, {self.basis} rate)"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSnapshot:
+    """The session's spend at one moment, for display (:meth:`Usage.snapshot`).
+
+    ``spent``: credits counted as spent (``possible`` included); ``possible``: the part of
+    ``spent`` whose generate outcome is unknown (it may or may not have been charged); ``jobs``:
+    jobs charged this session; ``budget``: the session budget (``None``: no budget);
+    ``last_credits``: the last balance seen (``None``: none asked yet).
+    """
+
+    spent: int
+    possible: int
+    jobs: int
+    budget: int | None
+    last_credits: int | None
 
 
 class Usage:
@@ -137,14 +154,14 @@ class Usage:
             if self.last_credits is None:
                 self.last_credits = last
 
-    def snapshot(self) -> dict[str, Any]:
-        """Return ``{"spent", "possible", "jobs", "budget", "last_credits"}`` for display
-        (``possible``: the part of ``spent`` that may or may not have been charged)."""
+    def snapshot(self) -> SpendSnapshot:
+        """Return the spend, possible spend, job count, budget and last balance, read together
+        under the lock (see :class:`SpendSnapshot`)."""
         with self._lock:
-            return {
-                "spent": self.spent,
-                "possible": self.possible,
-                "jobs": self.jobs,
-                "budget": self.budget,
-                "last_credits": self.last_credits,
-            }
+            return SpendSnapshot(
+                spent=self.spent,
+                possible=self.possible,
+                jobs=self.jobs,
+                budget=self.budget,
+                last_credits=self.last_credits,
+            )

@@ -19,7 +19,7 @@ from test_widgets import (  # noqa: F401 (fixtures)
     wait_settled,
 )
 
-from goenhance_nb._panel import Panel, find_videos
+from goenhance_nb._panel import Panel, find_videos, save_upload
 
 
 def test_gallery_is_built_from_the_model_list_with_preview_images(sim, session, comms):
@@ -187,3 +187,33 @@ def test_style_without_a_fetchable_preview_stays_a_text_button(sim, session, com
     others = [s["id"] for s in styles[1:]]
     assert all(visible(p.gallery.images[i]) for i in others)
     assert p.submit_button.description == "Submit"
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("my clip.mp4", "my_clip.mp4"),
+        ("../../etc/evil.mp4", "evil.mp4"),
+        ("..", "upload.mp4"),
+        (".hidden.mov", "hidden.mov"),
+    ],
+)
+def test_save_upload_writes_a_safe_name_beside_the_notebook(tmp_path, name, stored):
+    dest = save_upload(tmp_path, name, b"first")
+    assert dest == tmp_path / "goenhance_uploads" / stored
+    assert dest.read_bytes() == b"first"
+    assert save_upload(tmp_path, name, b"second") == dest  # a new upload replaces the old
+    assert dest.read_bytes() == b"second"
+    assert [p.name for p in dest.parent.iterdir()] == [stored]  # no temp file left
+
+
+def test_cost_estimate_follows_style_duration_and_resolution(sim, session, comms):
+    p = Panel(session, load_previews=False)
+    p.gallery.select(2000)
+    p.resolution.value = "540p"
+    p.duration.value = 3
+    assert p.estimate.value == "cost ~15 credits (estimate, default rate)"
+    p.resolution.value = "720p"
+    assert p.estimate.value == "cost ~30 credits (estimate, default rate)"
+    p.gallery.select(2005)  # a VIP style costs 1.5x
+    assert p.estimate.value == "cost ~45 credits (estimate, default rate)"

@@ -235,3 +235,35 @@ def test_real_api_backend_uses_the_uploader_once_per_content(
         assert len(sim.requests("/sim/uploads")) == 1
     finally:
         s.close()
+
+
+def test_style_preview_is_fetched_once_and_kept_in_the_cache_dir(
+    sim: Any, session: Session, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    style = session.resolve_style(2006)
+    sim.clear_requests()
+    path = session.style_preview(style)
+    assert path is not None and path.parent == session.cache_dir / "previews"
+    assert path.read_bytes()[:3] == b"\xff\xd8\xff"  # the JPEG the API serves
+    assert len(sim.requests("/sim/previews")) == 1
+    other = make_session(sim, tmp_path / "cache")  # another kernel, same cache dir: no HTTP
+    try:
+        assert other.style_preview(style) == path
+    finally:
+        other.close()
+    assert session.style_preview(style) == path
+    assert len(sim.requests("/sim/previews")) == 1
+    # no preview URL, or one the server lacks: None (a text button), nothing raised
+    assert session.style_preview(replace(style, preview_url=None)) is None
+    gone = replace(style, id=99, preview_url=str(style.preview_url).rsplit("/", 1)[0] + "/9.jpg")
+    assert session.style_preview(gone) is None
+    assert list((session.cache_dir / "previews").iterdir()) == [path]
+    assert list(session.store.tmp_dir.glob("preview-*")) == []  # no temp file left
+    # offline: only a preview already on disk; nothing is sent
+    session.set_mode("offline")
+    sim.clear_requests()
+    assert session.style_preview(style) == path
+    assert session.style_preview(replace(style, id=2000, version="v-new")) is None
+    assert sim.requests("/sim/previews") == []

@@ -18,6 +18,7 @@ import ipywidgets as W
 from goenhance_nb.widgets._controls import Throttle
 
 if TYPE_CHECKING:  # annotations only
+    from goenhance_nb._engine import JobEvent
     from goenhance_nb._sweep import Sweep
 
 __all__ = ["SweepProgress"]
@@ -68,7 +69,7 @@ class SweepProgress(W.HBox):
         self.layout.close()
         super().close()
 
-    def _on_event(self, ev: Any) -> None:  # engine thread: only ask for a render
+    def _on_event(self, ev: JobEvent) -> None:  # engine thread: only ask for a render
         self._throttle.request()
 
     def _render(self) -> None:

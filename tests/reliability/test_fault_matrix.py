@@ -279,7 +279,7 @@ def _check_orphan(case: Case, got: Settled, session: Any, sim: Any, clip: Path) 
     assert entry is not None
     assert entry.state == "submitting" and entry.job_id is None, (entry.state, entry.job_id)
     assert entry.error, "the orphan entry does not say why"
-    assert session.usage.snapshot()["spent"] > 0, "the possible charge is not counted"
+    assert session.usage.snapshot().spent > 0, "the possible charge is not counted"
     assert session.cache.list() == []
     posts = len(generate_statuses(sim))
     for kw in ({}, {"force": True}):
@@ -300,7 +300,7 @@ def _check_refused(case: Case, got: Settled, session: Any, sim: Any, clip: Path)
     assert not isinstance(got.error, LedgerError), msg
     entry = got.entry
     assert entry is not None and entry.state == "failed" and entry.job_id is None
-    assert session.usage.snapshot()["spent"] == 0
+    assert session.usage.snapshot().spent == 0
     assert session.cache.list() == []
 
 

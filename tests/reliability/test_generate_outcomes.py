@@ -110,7 +110,7 @@ def test_maybe_charged_generate_is_never_sent_again_without_resubmit(
     assert entry.error  # the reason is kept
     assert sim.generate_calls() == 1
     # the possible charge counts as spend (pessimistic) and is labelled as such
-    assert s.usage.spent == 30 and s.usage.snapshot()["possible"] == 30
+    assert s.usage.spent == 30 and s.usage.snapshot().possible == 30
 
     # a plain re-run, --force and the widget's Retry all refuse with the same line
     for force in (False, True):
