@@ -24,6 +24,7 @@ __all__ = [
     "EventKind",
     "JobState",
     "LedgerState",
+    "PlanStatus",
     "badge_for",
     "map_status",
 ]
@@ -266,3 +267,20 @@ def badge_for(
     if kind is EventKind.DOWNLOADING:
         return Badge.RUNNING
     return Badge.QUEUED
+
+
+class PlanStatus(str, enum.Enum):
+    """What a plan (``Session.plan``, a sweep item before it runs) says about one
+    transformation, before anything is sent.
+
+    ``CACHED``: served from the cache; ``RUNNING``: a known job would be re-attached; ``NEW``: a
+    paid submission. After a sweep ran, its items end as :class:`Badge` ``DONE``, ``CACHED``
+    or ``FAILED``.
+    """
+
+    CACHED = "cached"
+    RUNNING = "running"
+    NEW = "new"
+
+    def __str__(self) -> str:
+        return self.value

@@ -383,34 +383,52 @@ def export_bundle(
     used: dict[str, set[int]] = {}
     for key in sorted(entries):
         e = entries[key]
-        out = e.get("output") or {}
-        sha = str(out.get("sha256") or "")
         label = _entry_label(e)
-        candidates: list[Path] = []
-        rec = cache.get(key)
-        if rec is not None:
-            candidates.append(rec.file)
-        beside = (lock.dir / str(out.get("path") or "")).resolve()
-        if out.get("path") and beside.is_relative_to(lock.dir.resolve()):
-            candidates.append(beside)
-        src = next((c for c in candidates if c.is_file() and sha256_file(c) == sha), None)
-        if src is None:
-            raise BundleError(
-                f"cannot export {label}: no file with the recorded sha256 {sha[:12]} "
-                "(run %goenhance verify)"
-            )
-        members[f"results/{sha}.mp4"] = src
-        backend = str(e.get("backend") or "")
+        sha = str((e.get("output") or {}).get("sha256") or "")
+        members[f"results/{sha}.mp4"] = _result_source(key, e, lock, cache, label)
         model = (e.get("model") or {}).get("id")
         if isinstance(model, int):
-            used.setdefault(backend, set()).add(model)
+            used.setdefault(str(e.get("backend") or ""), set()).add(model)
         if inputs:
             _add_input(e, key, ledger, members, manifest, label)
     if styles is not None:
         for backend, ids in sorted(used.items()):
             listed = styles(backend) or []
             manifest["styles"][backend] = [s for s in listed if s.get("id") in ids]
-    dest = Path(dest).expanduser()
+    return _write_bundle(Path(dest).expanduser(), lock, manifest, members)
+
+
+def _result_source(
+    key: str, e: dict[str, Any], lock: Lockfile, cache: ResultCache, label: str
+) -> Path:
+    """The file to export for lockfile entry ``e``: the cached result, else the file beside the
+    notebook (inside the lockfile's folder), whichever has the recorded sha256.
+
+    :raises BundleError: neither has it.
+    """
+    out = e.get("output") or {}
+    sha = str(out.get("sha256") or "")
+    candidates: list[Path] = []
+    rec = cache.get(key)
+    if rec is not None:
+        candidates.append(rec.file)
+    beside = (lock.dir / str(out.get("path") or "")).resolve()
+    if out.get("path") and beside.is_relative_to(lock.dir.resolve()):
+        candidates.append(beside)
+    src = next((c for c in candidates if c.is_file() and sha256_file(c) == sha), None)
+    if src is None:
+        raise BundleError(
+            f"cannot export {label}: no file with the recorded sha256 {sha[:12]} "
+            "(run %goenhance verify)"
+        )
+    return src
+
+
+def _write_bundle(
+    dest: Path, lock: Lockfile, manifest: dict[str, Any], members: dict[str, Path]
+) -> Path:
+    """Write the zip at ``dest`` through a temp file and ``os.replace`` (nothing left behind on
+    failure). :raises BundleError: it cannot be written."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -612,73 +630,118 @@ def import_bundle(
     stage = Path(tempfile.mkdtemp(prefix="import-", dir=staging_dir))
     try:
         with _members(src) as members:
-            by_name: dict[str, _Member] = {}
-            for m in members:
-                if m.name in by_name:
-                    raise BundleError(f"bundle member {m.name!r} appears twice; refused")
-                by_name[m.name] = m
-            if LOCKFILE_NAME not in by_name:
-                raise BundleError(f"{src.name} has no {LOCKFILE_NAME} at its root")
-            for name in by_name:
-                if name not in (LOCKFILE_NAME, BUNDLE_MANIFEST) and not (
-                    _RESULT_MEMBER.match(name) or _INPUT_MEMBER.match(name)
-                ):
-                    raise BundleError(f"bundle member {name!r} is not part of a bundle; refused")
+            by_name = _index_members(members, src.name)
             text = _read_capped(by_name[LOCKFILE_NAME], _MAX_JSON_MEMBER)
             entries = parse_lockfile(text.decode("utf-8", "replace"), "the bundle's lockfile")
-            manifest: dict[str, Any] = {}
-            if BUNDLE_MANIFEST in by_name:
-                raw = _read_capped(by_name[BUNDLE_MANIFEST], _MAX_JSON_MEMBER)
-                try:
-                    manifest = json.loads(raw)
-                except ValueError:
-                    raise BundleError(f"{BUNDLE_MANIFEST} is not valid JSON") from None
-                if not isinstance(manifest, dict):
-                    raise BundleError(f"{BUNDLE_MANIFEST} is not an object")
+            manifest = _read_manifest(by_name)
             # stage and check every result
             staged: dict[str, tuple[Path, ResultRecord]] = {}
             for key in sorted(entries):
                 staged[key] = _stage_result(key, entries[key], by_name, stage, max_member_bytes)
             inputs = _stage_inputs(manifest, by_name, stage, max_member_bytes, inputs_dir)
-        # conflicts: never overwrite a different result under the same key
-        present: list[str] = []
-        for key, (_, rec) in staged.items():
-            old = cache.get(key)
-            if old is None:
-                continue
-            if old.sha != rec.sha:
-                raise BundleError(
-                    f"a different result is already cached under key {key[:12]} "
-                    f"({_entry_label(entries[key])}); remove it first "
-                    f"(%goenhance cache remove {key[:12]}) to import this one"
-                )
-            if store.check(old.file, size=old.size) == "ok":
-                present.append(key)
+        present = _already_present(staged, entries, cache, store)
         styles = _manifest_styles(manifest)
-        # commit
-        added: list[str] = []
-        for key, (part, rec) in staged.items():
-            if key in present:
-                continue
-            stored = store.commit(part, expected_size=rec.size)
-            if stored.sha != rec.sha:  # pragma: no cover - checked when staged
-                raise BundleError(f"result for {key[:12]} changed while importing")
-            cache.put(_with_path(rec, stored.path))
-            added.append(key)
-        for backend, new in styles.items():
-            name = f"styles:{backend}"
-            old_list = cache.meta_get(name)
-            merged = {int(s["id"]): s for s in new}
-            if isinstance(old_list, list):
-                merged.update({int(s["id"]): s for s in old_list if isinstance(s, dict)})
-            # timestamp 0: replay/offline use it at any age, live mode fetches a full list
-            cache.meta_set(name, [merged[i] for i in sorted(merged)], now=0.0)
-        written = [
-            str(link_or_copy(part, dest)) for part, dest in inputs
-        ]  # only after every check passed
+        # commit: only after every check passed
+        added = _commit_results(staged, present, cache, store)
+        _merge_styles(cache, styles)
+        written = [str(link_or_copy(part, dest)) for part, dest in inputs]
         return ImportReport(tuple(added), tuple(present), tuple(written))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+#: The member names a bundle may hold: exact names, then patterns (see the module docstring).
+_BUNDLE_NAMES: tuple[str, ...] = (LOCKFILE_NAME, BUNDLE_MANIFEST)
+_BUNDLE_PATTERNS: tuple[re.Pattern[str], ...] = (_RESULT_MEMBER, _INPUT_MEMBER)
+
+
+def _index_members(members: list[_Member], bundle: str) -> dict[str, _Member]:
+    """The members by name. :raises BundleError: a repeated name, no lockfile at the root, or a
+    name that is not part of a bundle (:data:`_BUNDLE_NAMES`, :data:`_BUNDLE_PATTERNS`)."""
+    by_name: dict[str, _Member] = {}
+    for m in members:
+        if m.name in by_name:
+            raise BundleError(f"bundle member {m.name!r} appears twice; refused")
+        by_name[m.name] = m
+    if LOCKFILE_NAME not in by_name:
+        raise BundleError(f"{bundle} has no {LOCKFILE_NAME} at its root")
+    for name in by_name:
+        if name not in _BUNDLE_NAMES and not any(p.match(name) for p in _BUNDLE_PATTERNS):
+            raise BundleError(f"bundle member {name!r} is not part of a bundle; refused")
+    return by_name
+
+
+def _read_manifest(by_name: dict[str, _Member]) -> dict[str, Any]:
+    """The bundle's manifest (empty without one). :raises BundleError: oversize, not JSON, or
+    not an object."""
+    if BUNDLE_MANIFEST not in by_name:
+        return {}
+    raw = _read_capped(by_name[BUNDLE_MANIFEST], _MAX_JSON_MEMBER)
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise BundleError(f"{BUNDLE_MANIFEST} is not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{BUNDLE_MANIFEST} is not an object")
+    return manifest
+
+
+def _already_present(
+    staged: dict[str, tuple[Path, ResultRecord]],
+    entries: dict[str, dict[str, Any]],
+    cache: ResultCache,
+    store: ResultStore,
+) -> list[str]:
+    """The staged keys the cache already holds with the same result (and an intact file).
+
+    :raises BundleError: a different result is cached under one of the keys (never overwritten).
+    """
+    present: list[str] = []
+    for key, (_, rec) in staged.items():
+        old = cache.get(key)
+        if old is None:
+            continue
+        if old.sha != rec.sha:
+            raise BundleError(
+                f"a different result is already cached under key {key[:12]} "
+                f"({_entry_label(entries[key])}); remove it first "
+                f"(%goenhance cache remove {key[:12]}) to import this one"
+            )
+        if store.check(old.file, size=old.size) == "ok":
+            present.append(key)
+    return present
+
+
+def _commit_results(
+    staged: dict[str, tuple[Path, ResultRecord]],
+    present: list[str],
+    cache: ResultCache,
+    store: ResultStore,
+) -> list[str]:
+    """Move each staged result not ``present`` into the store and index it; return its keys."""
+    added: list[str] = []
+    for key, (part, rec) in staged.items():
+        if key in present:
+            continue
+        stored = store.commit(part, expected_size=rec.size)
+        if stored.sha != rec.sha:  # pragma: no cover - checked when staged
+            raise BundleError(f"result for {key[:12]} changed while importing")
+        cache.put(_with_path(rec, stored.path))
+        added.append(key)
+    return added
+
+
+def _merge_styles(cache: ResultCache, styles: dict[str, list[dict[str, Any]]]) -> None:
+    """Merge the bundle's model-list entries into each backend's cached list (cached entries
+    win on the same id)."""
+    for backend, new in styles.items():
+        name = f"styles:{backend}"
+        old_list = cache.meta_get(name)
+        merged = {int(s["id"]): s for s in new}
+        if isinstance(old_list, list):
+            merged.update({int(s["id"]): s for s in old_list if isinstance(s, dict)})
+        # timestamp 0: replay/offline use it at any age, live mode fetches a full list
+        cache.meta_set(name, [merged[i] for i in sorted(merged)], now=0.0)
 
 
 def _with_path(rec: ResultRecord, path: Path) -> ResultRecord:
@@ -690,39 +753,17 @@ def _with_path(rec: ResultRecord, path: Path) -> ResultRecord:
 def _stage_result(
     key: str, e: dict[str, Any], by_name: dict[str, _Member], stage: Path, cap: int
 ) -> tuple[Path, ResultRecord]:
+    """Stage the result of lockfile entry ``e`` (under ``key``) and check it: its sha256 and
+    blake3 as recorded, and ``key`` recomputed from the entry's own parameters.
+
+    :raises BundleError: a malformed key or entry, no such member, a hash or key mismatch.
+    """
     if not _HEX64.match(key):  # request keys are blake3 hex; anything else could be a path
         raise BundleError(f"the bundle's lockfile has a malformed key {key[:16]!r}; refused")
     label = _entry_label(e)
-    out = e.get("output") or {}
-    sha = str(out.get("sha256") or "")
-    if not _HEX64.match(sha):
-        raise BundleError(f"the lockfile entry for {label} has no valid sha256")
-    member = by_name.get(f"results/{sha}.mp4")
-    if member is None:
-        raise BundleError(f"the bundle has no result for {label}")
-    part = stage / f"{key}.mp4"
-    if part.exists():  # the same file listed twice under one key cannot happen (dict)
-        part.unlink()
-    got = _stage(member, part, cap)
-    if got != sha:
-        raise BundleError(f"result for {label} has the wrong hash (sha256 {got[:12]}); refused")
-    blake = hash_file(part)
-    if out.get("blake3") not in (None, blake):
-        raise BundleError(f"result for {label} does not match its recorded blake3; refused")
-    try:
-        params = dict(e["params"])
-        spec = JobSpec.from_json(params)
-        model = e.get("model") or {}
-        version = str(model["version"])
-        backend = str(e["backend"])
-        input_hash = str((e.get("input") or {})["blake3"])
-        expected_key = request_key(input_hash, spec, version, backend)
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"the lockfile entry {key[:12]} is incomplete; refused") from None
-    if expected_key != key:
-        raise BundleError(
-            f"the lockfile entry {key[:12]} does not match its own parameters; refused"
-        )
+    part, blake = _stage_result_file(key, e.get("output") or {}, label, by_name, stage, cap)
+    spec, version, backend, input_hash = _entry_request(key, e)
+    model = e.get("model") or {}
     stamps = e.get("timestamps") or {}
     rec = ResultRecord(
         key=key,
@@ -746,6 +787,58 @@ def _stage_result(
     return part, rec
 
 
+def _stage_result_file(
+    key: str,
+    out: dict[str, Any],
+    label: str,
+    by_name: dict[str, _Member],
+    stage: Path,
+    cap: int,
+) -> tuple[Path, str]:
+    """Copy the result member named by the entry's ``output`` to ``stage/<key>.mp4`` and check
+    its sha256 and (when recorded) blake3; return the staged file and its blake3.
+
+    :raises BundleError: no valid sha256, no such member, oversize, or a hash mismatch.
+    """
+    sha = str(out.get("sha256") or "")
+    if not _HEX64.match(sha):
+        raise BundleError(f"the lockfile entry for {label} has no valid sha256")
+    member = by_name.get(f"results/{sha}.mp4")
+    if member is None:
+        raise BundleError(f"the bundle has no result for {label}")
+    part = stage / f"{key}.mp4"
+    if part.exists():  # the same file listed twice under one key cannot happen (dict)
+        part.unlink()
+    got = _stage(member, part, cap)
+    if got != sha:
+        raise BundleError(f"result for {label} has the wrong hash (sha256 {got[:12]}); refused")
+    blake = hash_file(part)
+    if out.get("blake3") not in (None, blake):
+        raise BundleError(f"result for {label} does not match its recorded blake3; refused")
+    return part, blake
+
+
+def _entry_request(key: str, e: dict[str, Any]) -> tuple[JobSpec, str, str, str]:
+    """``(spec, model version, backend, input blake3)`` of a lockfile entry, checked against
+    ``key`` (the request key recomputed from them).
+
+    :raises BundleError: a field is missing or malformed, or the key does not match.
+    """
+    try:
+        spec = JobSpec.from_json(dict(e["params"]))
+        version = str((e.get("model") or {})["version"])
+        backend = str(e["backend"])
+        input_hash = str((e.get("input") or {})["blake3"])
+        expected_key = request_key(input_hash, spec, version, backend)
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"the lockfile entry {key[:12]} is incomplete; refused") from None
+    if expected_key != key:
+        raise BundleError(
+            f"the lockfile entry {key[:12]} does not match its own parameters; refused"
+        )
+    return spec, version, backend, input_hash
+
+
 def _stage_inputs(
     manifest: dict[str, Any],
     by_name: dict[str, _Member],
@@ -753,7 +846,12 @@ def _stage_inputs(
     cap: int,
     inputs_dir: Path | None,
 ) -> list[tuple[Path, Path]]:
-    """Stage and check the bundle's input files; return (staged, destination) pairs."""
+    """Stage and check the bundle's input files; return (staged, destination) pairs (none
+    without ``inputs_dir``: the inputs are still checked).
+
+    :raises BundleError: a malformed ``inputs`` entry, a missing or unlisted input member, a
+        hash mismatch, or a different file already at a destination.
+    """
     listed = manifest.get("inputs") or {}
     if not isinstance(listed, dict):
         raise BundleError(f"{BUNDLE_MANIFEST}: 'inputs' is not an object")
@@ -767,21 +865,30 @@ def _stage_inputs(
         part = stage / f"input-{sha}"
         if _stage(member, part, cap) != sha:
             raise BundleError(f"input {member.name!r} has the wrong hash; refused")
-        if inputs_dir is None:
-            continue
-        name = Path(str(info.get("name") or f"{sha[:12]}.mp4")).name
-        if not name or name.startswith("."):
-            name = f"{sha[:12]}.mp4"
-        dest = inputs_dir / name
-        if dest.exists() and (not dest.is_file() or sha256_file(dest) != sha):
-            raise BundleError(f"{dest} exists with other content; refused to overwrite it")
-        out.append((part, dest))
-    for name in by_name:
-        if _INPUT_MEMBER.match(name) and not any(
-            isinstance(i, dict) and i.get("member") == name for i in listed.values()
-        ):
-            raise BundleError(f"bundle member {name!r} is not listed in {BUNDLE_MANIFEST}")
+        if inputs_dir is not None:
+            out.append((part, _input_destination(sha, info, inputs_dir)))
+    _check_inputs_listed(by_name, listed)
     return out
+
+
+def _input_destination(sha: str, info: dict[str, Any], inputs_dir: Path) -> Path:
+    """Where an input file goes: its recorded base name in ``inputs_dir`` (``<sha12>.mp4`` when
+    the name is empty or hidden). :raises BundleError: another file is already there."""
+    name = Path(str(info.get("name") or f"{sha[:12]}.mp4")).name
+    if not name or name.startswith("."):
+        name = f"{sha[:12]}.mp4"
+    dest = inputs_dir / name
+    if dest.exists() and (not dest.is_file() or sha256_file(dest) != sha):
+        raise BundleError(f"{dest} exists with other content; refused to overwrite it")
+    return dest
+
+
+def _check_inputs_listed(by_name: dict[str, _Member], listed: dict[str, Any]) -> None:
+    """:raises BundleError: an ``inputs/`` member the manifest does not list."""
+    members = [i.get("member") for i in listed.values() if isinstance(i, dict)]
+    for name in by_name:
+        if _INPUT_MEMBER.match(name) and name not in members:
+            raise BundleError(f"bundle member {name!r} is not listed in {BUNDLE_MANIFEST}")
 
 
 def _manifest_styles(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

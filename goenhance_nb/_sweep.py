@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from goenhance_nb._display import ResultBundle, result_grid
 from goenhance_nb._errors import BudgetExceeded, GoEnhanceError, InputError
 from goenhance_nb._frontend import get_kernel, is_headless
+from goenhance_nb._lifecycle import Badge, PlanStatus
 
 if TYPE_CHECKING:  # annotations only
     from goenhance_nb._engine import Job
@@ -47,7 +48,7 @@ class SweepItem:
     style: str
     params: dict[str, Any]
     key: str
-    status: str  # planned: cached | running | new; after a run: done | cached | failed
+    status: str  # planned: a PlanStatus; after a run: Badge DONE, CACHED or FAILED (values)
     estimate: int
     job: Job | None = None
     error: str | None = None
@@ -84,12 +85,12 @@ class Sweep:
     @property
     def new_jobs(self) -> int:
         """Items the plan found neither cached nor running (each a paid submission)."""
-        return sum(1 for i in self.items if i.status == "new" and i.job is None)
+        return sum(1 for i in self.items if i.status == PlanStatus.NEW and i.job is None)
 
     @property
     def estimated_credits(self) -> int:
         """Estimated credits of the new jobs (an estimate: see ``Usage.estimate``)."""
-        return sum(i.estimate for i in self.items if i.status == "new" and i.job is None)
+        return sum(i.estimate for i in self.items if i.status == PlanStatus.NEW and i.job is None)
 
     def counts(self) -> dict[str, int]:
         """Items per status."""
@@ -106,7 +107,7 @@ class Sweep:
         for item in self.items:
             job = item.job
             if job is None:
-                out["failed" if item.status == "failed" else "planned"] += 1
+                out["failed" if item.status == Badge.FAILED else "planned"] += 1
                 continue
             if not job.done():
                 out["running"] += 1
@@ -134,9 +135,9 @@ class Sweep:
                 continue
             try:
                 item.job.result(timeout=timeout)
-                item.status = "cached" if item.job.cached else "done"
+                item.status = (Badge.CACHED if item.job.cached else Badge.DONE).value
             except GoEnhanceError as exc:
-                item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
+                item.status, item.error = Badge.FAILED.value, f"{type(exc).__name__}: {exc}"
         return self
 
     def records(self) -> list[dict[str, Any]]:
@@ -215,14 +216,49 @@ def sweep(
         from goenhance_nb._session import get_session
 
         session = get_session()
+    base = {"duration": duration, "resolution": resolution, "seed": seed, "prompt": prompt}
+    result = Sweep(_plan(session, inputs, styles, base, grid), dry_run=dry_run)
+    _check_caps(result, max_jobs, max_credits)
+    if dry_run:
+        return result
+    _submit(session, result.items)
+    live = progress if progress is not None else (get_kernel() is not None and not is_headless())
+    handle, bar = _show_progress(result) if live else (None, None)
+    if not wait:
+        return result
+    result.wait(timeout)
+    if bar is not None:
+        bar.flush()  # the last state rendered (a throttled render may still be pending)
+        bar.close()
+    if progress is not False:
+        _show_summary(result, handle)
+    return result
+
+
+def _grid_axes(grid: Mapping[str, Sequence[Any]] | None) -> list[tuple[str, list[Any]]]:
+    """The grid as ``(key, values)`` pairs. :raises InputError: an unknown key or no values."""
     grid = dict(grid or {})
     unknown = sorted(set(grid) - set(GRID_KEYS))
     if unknown:
         raise InputError(f"sweep: unknown grid key(s) {', '.join(unknown)}; allowed: {GRID_KEYS}")
-    base = {"duration": duration, "resolution": resolution, "seed": seed, "prompt": prompt}
     axes = [(k, _as_list(v)) for k, v in grid.items()]
     if any(not values for _, values in axes):
         raise InputError("sweep: every grid key needs at least one value")
+    return axes
+
+
+def _plan(
+    session: Session,
+    inputs: str | Path | Sequence[str | Path],
+    styles: int | str | Sequence[int | str],
+    base: dict[str, Any],
+    grid: Mapping[str, Sequence[Any]] | None,
+) -> list[SweepItem]:
+    """One planned item per input x style x grid combination (``Session.plan``: no job call).
+
+    :raises InputError: a bad grid, input or style.
+    """
+    axes = _grid_axes(grid)
     items: list[SweepItem] = []
     for source in _as_list(inputs):
         for style in _as_list(styles):
@@ -239,42 +275,43 @@ def sweep(
                         estimate=int(plan["estimate"]),
                     )
                 )
-    result = Sweep(items, dry_run=dry_run)
+    return items
+
+
+def _check_caps(result: Sweep, max_jobs: int | None, max_credits: int | None) -> None:
+    """:raises BudgetExceeded: the plan's new jobs or their estimated credits pass a cap."""
     if max_jobs is not None and result.new_jobs > max_jobs:
         raise BudgetExceeded(
             f"sweep: {result.new_jobs} new jobs would pass max_jobs={max_jobs} "
-            f"({result.counts().get('cached', 0)} cached); nothing was sent"
+            f"({result.counts().get(PlanStatus.CACHED.value, 0)} cached); nothing was sent"
         )
     if max_credits is not None and result.estimated_credits > max_credits:
         raise BudgetExceeded(
             f"sweep: about {result.estimated_credits} credits (estimate) for "
             f"{result.new_jobs} new jobs would pass max_credits={max_credits}; nothing was sent"
         )
-    if dry_run:
-        return result
+
+
+def _submit(session: Session, items: list[SweepItem]) -> None:
+    """Submit every item through the session; an item that cannot be submitted is failed with
+    its one-line error (the sweep goes on)."""
     for item in items:
         try:
             item.job = session.transform(item.source, item.style, **item.params)
         except GoEnhanceError as exc:
-            item.status, item.error = "failed", f"{type(exc).__name__}: {exc}"
-    live = progress if progress is not None else (get_kernel() is not None and not is_headless())
-    handle, bar = None, None
-    if live:
-        from IPython.display import display
+            item.status, item.error = Badge.FAILED.value, f"{type(exc).__name__}: {exc}"
 
-        from goenhance_nb.widgets._sweep_progress import SweepProgress
 
-        bar = SweepProgress(result)
-        handle = display(bar, display_id=True)  # type: ignore[no-untyped-call]
-    if not wait:
-        return result
-    result.wait(timeout)
-    if bar is not None:
-        bar.flush()  # the last state rendered (a throttled render may still be pending)
-        bar.close()
-    if progress is not False:
-        _show_summary(result, handle)
-    return result
+def _show_progress(result: Sweep) -> tuple[Any, Any]:
+    """Display one live :class:`~goenhance_nb.widgets.SweepProgress` bar; return its display
+    handle and the bar."""
+    from IPython.display import display
+
+    from goenhance_nb.widgets._sweep_progress import SweepProgress
+
+    bar = SweepProgress(result)
+    handle = display(bar, display_id=True)  # type: ignore[no-untyped-call]
+    return handle, bar
 
 
 def _show_summary(result: Sweep, handle: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from workers.support import wait_until
 
 import goenhance_nb
 from goenhance_nb import _session
@@ -334,12 +334,13 @@ def test_no_wait_in_terminal_returns_at_once_and_notifies_in_text(
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2007 -d 3 -r 540p --no-wait")
     record = job.result(timeout=120)
     # the text notification is printed from the engine thread; wait for the job's own events
-    for _ in range(200):
-        if "GoEnhance result: goenhance_outputs/watercolor-" in capsys.readouterr().out:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("no text notification with the result path")
+    printed: list[str] = []
+
+    def notified() -> bool:
+        printed.append(capsys.readouterr().out)
+        return "GoEnhance result: goenhance_outputs/watercolor-" in "".join(printed)
+
+    wait_until(notified, "a text notification with the result path", timeout=30)
     assert Path(record.path).is_file()
 
 
@@ -475,10 +476,7 @@ def test_resume_after_a_new_session_picks_up_the_job(
 ) -> None:
     sim.config(pending_seconds=1.0, processing_seconds=1.0)
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --no-wait")
-    for _ in range(400):  # the job id arrives on the engine thread
-        if job.id:
-            break
-        time.sleep(0.02)
+    wait_until(lambda: job.id, "the job id (it arrives on the engine thread)", timeout=30)
     assert job.id
     job.cancel_watch()
     # "restart": a new session on the same cache dir (the ledger remembers the job)

@@ -167,7 +167,8 @@ def test_demo_runs_quickstart_on_the_embedded_simulator(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
-    import time
+
+    from workers.support import wait_until
 
     out = tmp_path / "demo-output"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOENHANCE_", "JPY_"))}
@@ -200,11 +201,9 @@ def test_demo_runs_quickstart_on_the_embedded_simulator(tmp_path: Path) -> None:
     sim_dir = out / ".goenhance-cache" / "sim"
     assert (sim_dir / "state").is_dir() and (sim_dir / "sim.log").is_file()
     port_file = sim_dir / "port.json"
-    for _ in range(100):
-        if not port_file.exists():
-            break
-        time.sleep(0.1)
-    else:
+    try:
+        wait_until(lambda: not port_file.exists(), "the demo's simulator to stop", timeout=10)
+    except AssertionError:
         pid = json.loads(port_file.read_text())["pid"]
         pytest.fail(f"the demo left its simulator (pid {pid}) running")
 

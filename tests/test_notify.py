@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,12 @@ from comm.base_comm import BaseComm
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances
+from workers.support import wait_until
 
 import goenhance_nb
 from goenhance_nb import _frontend
 from goenhance_nb._errors import JobFailed
+from goenhance_nb._lifecycle import EventKind
 from goenhance_nb._magics import GoEnhanceMagics, parse_line
 from goenhance_nb.widgets import _notify
 from goenhance_nb.widgets._notify import MESSAGE_TYPE, job_notification, make_notifier
@@ -107,15 +108,15 @@ def run(ip: InteractiveShell, line: str) -> Any:
     return job
 
 
-def wait_for_messages(log: list[Any], widget: Any, n: int = 1) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        msgs = custom_messages(log, widget)
-        if len(msgs) >= n:
-            time.sleep(0.5)  # a second (wrong) message would arrive right after the first
-            return custom_messages(log, widget)
-        time.sleep(0.05)
-    pytest.fail("the notifier never sent a notification")
+def wait_for_messages(log: list[Any], widget: Any, job: Any, n: int = 1) -> list[dict[str, Any]]:
+    """The notifier's messages once ``n`` arrived and ``job``'s last event has reached every
+    listener: a probe subscribed now gets that event on the engine thread after the notifier's
+    listener did, and nothing follows it, so a second (wrong) message would be logged by then."""
+    wait_until(lambda: len(custom_messages(log, widget)) >= n, "a notification", WAIT)
+    ended = threading.Event()
+    job.subscribe(lambda ev: EventKind(ev.kind).ends_watch and ended.set())
+    assert ended.wait(WAIT), "the job's last event never reached a listener"
+    return custom_messages(log, widget)
 
 
 # -- the run magic -----------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_run_with_notify_sends_one_ready_message_and_saves_no_text(
 ) -> None:
     job = run(ip, "run sample.mp4 --style 2000 -d 3 -r 540p --notify")
     [notifier] = notifiers()
-    msgs = wait_for_messages(comms, notifier)
+    msgs = wait_for_messages(comms, notifier, job)
     record = job.result(timeout=0)
     name = f"{goenhance_nb._display.slugify(record.style_label)}-{record.key[:8]}.mp4"
     assert msgs == [
@@ -169,9 +170,9 @@ def test_no_notifier_without_the_option_and_the_trait_turns_it_on(
     assert m.notify is True
     run(ip, "run sample.mp4 --style 2005 -d 3 -r 540p --no-notify")
     assert notifiers() == []
-    run(ip, "run sample.mp4 --style 2005 -d 3 -r 540p --force")
+    job = run(ip, "run sample.mp4 --style 2005 -d 3 -r 540p --force")
     [notifier] = notifiers()
-    assert [x["title"] for x in wait_for_messages(comms, notifier)] == ["GoEnhance: ready"]
+    assert [x["title"] for x in wait_for_messages(comms, notifier, job)] == ["GoEnhance: ready"]
 
 
 @pytest.mark.slow
@@ -188,7 +189,7 @@ def test_failed_job_notifies_failed_with_one_line(
     with pytest.raises(JobFailed):
         job.result(timeout=WAIT)
     [notifier] = notifiers()
-    [msg] = wait_for_messages(comms, notifier)
+    [msg] = wait_for_messages(comms, notifier, job)
     assert msg["title"] == "GoEnhance: failed"
     assert msg["body"].startswith("JobFailed") and "\n" not in msg["body"]
 

@@ -5,7 +5,6 @@ upload handling, file browser, headless Python API."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from test_widgets import (  # noqa: F401 (fixtures)
     visible,
     wait_settled,
 )
+from workers.support import wait_until
 
 from goenhance_nb._panel import Panel, find_videos, save_upload
 
@@ -70,9 +70,7 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     assert sim.generate_calls() == 1
     # the panel shows the result from the job's "done" event, on the engine thread, right
     # after the handle settles: wait for it to appear (no fixed sleep)
-    deadline = time.monotonic() + WAIT
-    while not p.result.outputs and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: p.result.outputs, "the result in the panel", WAIT)
     assert 'class="goenhance-video"' in result_html(p.result)
     assert "goenhance-cached" not in result_html(p.result)
 
@@ -87,9 +85,7 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     rows = p.jobs_box.children
     assert len(rows) == 2 and "goenhance-jobs" in p.jobs_box._dom_classes
     # credits refresh after each finished job (in the background): spend shows the real cost
-    deadline = time.monotonic() + WAIT
-    while "session spend 15" not in p.credits.value and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "session spend 15" in p.credits.value, "the spend to refresh", WAIT)
     assert "session spend 15" in p.credits.value, p.credits.value
     assert "goenhance-credits" in p.credits._dom_classes
 
@@ -168,9 +164,7 @@ def test_failed_row_retry_is_tracked_by_the_panel(sim, session, comms, clip):
     p.jobs[1].result(timeout=WAIT)
     wait_settled(row)
     assert row.badge.value == "done"
-    deadline = time.monotonic() + WAIT
-    while not p.result.outputs and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: p.result.outputs, "the retried result in the panel", WAIT)
     assert 'class="goenhance-video"' in result_html(p.result)
 
 

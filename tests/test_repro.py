@@ -11,13 +11,12 @@ import stat
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workers.support import make_session
+from workers.support import make_session, wait_until
 
 from goenhance_nb._errors import BundleError, ConfigError, ReplayMiss
 from goenhance_nb._repro import (
@@ -31,14 +30,6 @@ from goenhance_nb._session import Session
 from goenhance_nb._settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _wait_for(pred: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def _dead_base_url() -> str:
@@ -57,7 +48,7 @@ def _record(sim: Any, cache: Path, nb: Path, clip: Path, seeds: tuple[int, ...] 
         for job in jobs:
             job.result(timeout=120)
         lock = Lockfile(nb / LOCKFILE_NAME)
-        _wait_for(lambda: len(lock.entries()) == len(seeds))
+        wait_until(lambda: len(lock.entries()) == len(seeds), "the lockfile entries", 30)
         return jobs
     finally:
         s.close()

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workers.support import make_session
+from workers.support import make_session, wait_until
 
 from goenhance_nb._errors import BudgetExceeded, InputError
 from goenhance_nb._sweep import sweep
-
-
-def _wait_for(pred: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def test_dry_run_plans_and_caps_refuse_before_anything_is_sent(
@@ -70,7 +61,7 @@ def test_an_interrupted_sweep_rerun_sends_no_duplicate_job(
     a = make_session(sim, tmp_path / "c")
     try:
         first = sweep(clip, wait=False, session=a, resolution="540p", **kw)
-        _wait_for(lambda: all(i.job is not None and i.job.id for i in first.items))
+        wait_until(lambda: all(i.job is not None and i.job.id for i in first.items), "job ids")
     finally:
         a.close()  # the kernel goes away half-way: jobs stay in the ledger
     b = make_session(sim, tmp_path / "c")
@@ -126,7 +117,7 @@ def test_one_progress_bar_follows_the_jobs_events(sim: Any, tmp_path: Path, clip
         bar = SweepProgress(run, interval=0.05)
         try:
             assert bar.bar.max == 3
-            _wait_for(lambda: bar.settled.is_set(), timeout=120)
+            wait_until(bar.settled.is_set, "the bar to settle", timeout=120)
             assert bar.bar.value == 3 and bar.bar.bar_style == "success"
             assert run.tally() == {
                 "done": 2,
@@ -155,7 +146,7 @@ def test_a_failed_item_turns_the_bar_red(sim: Any, tmp_path: Path, clip: Path) -
         run = sweep(clip, styles=2000, grid={"seed": [21]}, duration=3, wait=False, session=s)
         bar = SweepProgress(run, interval=0.05)
         try:
-            _wait_for(lambda: bar.settled.is_set(), timeout=120)
+            wait_until(bar.settled.is_set, "the bar to settle", timeout=120)
             assert bar.bar.bar_style == "danger" and "1 failed" in bar.label.value
         finally:
             bar.close()

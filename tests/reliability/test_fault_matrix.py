@@ -390,10 +390,20 @@ def test_connection_refused_then_recovered(sim: Any, tmp_path: Path, clip: Path)
     sim.clear_requests()
     session = make_session(sim, tmp_path / "cache", base_url=fwd.url)
     try:
+        # the injected backoff sleep runs only after an attempt failed and another one will
+        # follow: the positive signal that a refused connection did not end the run
+        transport = session.client.transport
+        backoff, refused = transport.sleep, threading.Event()
+
+        async def sleep_after_refusal(delay: float) -> None:
+            refused.set()
+            await backoff(delay)
+
+        transport.sleep = sleep_after_refusal
         box: dict[str, Settled] = {}
         t = threading.Thread(target=lambda: box.update(got=run_and_settle(session, sim, clip)))
         t.start()
-        t.join(0.8)  # the first attempts are refused while nothing listens
+        assert refused.wait(30), "no attempt was refused (or none was tried again)"
         assert t.is_alive(), "the run ended while the API address refused connections"
         fwd.open()
         t.join(90)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import concurrent.futures
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workers.support import make_session
+from workers.support import make_session, wait_until
 
 from goenhance_nb._errors import (
     APIError,
@@ -35,13 +34,7 @@ WAIT = 60
 
 
 def _until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(cond, what, timeout, step=0.02)
 
 
 def _generate_arrived(sim: Any) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from workers.support import wait_until
 
 import goenhance_nb
 from goenhance_nb import _session
@@ -49,12 +50,7 @@ def _settings(sim: Any, cache_dir: Path, **kw: Any) -> Settings:
 
 
 def _until(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
+    wait_until(pred, what, timeout, step=0.02)
 
 
 def _uploads(sim: Any) -> list[dict[str, Any]]:

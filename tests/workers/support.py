@@ -9,12 +9,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from goenhance_nb._session import Session
 from goenhance_nb._settings import Settings
 
 WORKER = Path(__file__).with_name("transform_worker.py")
+T = TypeVar("T")
 
 
 def make_session(sim: Any, cache_dir: Path, **settings: Any) -> Session:
@@ -91,11 +92,19 @@ class Worker:
                 stream.close()
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 60.0, step: float = 0.05) -> None:
-    """Poll ``pred`` until true (a guard against hangs, not a timing assertion)."""
+def wait_until(
+    pred: Callable[[], T], what: str = "condition", timeout: float = 60.0, step: float = 0.05
+) -> T:
+    """Poll ``pred`` until it returns a true value and return that value: the one way tests wait
+    for something (a guard against hangs with a generous ``timeout``, never a timing assertion).
+
+    :raises AssertionError: ``timed out waiting for <what>`` when ``timeout`` passed first.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)")
         time.sleep(step)
-    raise AssertionError("condition not reached")
