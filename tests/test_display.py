@@ -14,11 +14,10 @@ from goenhance_nb._cache import ResultRecord
 from goenhance_nb._display import (
     ResultBundle,
     error_bundle,
-    notebook_dir,
-    outputs_path,
     placeholder_bundle,
     publish_result,
 )
+from goenhance_nb._outputs import notebook_dir, outputs_path
 
 KEY = "0123456789abcdef" * 4
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096)

@@ -24,7 +24,7 @@ from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances
 
 import goenhance_nb
-from goenhance_nb import _frontend
+from goenhance_nb import _frontend, _outputs
 from goenhance_nb._errors import JobFailed
 from goenhance_nb._magics import GoEnhanceMagics, parse_line
 from goenhance_nb.widgets import _notify
@@ -132,7 +132,7 @@ def test_run_with_notify_sends_one_ready_message_and_saves_no_text(
     [notifier] = notifiers()
     msgs = wait_for_messages(comms, notifier)
     record = job.result(timeout=0)
-    name = f"{goenhance_nb._display.slugify(record.style_label)}-{record.key[:8]}.mp4"
+    name = f"{_outputs.slugify(record.style_label)}-{record.key[:8]}.mp4"
     assert msgs == [
         {
             "type": MESSAGE_TYPE,
