@@ -49,7 +49,7 @@ from goenhance_nb._cache import ResultRecord
 from goenhance_nb._errors import BundleError, CacheError, ConfigError
 from goenhance_nb._frontend import notebook_dir
 from goenhance_nb._keys import hash_file, request_key
-from goenhance_nb._outputs import output_file
+from goenhance_nb._outputs import output_file, outputs_path
 from goenhance_nb._records import JobSpec
 from goenhance_nb._store import OUTPUTS_DIRNAME, link_or_copy, slugify
 
@@ -241,9 +241,7 @@ def lock_entry(
 
     :raises GoEnhanceError: the stored result file is gone or the output cannot be written.
     """
-    dest = link_or_copy(
-        record.file, output_file(record.style_label, record.key, lock_dir, output_dir)
-    )
+    dest = outputs_path(record, lock_dir, output_dir=output_dir)
     old_out = (old or {}).get("output") or {}
     if old_out.get("blake3") == record.sha and _HEX64.match(str(old_out.get("sha256", ""))):
         sha256 = str(old_out["sha256"])
