@@ -1,11 +1,11 @@
-"""Show a finished result inline: the stored video as a regular notebook output.
+"""Render a finished result as a regular notebook output; no file work here.
 
-The content-addressed store in the cache dir is the source of truth (DECISIONS 13). A notebook
-shows a hard link (else a copy) of the stored file in ``goenhance_outputs/`` beside the notebook,
-named ``<style-slug>-<key8>.mp4`` and referenced by a RELATIVE path, so the saved notebook and its
-HTML export play it from disk and never hold a signed remote URL. Where the frontend cannot fetch
-files beside the notebook (VS Code, Colab) the video is embedded as a base64 data URI under
-``settings.embed_limit_mb``.
+A result is first put beside the notebook by :mod:`goenhance_nb._outputs` (``publish``: hard
+link or copy into ``goenhance_outputs/``, or a data URI where the frontend cannot fetch files);
+this module turns the resulting :class:`~goenhance_nb._outputs.Published` into a MIME bundle
+(:func:`render_result`, :func:`render_grid`) and never touches a file. :func:`publish_result`
+and :func:`result_grid` are the two-step shortcut (publish, then render) for code that shows a
+result where it already is on the right thread (the magics, sweeps).
 
 DOM hooks (docs/ARCHITECTURE.md section 4): ``div.goenhance-result`` holding
 ``video.goenhance-video``, ``span.goenhance-simulated`` ("SIMULATED") when simulated and
@@ -15,13 +15,10 @@ DOM hooks (docs/ARCHITECTURE.md section 4): ``div.goenhance-result`` holding
 
 from __future__ import annotations
 
-import base64
 import html
-import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from goenhance_nb._errors import (
     AuthError,
@@ -36,45 +33,38 @@ from goenhance_nb._errors import (
     TransportError,
     redact_text,
 )
-from goenhance_nb._frontend import notebook_dir
-from goenhance_nb._store import OUTPUTS_DIRNAME, _replace, link_or_copy, slugify
+from goenhance_nb._outputs import (
+    DEFAULT_EMBED_LIMIT_MB,
+    Published,
+    notebook_dir,
+    outputs_relpath,
+    publish,
+    write_new_file,
+)
+
+if TYPE_CHECKING:
+    from goenhance_nb._cache import ResultRecord
+    from goenhance_nb._engine import Job
 
 __all__ = [
-    "OUTPUTS_DIRNAME",
     "ResultBundle",
-    "choose_media",
     "error_bundle",
-    "link_or_copy",
     "notebook_dir",
-    "outputs_path",
     "outputs_relpath",
     "placeholder_bundle",
     "provenance",
     "publish_result",
+    "render_grid",
+    "render_result",
     "result_grid",
-    "slugify",
     "what_to_do",
     "write_new_file",
 ]
+# TODO(lead): notebook_dir, outputs_relpath and write_new_file live in _outputs; they are
+# re-exported here only for _magics and _panel (other helpers' files) until they import them
+# from _outputs.
 
 _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
-_DEFAULT_EMBED_LIMIT_MB = 8.0
-
-
-class ResultLike(Protocol):
-    """What :func:`publish_result` reads from a result (``_cache.ResultRecord`` fits)."""
-
-    key: str
-    path: str
-    sha: str
-    job_id: str | None
-    model: int
-    style_label: str
-    params: Mapping[str, Any]
-    input_hash: str
-    cost: int | None
-    backend: str
-    created: float
 
 
 class ResultBundle(dict):  # type: ignore[type-arg]
@@ -100,134 +90,41 @@ class ResultBundle(dict):  # type: ignore[type-arg]
         return str(self.get("text/plain", "ResultBundle"))
 
 
-# -- paths ------------------------------------------------------------------------------------
-def _given_or_current(given: Path | str | None) -> Path:
-    """``given`` as a Path, else :func:`notebook_dir` (for functions whose ``notebook_dir``
-    parameter hides that function)."""
-    return Path(given) if given is not None else notebook_dir()
-
-
-def write_new_file(dest: Path, data: bytes) -> Path:
-    """Write ``data`` to ``dest`` through a temp file made with ``O_EXCL`` (``mkstemp``) in
-    ``dest``'s folder, then ``os.replace``. Never follows a symlink, at the temp name or at
-    ``dest`` (a symlink there is replaced, its target untouched). The file is private (0600).
-
-    :raises OSError: the folder cannot be written (the temp file is removed).
-    """
-    dest = Path(dest)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _replace(tmp, dest)
-    return dest
-
-
-def outputs_path(
-    result: ResultLike, notebook_dir: Path | str, *, output_dir: Path | str | None = None
-) -> Path:
-    """Put the stored result beside the notebook and return the new path.
-
-    The file is ``<output_dir or notebook_dir/goenhance_outputs>/<style-slug>-<key8>.mp4``, a hard
-    link to the store file (else a copy). These files belong to the notebook: ``cache clear``
-    never deletes them. Raises :class:`GoEnhanceError` if the stored file is gone.
-    """
-    base = Path(output_dir) if output_dir else Path(notebook_dir) / OUTPUTS_DIRNAME
-    if not base.is_absolute():
-        base = Path(notebook_dir) / base
-    name = f"{slugify(result.style_label)}-{result.key[:8]}.mp4"
-    return link_or_copy(Path(result.path), base / name)
-
-
-def outputs_relpath(
-    result: ResultLike,
-    notebook_dir: Path | str | None = None,
-    *,
-    output_dir: Path | str | None = None,
-) -> str | None:
-    """The relative path :func:`outputs_path` uses for ``result``, if that file exists (no I/O
-    besides a stat)."""
-    nb = _given_or_current(notebook_dir)
-    base = Path(output_dir) if output_dir else nb / OUTPUTS_DIRNAME
-    if not base.is_absolute():
-        base = nb / base
-    path = base / f"{slugify(result.style_label)}-{result.key[:8]}.mp4"
-    return _relative_src(path, nb) if path.is_file() else None
-
-
-def _relative_src(path: Path, notebook_dir: Path) -> str:
-    """``path`` relative to ``notebook_dir`` with forward slashes (a URL path)."""
-    rel = os.path.relpath(Path(path).resolve(), Path(notebook_dir).resolve())
-    return Path(rel).as_posix()
-
-
-# -- media choice -----------------------------------------------------------------------------
-def choose_media(
-    frontend: str,
-    size: int,
-    *,
-    embed: bool | None = None,
-    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
-) -> str:
-    """``"embed"`` (base64 data URI in the output) or ``"link"`` (relative file path).
-
-    ``embed=True`` always embeds and ``embed=False`` never does. Otherwise (auto) embed only where
-    the frontend cannot fetch a file beside the notebook (``vscode``, ``colab``) and only when
-    the file is at most ``embed_limit_mb`` MiB (Colab caps an output at about 10 MB; base64 is
-    1.33x). Lab, headless runs, terminals and unknown frontends link.
-    """
-    if embed is not None:
-        return "embed" if embed else "link"
-    if frontend in ("vscode", "colab") and size <= embed_limit_mb * 1024 * 1024:
-        return "embed"
-    return "link"
-
-
-def _data_uri(path: Path, mime: str = "video/mp4") -> str:
-    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
-
-
 # -- bundles ----------------------------------------------------------------------------------
 def provenance(
-    result: ResultLike, *, file: str | None = None, cached: bool = False
+    result: ResultRecord, *, file: str | None = None, cached: bool = False
 ) -> dict[str, Any]:
     """The ``goenhance_nb`` output metadata of ``result`` (JSON-safe; no URLs, no key)."""
-    params = getattr(result, "params", None)
     return {
-        "input_hash": getattr(result, "input_hash", None),
-        "params": dict(params) if isinstance(params, Mapping) else params,
-        "job_id": getattr(result, "job_id", None),
-        "model": getattr(result, "model", None),
-        "model_version": getattr(result, "model_version", None),
-        "style": getattr(result, "style_label", None),
-        "backend": getattr(result, "backend", None),
-        "output_sha": getattr(result, "sha", None),
-        "key": getattr(result, "key", None),
-        "cost": getattr(result, "cost", None),
-        "created": getattr(result, "created", None),
-        "source_name": getattr(result, "source_name", None),
+        "input_hash": result.input_hash,
+        "params": dict(result.params),
+        "job_id": result.job_id,
+        "model": result.model,
+        "model_version": result.model_version,
+        "style": result.style_label,
+        "backend": result.backend,
+        "output_sha": result.sha,
+        "key": result.key,
+        "cost": result.cost,
+        "created": result.created,
+        "source_name": result.source_name,
         "file": file,
         "cached": bool(cached),
     }
 
 
-def _is_simulated(result: ResultLike) -> bool:
-    return str(getattr(result, "backend", "")) == "simulated"
+def _is_simulated(result: ResultRecord) -> bool:
+    return str(result.backend) == "simulated"
 
 
-def _caption(result: ResultLike, cached: bool) -> tuple[str, str]:
+def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
     """(html, text) caption: style, duration, resolution, job id, cost, labels."""
-    params = getattr(result, "params", None) or {}
+    params: Mapping[str, Any] = result.params or {}
     bits = [str(result.style_label)]
-    if isinstance(params, Mapping):
-        if params.get("duration") is not None:
-            bits.append(f"{params['duration']} s")
-        if params.get("resolution"):
-            bits.append(str(params["resolution"]))
+    if params.get("duration") is not None:
+        bits.append(f"{params['duration']} s")
+    if params.get("resolution"):
+        bits.append(str(params["resolution"]))
     if result.job_id:
         bits.append(f"job {str(result.job_id)[:8]}")
     if result.cost is not None:
@@ -258,84 +155,41 @@ x.addEventListener(e,function(){if(busy)return;busy=true;try{if(Math.abs(y.curre
 {y.pause();}}finally{busy=false;}});});}f(a,b);f(b,a);r.setAttribute('data-goenhance-synced','1');})();</script>"""
 
 
-def publish_result(
-    result: ResultLike,
-    *,
-    notebook_dir: Path | str | None = None,
-    embed: bool | None = None,
-    cached: bool = False,
-    compare: bool = False,
-    source: Path | str | None = None,
-    frontend: str | None = None,
-    output_dir: Path | str | None = None,
-    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
-    width: int = 480,
+def render_result(
+    result: ResultRecord, published: Published, *, cached: bool = False, width: int = 480
 ) -> ResultBundle:
-    """Build the regular output for a finished result; returns a :class:`ResultBundle`.
+    """The regular output for a result already put beside the notebook (no I/O).
 
-    Links (else copies) the stored file into ``goenhance_outputs/`` (or ``output_dir``) and
-    references it by a path relative to ``notebook_dir`` (default: :func:`notebook_dir`), or
-    embeds it as a data URI per :func:`choose_media` (``frontend`` defaults to
-    :func:`goenhance_nb._frontend.frontend`). ``compare=True`` with a ``source`` file shows the
-    input and the result side by side, with a tiny script that syncs play/pause/seek when the
-    frontend runs JavaScript (plain side-by-side players otherwise). The bundle holds
-    ``text/html`` and a one-line ``text/plain`` (path and ``[SIMULATED]``), and the metadata
-    ``{"goenhance_nb": provenance}``. Raises :class:`GoEnhanceError` if the stored file is gone.
+    A ``<video>`` of ``published.src`` (a relative path, with a link to the file, or a data
+    URI), captioned with style, duration, resolution, job id, cost and the SIMULATED/cached
+    labels. With ``published.source_src`` the input and the result are shown side by side, with
+    a tiny script that syncs play/pause/seek when the frontend runs JavaScript (plain
+    side-by-side players otherwise). The bundle holds ``text/html`` and a one-line
+    ``text/plain`` (path and ``[SIMULATED]``), and the metadata ``{"goenhance_nb": provenance}``.
     """
-    if frontend is None:
-        from goenhance_nb._frontend import frontend as _detect
-
-        frontend = _detect()
-    nb_dir = _given_or_current(notebook_dir)
-    local = outputs_path(result, nb_dir, output_dir=output_dir)
-    rel = _relative_src(local, nb_dir)
-    size = local.stat().st_size
-    mode = choose_media(frontend, size, embed=embed, embed_limit_mb=embed_limit_mb)
-    src = _data_uri(local) if mode == "embed" else rel
-
-    cap_html, cap_text = _caption(result, cached)
-    key = html.escape(str(result.key))
+    rel = published.rel
     video = (
         f'<video class="goenhance-video" {_VIDEO_ATTRS} width="{width}" '
-        f'src="{html.escape(src, quote=True)}"></video>'
+        f'src="{html.escape(published.src, quote=True)}"></video>'
     )
     link = (
         ""
-        if mode == "embed"
+        if published.embedded
         else (
             f' <a href="{html.escape(rel, quote=True)}" target="_blank" '
             f'class="goenhance-file">{html.escape(rel)}</a>'
         )
     )
-    body: str
-    src_rel: str | None = None
-    if compare and source is not None and Path(source).is_file():
-        src_path = Path(source)
-        ext = src_path.suffix.lower() or ".mp4"
-        ihash = str(getattr(result, "input_hash", "") or "")[:8] or slugify(src_path.stem)
-        before_local = link_or_copy(
-            src_path,
-            (Path(output_dir) if output_dir else nb_dir / OUTPUTS_DIRNAME) / f"source-{ihash}{ext}",
+    if published.source_src is not None:
+        body, klass = (
+            _compare_body(published.source_src, video, width),
+            "goenhance-result goenhance-compare",
         )
-        src_rel = _relative_src(before_local, nb_dir)
-        mime = "video/quicktime" if ext == ".mov" else "video/mp4"
-        before_src = _data_uri(before_local, mime) if mode == "embed" else src_rel
-        before = (
-            f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
-            f'src="{html.escape(before_src, quote=True)}"></video>'
-        )
-        fig = 'style="margin:0;display:flex;flex-direction:column;gap:2px"'
-        body = (
-            f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
-            f"<figure {fig}>{before}<figcaption>before</figcaption></figure>"
-            f"<figure {fig}>{video}<figcaption>after</figcaption></figure></div>" + _SYNC_SCRIPT
-        )
-        klass = "goenhance-result goenhance-compare"
     else:
-        body = video
-        klass = "goenhance-result"
+        body, klass = video, "goenhance-result"
+    cap_html, cap_text = _caption(result, cached)
     html_out = (
-        f'<div class="{klass}" data-goenhance-key="{key}">{body}'
+        f'<div class="{klass}" data-goenhance-key="{html.escape(str(result.key))}">{body}'
         f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
         f"{cap_html}{link}</div></div>"
     )
@@ -344,11 +198,55 @@ def publish_result(
         text += " [SIMULATED]"
     if cached:
         text += " [cached]"
-    if src_rel:
-        text += f" (before: {src_rel})"
+    if published.source_rel:
+        text += f" (before: {published.source_rel})"
     meta = provenance(result, file=rel, cached=cached)
-    meta["embedded"] = mode == "embed"
+    meta["embedded"] = published.embedded
     return ResultBundle({"text/html": html_out, "text/plain": text}, {"goenhance_nb": meta})
+
+
+def _compare_body(before_src: str, video: str, width: int) -> str:
+    before = (
+        f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
+        f'src="{html.escape(before_src, quote=True)}"></video>'
+    )
+    fig = 'style="margin:0;display:flex;flex-direction:column;gap:2px"'
+    return (
+        f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
+        f"<figure {fig}>{before}<figcaption>before</figcaption></figure>"
+        f"<figure {fig}>{video}<figcaption>after</figcaption></figure></div>" + _SYNC_SCRIPT
+    )
+
+
+def publish_result(
+    result: ResultRecord,
+    *,
+    notebook_dir: Path | str | None = None,
+    embed: bool | None = None,
+    cached: bool = False,
+    compare: bool = False,
+    source: Path | str | None = None,
+    frontend: str | None = None,
+    output_dir: Path | str | None = None,
+    embed_limit_mb: float = DEFAULT_EMBED_LIMIT_MB,
+    width: int = 480,
+) -> ResultBundle:
+    """Publish ``result`` (:func:`goenhance_nb._outputs.publish`), then :func:`render_result`.
+
+    ``compare=True`` with a ``source`` file shows the input beside the result. The file work
+    happens in ``_outputs``; call this where the result is shown once (never from a render
+    timer). :raises GoEnhanceError: the stored file is gone or cannot be linked or copied.
+    """
+    published = publish(
+        result,
+        notebook_dir=notebook_dir,
+        output_dir=output_dir,
+        frontend=frontend,
+        embed=embed,
+        embed_limit_mb=embed_limit_mb,
+        source=source if compare else None,
+    )
+    return render_result(result, published, cached=cached, width=width)
 
 
 def placeholder_bundle(job_label: str, *, simulated: bool = False) -> ResultBundle:
@@ -416,53 +314,23 @@ def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBu
     )
 
 
-def result_grid(
-    results: Any,
-    *,
-    notebook_dir: Path | str | None = None,
-    columns: int = 3,
-    frontend: str | None = None,
-    embed: bool | None = None,
-    output_dir: Path | str | None = None,
-    embed_limit_mb: float = _DEFAULT_EMBED_LIMIT_MB,
+def render_grid(
+    cells: Iterable[ResultBundle | tuple[str, str]], *, columns: int = 3
 ) -> ResultBundle:
-    """Several finished results (Jobs or records) in one grid output, ``columns`` per row.
-
-    Each cell is the same ``div.goenhance-result`` as :func:`publish_result` (same files in
-    ``goenhance_outputs/``). A Job that failed shows its one-line error instead. The metadata
-    holds ``{"goenhance_nb": {"results": [provenance, ...]}}``.
-    """
+    """Several outputs in one grid, ``columns`` per row. A cell is a rendered result (its
+    provenance goes into ``{"goenhance_nb": {"results": [...]}}``) or ``(html, text)`` for a
+    job that failed or still runs."""
     cells_html: list[str] = []
     lines: list[str] = []
     provs: list[dict[str, Any]] = []
-    for item in results:
-        record, cached = item, False
-        if hasattr(item, "done") and hasattr(item, "key") and callable(item.done):
-            cached = bool(getattr(item, "cached", False))
-            try:
-                record = item.result(timeout=0) if item.done() else None
-            except Exception as exc:
-                err = error_bundle(exc, job_id=getattr(item, "id", None))
-                cells_html.append(str(err["text/html"]))
-                lines.append(str(err["text/plain"]))
-                continue
-            if record is None:
-                cells_html.append("<div class='goenhance-placeholder'>still running</div>")
-                lines.append(f"{getattr(item, 'id', None) or item.key[:8]}: still running")
-                continue
-        b = publish_result(
-            record,
-            notebook_dir=notebook_dir,
-            cached=cached,
-            frontend=frontend,
-            embed=embed,
-            output_dir=output_dir,
-            embed_limit_mb=embed_limit_mb,
-            width=260,
-        )
-        cells_html.append(str(b["text/html"]))
-        lines.append(str(b["text/plain"]))
-        provs.append(b.metadata["goenhance_nb"])
+    for cell in cells:
+        if isinstance(cell, ResultBundle):
+            cells_html.append(str(cell["text/html"]))
+            lines.append(str(cell["text/plain"]))
+            provs.append(cell.metadata["goenhance_nb"])
+        else:
+            cells_html.append(cell[0])
+            lines.append(cell[1])
     grid = (
         f'<div class="goenhance-grid" style="display:grid;gap:8px;'
         f'grid-template-columns:repeat({max(1, int(columns))},minmax(0,1fr))">'
@@ -472,3 +340,49 @@ def result_grid(
     return ResultBundle(
         {"text/html": grid, "text/plain": "\n".join(lines)}, {"goenhance_nb": {"results": provs}}
     )
+
+
+def result_grid(
+    results: Iterable[Job | ResultRecord],
+    *,
+    notebook_dir: Path | str | None = None,
+    columns: int = 3,
+    frontend: str | None = None,
+    embed: bool | None = None,
+    output_dir: Path | str | None = None,
+    embed_limit_mb: float = DEFAULT_EMBED_LIMIT_MB,
+) -> ResultBundle:
+    """Several finished results (Jobs or records) in one grid output, ``columns`` per row.
+
+    Each finished result is published (:func:`goenhance_nb._outputs.publish`, same files in
+    ``goenhance_outputs/``) and rendered as the same ``div.goenhance-result`` as
+    :func:`render_result`; a Job that failed shows its one-line error instead, one still running
+    says so. The metadata holds ``{"goenhance_nb": {"results": [provenance, ...]}}``.
+
+    :raises GoEnhanceError: a finished result's stored file is gone.
+    """
+    kw: dict[str, Any] = {
+        "notebook_dir": notebook_dir,
+        "output_dir": output_dir,
+        "frontend": frontend,
+        "embed": embed,
+        "embed_limit_mb": embed_limit_mb,
+    }
+    return render_grid((_grid_cell(item, kw) for item in results), columns=columns)
+
+
+def _grid_cell(item: Job | ResultRecord, kw: dict[str, Any]) -> ResultBundle | tuple[str, str]:
+    """One grid cell: the published result, or ``(html, text)`` for a failed or running Job."""
+    from goenhance_nb._engine import Job
+
+    if not isinstance(item, Job):
+        return render_result(item, publish(item, **kw), width=260)
+    try:
+        record = item.result(timeout=0) if item.done() else None
+    except Exception as exc:
+        err = error_bundle(exc, job_id=item.id)
+        return str(err["text/html"]), str(err["text/plain"])
+    if record is None:
+        running = f"{item.id or item.key[:8]}: still running"
+        return "<div class='goenhance-placeholder'>still running</div>", running
+    return render_result(record, publish(record, **kw), cached=bool(item.cached), width=260)

@@ -49,6 +49,7 @@ from goenhance_nb._cache import ResultRecord
 from goenhance_nb._errors import BundleError, CacheError, ConfigError
 from goenhance_nb._frontend import notebook_dir
 from goenhance_nb._keys import hash_file, request_key
+from goenhance_nb._outputs import output_file, outputs_path
 from goenhance_nb._records import JobSpec
 from goenhance_nb._store import OUTPUTS_DIRNAME, link_or_copy, slugify
 
@@ -87,18 +88,6 @@ _INPUT_MEMBER = re.compile(r"^inputs/([0-9a-f]{64})(\.[A-Za-z0-9]{1,8})?$")
 
 
 # -- names and paths ---------------------------------------------------------------------------
-def output_file(
-    style_label: str, key: str, nb_dir: Path | str, output_dir: Path | str | None = None
-) -> Path:
-    """Where a result is shown beside the notebook:
-    ``<output_dir or nb_dir/goenhance_outputs>/<style-slug>-<key8>.mp4`` (a relative
-    ``output_dir`` is taken relative to ``nb_dir``)."""
-    base = Path(output_dir) if output_dir else Path(nb_dir) / OUTPUTS_DIRNAME
-    if not base.is_absolute():
-        base = Path(nb_dir) / base
-    return base / f"{slugify(style_label)}-{key[:8]}.mp4"
-
-
 def lockfile_location(setting: Path | str | None = None, *, nb_dir: Path | None = None) -> Path:
     """The lockfile path: the ``lockfile`` setting (relative to the notebook's folder when
     relative) or ``goenhance.lock.json`` in the notebook's folder."""
@@ -252,9 +241,7 @@ def lock_entry(
 
     :raises GoEnhanceError: the stored result file is gone or the output cannot be written.
     """
-    dest = link_or_copy(
-        record.file, output_file(record.style_label, record.key, lock_dir, output_dir)
-    )
+    dest = outputs_path(record, lock_dir, output_dir=output_dir)
     old_out = (old or {}).get("output") or {}
     if old_out.get("blake3") == record.sha and _HEX64.match(str(old_out.get("sha256", ""))):
         sha256 = str(old_out["sha256"])

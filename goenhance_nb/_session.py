@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import statistics
 import threading
 import time
 import warnings
@@ -935,6 +936,45 @@ class Session:
         """The jobs this session is still driving (not finished, failed, timed out or stopped)."""
         return self.engine.running()
 
+    def runtime_estimate(self, spec: JobSpec) -> RuntimeEstimate | None:
+        """How long a job like ``spec`` takes, from observed history only: the median
+        submitted->finished time of the cached results with this session's backend and the
+        same resolution and duration (a result that does not record one of them matches).
+
+        Returns None when there is no such result (then nothing is estimated). The value is a
+        ``float`` of seconds whose ``samples`` says how many results it comes from. Never raises
+        (an unreadable cache gives None).
+        """
+        try:
+            records = self.cache.list()
+            backend = self.backend
+        except Exception:
+            return None
+        times = [t for t in (_runtime_of(r, backend, spec) for r in records) if t is not None]
+        if not times:
+            return None
+        return RuntimeEstimate(statistics.median(times), samples=len(times))
+
+    def retry(self, job: Job) -> Job:
+        """Submit ``job``'s transformation again (same input, style and parameters) with
+        ``force=True``, as :meth:`transform` does; return the new Job (``job`` is untouched).
+
+        A URL input is fetched from its URL again; a file input from its path.
+
+        :raises InputError, BudgetExceeded, LedgerError, CacheError: as :meth:`transform`.
+        """
+        inp, spec = job.input, job.spec
+        source = inp.url if inp.kind == "url" and inp.url else (inp.path or inp.url or "")
+        return self.transform(
+            source,
+            spec.model,
+            prompt=spec.prompt,
+            duration=spec.duration,
+            resolution=spec.resolution,
+            seed=spec.seed,
+            force=True,
+        )
+
     def successor(self, settings: Settings) -> Session:
         """Return a new :class:`Session` on ``settings`` that continues this one; close this one.
 
@@ -1124,3 +1164,30 @@ def _url_ref_from_memo(
         height=row.get("height") if isinstance(row.get("height"), int) else None,
         container=row.get("container") if isinstance(row.get("container"), str) else None,
     )
+
+
+class RuntimeEstimate(float):
+    """Seconds a job is expected to take (:meth:`Session.runtime_estimate`); ``samples`` is
+    how many past results the figure comes from."""
+
+    samples: int
+
+    def __new__(cls, seconds: float, *, samples: int) -> RuntimeEstimate:
+        self = super().__new__(cls, seconds)
+        self.samples = samples
+        return self
+
+
+def _runtime_of(record: ResultRecord, backend: str, spec: JobSpec) -> float | None:
+    """Seconds from submitted to finished of ``record`` when it ran like ``spec`` on
+    ``backend`` (same resolution and duration, where recorded), else None."""
+    t = record.timings or {}
+    p = record.params or {}
+    if "submitted" not in t or "finished" not in t or record.backend != backend:
+        return None
+    if p.get("resolution") not in (None, spec.resolution):
+        return None
+    if p.get("duration") not in (None, spec.duration):
+        return None
+    runtime = float(t["finished"]) - float(t["submitted"])
+    return runtime if runtime > 0 else None

@@ -14,11 +14,10 @@ from goenhance_nb._cache import ResultRecord
 from goenhance_nb._display import (
     ResultBundle,
     error_bundle,
-    notebook_dir,
-    outputs_path,
     placeholder_bundle,
     publish_result,
 )
+from goenhance_nb._outputs import notebook_dir, outputs_path
 
 KEY = "0123456789abcdef" * 4
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096)
@@ -188,3 +187,17 @@ def test_saved_error_output_says_what_to_do_in_notebook_terms() -> None:
     assert 'class="goenhance-result-hint"' in failed["text/html"]
     timed = error_bundle(JobTimedOut("abcd-1234", "not finished"), job_id="abcd-1234")
     assert "%goenhance resume abcd-1234" in timed["text/plain"]
+
+
+def test_render_touches_no_file(tmp_path: Path) -> None:
+    # _display only renders: a Published result renders though nothing exists on disk
+    from goenhance_nb._display import render_result
+    from goenhance_nb._outputs import Published, output_name
+
+    rec = make_record(tmp_path / "store")
+    rel = f"goenhance_outputs/{output_name(rec.style_label, rec.key)}"
+    assert rel == "goenhance_outputs/anime-style-01234567.mp4"
+    bundle = render_result(rec, Published(rel=rel, src=rel, embedded=False), cached=True)
+    assert video_src(bundle["text/html"]) == rel
+    assert bundle.metadata["goenhance_nb"]["file"] == rel
+    assert not (tmp_path / "goenhance_outputs").exists()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from goenhance_nb._display import choose_media
 from goenhance_nb._frontend import allow_stdin, frontend, is_headless, wait_env
+from goenhance_nb._outputs import choose_media
 
 PROBE = (
     "import json; from goenhance_nb._frontend import frontend, is_headless, allow_stdin; "

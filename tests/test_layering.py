@@ -31,6 +31,7 @@ LAYERS: list[str] = [
     "_display",
     "_session",
     "_repro",
+    "_outputs",
     "_frontend",
     "_simproc",
     "_simcontrol",

@@ -24,7 +24,7 @@ from ipywidgets.widgets.widget import _instances
 from workers.support import wait_until
 
 import goenhance_nb
-from goenhance_nb import _frontend
+from goenhance_nb import _frontend, _outputs
 from goenhance_nb._errors import JobFailed
 from goenhance_nb._lifecycle import EventKind
 from goenhance_nb._magics import GoEnhanceMagics, parse_line
@@ -133,7 +133,7 @@ def test_run_with_notify_sends_one_ready_message_and_saves_no_text(
     [notifier] = notifiers()
     msgs = wait_for_messages(comms, notifier, job)
     record = job.result(timeout=0)
-    name = f"{goenhance_nb._display.slugify(record.style_label)}-{record.key[:8]}.mp4"
+    name = f"{_outputs.slugify(record.style_label)}-{record.key[:8]}.mp4"
     assert msgs == [
         {
             "type": MESSAGE_TYPE,

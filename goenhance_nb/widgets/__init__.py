@@ -15,13 +15,12 @@ from goenhance_nb.widgets._controls import (
     append_bundle,
     backend_label,
     clear_outputs,
-    normalise_state,
     result_bundle,
     short_id,
     state_badge,
 )
 from goenhance_nb.widgets._notify import job_notification, make_notifier
-from goenhance_nb.widgets._status import StatusWidget, estimate_runtime, retry_arguments, what_to_do
+from goenhance_nb.widgets._status import StatusWidget, what_to_do
 from goenhance_nb.widgets._sweep_progress import SweepProgress
 
 __all__ = [
@@ -31,12 +30,9 @@ __all__ = [
     "append_bundle",
     "backend_label",
     "clear_outputs",
-    "estimate_runtime",
     "job_notification",
     "make_notifier",
-    "normalise_state",
     "result_bundle",
-    "retry_arguments",
     "short_id",
     "state_badge",
     "what_to_do",

@@ -1,7 +1,8 @@
 """Small shared controls and helpers for the status widget and the panel (core ipywidgets only).
 
-Nothing here does HTTP or file I/O, and nothing here reads :class:`Settings`: widget state is
-saved into the ``.ipynb``, so only display text goes into synced traits.
+Nothing here does HTTP or file I/O (but :func:`result_bundle`, which has the result published
+once by ``_outputs``), and nothing here reads :class:`Settings`: widget state is saved into the
+``.ipynb``, so only display text goes into synced traits.
 """
 
 from __future__ import annotations
@@ -10,76 +11,27 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
 from goenhance_nb._display import publish_result
+from goenhance_nb._lifecycle import Badge
+
+if TYPE_CHECKING:
+    from goenhance_nb._cache import ResultRecord
 
 __all__ = [
-    "STATE_COLOURS",
     "Throttle",
     "append_bundle",
     "backend_label",
     "clear_outputs",
     "fmt_seconds",
-    "normalise_state",
     "result_bundle",
+    "set_badge",
     "short_id",
     "state_badge",
 ]
-
-#: badge text -> (background, text colour)
-STATE_COLOURS: dict[str, tuple[str, str]] = {
-    "queued": ("#e0e0e0", "#333333"),
-    "running": ("#1565c0", "#ffffff"),
-    "done": ("#2e7d32", "#ffffff"),
-    "cached": ("#00796b", "#ffffff"),
-    "failed": ("#c62828", "#ffffff"),
-    "timed out": ("#ef6c00", "#ffffff"),
-}
-
-_TERMINAL_KINDS = {"done", "cached", "failed", "timed_out"}
-
-
-def normalise_state(kind: str | None, state: Any, *, cached: bool = False) -> str | None:
-    """Map an engine event kind / JobState to the badge text (ARCHITECTURE.md section 4).
-
-    Returns one of ``queued``, ``running``, ``done``, ``failed``, ``cached``, ``timed out``, or
-    ``None`` when the event says nothing about the state (e.g. ``watch_cancelled``).
-    """
-    if kind == "cached" or (kind == "done" and cached):
-        return "cached"
-    if kind == "done":
-        return "done"
-    if kind == "failed":
-        return "failed"
-    if kind == "timed_out":
-        return "timed out"
-    if kind in {"validated", "queued_locally", "submitting", "submitted"}:
-        return "queued" if kind != "submitted" or state is None else _from_state(state)
-    if kind == "watch_cancelled":
-        return None
-    return _from_state(state)
-
-
-def _from_state(state: Any) -> str | None:
-    if state is None:
-        return None
-    text = str(getattr(state, "value", state)).strip().lower().replace("_", " ")
-    if text in {"queued", "pending", "waiting", "local queue", "queued locally", "submitting"}:
-        return "queued"
-    if text in {"running", "processing", "downloading"}:
-        return "running"
-    if text in {"done", "success", "completed"}:
-        return "done"
-    if text in {"failed", "error"}:
-        return "failed"
-    if text in {"timed out", "timedout"}:
-        return "timed out"
-    if text == "cached":
-        return "cached"
-    return "running"
 
 
 def short_id(job_id: str | None, n: int = 8) -> str:
@@ -109,26 +61,20 @@ def backend_label(backend: str | None) -> str:
 
 
 def state_badge() -> W.Label:
-    """A Label used as the normalised state badge (class ``goenhance-state``)."""
-    badge = W.Label(
-        "queued",
-        style={
-            "background": STATE_COLOURS["queued"][0],
-            "text_color": STATE_COLOURS["queued"][1],
-            "font_weight": "bold",
-        },
+    """A Label used as the state badge (class ``goenhance-state``), showing ``queued``."""
+    bg, fg = Badge.QUEUED.colours
+    return W.Label(
+        Badge.QUEUED.value,
+        style={"background": bg, "text_color": fg, "font_weight": "bold"},
         layout=W.Layout(padding="0 6px"),
         _dom_classes=["goenhance-state"],
     )
-    return badge
 
 
-def set_badge(badge: W.Label, text: str) -> None:
-    """Set the badge text and its colours (call inside ``hold_sync``)."""
-    bg, fg = STATE_COLOURS.get(text, STATE_COLOURS["running"])
+def set_badge(badge: W.Label, text: str, colours: tuple[str, str]) -> None:
+    """Set the badge text and its ``(background, text)`` colours (call inside ``hold_sync``)."""
     badge.value = text
-    badge.style.background = bg
-    badge.style.text_color = fg
+    badge.style.background, badge.style.text_color = colours
 
 
 def append_bundle(
@@ -155,13 +101,15 @@ _OUTPUTS_LOCK = threading.RLock()
 
 
 def result_bundle(
-    result: Any, *, notebook_dir: Path | None = None, cached: bool = False
+    result: ResultRecord, *, notebook_dir: Path | None = None, cached: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The display bundle ``(data, metadata)`` for a finished :class:`ResultRecord`.
+    """The display bundle ``(data, metadata)`` for a finished result, published beside the
+    notebook by :func:`goenhance_nb._display.publish_result` (file work in ``_outputs``: call
+    it once per result, never from a render).
 
-    Uses :func:`goenhance_nb._display.publish_result` (regular-output ``<video>`` with a path
-    relative to the notebook, provenance metadata).
+    :raises GoEnhanceError: the stored file is gone or cannot be linked or copied.
     """
+    # TODO(lead): only the panel uses this; point it at _display.publish_result and delete.
     bundle = publish_result(result, notebook_dir=notebook_dir, cached=cached)
     return dict(bundle), dict(bundle.metadata)
 

@@ -14,10 +14,15 @@ widget itself stays core ipywidgets.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from goenhance_nb._errors import redact_text
+from goenhance_nb._lifecycle import EventKind
+from goenhance_nb._outputs import output_name
+
+if TYPE_CHECKING:
+    from goenhance_nb._cache import ResultRecord
 
 __all__ = ["MESSAGE_TYPE", "job_notification", "make_notifier", "notifier_class"]
 
@@ -84,33 +89,34 @@ function render({ model, el }) {
 export default { initialize, render };
 """
 
-_NOTIFIER_CLASS: Any = None
 
-
-def notifier_class() -> Any:
+def notifier_class() -> type[Any]:
     """The :class:`BrowserNotifier` class; raises ImportError when anywidget is absent."""
-    global _NOTIFIER_CLASS
     import anywidget  # raises ImportError: the caller falls back to the toast
 
-    if _NOTIFIER_CLASS is None:
+    return _notifier_class(anywidget.AnyWidget)
 
-        class BrowserNotifier(anywidget.AnyWidget):
-            """A "Notify me" button; :meth:`notify` shows a browser notification if allowed."""
 
-            __qualname__ = "BrowserNotifier"
-            _esm = _ESM
+@functools.cache
+def _notifier_class(base: type[Any]) -> type[Any]:
+    """The notifier class on ``base`` (made once per base class)."""
 
-            def __init__(self, **kwargs: Any) -> None:
-                super().__init__(**kwargs)
-                self.add_class("goenhance-notify")
+    class BrowserNotifier(base):
+        """A "Notify me" button; :meth:`notify` shows a browser notification if allowed."""
 
-            def notify(self, title: str, body: str = "") -> None:
-                """Ask the page to show a notification (a custom message; never raises)."""
-                with contextlib.suppress(Exception):
-                    self.send({"type": MESSAGE_TYPE, "title": str(title), "body": _one_line(body)})
+        __qualname__ = "BrowserNotifier"
+        _esm = _ESM
 
-        _NOTIFIER_CLASS = BrowserNotifier
-    return _NOTIFIER_CLASS
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.add_class("goenhance-notify")
+
+        def notify(self, title: str, body: str = "") -> None:
+            """Ask the page to show a notification (a custom message; never raises)."""
+            with contextlib.suppress(Exception):
+                self.send({"type": MESSAGE_TYPE, "title": str(title), "body": _one_line(body)})
+
+    return BrowserNotifier
 
 
 def make_notifier() -> Any | None:
@@ -123,33 +129,32 @@ def make_notifier() -> Any | None:
 
 
 def job_notification(
-    kind: str, *, result: Any = None, error: BaseException | str | None = None
+    kind: EventKind | str,
+    *,
+    result: ResultRecord | None = None,
+    error: BaseException | str | None = None,
 ) -> tuple[str, str] | None:
     """``(title, body)`` for a job's terminal event, or None for any other event.
 
     ``done``/``cached``: ``("GoEnhance: ready", "<style> · <output file name>")``;
-    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted).
+    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted). A
+    ``kind`` that is not an event kind gives None.
     """
-    if kind in ("done", "cached") and result is not None:
-        style = str(getattr(result, "style_label", None) or getattr(result, "model", "") or "")
-        return "GoEnhance: ready", " · ".join(p for p in (style, _file_name(result)) if p)
-    if kind in ("failed", "timed_out"):
+    try:
+        kind = EventKind(kind)
+    except ValueError:
+        return None
+    if kind.has_result and result is not None:
+        style = result.style_label or (str(result.model) if result.model else "")
+        name = output_name(result.style_label, result.key)
+        return "GoEnhance: ready", " · ".join(p for p in (style, name) if p)
+    if kind.is_error:
         if isinstance(error, BaseException):
             text = f"{type(error).__name__}: {error}"
         else:
-            text = str(error or f"job {kind.replace('_', ' ')}")
+            text = str(error or f"job {kind.value.replace('_', ' ')}")
         return "GoEnhance: failed", _one_line(text)
     return None
-
-
-def _file_name(result: Any) -> str:
-    """The name of the result's file beside the notebook (``<style>-<key8>.mp4``)."""
-    try:
-        from goenhance_nb._display import slugify
-
-        return f"{slugify(result.style_label)}-{str(result.key)[:8]}.mp4"
-    except Exception:
-        return Path(str(getattr(result, "path", "") or "")).name
 
 
 def _one_line(text: Any) -> str:

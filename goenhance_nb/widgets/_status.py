@@ -1,121 +1,376 @@
 """StatusWidget: a live, throttled view of one :class:`~goenhance_nb._engine.Job` (core ipywidgets).
 
-The widget subscribes to the job's events (delivered on the engine's background thread), keeps
-the newest facts in a small model under a lock, and renders them at most ``4`` times a second
-(the last render always shows the newest state). Rendering sets traits directly inside
-``hold_sync()``; the result video is appended to an ``Output`` by setting its ``outputs``
-trait, never with ``with out:`` from a thread. A 1 s ticker keeps the elapsed time moving while
-the job is active and stops when it ends.
+Three parts, so the logic is tested without a kernel (tests/test_status_view.py):
 
-Only display text reaches synced traits: never the API key, a signed result URL or anything
-from ``Settings`` (widget state is saved into the ``.ipynb``).
+- :func:`reduce` ``(state, change) -> state``: pure. A change is a job event as the widget saw
+  it (:class:`Observed`), the user stopping the watch (:class:`StoppedWatching`), the result
+  output being ready (:class:`OutputReady`) or a refused retry (:class:`RetryRefused`).
+- :func:`view` ``(state, now) -> StatusView``: pure; every text, colour and visibility shown.
+- :class:`StatusWidget`: subscribes to the job (events arrive on the engine thread), keeps the
+  newest :class:`StatusState` under a lock and applies its view to the child widgets inside
+  ``hold_sync()`` at most 4 times a second (:class:`Throttle`; the last render always shows the
+  newest state). A 1 s ticker keeps the elapsed time moving while the job is active.
+
+Rendering never touches a file: the result is put beside the notebook once, when the job
+finishes (:func:`goenhance_nb._outputs.publish` from the job's finish callback), and its output
+appended to :attr:`StatusWidget.result` by setting the ``outputs`` trait (never ``with out:``
+from a thread). Only display text reaches synced traits: never the API key, a signed result URL
+or anything from ``Settings`` (widget state is saved into the ``.ipynb``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
-import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from goenhance_nb._display import what_to_do
+from goenhance_nb._display import ResultBundle, render_result, what_to_do
 from goenhance_nb._errors import redact_text
+from goenhance_nb._lifecycle import Badge, EventKind, JobState, badge_for
+from goenhance_nb._outputs import output_name, publish
 from goenhance_nb.widgets._controls import (
     Throttle,
     append_bundle,
     backend_label,
     clear_outputs,
     fmt_seconds,
-    normalise_state,
-    result_bundle,
     set_badge,
     short_id,
     state_badge,
 )
 
-__all__ = ["StatusWidget", "estimate_runtime", "what_to_do"]
+if TYPE_CHECKING:
+    from goenhance_nb._cache import ResultRecord
+    from goenhance_nb._engine import Job, JobEvent
+    from goenhance_nb._session import Session
 
-_TERMINAL = {"done", "cached", "failed", "timed out"}
-_TERMINAL_KINDS = {"done", "cached", "failed", "timed_out"}
+__all__ = [
+    "Observed",
+    "OutputReady",
+    "RetryRefused",
+    "StatusState",
+    "StatusView",
+    "StatusWidget",
+    "StoppedWatching",
+    "reduce",
+    "view",
+    "what_to_do",
+]
+
+_SIMULATED_BACKGROUND = "#fdd835"
+_ERROR_COLOUR = "#c62828"
 
 
-def estimate_runtime(session: Any, job: Any) -> tuple[float | None, int]:
-    """An ETA in seconds from observed history: the median submitted->finished time of past
-    results in the session's cache with the same backend, resolution and duration.
+# -- state and changes ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StatusState:
+    """What the widget knows about the followed job (replaced, never mutated).
 
-    Returns ``(None, 0)`` when there is no such history (then no ETA is shown). Never raises.
+    The first group is fixed when the job is followed: ``backend``, ``style`` (the request's
+    style label), ``spec_text`` (``"3 s · 540p"``), the runtime estimate ``eta`` from
+    ``eta_samples`` past results, and ``show_result`` (the widget shows the video itself).
+    The rest comes from the job's events; ``output`` is the result's rendered output once
+    published, ``output_problem`` says why it could not be.
     """
+
+    backend: str = ""
+    style: str = ""
+    spec_text: str = ""
+    eta: float | None = None
+    eta_samples: int = 0
+    show_result: bool = True
+    badge: Badge = Badge.QUEUED
+    raw: str = ""
+    job_id: str | None = None
+    cost: int | None = None
+    queue_position: int | None = None
+    message: str = ""
+    error: BaseException | None = None
+    t0: float | None = None
+    t_end: float | None = None
+    final_elapsed: float | None = None
+    result: ResultRecord | None = None
+    cached: bool = False
+    watching: bool = True
+    terminal: bool = False
+    output: ResultBundle | None = None
+    output_problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A job event as the widget received it: ``job_cached`` is the handle's ``cached`` flag
+    then, ``now`` the wall time (used when the event carries no time stamp)."""
+
+    event: JobEvent
+    job_cached: bool = False
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedWatching:
+    """The user pressed *Stop watching*."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputReady:
+    """The finished result was published: its ``output``, or the ``problem`` that stopped it."""
+
+    output: ResultBundle | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRefused:
+    """The session refused the retry with ``error``."""
+
+    error: BaseException
+
+
+Change = Observed | StoppedWatching | OutputReady | RetryRefused
+
+
+# -- the reducer (pure) ------------------------------------------------------------------------
+def reduce(state: StatusState, change: Change) -> StatusState:
+    """The state after ``change``. Pure: no clock, no I/O."""
+    if isinstance(change, Observed):
+        return _observe(state, change)
+    if isinstance(change, StoppedWatching):
+        if state.terminal:
+            return state
+        return replace(state, watching=False, message="stopped watching")
+    if isinstance(change, OutputReady):
+        return replace(state, output=change.output, output_problem=change.problem)
+    err = change.error
+    return replace(
+        state, message=redact_text(f"Retry refused: {type(err).__name__}: {err}"), error=err
+    )
+
+
+def _observe(state: StatusState, seen: Observed) -> StatusState:
+    """Fold one job event in. The badge is frozen once terminal; terminal only on the engine's
+    terminal events (a ``status`` event may already say failed/success before the error or the
+    downloaded result is known)."""
+    ev = seen.event
+    kind = EventKind(ev.kind)
+    ts = ev.ts or seen.now
+    cached = kind is EventKind.CACHED or state.cached or seen.job_cached
+    ends = kind.ends_watch
+    return replace(
+        state,
+        t0=state.t0 if state.t0 is not None else ts - ev.elapsed,
+        badge=_badge_after(state, kind, ev.state, cached),
+        raw=str(ev.raw_status) if ev.raw_status else state.raw,
+        job_id=str(ev.job_id) if ev.job_id else state.job_id,
+        cost=int(ev.cost) if ev.cost is not None else state.cost,
+        queue_position=ev.queue_position,
+        message=state.message if kind.has_result else redact_text(_message_of(kind, ev)),
+        error=ev.error if ev.error is not None else state.error,
+        result=ev.result if ev.result is not None else state.result,
+        cached=cached,
+        watching=state.watching and kind is not EventKind.WATCH_CANCELLED,
+        terminal=state.terminal or kind.terminal,
+        t_end=ts if ends else state.t_end,
+        final_elapsed=float(ev.elapsed) if ends else state.final_elapsed,
+    )
+
+
+def _badge_after(
+    state: StatusState, kind: EventKind, job_state: JobState | str, cached: bool
+) -> Badge:
+    if state.terminal or kind is EventKind.WATCH_CANCELLED:
+        return state.badge  # stopping the watch says nothing about the job's state
+    return badge_for(kind, _job_state(job_state), cached=cached and kind is EventKind.DONE)
+
+
+def _job_state(value: JobState | str) -> JobState | None:
+    if isinstance(value, JobState):
+        return value
     try:
-        spec = getattr(job, "spec", None)
-        backend = getattr(job, "backend", None)
-        res = getattr(spec, "resolution", None)
-        dur = getattr(spec, "duration", None)
-        times: list[float] = []
-        for rec in session.cache.list():
-            t = rec.timings or {}
-            if "submitted" not in t or "finished" not in t:
-                continue
-            if backend is not None and rec.backend != backend:
-                continue
-            p = rec.params or {}
-            if res is not None and p.get("resolution") not in (None, res):
-                continue
-            if dur is not None and p.get("duration") not in (None, dur):
-                continue
-            runtime = float(t["finished"]) - float(t["submitted"])
-            if runtime > 0:
-                times.append(runtime)
-        if not times:
-            return None, 0
-        return float(statistics.median(times)), len(times)
-    except Exception:
-        return None, 0
+        return JobState(value)
+    except ValueError:
+        return None
 
 
-class _Model:
-    """The newest facts about the followed job (guarded by StatusWidget._lock)."""
-
-    def __init__(self) -> None:
-        self.state = "queued"
-        self.raw: str = ""
-        self.job_id: str | None = None
-        self.cost: int | None = None
-        self.queue_position: int | None = None
-        self.message: str = ""
-        self.error: BaseException | None = None
-        self.t0: float | None = None
-        self.t_end: float | None = None
-        self.final_elapsed: float | None = None
-        self.result: Any = None
-        self.cached = False
-        self.watching = True
-        self.terminal = False
+def _message_of(kind: EventKind, ev: JobEvent) -> str:
+    """The event's message as the widget shows it (download progress spelled out; a bare
+    ``status ...`` dropped, the raw status is shown beside the badge already)."""
+    msg = ev.message or ""
+    total = ev.progress[1] if ev.progress else None
+    if kind is EventKind.DOWNLOADING and ev.progress and total:
+        done_b = ev.progress[0]
+        return f"downloading {100 * done_b // max(total, 1)}% of {total / 1e6:.1f} MB"
+    if kind is EventKind.STATUS and msg.startswith("status "):
+        return ""
+    return msg
 
 
+# -- the view (pure) ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """Everything the widget shows. ``bar`` is the estimate bar's value (None: hidden);
+    ``error_html`` is empty when no error shows; ``settled`` says the terminal state (and the
+    result output, when the widget shows it) is on screen."""
+
+    badge: str
+    badge_colours: tuple[str, str]
+    raw: str
+    backend: str
+    backend_background: str
+    job_id: str
+    info: str
+    timing: str
+    bar: float | None
+    error_html: str
+    hint: str
+    toast: str
+    show_cancel: bool
+    show_retry: bool
+    output: ResultBundle | None
+    settled: bool
+
+
+def view(state: StatusState, now: float) -> StatusView:
+    """What ``state`` looks like at wall time ``now``. Pure."""
+    elapsed = _elapsed(state, now)
+    failed = state.terminal and state.badge in (Badge.FAILED, Badge.TIMED_OUT)
+    backend = backend_label(state.backend)
+    return StatusView(
+        badge=state.badge.value,
+        badge_colours=state.badge.colours,
+        raw=state.raw,
+        backend=backend,
+        backend_background=_SIMULATED_BACKGROUND if backend == "SIMULATED" else "",
+        job_id=short_id(state.job_id),
+        info=_info(state),
+        timing=_timing(state, elapsed),
+        bar=_bar(state, elapsed),
+        error_html=_error_html(state) if failed else "",
+        hint=what_to_do(state.error, state.job_id) if failed else "",
+        toast=_toast(state),
+        show_cancel=state.watching and not state.terminal,
+        show_retry=failed,
+        output=state.output,
+        settled=(state.terminal or not state.watching) and not _awaiting_output(state),
+    )
+
+
+def _elapsed(state: StatusState, now: float) -> float | None:
+    if state.t0 is None:
+        return None
+    if state.final_elapsed is not None:
+        return state.final_elapsed
+    return (state.t_end or now) - state.t0
+
+
+def _info(state: StatusState) -> str:
+    parts = []
+    style = (state.result.style_label if state.result is not None else "") or state.style
+    if style:
+        parts.append(style)
+    if state.spec_text:
+        parts.append(state.spec_text)
+    if state.badge is Badge.CACHED:
+        parts.append("cost 0 (cached)")
+    elif state.cost is not None:
+        parts.append(f"cost {state.cost} credits")
+    return " · ".join(parts)
+
+
+def _timing(state: StatusState, elapsed: float | None) -> str:
+    parts = [f"elapsed {fmt_seconds(elapsed)}"]
+    if state.queue_position is not None and not state.terminal:
+        parts.append(f"local queue position {state.queue_position}")
+    eta = _eta_text(state, elapsed)
+    if eta:
+        parts.append(eta)
+    if not state.watching and not state.terminal:
+        parts.append(f"not watching — resume with %goenhance resume {state.job_id or '<id>'}")
+    elif state.message and not state.badge.terminal and state.message != state.raw:
+        parts.append(state.message)
+    if state.output_problem:
+        parts.append(state.output_problem)
+    return " · ".join(parts)
+
+
+def _eta_shown(state: StatusState, elapsed: float | None) -> bool:
+    return bool(state.eta) and not state.terminal and state.watching and elapsed is not None
+
+
+def _eta_text(state: StatusState, elapsed: float | None) -> str:
+    if not _eta_shown(state, elapsed) or state.eta is None or elapsed is None:
+        return ""
+    left = state.eta - elapsed
+    if left <= 0:
+        return "taking longer than the estimate"
+    n = state.eta_samples
+    return f"ETA ~{fmt_seconds(left)} (estimate from {n} past job{'s' if n != 1 else ''})"
+
+
+def _bar(state: StatusState, elapsed: float | None) -> float | None:
+    if not _eta_shown(state, elapsed) or not state.eta:
+        return None
+    return min(max((elapsed or 0) / state.eta, 0.0), 0.99)
+
+
+def _error_html(state: StatusState) -> str:
+    err = state.error
+    if err is not None:
+        text = f"{type(err).__name__}: {err}"
+    else:
+        text = state.message or f"job {state.job_id} {state.badge.value}"
+    return f'<span style="color:{_ERROR_COLOUR}">{html.escape(redact_text(text))}</span>'
+
+
+def _finished_with_result(state: StatusState) -> bool:
+    return state.result is not None and state.badge in (Badge.DONE, Badge.CACHED)
+
+
+def _toast(state: StatusState) -> str:
+    if state.result is None or not _finished_with_result(state):
+        return ""
+    return f"Ready: {output_name(state.result.style_label, state.result.key)}"
+
+
+def _awaiting_output(state: StatusState) -> bool:
+    """True while the widget waits for the result it shows to be published."""
+    return (
+        state.show_result
+        and _finished_with_result(state)
+        and state.output is None
+        and not state.output_problem
+    )
+
+
+# -- the widget ------------------------------------------------------------------------------------
 class StatusWidget(W.VBox):
     """Live status of one job: badge, raw status, elapsed, queue, ETA estimate, id, cost, backend.
 
     ``StatusWidget(job, session=None)`` follows ``job`` (events from the engine thread). Buttons:
-    *Stop watching* (``job.cancel_watch()``) and *Retry* (after a failure or timeout: submits the
-    same transformation again through the session with ``force=True`` and follows the new job).
-    When the job is done the result video is appended to :attr:`result` (an ``Output``) and a
-    toast line reads ``Ready: <file>`` (``show_result=False`` keeps the video out of the widget,
-    e.g. when the caller shows it as a regular output). ``compact=True`` gives a one-row view (no
-    video) for lists.
+    *Stop watching* (``job.cancel_watch()``) and *Retry* (after a failure or timeout:
+    :meth:`Session.retry` submits the same transformation again with ``force=True``, and the
+    widget follows the new job). When the job is done the result video is appended to
+    :attr:`result` (an ``Output``) and a toast line reads ``Ready: <file>`` (``show_result=False``
+    keeps the video out of the widget, e.g. when the caller shows it as a regular output).
+    ``compact=True`` gives a one-row view (no video) for lists.
 
-    :attr:`settled` is a :class:`threading.Event` set once the terminal state has been rendered.
+    :attr:`settled` is a :class:`threading.Event` set once the terminal state (and the video,
+    when the widget shows it) has been rendered.
     """
 
     def __init__(
         self,
-        job: Any,
+        job: Job,
         *,
-        session: Any = None,
+        session: Session | None = None,
         compact: bool = False,
         show_result: bool = True,
         notebook_dir: Path | str | None = None,
@@ -124,24 +379,199 @@ class StatusWidget(W.VBox):
         **kwargs: Any,
     ) -> None:
         self._session = session
-        self._compact = compact
         self._show_result = show_result and not compact
         self._notebook_dir = Path(notebook_dir) if notebook_dir is not None else None
         self._tick_interval = tick
         self._lock = threading.RLock()
-        self._m = _Model()
-        self._job: Any = None
-        self._unsubscribe: Any = None
+        self._state = StatusState()
+        self._job: Job | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._ticker_stop: threading.Event | None = None
-        self._shown_result: str | None = None
-        self._result_problem = ""
-        self._eta: float | None = None
-        self._eta_n = 0
+        self._shown_output: ResultBundle | None = None
         self._closed = False
         self.settled = threading.Event()
-        self.retries: list[Any] = []
-        self._retry_callbacks: list[Any] = []
+        self.retries: list[Job] = []
+        self._retry_callbacks: list[Callable[[Job], Any]] = []
+        self._build(compact, str(session.mode) if session is not None else "live")
+        super().__init__(self._layout(compact), **kwargs)
+        self.add_class("goenhance-status")
+        self._throttle = Throttle(self._render, interval)
+        self.follow(job)
 
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def job(self) -> Job | None:
+        """The job currently followed (a retry replaces it)."""
+        return self._job
+
+    @property
+    def state(self) -> str:
+        """The badge text last received (possibly not rendered yet)."""
+        with self._lock:
+            return self._state.badge.value
+
+    def follow(self, job: Job) -> None:
+        """Follow ``job`` from now on (drops the previous job's subscription and output)."""
+        self._detach()
+        start = self._start_state(job)
+        with self._lock:
+            self._job = job
+            self._state = start
+            self._shown_output = None
+            self.settled.clear()
+            # Seed from what already happened, so the first view shows the job's real state
+            # (e.g. "cached" with its job id) rather than "queued" until the subscription's
+            # replay arrives from the engine loop. The reducer is idempotent for that replay.
+            for ev in list(job.history):
+                self._state = reduce(self._state, self._observed(ev, job))
+            terminal = self._state.terminal
+        clear_outputs(self.result)
+        self._throttle.flush()
+        if not terminal:
+            self._start_ticker()
+        self._unsubscribe = job.subscribe(functools.partial(self._on_event, source=job))
+        if self._show_result:
+            _when_finished(job, self._publish)
+
+    def stop_watching(self) -> None:
+        """Stop polling this job locally (``job.cancel_watch()``); it stays resumable."""
+        if self._job is not None:
+            self._job.cancel_watch()
+        self._dispatch(StoppedWatching())
+        self._stop_ticker()
+
+    def retry(self) -> Job:
+        """Submit the same transformation again (:meth:`Session.retry`) and follow the new job.
+
+        :returns: the new Job.
+        :raises GoEnhanceError: when the session refuses the submission (bad input, budget).
+        """
+        old = self._job
+        if old is None:
+            raise RuntimeError("StatusWidget.retry: no job is followed")
+        new = self._require_session().retry(old)
+        self.retries.append(old)
+        self.follow(new)
+        for cb in list(self._retry_callbacks):
+            cb(new)
+        return new
+
+    def on_retry(self, callback: Callable[[Job], Any]) -> None:
+        """Call ``callback(new_job)`` after each retry (e.g. the panel tracks the new job)."""
+        self._retry_callbacks.append(callback)
+
+    def flush(self) -> None:
+        """Render the newest state now (tests and teardown)."""
+        self._throttle.flush()
+
+    def close(self) -> None:
+        """Stop the ticker, unsubscribe and close all child widgets."""
+        self._closed = True
+        self._detach()
+        self._throttle.cancel()
+        for w in self._all_children():
+            w.close()
+        super().close()
+
+    # -- changes in (engine thread, ticker, buttons) ---------------------------------------------
+    def _start_state(self, job: Job) -> StatusState:
+        session = self._session
+        estimate = session.runtime_estimate(job.spec) if session is not None else None
+        backend = job.backend or (session.backend if session is not None else "")
+        return StatusState(
+            backend=backend,
+            style=job.request.style_label,
+            spec_text=f"{job.spec.duration} s · {job.spec.resolution}",
+            eta=float(estimate) if estimate is not None else None,
+            eta_samples=estimate.samples if estimate is not None else 0,
+            show_result=self._show_result,
+        )
+
+    @staticmethod
+    def _observed(ev: JobEvent, job: Job) -> Observed:
+        return Observed(ev, job_cached=bool(job.cached), now=time.time())
+
+    def _on_event(self, ev: JobEvent, source: Job) -> None:
+        self._dispatch(self._observed(ev, source), source)
+        if EventKind(ev.kind).ends_watch:
+            self._stop_ticker()
+
+    def _dispatch(self, change: Change, source: Job | None = None) -> None:
+        """Fold ``change`` into the state (ignored when it comes from a job no longer followed:
+        a retry has the same key) and ask for a render."""
+        with self._lock:
+            if source is not None and source is not self._job:
+                return
+            self._state = reduce(self._state, change)
+        self._throttle.request()
+
+    def _publish(self, job: Job) -> None:
+        """Once, when ``job`` has finished (engine thread, or here if it already had): put its
+        result beside the notebook and hand the rendered output to the state."""
+        record = job.record
+        if record is None:
+            return
+        try:
+            published = publish(record, notebook_dir=self._notebook_dir)
+            change = OutputReady(render_result(record, published, cached=bool(job.cached)))
+        except Exception as exc:  # e.g. the stored file vanished: say so, keep going
+            problem = f"could not show the result: {type(exc).__name__}: {exc}"
+            change = OutputReady(problem=redact_text(problem))
+        self._dispatch(change, job)
+
+    def _retry_clicked(self) -> None:
+        try:
+            self.retry()
+        except Exception as exc:  # show, never raise into the comm handler
+            self._dispatch(RetryRefused(exc))
+
+    # -- rendering (any thread, serialised by Throttle) ---------------------------------------
+    def _render(self) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            state = self._state
+        shown = view(state, time.time())
+        self._apply(shown)
+        if shown.settled:
+            self.settled.set()
+
+    def _apply(self, v: StatusView) -> None:
+        """Set the child widgets' traits to ``v`` in one batch per widget."""
+        with self._held():
+            set_badge(self.badge, v.badge, v.badge_colours)
+            self.raw_label.value = v.raw
+            self.backend.value = v.backend
+            self.backend.style.background = v.backend_background
+            self.job_id_label.value = v.job_id
+            self.info.value = v.info
+            self.timing.value = v.timing
+            _show(self.progress, v.bar is not None)
+            if v.bar is not None:
+                self.progress.value = v.bar
+            self.error.value = v.error_html
+            _show(self.error, bool(v.error_html))
+            self.hint.value = v.hint
+            _show(self.hint, bool(v.hint))
+            self.toast.value = v.toast
+            _show(self.toast, bool(v.toast))
+            _show(self.cancel_button, v.show_cancel)
+            _show(self.retry_button, v.show_retry)
+            if v.output is not None and v.output is not self._shown_output:
+                self._shown_output = v.output
+                clear_outputs(self.result)
+                append_bundle(self.result, dict(v.output), v.output.metadata)
+                _show(self.result, True)
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for w in self._all_children():
+                stack.enter_context(w.hold_sync())
+            yield
+
+    # -- building -------------------------------------------------------------------------------
+    def _build(self, compact: bool, mode: str) -> None:
         self.badge = state_badge()
         self.raw_label = W.Label(
             "", layout=W.Layout(margin="0 8px 0 2px"), _dom_classes=["goenhance-raw-status"]
@@ -156,7 +586,6 @@ class StatusWidget(W.VBox):
             "—", layout=W.Layout(margin="0 6px"), _dom_classes=["goenhance-job-id"]
         )
         # the reproducibility mode in force (issue 14): shown when it is not plain "live"
-        mode = str(session.mode) if session is not None else "live"
         self.mode_label = W.Label(
             f"mode: {mode}",
             layout=W.Layout(margin="0 6px", display=None if mode != "live" else "none"),
@@ -195,6 +624,7 @@ class StatusWidget(W.VBox):
             _dom_classes=["goenhance-status-result"],
         )
 
+    def _layout(self, compact: bool) -> list[W.Widget]:
         head = W.HBox(
             [
                 self.badge,
@@ -216,275 +646,17 @@ class StatusWidget(W.VBox):
                 self.retry_button,
                 self.toast,
             )
-            children: list[W.Widget] = [head]
-        else:
-            children = [
-                head,
-                W.HBox([self.timing, self.progress], layout=W.Layout(align_items="center")),
-                self.error,
-                self.hint,
-                self.toast,
-                W.HBox([self.cancel_button, self.retry_button]),
-                self.result,
-            ]
-        super().__init__(children, **kwargs)
-        self.add_class("goenhance-status")
-        self._throttle = Throttle(self._render, interval)
-        self.follow(job)
+            return [head]
+        return [
+            head,
+            W.HBox([self.timing, self.progress], layout=W.Layout(align_items="center")),
+            self.error,
+            self.hint,
+            self.toast,
+            W.HBox([self.cancel_button, self.retry_button]),
+            self.result,
+        ]
 
-    # -- public -------------------------------------------------------------------------------
-    @property
-    def job(self) -> Any:
-        """The job currently followed (a retry replaces it)."""
-        return self._job
-
-    @property
-    def state(self) -> str:
-        """The normalised state last received (badge text, possibly not rendered yet)."""
-        with self._lock:
-            return self._m.state
-
-    def follow(self, job: Any) -> None:
-        """Follow ``job`` from now on (drops the previous job's subscription and output)."""
-        self._detach()
-        with self._lock:
-            self._job = job
-            self._m = _Model()
-            self._shown_result = None
-            self._result_problem = ""
-            self.settled.clear()
-        self._eta, self._eta_n = estimate_runtime(self._get_session(required=False), job)
-        clear_outputs(self.result)
-        # Seed the model from what already happened, so the first view shows the job's real
-        # state (e.g. "cached" with its job id) rather than "queued" until the subscription's
-        # replay arrives from the engine loop. Model updates are idempotent, so that replay
-        # of the latest event changes nothing.
-        for ev in list(getattr(job, "history", None) or ()):
-            self._on_event(ev, job)
-        self._throttle.flush()
-        with self._lock:
-            terminal = self._m.terminal
-        if not terminal:
-            self._start_ticker()
-        self._unsubscribe = job.subscribe(lambda ev, j=job: self._on_event(ev, j))
-
-    def stop_watching(self) -> None:
-        """Stop polling this job locally (``job.cancel_watch()``); it stays resumable."""
-        job = self._job
-        if job is not None:
-            job.cancel_watch()
-        with self._lock:
-            if not self._m.terminal:
-                self._m.watching = False
-                self._m.message = "stopped watching"
-        self._stop_ticker()
-        self._throttle.request()
-
-    def retry(self) -> Any:
-        """Submit the same transformation again (``force=True``) and follow the new job.
-
-        :returns: the new Job.
-        :raises GoEnhanceError: when the session refuses the submission (bad input, budget).
-        """
-        old = self._job
-        session = self._get_session(required=True)
-        source, style, params = retry_arguments(old)
-        new = session.transform(source, style, force=True, **params)
-        self.retries.append(old)
-        self.follow(new)
-        for cb in list(self._retry_callbacks):
-            cb(new)
-        return new
-
-    def on_retry(self, callback: Any) -> None:
-        """Call ``callback(new_job)`` after each retry (e.g. the panel tracks the new job)."""
-        self._retry_callbacks.append(callback)
-
-    def flush(self) -> None:
-        """Render the newest state now (tests and teardown)."""
-        self._throttle.flush()
-
-    def close(self) -> None:
-        """Stop the ticker, unsubscribe and close all child widgets."""
-        self._closed = True
-        self._detach()
-        self._throttle.cancel()
-        for w in self._all_children():
-            w.close()
-        super().close()
-
-    # -- event intake (engine thread) ---------------------------------------------------------
-    def _on_event(self, ev: Any, source: Any = None) -> None:
-        kind = getattr(ev, "kind", None)
-        with self._lock:
-            m = self._m
-            job = self._job
-            if source is not None and source is not job:
-                return  # a late event of a job we no longer follow (a retry has the same key)
-            now = time.time()
-            ts = getattr(ev, "ts", None) or now
-            elapsed = getattr(ev, "elapsed", None)
-            if m.t0 is None:
-                m.t0 = ts - elapsed if elapsed is not None else ts
-            cached = kind == "cached" or m.cached or bool(getattr(job, "cached", False))
-            state = normalise_state(kind, getattr(ev, "state", None), cached=cached)
-            if state is not None and not m.terminal:
-                m.state = state
-            raw = getattr(ev, "raw_status", None)
-            if raw:
-                m.raw = str(raw)
-            if getattr(ev, "job_id", None):
-                m.job_id = str(ev.job_id)
-            if getattr(ev, "cost", None) is not None:
-                m.cost = int(ev.cost)
-            m.queue_position = getattr(ev, "queue_position", None)
-            msg = getattr(ev, "message", None) or ""
-            progress = getattr(ev, "progress", None)
-            if kind == "downloading" and progress and progress[1]:
-                done_b, total_b = progress
-                msg = f"downloading {100 * done_b // max(total_b, 1)}% of {total_b / 1e6:.1f} MB"
-            if kind == "status" and msg.startswith("status "):
-                msg = ""  # the raw status is shown verbatim beside the badge already
-            if kind not in {"done", "cached"}:
-                m.message = redact_text(msg)
-            if getattr(ev, "error", None) is not None:
-                m.error = ev.error
-            if getattr(ev, "result", None) is not None:
-                m.result = ev.result
-            m.cached = m.cached or cached
-            if kind == "watch_cancelled":
-                m.watching = False
-            # terminal only on the engine's terminal events (a "status" event may already
-            # say failed/success before the error or the downloaded result is known)
-            if kind in _TERMINAL_KINDS or kind == "watch_cancelled":
-                m.terminal = m.terminal or kind in _TERMINAL_KINDS
-                m.t_end = ts
-                if elapsed is not None:
-                    m.final_elapsed = float(elapsed)
-                stop = True
-            else:
-                stop = False
-        if stop:
-            self._stop_ticker()
-        self._throttle.request()
-
-    # -- rendering (any thread, serialised by Throttle) ---------------------------------------
-    def _render(self) -> None:
-        if self._closed:
-            return
-        with self._lock:
-            m = self._m
-            job = self._job
-            state, raw, job_id, cost = m.state, m.raw, m.job_id, m.cost
-            terminal, watching, error, result = m.terminal, m.watching, m.error, m.result
-            if m.t0 is None:
-                elapsed = None
-            elif m.final_elapsed is not None:
-                elapsed = m.final_elapsed
-            else:
-                elapsed = (m.t_end or time.time()) - m.t0
-            qpos, message, cached = m.queue_position, m.message, m.cached
-        backend = getattr(job, "backend", None) or getattr(
-            self._get_session(required=False), "backend", None
-        )
-        spec = getattr(job, "spec", None)
-
-        # the result video goes into a regular display output inside the Output widget
-        bundle = None
-        toast = ""
-        if result is not None and state in {"done", "cached"} and self._show_result:
-            rkey = str(getattr(result, "key", id(result)))
-            if self._shown_result != rkey:
-                self._shown_result = rkey
-                try:
-                    bundle = result_bundle(result, notebook_dir=self._notebook_dir, cached=cached)
-                except Exception as exc:  # e.g. the stored file vanished: say so, keep going
-                    self._result_problem = redact_text(
-                        f"could not show the result: {type(exc).__name__}: {exc}"
-                    )
-        if result is not None and state in {"done", "cached"}:
-            toast = f"Ready: {_result_name(result, bundle)}"
-
-        parts = []
-        style = getattr(result, "style_label", None) or getattr(
-            getattr(job, "request", None), "style_label", None
-        )
-        if style:
-            parts.append(str(style))
-        if spec is not None:
-            parts.append(f"{getattr(spec, 'duration', '?')} s · {getattr(spec, 'resolution', '?')}")
-        if state == "cached":
-            parts.append("cost 0 (cached)")
-        elif cost is not None:
-            parts.append(f"cost {cost} credits")
-
-        timing = [f"elapsed {fmt_seconds(elapsed)}"]
-        if qpos is not None and not terminal:
-            timing.append(f"local queue position {qpos}")
-        show_bar = False
-        if self._eta and not terminal and watching and elapsed is not None:
-            left = self._eta - elapsed
-            timing.append(
-                f"ETA ~{fmt_seconds(max(left, 0))} (estimate from {self._eta_n} past "
-                f"job{'s' if self._eta_n != 1 else ''})"
-                if left > 0
-                else "taking longer than the estimate"
-            )
-            show_bar = True
-        if not watching and not terminal:
-            timing.append(f"not watching — resume with %goenhance resume {job_id or '<id>'}")
-        elif message and state not in _TERMINAL and message != raw:
-            timing.append(message)
-        if self._result_problem:
-            timing.append(self._result_problem)
-
-        err_text = ""
-        hint = ""
-        failed = terminal and state in {"failed", "timed out"}
-        if failed:
-            err = error
-            err_text = (
-                f"{type(err).__name__}: {err}"
-                if err is not None
-                else (message or f"job {job_id} {state}")
-            )
-            hint = what_to_do(err, job_id)
-
-        widgets = self._all_children()
-        with contextlib.ExitStack() as stack:
-            for w in widgets:
-                stack.enter_context(w.hold_sync())
-            set_badge(self.badge, state)
-            self.raw_label.value = raw
-            self.backend.value = backend_label(backend)
-            simulated = self.backend.value == "SIMULATED"
-            self.backend.style.background = "#fdd835" if simulated else ""
-            self.job_id_label.value = short_id(job_id)
-            self.info.value = " · ".join(parts)
-            self.timing.value = " · ".join(timing)
-            self.progress.layout.display = None if show_bar else "none"
-            if show_bar and self._eta:
-                self.progress.value = min(max((elapsed or 0) / self._eta, 0.0), 0.99)
-            self.error.value = (
-                (f'<span style="color:#c62828">{html.escape(redact_text(err_text))}</span>')
-                if err_text
-                else ""
-            )
-            self.error.layout.display = None if err_text else "none"
-            self.hint.value = hint
-            self.hint.layout.display = None if hint else "none"
-            self.toast.value = toast
-            self.toast.layout.display = None if toast else "none"
-            self.cancel_button.layout.display = "none" if (terminal or not watching) else None
-            self.retry_button.layout.display = None if failed else "none"
-            if bundle is not None:
-                clear_outputs(self.result)
-                append_bundle(self.result, *bundle)
-                self.result.layout.display = None
-        if terminal or not watching:
-            self.settled.set()
-
-    # -- helpers -------------------------------------------------------------------------------
     def _all_children(self) -> list[W.Widget]:
         return [
             self.badge,
@@ -511,24 +683,13 @@ class StatusWidget(W.VBox):
             self.result.layout,
         ]
 
-    def _get_session(self, *, required: bool) -> Any:
-        if self._session is not None:
-            return self._session
-        if not required:
-            return None
-        from goenhance_nb._session import get_session
+    # -- helpers -------------------------------------------------------------------------------
+    def _require_session(self) -> Session:
+        if self._session is None:
+            from goenhance_nb._session import get_session
 
-        self._session = get_session()
+            self._session = get_session()
         return self._session
-
-    def _retry_clicked(self) -> None:
-        try:
-            self.retry()
-        except Exception as exc:  # show, never raise into the comm handler
-            with self._lock:
-                self._m.message = redact_text(f"Retry refused: {type(exc).__name__}: {exc}")
-                self._m.error = exc
-            self._throttle.request()
 
     def _start_ticker(self) -> None:
         self._stop_ticker()
@@ -554,33 +715,18 @@ class StatusWidget(W.VBox):
             self._unsubscribe = None
 
 
-def _result_name(result: Any, bundle: tuple[dict[str, Any], dict[str, Any]] | None) -> str:
-    if bundle is not None:
-        prov = (bundle[1] or {}).get("goenhance_nb") or {}
-        for k in ("output", "outputs_path", "file", "path"):
-            if prov.get(k):
-                return Path(str(prov[k])).name
-    try:  # the name _display gives the file beside the notebook
-        from goenhance_nb._display import slugify
-
-        return f"{slugify(result.style_label)}-{str(result.key)[:8]}.mp4"
-    except Exception:
-        return Path(str(getattr(result, "path", "result.mp4"))).name
+def _show(widget: W.Widget, visible: bool) -> None:
+    widget.layout.display = None if visible else "none"
 
 
-def retry_arguments(job: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """``(source, style, params)`` to submit ``job``'s transformation again via
-    ``Session.transform``. Uses the job's input reference and spec."""
-    spec = job.spec
-    inp: Any = getattr(job, "input", None)
-    if getattr(inp, "kind", None) == "url" and getattr(inp, "url", None):
-        source = inp.url
-    else:
-        source = getattr(inp, "path", None) or getattr(inp, "url", None) or inp
-    params = {
-        "prompt": getattr(spec, "prompt", None),
-        "duration": spec.duration,
-        "resolution": spec.resolution,
-        "seed": spec.seed,
-    }
-    return source, spec.model, params
+def _when_finished(job: Job, callback: Callable[[Job], None]) -> None:
+    """Call ``callback(job)`` once, on the engine thread, when ``job`` has ended (its result or
+    error is settled), right away (from the replay) if it already has."""
+    # TODO(lead): on_finish — replace this function's body by job.on_finish(callback).
+    fired = threading.Lock()
+
+    def on_event(ev: JobEvent) -> None:
+        if EventKind(ev.kind).ends_watch and job.done() and fired.acquire(blocking=False):
+            callback(job)
+
+    job.subscribe(on_event)

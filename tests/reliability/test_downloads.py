@@ -25,7 +25,6 @@ import pytest
 from test_widgets import comms  # noqa: F401 (fixture)
 from workers.support import make_session
 
-from goenhance_nb._display import outputs_path
 from goenhance_nb._errors import (
     CacheError,
     DiskFull,
@@ -35,6 +34,7 @@ from goenhance_nb._errors import (
     TransportError,
 )
 from goenhance_nb._keys import hash_file
+from goenhance_nb._outputs import outputs_path
 from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session
 from goenhance_nb._store import probe_result
