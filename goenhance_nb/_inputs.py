@@ -24,8 +24,8 @@ import sqlite3
 import stat
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -35,6 +35,7 @@ import blake3
 from goenhance_nb._errors import InputError, InputWarning, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
+from goenhance_nb._records import NUMBER, Field, dump_fields, read_fields
 from goenhance_nb._store import video_duration
 
 __all__ = [
@@ -88,12 +89,29 @@ class InputRef:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict of all fields."""
-        return asdict(self)
+        return dump_fields(self, _INPUT_REF_FIELDS)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> InputRef:
-        """Build from :meth:`to_json` output."""
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+    def from_json(cls, d: Mapping[str, Any]) -> InputRef:
+        """Build from :meth:`to_json` output (unknown fields are ignored).
+
+        :raises FieldError: a ``ValueError`` naming a missing or ill-typed field.
+        """
+        return cls(**read_fields(d, _INPUT_REF_FIELDS))
+
+
+_INPUT_REF_FIELDS: Mapping[str, Field] = {
+    "kind": Field(str),
+    "name": Field(str),
+    "content_hash": Field(str),
+    "size": Field(int),
+    "path": Field(str, None),
+    "url": Field(str, None),
+    "duration": Field(NUMBER, None, float),
+    "width": Field(int, None),
+    "height": Field(int, None),
+    "container": Field(str, None),
+}
 
 
 def is_url(source: object) -> bool:
