@@ -66,7 +66,7 @@ class PickledRowError(ValueError):
     """A row in a diskcache database was not written as JSON (e.g. a pickle): refused."""
 
 
-class JSONOnlyDisk(Disk):
+class JSONOnlyDisk(Disk):  # type: ignore[misc]  # diskcache is untyped: Disk is Any
     """A diskcache ``Disk`` that writes JSON only and refuses to read anything else."""
 
     def put(self, key: Any) -> tuple[Any, bool]:
@@ -243,7 +243,7 @@ class JsonDb:
     damaged: str
     translate_all: bool = False
 
-    def open(self, directory: Path, *, what: str | None = None, **settings: Any) -> Any:
+    def open(self, directory: Path, *, what: str | None = None, **settings: Any) -> diskcache.Cache:
         """:func:`open_json_cache` with :data:`UNBOUNDED` (``settings`` override it) and
         ``what`` (default ``name``) naming the database in a quarantine warning; returns the
         ``diskcache.Cache``.
