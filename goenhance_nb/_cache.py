@@ -25,7 +25,7 @@ from typing import Any
 
 from goenhance_nb._errors import CacheError
 from goenhance_nb._jsondisk import JsonDb, private_dir, warn_unreadable
-from goenhance_nb._records import NUMBER, Field, FieldError, dump_fields, read_fields
+from goenhance_nb._records import Field, FieldError, dump_fields, read_fields
 from goenhance_nb._store import ResultStore
 
 __all__ = ["ResultCache", "ResultRecord"]
@@ -67,8 +67,8 @@ class ResultRecord:
         """Build a record from :meth:`to_json` output (fields an older version did not write
         take their defaults; unknown fields are ignored).
 
-        :raises CacheError: when ``d`` is not an object, or a required field is missing or a
-            field has the wrong JSON type.
+        :raises CacheError: when ``d`` is not an object, a required field is missing, or a
+            value cannot be converted to its field's type.
         """
         try:
             return cls(**read_fields(d, _RECORD_FIELDS))
@@ -81,28 +81,30 @@ class ResultRecord:
         return Path(self.path)
 
 
-def _float_values(d: dict[str, Any]) -> dict[str, float]:
-    return {str(k): float(v) for k, v in d.items()}
+def _float_values(timings: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(timings).items()}
 
 
-#: The JSON form of a :class:`ResultRecord` (``key``, ``path``, ``sha``, ``size``, ``model``
-#: required; the others default when an older version did not write them).
+#: The JSON form of a :class:`ResultRecord`. The reader coerces (``str``, ``int``, ``float``)
+#: rather than checking types, so a record can also be rebuilt from Python values (a ``Path``);
+#: ``key``, ``path``, ``sha``, ``size`` and ``model`` are required, the others default when an
+#: older version did not write them.
 _RECORD_FIELDS: Mapping[str, Field] = {
-    "key": Field(str),
-    "path": Field(str),
-    "sha": Field(str),
-    "size": Field(int),
-    "job_id": Field(str, None),
-    "model": Field(int),
-    "style_label": Field(str, ""),
-    "model_version": Field(str, ""),
-    "params": Field(dict, {}, dict),
-    "input_hash": Field(str, ""),
-    "cost": Field(int, None),
-    "backend": Field(str, ""),
-    "created": Field(NUMBER, 0.0, float),
-    "timings": Field(dict, {}, _float_values),
-    "source_name": Field(str, ""),
+    "key": Field(object, convert=str),
+    "path": Field(object, convert=str),
+    "sha": Field(object, convert=str),
+    "size": Field(object, convert=int),
+    "job_id": Field(object, None),
+    "model": Field(object, convert=int),
+    "style_label": Field(object, "", str),
+    "model_version": Field(object, "", str),
+    "params": Field(object, {}, dict),
+    "input_hash": Field(object, "", str),
+    "cost": Field(object, None, int),
+    "backend": Field(object, "", str),
+    "created": Field(object, 0.0, float),
+    "timings": Field(object, {}, _float_values),
+    "source_name": Field(object, "", str),
 }
 
 
