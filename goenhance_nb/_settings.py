@@ -368,7 +368,7 @@ def _resolve_key(
     return (key, key_source) if key else (None, None)
 
 
-def _check_base_url(url: str) -> str:
+def _check_base_url(url: object) -> str:
     """Normalise and check a base URL (http(s), a host, no credentials/query/fragment, https
     unless loopback). :raises ConfigError: otherwise."""
     if not isinstance(url, str):
@@ -450,7 +450,7 @@ def _str(raw: Any, src: str) -> str:
 # -- checks of constructed values (names the setting; ``Settings.__post_init__``) ---------
 
 
-def _api_key(name: str, value: Any) -> SecretKey | None:
+def _api_key(name: str, value: object) -> SecretKey | None:
     """A ``SecretKey`` from a str or ``SecretKey``; ``None`` for an empty one.
 
     :raises ConfigError: any other type, or see :class:`SecretKey`.
@@ -462,19 +462,19 @@ def _api_key(name: str, value: Any) -> SecretKey | None:
     return value if value else None
 
 
-def _base_url(name: str, value: Any) -> str | None:
+def _base_url(name: str, value: object) -> str | None:
     return None if value is None else _check_base_url(value)
 
 
 def _expand(name: str, value: Any) -> Path:
-    return Path(value).expanduser()
+    return Path(value).expanduser()  # a non-path value fails here with TypeError, as ever
 
 
-def _optional_expand(name: str, value: Any) -> Path | None:
+def _optional_expand(name: str, value: object) -> Path | None:
     return None if value is None else _expand(name, value)
 
 
-def _non_negative(name: str, value: Any) -> Any:
+def _non_negative(name: str, value: object) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -485,29 +485,30 @@ def _non_negative(name: str, value: Any) -> Any:
     return value
 
 
-def _timeout(name: str, value: Any) -> Any:
-    if _non_negative(name, value) <= 0:
+def _timeout(name: str, value: object) -> float:
+    seconds = _non_negative(name, value)
+    if seconds <= 0:
         raise ConfigError("request_timeout and job_timeout must be > 0")
-    return value
+    return seconds
 
 
-def _count(name: str, value: Any) -> Any:
+def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name} must be an integer >= 0, got {brief(value)}")
     return value
 
 
-def _optional_count(name: str, value: Any) -> Any:
+def _optional_count(name: str, value: object) -> int | None:
     return None if value is None else _count(name, value)
 
 
-def _mode_value(name: str, value: Any) -> Any:
+def _mode_value(name: str, value: object) -> object:
     if value is not None and value not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {brief(value)}")
     return value
 
 
-def _replay_backend(name: str, value: Any) -> Any:
+def _replay_backend(name: str, value: object) -> object:
     if value is not None and (not isinstance(value, str) or not value.strip() or ":" in value):
         raise ConfigError(
             "replay_backend must be 'simulated' or an API host (no scheme or port), "
@@ -516,13 +517,13 @@ def _replay_backend(name: str, value: Any) -> Any:
     return value
 
 
-def _wait(name: str, value: Any) -> Any:
+def _wait(name: str, value: object) -> object:
     if value is not None and not isinstance(value, bool):
         raise ConfigError(f"wait must be True, False or None, got {brief(value)}")
     return value
 
 
-def _any(name: str, value: Any) -> Any:
+def _as_given(name: str, value: object) -> object:
     return value
 
 
@@ -536,8 +537,8 @@ class _Setting:
     Both raise ``ConfigError`` naming the setting.
     """
 
-    parse: Callable[[Any, str], Any] | None
-    check: Callable[[str, Any], Any] = _any
+    parse: Callable[[Any, str], object] | None
+    check: Callable[[str, Any], object] = _as_given
 
 
 #: Every setting, in the order :meth:`Settings.__post_init__` checks them.

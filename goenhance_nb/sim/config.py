@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "pending_seconds": 2.0,
@@ -28,11 +28,11 @@ class ConfigPatchError(ValueError):
     """A config patch names an unknown key or has a value of the wrong type/range."""
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -40,8 +40,8 @@ def _bad(key: str, expected: str) -> ConfigPatchError:
     return ConfigPatchError(f"bad value for {key}: expected {expected}")
 
 
-def _choice(*options: str) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> Any:
+def _choice(*options: str) -> Callable[[str, object], object]:
+    def check(key: str, value: object) -> object:
         if value not in options:
             raise _bad(key, f"one of {list(options)}")
         return value
@@ -49,37 +49,37 @@ def _choice(*options: str) -> Callable[[str, Any], Any]:
     return check
 
 
-def _number(key: str, value: Any) -> float:
+def _number(key: str, value: object) -> float:
     if not _is_number(value) or value < 0:
         raise _bad(key, "a number >= 0")
     return float(value)
 
 
-def _optional_positive(key: str, value: Any) -> Any:
+def _optional_positive(key: str, value: object) -> float | None:
     if value is not None and (not _is_number(value) or value <= 0):
         raise _bad(key, "null or a number > 0")
     return value
 
 
-def _optional_count(key: str, value: Any) -> Any:
+def _optional_count(key: str, value: object) -> int | None:
     if value is not None and (not _is_int(value) or value < 0):
         raise _bad(key, "null or an integer >= 0")
     return value
 
 
-def _count(key: str, value: Any) -> Any:
+def _count(key: str, value: object) -> int:
     if not _is_int(value) or value < 0:
         raise _bad(key, "an integer >= 0")
     return value
 
 
-def _boolean(key: str, value: Any) -> Any:
+def _boolean(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise _bad(key, "a boolean")
     return value
 
 
-def _rates(key: str, value: Any) -> dict[str, Any]:
+def _rates(key: str, value: object) -> dict[str, Any]:
     if (
         not isinstance(value, dict)
         or not value
@@ -91,7 +91,7 @@ def _rates(key: str, value: Any) -> dict[str, Any]:
 
 #: Every config key -> its check, which returns the normalised value or raises
 #: :class:`ConfigPatchError` naming the key.
-_CHECKS: Mapping[str, Callable[[str, Any], Any]] = {
+_CHECKS: Mapping[str, Callable[[str, object], object]] = {
     "pending_seconds": _number,
     "processing_seconds": _number,
     "processing_per_second": _number,
