@@ -35,7 +35,7 @@ import blake3
 from goenhance_nb._errors import InputError, InputWarning, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
-from goenhance_nb._records import NUMBER, Field, dump_fields, read_fields
+from goenhance_nb._records import Field, dump_fields, read_fields
 from goenhance_nb._store import video_duration
 
 __all__ = [
@@ -93,24 +93,30 @@ class InputRef:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> InputRef:
-        """Build from :meth:`to_json` output (unknown fields are ignored).
+        """Build from :meth:`to_json` output: every field as written, ``None`` when absent
+        (unknown fields are ignored). Unchecked on purpose: it is a side record of a ledger
+        entry, and a resume must not fail on it.
 
-        :raises FieldError: a ``ValueError`` naming a missing or ill-typed field.
+        :raises FieldError: ``d`` is not an object.
         """
         return cls(**read_fields(d, _INPUT_REF_FIELDS))
 
 
+#: The JSON form of an :class:`InputRef` (values kept as written; see ``from_json``).
 _INPUT_REF_FIELDS: Mapping[str, Field] = {
-    "kind": Field(str),
-    "name": Field(str),
-    "content_hash": Field(str),
-    "size": Field(int),
-    "path": Field(str, None),
-    "url": Field(str, None),
-    "duration": Field(NUMBER, None, float),
-    "width": Field(int, None),
-    "height": Field(int, None),
-    "container": Field(str, None),
+    name: Field(object, None)
+    for name in (
+        "kind",
+        "name",
+        "content_hash",
+        "size",
+        "path",
+        "url",
+        "duration",
+        "width",
+        "height",
+        "container",
+    )
 }
 
 
