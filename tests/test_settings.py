@@ -238,3 +238,9 @@ def test_construction_normalises() -> None:
     assert s.cache_dir == Path("~/c").expanduser()
     keyed = Settings(api_key=SENTINEL)
     assert isinstance(keyed.api_key, SecretKey) and keyed.base_url == DEFAULT_REAL_BASE_URL
+
+
+def test_the_settings_table_has_one_row_per_field() -> None:
+    from goenhance_nb._settings import _SETTINGS
+
+    assert set(_SETTINGS) == {f.name for f in dataclasses.fields(Settings)}
