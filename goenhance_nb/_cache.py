@@ -16,22 +16,16 @@ opens (:func:`~goenhance_nb._jsondisk.open_json_cache`).
 from __future__ import annotations
 
 import builtins
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from goenhance_nb._errors import CacheError
-from goenhance_nb._jsondisk import (
-    PickledRowError,
-    is_damage,
-    open_json_cache,
-    private_dir,
-    warn_unreadable,
-)
+from goenhance_nb._jsondisk import JsonDb, private_dir, warn_unreadable
+from goenhance_nb._records import Field, FieldError, dump_fields, read_fields
 from goenhance_nb._store import ResultStore
 
 __all__ = ["ResultCache", "ResultRecord"]
@@ -66,42 +60,52 @@ class ResultRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict of all fields."""
-        return asdict(self)
+        return dump_fields(self, _RECORD_FIELDS)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ResultRecord:
-        """Build a record from :meth:`to_json` output.
+    def from_json(cls, d: object) -> ResultRecord:
+        """Build a record from :meth:`to_json` output (fields an older version did not write
+        take their defaults; unknown fields are ignored).
 
-        :raises CacheError: when ``d`` is not a dict, or a required field is missing or has
-            the wrong shape.
+        :raises CacheError: when ``d`` is not an object, a required field is missing, or a
+            value cannot be converted to its field's type.
         """
-        if not isinstance(d, dict):
-            raise CacheError(f"malformed cache record (a {type(d).__name__}, not an object)")
         try:
-            return cls(
-                key=str(d["key"]),
-                path=str(d["path"]),
-                sha=str(d["sha"]),
-                size=int(d["size"]),
-                job_id=d.get("job_id"),
-                model=int(d["model"]),
-                style_label=str(d.get("style_label", "")),
-                model_version=str(d.get("model_version", "")),
-                params=dict(d.get("params") or {}),
-                input_hash=str(d.get("input_hash", "")),
-                cost=None if d.get("cost") is None else int(d["cost"]),
-                backend=str(d.get("backend", "")),
-                created=float(d.get("created", 0.0)),
-                timings={k: float(v) for k, v in (d.get("timings") or {}).items()},
-                source_name=str(d.get("source_name", "")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CacheError(f"malformed cache record ({type(exc).__name__}: {exc})") from None
+            return cls(**read_fields(d, _RECORD_FIELDS))
+        except FieldError as exc:
+            raise CacheError(f"malformed cache record ({exc})") from None
 
     @property
     def file(self) -> Path:
         """The stored result file as a :class:`~pathlib.Path`."""
         return Path(self.path)
+
+
+def _float_values(timings: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(timings).items()}
+
+
+#: The JSON form of a :class:`ResultRecord`. The reader coerces (``str``, ``int``, ``float``)
+#: rather than checking types, so a record can also be rebuilt from Python values (a ``Path``);
+#: ``key``, ``path``, ``sha``, ``size`` and ``model`` are required, the others default when an
+#: older version did not write them.
+_RECORD_FIELDS: Mapping[str, Field] = {
+    "key": Field(object, convert=str),
+    "path": Field(object, convert=str),
+    "sha": Field(object, convert=str),
+    "size": Field(object, convert=int),
+    "job_id": Field(object, None),
+    "model": Field(object, convert=int),
+    "style_label": Field(object, "", str),
+    "model_version": Field(object, "", str),
+    "params": Field(object, {}, dict),
+    "input_hash": Field(object, "", str),
+    "cost": Field(object, None, int),
+    "backend": Field(object, "", str),
+    "created": Field(object, 0.0, float),
+    "timings": Field(object, {}, _float_values),
+    "source_name": Field(object, "", str),
+}
 
 
 class ResultCache:
@@ -123,36 +127,16 @@ class ResultCache:
         self.store = store if store is not None else ResultStore(self.cache_dir)
         self.size_limit = size_limit
         self.directory = self.cache_dir / "index"
-        try:
-            self._db = open_json_cache(
-                self.directory,
-                what="result cache index",
-                eviction_policy="none",
-                size_limit=2**62,
-            )
-            self._meta = open_json_cache(
-                self.cache_dir / "meta",
-                what="cache metadata store",
-                eviction_policy="none",
-                size_limit=2**62,
-            )
-        except Exception as exc:  # sqlite errors, permissions
-            raise CacheError(f"cannot open the result cache index: {exc}") from None
+        self._db_errors = JsonDb(
+            CacheError, "result cache index", f"the result cache at {self.cache_dir}"
+        )
+        self._db = self._db_errors.open(self.directory)
+        self._meta = self._db_errors.open(self.cache_dir / "meta", what="cache metadata store")
 
     # -- records ---------------------------------------------------------------------------
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        try:
-            yield
-        except PickledRowError as exc:
-            raise CacheError(f"result cache index holds a non-JSON row: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            if not is_damage(exc):
-                raise
-            raise CacheError(
-                f"the result cache at {self.cache_dir} is damaged ({exc}); a new session moves "
-                "it aside and starts a fresh one"
-            ) from None
+    def _guard(self) -> AbstractContextManager[None]:
+        """Database failures as :class:`CacheError` (see :class:`JsonDb`)."""
+        return self._db_errors.guard()
 
     def _scan(self) -> tuple[list[ResultRecord], list[Any]]:
         """All readable records (newest first) and the keys of unreadable record rows (an

@@ -24,8 +24,8 @@ import sqlite3
 import stat
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -35,6 +35,7 @@ import blake3
 from goenhance_nb._errors import InputError, InputWarning, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
+from goenhance_nb._records import Field, dump_fields, read_fields
 from goenhance_nb._store import video_duration
 
 __all__ = [
@@ -88,12 +89,35 @@ class InputRef:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict of all fields."""
-        return asdict(self)
+        return dump_fields(self, _INPUT_REF_FIELDS)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> InputRef:
-        """Build from :meth:`to_json` output."""
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+    def from_json(cls, d: Mapping[str, Any]) -> InputRef:
+        """Build from :meth:`to_json` output: every field as written, ``None`` when absent
+        (unknown fields are ignored). Unchecked on purpose: it is a side record of a ledger
+        entry, and a resume must not fail on it.
+
+        :raises FieldError: ``d`` is not an object.
+        """
+        return cls(**read_fields(d, _INPUT_REF_FIELDS))
+
+
+#: The JSON form of an :class:`InputRef` (values kept as written; see ``from_json``).
+_INPUT_REF_FIELDS: Mapping[str, Field] = {
+    name: Field(object, None)
+    for name in (
+        "kind",
+        "name",
+        "content_hash",
+        "size",
+        "path",
+        "url",
+        "duration",
+        "width",
+        "height",
+        "container",
+    )
+}
 
 
 def is_url(source: object) -> bool:

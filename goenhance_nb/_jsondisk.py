@@ -31,6 +31,9 @@ import sqlite3
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,9 @@ from goenhance_nb._errors import StorageWarning
 from goenhance_nb._fsutil import private_dir
 
 __all__ = [
+    "UNBOUNDED",
     "JSONOnlyDisk",
+    "JsonDb",
     "ListingJSONDisk",
     "PickledRowError",
     "UnreadableKey",
@@ -61,7 +66,7 @@ class PickledRowError(ValueError):
     """A row in a diskcache database was not written as JSON (e.g. a pickle): refused."""
 
 
-class JSONOnlyDisk(Disk):
+class JSONOnlyDisk(Disk):  # type: ignore[misc]  # diskcache is untyped: Disk is Any
     """A diskcache ``Disk`` that writes JSON only and refuses to read anything else."""
 
     def put(self, key: Any) -> tuple[Any, bool]:
@@ -216,6 +221,68 @@ def open_json_cache(
             reason = str(exc)
         _quarantine(directory, what, reason)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: diskcache settings of a database that must never lose a row: no eviction, no size cull.
+UNBOUNDED: Mapping[str, Any] = {"eviction_policy": "none", "size_limit": 2**62}
+
+
+@dataclass(frozen=True, slots=True)
+class JsonDb:
+    """How one of our databases (the ledger, the result cache) is opened and how its failures
+    read: as one-line errors of class ``error``.
+
+    ``name`` names it in messages ("job ledger"); ``damaged`` is the subject of the message
+    for a damaged database ("the job ledger at /path"). With ``translate_all``, a lock timeout
+    and any other SQLite or OS error become ``error`` too ("<name> unavailable: ..."); without,
+    they pass through unchanged.
+    """
+
+    error: type[Exception]
+    name: str
+    damaged: str
+    translate_all: bool = False
+
+    def open(self, directory: Path, *, what: str | None = None, **settings: Any) -> diskcache.Cache:
+        """:func:`open_json_cache` with :data:`UNBOUNDED` (``settings`` override it) and
+        ``what`` (default ``name``) naming the database in a quarantine warning; returns the
+        ``diskcache.Cache``.
+
+        :raises error: "cannot open the <name>: ..." for any failure (SQLite, permissions).
+        """
+        try:
+            return open_json_cache(directory, what=what or self.name, **{**UNBOUNDED, **settings})
+        except Exception as exc:
+            raise self.error(f"cannot open the {self.name}: {exc}") from None
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Translate a failure of the database calls in the ``with`` block into ``error``.
+
+        :raises error: a refused (non-JSON) row; a damaged database (a new session moves it
+            aside); with ``translate_all`` also a lock timeout or another SQLite/OS error.
+        """
+        try:
+            yield
+        except PickledRowError as exc:
+            raise self.error(f"{self.name} holds a non-JSON row: {exc}") from None
+        except diskcache.Timeout:
+            if not self.translate_all:
+                raise
+            raise self.error(f"{self.name} unavailable: database is locked") from None
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise self.error(
+                    f"{self.damaged} is damaged ({exc}); a new session moves it aside and "
+                    "starts a fresh one"
+                ) from None
+            if not self.translate_all:
+                raise
+            raise self.error(f"{self.name} unavailable: {exc}") from None
+        except (sqlite3.Error, OSError) as exc:
+            if not self.translate_all:
+                raise
+            raise self.error(f"{self.name} unavailable: {exc}") from None
 
 
 def warn_unreadable(count: int, what: str, directory: Path) -> None:

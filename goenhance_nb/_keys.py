@@ -124,6 +124,32 @@ def _as_float(v: Any) -> float | None:
         return None
 
 
+def _text(value: Any) -> str | None:
+    """``value`` stripped when it is a non-blank string, else ``None``."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _result_item(items: Any) -> tuple[str, Any, float | None] | None:
+    """``(url, link_expired_at, duration)`` of the first ``json[*]`` item of type ``video``
+    with a URL value (else the first item with one), or ``None``."""
+    if not isinstance(items, list):
+        return None
+    candidates = [i for i in items if isinstance(i, Mapping) and _text(i.get("value"))]
+    videos = [i for i in candidates if str(i.get("type", "")).lower() == "video"]
+    pool = videos or candidates
+    if not pool:
+        return None
+    chosen = pool[0]
+    return chosen["value"].strip(), chosen.get("link_expired_at"), _as_float(chosen.get("duration"))
+
+
+def _fallback_url(data: Mapping[str, Any]) -> str | None:
+    """``img_url``, else ``output.video_url`` (stripped, non-blank), else ``None``."""
+    output = data.get("output")
+    video_url = _text(output.get("video_url")) if isinstance(output, Mapping) else None
+    return _text(data.get("img_url")) or video_url
+
+
 def extract_result(
     data: Mapping[str, Any] | None, now: float | None = None
 ) -> tuple[str | None, float | None, float | None]:
@@ -137,42 +163,17 @@ def extract_result(
     """
     if not isinstance(data, Mapping):
         return None, None, None
-    now = time.time() if now is None else now
-    url: str | None = None
-    link_expiry: Any = None
-    duration: float | None = None
-
-    items = data.get("json")
-    if isinstance(items, list):
-        candidates = [
-            i
-            for i in items
-            if isinstance(i, Mapping) and isinstance(i.get("value"), str) and i["value"].strip()
-        ]
-        videos = [i for i in candidates if str(i.get("type", "")).lower() == "video"]
-        pool = videos or candidates
-        chosen = pool[0] if pool else None
-        if chosen is not None:
-            url = chosen["value"].strip()
-            link_expiry = chosen.get("link_expired_at")
-            duration = _as_float(chosen.get("duration"))
-    if url is None and isinstance(data.get("img_url"), str) and data["img_url"].strip():
-        url = data["img_url"].strip()
-    if url is None:
-        output = data.get("output")
-        if (
-            isinstance(output, Mapping)
-            and isinstance(output.get("video_url"), str)
-            and output["video_url"].strip()
-        ):
-            url = output["video_url"].strip()
-    if url is None:
-        return None, None, None
+    found = _result_item(data.get("json"))
+    if found is None:
+        url = _fallback_url(data)
+        if url is None:
+            return None, None, None
+        found = (url, None, None)
+    url, link_expiry, duration = found
     if link_expiry is None:
         link_expiry = data.get("link_expired_at")
     expires = _parse_time(link_expiry)
     if expires is None:
         expires = _expiry_from_url(url)
-    cap = now + RESULT_URL_MAX_TTL
-    expires = cap if expires is None else min(expires, cap)
-    return url, expires, duration
+    cap = (time.time() if now is None else now) + RESULT_URL_MAX_TTL
+    return url, cap if expires is None else min(expires, cap), duration

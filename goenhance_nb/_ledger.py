@@ -19,25 +19,18 @@ be a paid job). A database SQLite calls damaged is moved aside when the ledger o
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import filelock
 
 from goenhance_nb._errors import LedgerError
-from goenhance_nb._jsondisk import (
-    PickledRowError,
-    is_damage,
-    open_json_cache,
-    private_dir,
-    warn_unreadable,
-)
+from goenhance_nb._jsondisk import JsonDb, private_dir, warn_unreadable
+from goenhance_nb._records import NUMBER, Field, FieldError, dump_fields, read_fields
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry", "orphan_error"]
 
@@ -81,29 +74,19 @@ class LedgerEntry:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict of all fields."""
-        return asdict(self)
+        return dump_fields(self, _ENTRY_FIELDS)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> LedgerEntry:
-        """Build an entry from :meth:`to_json` output (unknown fields are ignored).
+    def from_json(cls, d: object) -> LedgerEntry:
+        """Build an entry from :meth:`to_json` output (unknown fields are ignored; fields an
+        older version did not write, or wrote as null, take their defaults).
 
-        :raises LedgerError: when ``d`` is not a dict, required fields are missing, or a known
+        :raises LedgerError: when ``d`` is not an object, a required field is missing, or a
             field has the wrong JSON type.
         """
-        if not isinstance(d, dict):
-            raise LedgerError(f"malformed ledger entry: a {type(d).__name__}, not an object")
-        names = {f.name for f in dataclasses.fields(cls)}
-        for name, types in _FIELD_TYPES.items():
-            value = d.get(name)
-            if name in d and not (
-                (isinstance(value, types) and not isinstance(value, bool)) or value is None
-            ):
-                raise LedgerError(f"malformed ledger entry: {name} is a {type(value).__name__}")
-            if value is None and name in _REQUIRED:
-                raise LedgerError(f"malformed ledger entry: {name} is missing")
         try:
-            return cls(**{k: v for k, v in d.items() if k in names})
-        except TypeError as exc:
+            return cls(**read_fields(d, _ENTRY_FIELDS))
+        except FieldError as exc:
             raise LedgerError(f"malformed ledger entry: {exc}") from None
 
     def with_(self, **changes: Any) -> LedgerEntry:
@@ -121,22 +104,29 @@ class LedgerEntry:
         return self.job_id is not None and self.state not in TERMINAL_STATES
 
 
-#: JSON types of the fields a reader relies on (None is allowed unless the field is required).
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "key": str,
-    "state": str,
-    "spec": dict,
-    "backend": str,
-    "input_hash": str,
-    "job_id": str,
-    "reference_url": str,
-    "cost": int,
-    "created": (int, float),
-    "updated": (int, float),
-    "submitted_at": (int, float),
-    "extra": dict,
+#: The JSON form of a :class:`LedgerEntry`: ``key``, ``state``, ``spec``, ``backend`` and
+#: ``input_hash`` are required; ``object`` marks a field whose value is kept as written.
+_ENTRY_FIELDS: Mapping[str, Field] = {
+    "key": Field(str),
+    "state": Field(str),
+    "spec": Field(dict),
+    "backend": Field(str),
+    "input_hash": Field(str),
+    "model_version": Field(object, ""),
+    "style_label": Field(object, ""),
+    "source_name": Field(object, ""),
+    "reference_url": Field(str, None),
+    "job_id": Field(str, None),
+    "raw_status": Field(object, None),
+    "cost": Field(int, None),
+    "error": Field(object, None),
+    "created": Field(NUMBER, 0.0),
+    "updated": Field(NUMBER, 0.0),
+    "submitted_at": Field(NUMBER, None),
+    "finished_at": Field(object, None),
+    "pid": Field(object, None),
+    "extra": Field(dict, {}, dict),
 }
-_REQUIRED = frozenset({"key", "state", "spec", "backend", "input_hash"})
 
 
 def orphan_error(key: str, reason: str | None = None) -> LedgerError:
@@ -182,36 +172,14 @@ class Ledger:
         self.cache_dir = private_dir(Path(cache_dir))
         self.lock_dir = private_dir(self.cache_dir / "locks")
         self.directory = self.cache_dir / "ledger"
-        try:
-            self._db = open_json_cache(
-                self.directory,
-                what="job ledger",
-                eviction_policy="none",
-                size_limit=2**62,
-                sqlite_synchronous=2,
-                timeout=timeout,
-            )
-        except Exception as exc:
-            raise LedgerError(f"cannot open the job ledger: {exc}") from None
+        self._db_errors = JsonDb(
+            LedgerError, "job ledger", f"the job ledger at {self.directory}", translate_all=True
+        )
+        self._db = self._db_errors.open(self.directory, sqlite_synchronous=2, timeout=timeout)
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Translate database failures into :class:`LedgerError` (one line)."""
-        try:
-            yield
-        except PickledRowError as exc:
-            raise LedgerError(f"job ledger holds a non-JSON row: {exc}") from None
-        except diskcache.Timeout:
-            raise LedgerError("job ledger unavailable: database is locked") from None
-        except sqlite3.DatabaseError as exc:
-            if is_damage(exc):
-                raise LedgerError(
-                    f"the job ledger at {self.directory} is damaged ({exc}); a new session "
-                    "moves it aside and starts a fresh one"
-                ) from None
-            raise LedgerError(f"job ledger unavailable: {exc}") from None
-        except (sqlite3.Error, OSError) as exc:
-            raise LedgerError(f"job ledger unavailable: {exc}") from None
+    def _guard(self) -> AbstractContextManager[None]:
+        """Database failures as :class:`LedgerError` (one line; see :class:`JsonDb`)."""
+        return self._db_errors.guard()
 
     def lock(self, key: str) -> filelock.FileLock:
         """Return the inter-process lock for request ``key`` (``<cache_dir>/locks/<key>.lock``).

@@ -234,63 +234,14 @@ class Settings:
     replay_backend: str | None = None  # backend identity in replay/offline ("simulated" or a host)
 
     def __post_init__(self) -> None:
-        if self.api_key is not None and not isinstance(self.api_key, SecretKey):
-            if isinstance(self.api_key, str):
-                object.__setattr__(
-                    self, "api_key", SecretKey(self.api_key) if self.api_key.strip() else None
-                )
-            else:
-                raise ConfigError("api_key must be a str or SecretKey")
-        if self.api_key is not None and not self.api_key:
-            object.__setattr__(self, "api_key", None)
-        if self.base_url is not None:
-            object.__setattr__(self, "base_url", _check_base_url(self.base_url))
-        elif self.api_key is not None:
+        for name, setting in _SETTINGS.items():
+            value = getattr(self, name)
+            checked = setting.check(name, value)
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+        if self.base_url is None and self.api_key is not None:
             # a key with no base URL means the real API (and so the 5 s poll floor)
             object.__setattr__(self, "base_url", DEFAULT_REAL_BASE_URL)
-        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
-        if self.output_dir is not None:
-            object.__setattr__(self, "output_dir", Path(self.output_dir).expanduser())
-        for name in (
-            "poll_interval",
-            "job_timeout",
-            "request_timeout",
-            "rate_limit",
-            "max_upload_mb",
-            "embed_limit_mb",
-            "max_result_mb",
-            "max_input_mb",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {brief(v)}")
-        if self.request_timeout <= 0 or self.job_timeout <= 0:
-            raise ConfigError("request_timeout and job_timeout must be > 0")
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ConfigError(f"max_retries must be an integer >= 0, got {brief(self.max_retries)}")
-        if self.budget is not None and (
-            isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0
-        ):
-            raise ConfigError(f"budget must be an integer >= 0, got {brief(self.budget)}")
-        if self.mode is not None and self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {brief(self.mode)}")
-        if self.lockfile is not None:
-            object.__setattr__(self, "lockfile", Path(self.lockfile).expanduser())
-        if self.replay_backend is not None and (
-            not isinstance(self.replay_backend, str)
-            or not self.replay_backend.strip()
-            or ":" in self.replay_backend
-        ):
-            raise ConfigError(
-                f"replay_backend must be 'simulated' or an API host (no scheme or port), "
-                f"got {brief(self.replay_backend)}"
-            )
-        if self.wait is not None and not isinstance(self.wait, bool):
-            raise ConfigError(f"wait must be True, False or None, got {brief(self.wait)}")
         if self.poll_interval < POLL_FLOOR_SECONDS and not self.is_loopback:
             warnings.warn(
                 f"poll_interval {self.poll_interval:g}s is below the {POLL_FLOOR_SECONDS:g}s "
@@ -357,9 +308,9 @@ class Settings:
             file readable by others.
         """
         env = os.environ if env is None else env
-        names = {f.name for f in dataclasses.fields(cls)} - {"key_source"}
         explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
         config = {k: v for k, v in (config or {}).items() if v is not None}
+        names = set(_SETTINGS) - {"key_source"}
         for src, m in (("argument", explicit), ("config", config)):
             unknown = sorted(set(m) - names)
             if unknown:
@@ -371,36 +322,53 @@ class Settings:
             )
         values: dict[str, Any] = {}
         for name in sorted(names - {"api_key"}):
-            env_name = f"GOENHANCE_{name.upper()}"
-            if name in explicit:
-                raw, src = explicit[name], f"argument {name}"
-            elif name in config:
-                raw, src = config[name], f"GoEnhanceMagics.{name}"
-            elif env.get(env_name, "").strip():
-                raw, src = env[env_name].strip(), env_name
-            else:
-                continue
-            values[name] = _PARSERS[name](raw, src)
-
-        key: SecretKey | None = None
-        key_source: str | None = None
-        if "api_key" in explicit:
-            raw_key = explicit["api_key"]
-            key = raw_key if isinstance(raw_key, SecretKey) else SecretKey(str(raw_key))
-            key_source = "explicit"
-        elif env.get("GOENHANCE_API_KEY", "").strip():
-            key, key_source = SecretKey(env["GOENHANCE_API_KEY"]), "env"
-        else:
-            key = _read_key_file(key_file or key_file_path())
-            key_source = "key file" if key else None
-        if key is not None and not key:
-            key, key_source = None, None
+            given = _given(name, explicit, config, env)
+            parse = _SETTINGS[name].parse
+            if given is not None and parse is not None:
+                values[name] = parse(*given)
+        key, key_source = _resolve_key(explicit, env, key_file)
         if key is not None and "base_url" not in values:
             values["base_url"] = DEFAULT_REAL_BASE_URL
         return cls(api_key=key, key_source=key_source, **values)
 
 
-def _check_base_url(url: str) -> str:
+def _given(
+    name: str, explicit: Mapping[str, Any], config: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[Any, str] | None:
+    """The raw value of setting ``name`` and where it came from (named in a parse error):
+    explicit argument > ``%config`` traitlet > ``GOENHANCE_<NAME>`` (not blank) > ``None``."""
+    env_name = f"GOENHANCE_{name.upper()}"
+    if name in explicit:
+        return explicit[name], f"argument {name}"
+    if name in config:
+        return config[name], f"GoEnhanceMagics.{name}"
+    if env.get(env_name, "").strip():
+        return env[env_name].strip(), env_name
+    return None
+
+
+def _resolve_key(
+    explicit: Mapping[str, Any], env: Mapping[str, str], key_file: Path | None
+) -> tuple[SecretKey | None, str | None]:
+    """The API key and where it came from: explicit argument > ``GOENHANCE_API_KEY`` > key
+    file; ``(None, None)`` when none (or an empty one) is found.
+
+    :raises ConfigError: a key with characters a header cannot carry, or see
+        :func:`_read_key_file`.
+    """
+    key: SecretKey | None
+    if "api_key" in explicit:
+        raw_key = explicit["api_key"]
+        key = raw_key if isinstance(raw_key, SecretKey) else SecretKey(str(raw_key))
+        key_source: str | None = "explicit"
+    elif env.get("GOENHANCE_API_KEY", "").strip():
+        key, key_source = SecretKey(env["GOENHANCE_API_KEY"]), "env"
+    else:
+        key, key_source = _read_key_file(key_file or key_file_path()), "key file"
+    return (key, key_source) if key else (None, None)
+
+
+def _check_base_url(url: object) -> str:
     """Normalise and check a base URL (http(s), a host, no credentials/query/fragment, https
     unless loopback). :raises ConfigError: otherwise."""
     if not isinstance(url, str):
@@ -479,22 +447,119 @@ def _str(raw: Any, src: str) -> str:
     return raw
 
 
-_PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "base_url": _str,
-    "cache_dir": _path,
-    "poll_interval": _float,
-    "job_timeout": _float,
-    "request_timeout": _float,
-    "rate_limit": _float,
-    "max_retries": _int,
-    "output_dir": _path,
-    "budget": _int,
-    "max_upload_mb": _float,
-    "embed_limit_mb": _float,
-    "wait": _bool_or_none,
-    "max_result_mb": _float,
-    "max_input_mb": _float,
-    "mode": _mode,
-    "lockfile": _path,
-    "replay_backend": _str,
+# -- checks of constructed values (names the setting; ``Settings.__post_init__``) ---------
+
+
+def _api_key(name: str, value: object) -> SecretKey | None:
+    """A ``SecretKey`` from a str or ``SecretKey``; ``None`` for an empty one.
+
+    :raises ConfigError: any other type, or see :class:`SecretKey`.
+    """
+    if value is not None and not isinstance(value, SecretKey):
+        if not isinstance(value, str):
+            raise ConfigError("api_key must be a str or SecretKey")
+        value = SecretKey(value) if value.strip() else None
+    return value if value else None
+
+
+def _base_url(name: str, value: object) -> str | None:
+    return None if value is None else _check_base_url(value)
+
+
+def _expand(name: str, value: Any) -> Path:
+    return Path(value).expanduser()  # a non-path value fails here with TypeError, as ever
+
+
+def _optional_expand(name: str, value: object) -> Path | None:
+    return None if value is None else _expand(name, value)
+
+
+def _non_negative(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{name} must be a number >= 0, got {brief(value)}")
+    return value
+
+
+def _timeout(name: str, value: object) -> float:
+    seconds = _non_negative(name, value)
+    if seconds <= 0:
+        raise ConfigError("request_timeout and job_timeout must be > 0")
+    return seconds
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {brief(value)}")
+    return value
+
+
+def _optional_count(name: str, value: object) -> int | None:
+    return None if value is None else _count(name, value)
+
+
+def _mode_value(name: str, value: object) -> object:
+    if value is not None and value not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {brief(value)}")
+    return value
+
+
+def _replay_backend(name: str, value: object) -> object:
+    if value is not None and (not isinstance(value, str) or not value.strip() or ":" in value):
+        raise ConfigError(
+            "replay_backend must be 'simulated' or an API host (no scheme or port), "
+            f"got {brief(value)}"
+        )
+    return value
+
+
+def _wait(name: str, value: object) -> object:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"wait must be True, False or None, got {brief(value)}")
+    return value
+
+
+def _as_given(name: str, value: object) -> object:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """How one setting is read and checked.
+
+    ``parse(raw, source)`` turns a value given to :meth:`Settings.resolve` (an argument, a
+    ``%config`` traitlet or an environment string) into the field's type (``None``: never
+    given that way); ``check(name, value)`` validates (and may normalise) the constructed value.
+    Both raise ``ConfigError`` naming the setting.
+    """
+
+    parse: Callable[[Any, str], object] | None
+    check: Callable[[str, Any], object] = _as_given
+
+
+#: Every setting, in the order :meth:`Settings.__post_init__` checks them.
+_SETTINGS: Mapping[str, _Setting] = {
+    "api_key": _Setting(None, _api_key),
+    "base_url": _Setting(_str, _base_url),
+    "cache_dir": _Setting(_path, _expand),
+    "output_dir": _Setting(_path, _optional_expand),
+    "poll_interval": _Setting(_float, _non_negative),
+    "job_timeout": _Setting(_float, _timeout),
+    "request_timeout": _Setting(_float, _timeout),
+    "rate_limit": _Setting(_float, _non_negative),
+    "max_upload_mb": _Setting(_float, _non_negative),
+    "embed_limit_mb": _Setting(_float, _non_negative),
+    "max_result_mb": _Setting(_float, _non_negative),
+    "max_input_mb": _Setting(_float, _non_negative),
+    "max_retries": _Setting(_int, _count),
+    "budget": _Setting(_int, _optional_count),
+    "mode": _Setting(_mode, _mode_value),
+    "lockfile": _Setting(_path, _optional_expand),
+    "replay_backend": _Setting(_str, _replay_backend),
+    "wait": _Setting(_bool_or_none, _wait),
+    "key_source": _Setting(None),
 }

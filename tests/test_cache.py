@@ -147,3 +147,44 @@ def test_network_fs_detection_reads_proc_mounts(tmp_path: Path) -> None:
     assert network_fs_type(tmp_path / "smb", mounts) == "cifs"
     assert network_fs_type(tmp_path / "sharedrive", mounts) is None  # prefix is not a parent
     assert network_fs_type(tmp_path, tmp_path / "missing") is None
+
+
+def test_record_from_json_tolerates_old_and_new_writers(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    rec = _record(cache, "k1", b"data")
+    minimal = {k: rec.to_json()[k] for k in ("key", "path", "sha", "size", "job_id", "model")}
+    old = ResultRecord.from_json({**minimal, "params": None, "added_later": 1})
+    assert (old.params, old.timings, old.created, old.style_label, old.cost) == (
+        {},
+        {},
+        0.0,
+        "",
+        None,
+    )
+    assert ResultRecord.from_json({**rec.to_json(), "timings": {"finished": 2}}).timings == {
+        "finished": 2.0
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("x", "malformed cache record (a str, not an object)"),
+        ({"key": "k"}, "malformed cache record (missing field 'path')"),
+        (
+            {"key": "k", "path": "p", "sha": "s", "size": "twelve", "model": 1},
+            "malformed cache record (field 'size' has a bad value (invalid literal for int()",
+        ),
+    ],
+)
+def test_malformed_record_is_a_cache_error_naming_the_field(data: object, message: str) -> None:
+    with pytest.raises(CacheError) as info:
+        ResultRecord.from_json(data)
+    assert str(info.value).startswith(message)
+
+
+def test_record_from_json_coerces_python_values(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    rec = _record(cache, "k1", b"data")
+    again = ResultRecord.from_json({**rec.to_json(), "path": Path(rec.path), "size": "4"})
+    assert again == rec

@@ -78,3 +78,38 @@ def test_lock_is_per_key_and_exclusive_across_objects(tmp_path: Path) -> None:
             lock2.acquire(timeout=0)
         with other.lock("k2"):  # a different key is free
             pass
+
+
+def test_entry_from_json_tolerates_old_and_new_writers() -> None:
+    old = {"key": "k", "state": "done", "spec": {}, "backend": "simulated", "input_hash": "ih"}
+    e = LedgerEntry.from_json({**old, "extra": None, "created": None, "added_later": 1})
+    assert (e.extra, e.created, e.model_version, e.job_id) == ({}, 0.0, "", None)
+    assert LedgerEntry.from_json(e.to_json()) == e
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "malformed ledger entry: a list, not an object"),
+        ({"key": "k"}, "malformed ledger entry: missing field 'state'"),
+        (
+            {"key": "k", "state": "done", "spec": [], "backend": "b", "input_hash": "i"},
+            "malformed ledger entry: field 'spec' has the wrong type (list)",
+        ),
+        (
+            {
+                "key": "k",
+                "state": "done",
+                "spec": {},
+                "backend": "b",
+                "input_hash": "i",
+                "cost": True,
+            },
+            "malformed ledger entry: field 'cost' has the wrong type (bool)",
+        ),
+    ],
+)
+def test_malformed_entry_is_a_ledger_error_naming_the_field(data: object, message: str) -> None:
+    with pytest.raises(LedgerError) as info:
+        LedgerEntry.from_json(data)
+    assert str(info.value) == message

@@ -8,7 +8,18 @@ import json
 import pytest
 
 from goenhance_nb._lifecycle import JobState
-from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, Style
+from goenhance_nb._records import (
+    NUMBER,
+    Credits,
+    Field,
+    FieldError,
+    GenerateResult,
+    JobDetail,
+    JobSpec,
+    Style,
+    dump_fields,
+    read_fields,
+)
 
 SAMPLES = [
     Style(
@@ -109,3 +120,80 @@ def test_jobspec_args_and_canonical() -> None:
 def test_job_state_values_are_badge_text() -> None:
     assert [s.value for s in JobState if not s.local] == ["queued", "running", "done", "failed"]
     assert str(JobState.DONE) == "done" and JobState.DONE.terminal and not JobState.QUEUED.terminal
+
+
+# -- the one JSON-record helper: Field tables, read_fields, dump_fields ------------------------
+
+
+def test_every_persisted_record_has_a_table_naming_all_its_fields() -> None:
+    from goenhance_nb import _cache, _inputs, _ledger, _records
+
+    tables = [
+        (Style, _records._STYLE, set()),
+        (Credits, _records._CREDITS, set()),
+        (GenerateResult, _records._GENERATE_RESULT, set()),
+        (JobDetail, _records._JOB_DETAIL, {"raw"}),  # signed URLs: never persisted
+        (JobSpec, _records._JOB_SPEC, set()),
+        (_cache.ResultRecord, _cache._RECORD_FIELDS, set()),
+        (_ledger.LedgerEntry, _ledger._ENTRY_FIELDS, set()),
+        (_inputs.InputRef, _inputs._INPUT_REF_FIELDS, set()),
+    ]
+    for cls, table, left_out in tables:
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert list(table) == [n for n in names if n not in left_out], cls.__name__
+
+
+TABLE = {
+    "name": Field(str),
+    "count": Field(int, 0),
+    "ratio": Field(NUMBER, None, float),
+    "flag": Field(object, False, bool),
+    "state": Field(str, None, JobState),
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "read"),
+    [
+        ({"name": "a"}, {"name": "a", "count": 0, "ratio": None, "flag": False, "state": None}),
+        (  # null means absent; unknown keys are ignored
+            {"name": "a", "count": None, "ratio": 2, "flag": "yes", "state": "done", "new": 1},
+            {"name": "a", "count": 0, "ratio": 2.0, "flag": True, "state": JobState.DONE},
+        ),
+    ],
+)
+def test_read_fields_defaults_converts_and_ignores_unknown(data: dict, read: dict) -> None:
+    out = read_fields(data, TABLE)
+    assert out == read and type(out["ratio"]) is type(read["ratio"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1, 2], "a list, not an object"),
+        ({}, "missing field 'name'"),
+        ({"name": None}, "missing field 'name'"),
+        ({"name": 1}, "field 'name' has the wrong type (int)"),
+        ({"name": "a", "count": True}, "field 'count' has the wrong type (bool)"),
+        ({"name": "a", "ratio": "1.5"}, "field 'ratio' has the wrong type (str)"),
+        ({"name": "a", "state": "exploded"}, "field 'state' has a bad value ("),
+    ],
+)
+def test_read_fields_errors_name_the_field(data: object, message: str) -> None:
+    with pytest.raises(FieldError) as info:
+        read_fields(data, TABLE)
+    assert str(info.value).startswith(message)
+    assert isinstance(info.value, ValueError)
+
+
+def test_dump_fields_gives_enum_values_and_copies_containers() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class R:
+        state: JobState
+        spec: dict
+
+    rec = R(JobState.DONE, {"a": [1]})
+    out = dump_fields(rec, {"state": Field(str), "spec": Field(dict)})
+    assert out == {"state": "done", "spec": {"a": [1]}} and type(out["state"]) is str
+    out["spec"]["a"].append(2)
+    assert rec.spec == {"a": [1]}

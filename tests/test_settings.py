@@ -206,3 +206,41 @@ def test_key_added_later_means_real_api_with_floor(no_key_file: Path) -> None:
         s2 = s.with_(api_key=SecretKey(SENTINEL))
     assert s2.base_url == DEFAULT_REAL_BASE_URL and not s2.is_embedded_simulator
     assert s2.poll_interval == 5.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"api_key": 5}, "api_key must be a str or SecretKey"),
+        ({"poll_interval": -1}, "poll_interval must be a number >= 0, got -1"),
+        ({"max_input_mb": float("nan")}, "max_input_mb must be a number >= 0, got nan"),
+        ({"rate_limit": True}, "rate_limit must be a number >= 0, got True"),
+        ({"job_timeout": 0}, "request_timeout and job_timeout must be > 0"),
+        ({"request_timeout": 0.0}, "request_timeout and job_timeout must be > 0"),
+        ({"max_retries": 1.0}, "max_retries must be an integer >= 0, got 1.0"),
+        ({"budget": -1}, "budget must be an integer >= 0, got -1"),
+        ({"mode": "LIVE"}, "mode must be one of live, record, replay, offline, got 'LIVE'"),
+        ({"replay_backend": "h:1"}, "replay_backend must be 'simulated' or an API host"),
+        ({"wait": "yes"}, "wait must be True, False or None, got 'yes'"),
+        ({"base_url": "ftp://x"}, "base_url must be an http(s) URL with a host"),
+    ],
+)
+def test_construction_checks_name_the_setting(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(**changes)
+    assert str(info.value).startswith(message)
+
+
+def test_construction_normalises() -> None:
+    s = Settings(api_key="  ", output_dir="~/o", lockfile="~/l.json", cache_dir="~/c")
+    assert s.api_key is None and s.base_url is None and s.is_embedded_simulator
+    assert s.output_dir == Path("~/o").expanduser() and s.lockfile == Path("~/l.json").expanduser()
+    assert s.cache_dir == Path("~/c").expanduser()
+    keyed = Settings(api_key=SENTINEL)
+    assert isinstance(keyed.api_key, SecretKey) and keyed.base_url == DEFAULT_REAL_BASE_URL
+
+
+def test_the_settings_table_has_one_row_per_field() -> None:
+    from goenhance_nb._settings import _SETTINGS
+
+    assert set(_SETTINGS) == {f.name for f in dataclasses.fields(Settings)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeGuard
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "pending_seconds": 2.0,
@@ -22,33 +23,90 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "credits": 5000,
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "success_status": ("success", "completed"),
-    "result_field": ("json", "img_url", "output"),
-    "waiting_status": ("WAITING", "queued"),
-}
-_NON_NEG_NUMBERS = (
-    "pending_seconds",
-    "processing_seconds",
-    "processing_per_second",
-    "url_ttl",
-    "vip_multiplier",
-)
-_OPTIONAL_POSITIVE = ("download_rate",)
-_OPTIONAL_NON_NEG_INT = ("daily_cap",)
-_NON_NEG_INTS = ("queue_limit", "credits")
-
 
 class ConfigPatchError(ValueError):
     """A config patch names an unknown key or has a value of the wrong type/range."""
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bad(key: str, expected: str) -> ConfigPatchError:
+    return ConfigPatchError(f"bad value for {key}: expected {expected}")
+
+
+def _choice(*options: str) -> Callable[[str, object], object]:
+    def check(key: str, value: object) -> object:
+        if value not in options:
+            raise _bad(key, f"one of {list(options)}")
+        return value
+
+    return check
+
+
+def _number(key: str, value: object) -> float:
+    if not _is_number(value) or value < 0:
+        raise _bad(key, "a number >= 0")
+    return float(value)
+
+
+def _optional_positive(key: str, value: object) -> float | None:
+    if value is not None and (not _is_number(value) or value <= 0):
+        raise _bad(key, "null or a number > 0")
+    return value
+
+
+def _optional_count(key: str, value: object) -> int | None:
+    if value is not None and (not _is_int(value) or value < 0):
+        raise _bad(key, "null or an integer >= 0")
+    return value
+
+
+def _count(key: str, value: object) -> int:
+    if not _is_int(value) or value < 0:
+        raise _bad(key, "an integer >= 0")
+    return value
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(key, "a boolean")
+    return value
+
+
+def _rates(key: str, value: object) -> dict[str, Any]:
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(k, str) and _is_number(v) and v >= 0 for k, v in value.items())
+    ):
+        raise _bad(key, "{resolution: number}")
+    return dict(value)
+
+
+#: Every config key -> its check, which returns the normalised value or raises
+#: :class:`ConfigPatchError` naming the key.
+_CHECKS: Mapping[str, Callable[[str, object], object]] = {
+    "pending_seconds": _number,
+    "processing_seconds": _number,
+    "processing_per_second": _number,
+    "success_status": _choice("success", "completed"),
+    "result_field": _choice("json", "img_url", "output"),
+    "waiting_status": _choice("WAITING", "queued"),
+    "queue_limit": _count,
+    "url_ttl": _number,
+    "download_rate": _optional_positive,
+    "daily_cap": _optional_count,
+    "refund_on_failure": _boolean,
+    "rates": _rates,
+    "vip_multiplier": _number,
+    "credits": _count,
+}
 
 
 def validate_patch(patch: object) -> dict[str, Any]:
@@ -61,40 +119,9 @@ def validate_patch(patch: object) -> dict[str, Any]:
         raise ConfigPatchError("config patch must be a JSON object")
     out: dict[str, Any] = {}
     for key, value in patch.items():
-        if key not in DEFAULT_CONFIG:
+        if key not in _CHECKS:
             raise ConfigPatchError(f"unknown config key: {key}")
-        if key in _CHOICES:
-            if value not in _CHOICES[key]:
-                raise ConfigPatchError(
-                    f"bad value for {key}: expected one of {list(_CHOICES[key])}"
-                )
-        elif key in _NON_NEG_NUMBERS:
-            if not _is_number(value) or value < 0:
-                raise ConfigPatchError(f"bad value for {key}: expected a number >= 0")
-            value = float(value)
-        elif key in _OPTIONAL_POSITIVE:
-            if value is not None and (not _is_number(value) or value <= 0):
-                raise ConfigPatchError(f"bad value for {key}: expected null or a number > 0")
-        elif key in _OPTIONAL_NON_NEG_INT:
-            if value is not None and (not _is_int(value) or value < 0):
-                raise ConfigPatchError(f"bad value for {key}: expected null or an integer >= 0")
-        elif key in _NON_NEG_INTS:
-            if not _is_int(value) or value < 0:
-                raise ConfigPatchError(f"bad value for {key}: expected an integer >= 0")
-        elif key == "refund_on_failure":
-            if not isinstance(value, bool):
-                raise ConfigPatchError("bad value for refund_on_failure: expected a boolean")
-        elif key == "rates":
-            if (
-                not isinstance(value, dict)
-                or not value
-                or not all(
-                    isinstance(k, str) and _is_number(v) and v >= 0 for k, v in value.items()
-                )
-            ):
-                raise ConfigPatchError("bad value for rates: expected {resolution: number}")
-            value = dict(value)
-        out[key] = value
+        out[key] = _CHECKS[key](key, value)
     return out
 
 
