@@ -1452,7 +1452,7 @@ _JOB_COLUMNS = (
 def handle_jobs(m: GoEnhanceMagics, args: NoArgs) -> None:
     """Show the job ledger as a table (newest first)."""
     session = m.session()
-    entries = [_entry_dict(e) for e in session.jobs()]
+    entries = [_entry_dict(e) for e in session.ledger_entries()]
     entries.sort(key=lambda d: d.get("created") or d.get("submitted") or 0, reverse=True)
     rows = []
     for d in entries:
@@ -1477,7 +1477,7 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> Any:
     """Resume a job by id or key and show it like ``run``; no ID lists the resumable jobs."""
     session = m.session()
     if args.id is None:
-        entries = [e for e in session.jobs() if getattr(e, "state", None) not in ("done", "failed")]
+        entries = [e for e in session.ledger_entries() if getattr(e, "state", None) not in ("done", "failed")]
         if not entries:
             print("No unfinished jobs in the ledger.")
             return None
