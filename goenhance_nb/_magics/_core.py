@@ -262,7 +262,7 @@ class GoEnhanceMagics(Magics):
         self._presented.add(job.key, execution_count(self.shell))
         present_job(job, how, session, self.shell)
 
-    def job_bundle(self, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    def job_bundle(self, job: Job) -> tuple[dict[str, object], dict[str, object]]:
         """The Job formatter: a bare ``job`` as a cell's value (no second video in the cell
         whose magic already showed it)."""
         same_cell = self._presented.shown(job.key, execution_count(self.shell))

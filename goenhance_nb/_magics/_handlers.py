@@ -95,7 +95,7 @@ def _backend_label(session: Session) -> str:
     return "SIMULATED" if backend == "simulated" else backend
 
 
-def _show(html_text: str, plain: str, metadata: Mapping[str, Any] | None = None) -> None:
+def _show(html_text: str, plain: str, metadata: Mapping[str, object] | None = None) -> None:
     display_obj(_display.ResultBundle({"text/html": html_text, "text/plain": plain}, metadata))
 
 
@@ -346,9 +346,9 @@ def handle_import(m: GoEnhanceMagics, args: PathArgs) -> None:
     print(f"{report}. Re-run the notebook (replay mode: %goenhance mode replay).")
 
 
-def _sweep_grid(grid: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, list[Any]]:
+def _sweep_grid(grid: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, list[int] | list[str]]:
     """``--grid`` values; duration and seed as integers. :raises UsageError: not integers."""
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[int] | list[str]] = {}
     for key, values in grid:
         if key in ("duration", "seed"):
             try:

@@ -26,6 +26,9 @@ from goenhance_nb._settings import MODES
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
+    #: The ``add_subparsers()`` action of the root parser (generic only in typeshed).
+    _Subparsers = argparse._SubParsersAction["_Parser"]
+
 __all__ = [
     "CELL_KEYS",
     "MAX_YAML_NODES",
@@ -286,7 +289,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, input_optional: bool) -> Non
     )
 
 
-def _add_small_commands(sub: Any) -> None:
+def _add_small_commands(sub: _Subparsers) -> None:
     """styles, credits, jobs, resume, cache, config, panel, login, mode."""
     st = sub.add_parser(
         "styles",
@@ -351,7 +354,7 @@ def _add_small_commands(sub: Any) -> None:
     md.add_argument("mode", nargs="?", default=None, choices=MODES, metavar="MODE")
 
 
-def _add_repro_commands(sub: Any) -> None:
+def _add_repro_commands(sub: _Subparsers) -> None:
     """verify, export, import."""
     vf = sub.add_parser(
         "verify",
@@ -379,7 +382,7 @@ def _add_repro_commands(sub: Any) -> None:
     im.add_argument("path", metavar="PATH", help="a bundle written by %%goenhance export")
 
 
-def _add_sweep_command(sub: Any) -> None:
+def _add_sweep_command(sub: _Subparsers) -> None:
     sw = sub.add_parser(
         "sweep",
         help="every input x style x grid value",
@@ -464,14 +467,14 @@ def _run_args(ns: argparse.Namespace) -> RunArgs:
     return RunArgs(**{f.name: getattr(ns, f.name) for f in fields(RunArgs)})
 
 
-def _run(ns: argparse.Namespace) -> Args:
+def _args_run(ns: argparse.Namespace) -> Args:
     err = duration_error("%goenhance run", "--duration", ns.duration)
     if err is not None:
         raise err
     return _run_args(ns)
 
 
-def _cache(ns: argparse.Namespace) -> Args:
+def _args_cache(ns: argparse.Namespace) -> Args:
     if ns.action in ("info", "remove", "verify") and not ns.key:
         raise UsageError(f"%goenhance cache {ns.action}: KEY is required")
     if ns.action in ("list", "clear") and ns.key:
@@ -479,7 +482,7 @@ def _cache(ns: argparse.Namespace) -> Args:
     return CacheArgs(ns.action, ns.key)
 
 
-def _sweep(ns: argparse.Namespace) -> Args:
+def _args_sweep(ns: argparse.Namespace) -> Args:
     grid: list[tuple[str, tuple[str, ...]]] = []
     for spec in ns.grid:
         key, sep, values = spec.partition("=")
@@ -499,24 +502,24 @@ def _sweep(ns: argparse.Namespace) -> Args:
     )
 
 
-def _path(ns: argparse.Namespace) -> Args:
+def _args_path(ns: argparse.Namespace) -> Args:
     # only ``export`` has --inputs
     return PathArgs(ns.path, bool(getattr(ns, "inputs", False)))
 
 
 #: Subcommand -> its frozen args from the namespace (the rest take no options: NoArgs).
 _ARGS: dict[str, Callable[[argparse.Namespace], Args]] = {
-    "run": _run,
+    "run": _args_run,
     "resume": lambda ns: ResumeArgs(ns.id, ns.resubmit, ns.wait, ns.timeout),
-    "cache": _cache,
+    "cache": _args_cache,
     "login": lambda ns: LoginArgs(ns.save),
     "styles": lambda ns: StylesArgs(ns.refresh, ns.text),
     "help": lambda ns: HelpArgs(ns.topic),
     "mode": lambda ns: ModeArgs(ns.mode),
-    "sweep": _sweep,
-    "verify": _path,
-    "export": _path,
-    "import": _path,
+    "sweep": _args_sweep,
+    "verify": _args_path,
+    "export": _args_path,
+    "import": _args_path,
 }
 
 
@@ -574,6 +577,9 @@ CELL_KEYS: tuple[str, ...] = (
     "notify",
 )
 
+#: A composed PyYAML node (PyYAML ships no type information).
+YamlNode = Any
+
 #: A value a cell body may give (after the checks in :func:`parse_cell_body`).
 CellValue = str | int | float | bool
 
@@ -608,7 +614,7 @@ def parse_cell_body(body: str) -> dict[str, CellValue]:
     return out
 
 
-def _load_yaml(body: str) -> tuple[Any, object]:
+def _load_yaml(body: str) -> tuple[YamlNode, object]:
     """Compose ``body`` (aliases stay shared nodes: linear in the text), bound its expanded
     size, and only then build Python objects from the same node graph: ``(node, data)``.
 
@@ -713,7 +719,7 @@ def _check_limits(out: Mapping[str, CellValue]) -> None:
             raise err
 
 
-def _yaml_children(node: Any) -> list[Any]:
+def _yaml_children(node: YamlNode) -> list[YamlNode]:
     import yaml
 
     if isinstance(node, yaml.SequenceNode):
@@ -723,7 +729,7 @@ def _yaml_children(node: Any) -> list[Any]:
     return []
 
 
-def _check_yaml_size(root: Any) -> None:
+def _check_yaml_size(root: YamlNode) -> None:
     """Refuse a composed YAML document whose alias-expanded node count exceeds
     :data:`MAX_YAML_NODES`, or that refers to itself (a recursive alias).
 
@@ -738,7 +744,7 @@ def _check_yaml_size(root: Any) -> None:
     sizes: dict[int, int] = {}
     active: set[int] = set()
     # iterative post-order walk: (node, children visited?)
-    stack: list[tuple[Any, bool]] = [(root, False)]
+    stack: list[tuple[YamlNode, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         nid = id(node)
@@ -765,7 +771,7 @@ def _check_yaml_size(root: Any) -> None:
         )
 
 
-def _raw_scalar(node: Any, key: str, parsed: object) -> str:
+def _raw_scalar(node: YamlNode, key: str, parsed: object) -> str:
     """The literal text of ``key``'s scalar value in a composed YAML mapping node."""
     import yaml
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from goenhance_nb._engine import Job, JobEvent
     from goenhance_nb._session import Session
     from goenhance_nb._settings import Settings
+    from goenhance_nb.widgets import StatusWidget
 
 __all__ = [
     "Presentation",
@@ -241,7 +242,7 @@ def _present_live(
 
 # -- widgets ----------------------------------------------------------------------------------
 @functools.cache
-def _status_class() -> Any:
+def _status_class() -> type[StatusWidget]:
     """StatusWidget, extended with a hook called whenever it follows a job (Retry).
 
     :raises ImportError: ipywidgets is not installed.
@@ -396,7 +397,7 @@ def job_text(job: Job) -> str:
     return line
 
 
-def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[str, object]]:
     """The display of a bare ``job``: the result video (+ provenance metadata) when done, else
     a status line. ``same_cell``: the magic of the running cell already showed the job, so only
     the status line (no second video)."""
