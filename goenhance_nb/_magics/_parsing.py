@@ -779,7 +779,7 @@ def _raw_scalar(node: YamlNode, key: str, parsed: object) -> str:
         return parsed
     if isinstance(node, yaml.MappingNode):
         for knode, vnode in node.value:
-            if getattr(knode, "value", None) == key:  # a YAML node (collections have lists)
+            if knode.value == key:  # a collection key node holds a list: never equal
                 if isinstance(vnode, yaml.ScalarNode):
                     return str(vnode.value)
                 break
