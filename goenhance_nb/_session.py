@@ -464,7 +464,7 @@ class Session:
         self.usage.last_credits = cr.count
         return cr
 
-    def jobs(self) -> list[LedgerEntry]:
+    def ledger_entries(self) -> list[LedgerEntry]:
         """Return all ledger entries (jobs this cache dir knows), newest first."""
         return self.ledger.entries()
 

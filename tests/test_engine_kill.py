@@ -89,7 +89,7 @@ def test_kill_mid_submit_leaves_an_orphan_that_is_reported_then_resubmitted(
     w.kill()
     s = make_session(sim, cache)
     try:
-        (entry,) = s.jobs()
+        (entry,) = s.ledger_entries()
         assert entry.state == "submitting" and entry.job_id is None
         calls = sim.generate_calls()
         with pytest.raises(LedgerError) as info:

@@ -235,11 +235,12 @@ def test_a_cache_hit_in_a_widget_frontend_builds_no_status_widget(
 ) -> None:
     # issue 15: the live status widget of a job served from the cache is never built; the
     # cell shows the final (cached-badged) output at once, as a bare display would
-    from goenhance_nb import _frontend, _magics
+    from goenhance_nb import _frontend
+    from goenhance_nb._magics import _present
 
     monkeypatch.setattr(_frontend, "frontend", lambda shell=None: "lab")
     built: list[Any] = []
-    monkeypatch.setattr(_magics, "_show_widget", lambda job, *a, **k: built.append(job))
+    monkeypatch.setattr(_present, "_show_widget", lambda job, *a, **k: built.append(job))
     line = "run sample.mp4 --style 2000 -d 3 -r 540p"
     first = ip.run_line_magic("goenhance", f"{line} --wait")
     assert first.done() and built == [first]

@@ -70,7 +70,7 @@ def test_bad_input_raises_in_transform_with_no_http_call(
     with pytest.raises(InputError, match=message):
         session.transform(paths[source], 2000, **{"duration": 3, **kwargs})
     assert sim.requests() == []
-    assert session.jobs() == []
+    assert session.ledger_entries() == []
 
 
 def test_unknown_style_raises_before_any_job_call(sim: Any, session: Session, clip: Path) -> None:
@@ -133,7 +133,7 @@ def test_credits_and_jobs(sim: Any, session: Session, clip: Path) -> None:
     before = session.credits().count
     rec = session.transform(clip, 2000, duration=3, resolution="540p").result(60)
     assert session.credits().count == before - 15 == before - (rec.cost or 0)
-    (entry,) = session.jobs()
+    (entry,) = session.ledger_entries()
     assert entry.state == "done" and entry.job_id == rec.job_id and entry.cost == 15
     assert session.usage.spent == 15
 

@@ -182,7 +182,7 @@ def test_loopback_server_that_is_not_the_simulator_is_a_real_api(
             s.inspect(clip)
         # nothing was uploaded, nothing generated: a local file was refused before sending
         assert fake_api.paths() == ["/sim/health"]
-        assert s.jobs() == []
+        assert s.ledger_entries() == []
         # a URL input runs as a real-API job keyed by the host
         rec = s.transform(f"{fake_api.url}/files/clip.mp4", 2000, duration=3).result(60)
         spec = JobSpec(model=2000, duration=3, resolution="720p", seed=-1, prompt=None)

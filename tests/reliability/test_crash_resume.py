@@ -133,7 +133,7 @@ def test_kill_mid_download_then_rerun_completes(
 def _assert_one_sound_result(sim: Any, cache: Path, job_id: str) -> None:
     s = make_session(sim, cache)
     try:
-        (entry,) = s.jobs()
+        (entry,) = s.ledger_entries()
         assert entry.job_id == job_id and entry.state == "done"
         (rec,) = assert_cache_sound(s)
         assert rec.job_id == job_id

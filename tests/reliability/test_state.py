@@ -153,7 +153,7 @@ def test_upload_memos_expire_and_a_legacy_memo_is_not_trusted(
         sim.clear_requests()
         s.transform(clip, 2000, duration=3, resolution="540p").result(120)
         assert len(_uploads(sim)) == 1  # re-uploaded instead of trusting the bare memo
-        (entry,) = s.jobs()
+        (entry,) = s.ledger_entries()
         want = hashlib.sha256(clip.read_bytes()).hexdigest()
         assert entry.reference_url is not None and want in entry.reference_url
 
@@ -374,9 +374,9 @@ def test_damaged_ledger_and_index_are_quarantined_and_a_fresh_session_works(
             assert any(str(p) in ln for ln in lines)  # says where the old one went
             assert (p / "cache.db").is_file()
         assert all("\n" not in ln for ln in lines)
-        assert s.jobs() == []
+        assert s.ledger_entries() == []
         rec = s.transform(clip, 2000, duration=3, resolution="540p").result(120)
-        assert Path(rec.path).is_file() and len(s.jobs()) == 1
+        assert Path(rec.path).is_file() and len(s.ledger_entries()) == 1
     finally:
         s.close()
     with warnings.catch_warnings():

@@ -1,0 +1,351 @@
+"""The :class:`GoEnhanceMagics` class: traits, the session it uses, and dispatch.
+
+``%goenhance LINE`` is parsed by :func:`~goenhance_nb._magics._parsing.parse_line` and handed to
+the handler :data:`~goenhance_nb._magics._handlers.HANDLERS` names; ``%%goenhance`` cells run
+``run``. Warnings raised while a magic runs are collected by :class:`_Notices`. The extension
+hooks register the magics and the Job formatter (a bound method: what it remembers lives on the
+magics instance, not in a module global).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Bunch, Float, Int, TraitError, Unicode, validate
+
+from goenhance_nb._errors import GoEnhanceWarning, redact_text
+from goenhance_nb._magics._handlers import HANDLERS, busy_message, handle_run
+from goenhance_nb._magics._parsing import merge_cell, parse_cell_body, parse_cell_line, parse_line
+from goenhance_nb._magics._present import (
+    Presentation,
+    Presented,
+    execution_count,
+    job_bundle,
+    present_job,
+)
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from goenhance_nb._engine import Job
+    from goenhance_nb._session import Session
+
+__all__ = [
+    "GoEnhanceMagics",
+    "SettingsBusy",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+# -- warnings as plain lines --------------------------------------------------------------------
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _is_ours(w: warnings.WarningMessage) -> bool:
+    """A warning of our categories, or one raised from a module of this package."""
+    from goenhance_nb._settings import SettingsWarning
+
+    if issubclass(w.category, (GoEnhanceWarning, SettingsWarning)):
+        return True
+    return str(Path(w.filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+class _Notices:
+    """Collects the warnings raised while a magic runs (any thread) and prints ours as one
+    plain stdout line each (``GoEnhance warning: <message>``, no path, no source line), once
+    per command; other warnings are re-emitted unchanged when the magic ends. The user's
+    warning filters still apply (an ignored category is not shown)."""
+
+    def __init__(self) -> None:
+        self._cm = warnings.catch_warnings(record=True)
+        self._log: list[warnings.WarningMessage] | None = None
+        self._shown: set[str] = set()
+        self._others: list[warnings.WarningMessage] = []
+
+    def __enter__(self) -> _Notices:
+        self._log = self._cm.__enter__()
+        return self
+
+    def flush(self) -> None:
+        """Print the plain lines collected so far (e.g. before the status widget)."""
+        if self._log is None:
+            return
+        caught = list(self._log)
+        del self._log[: len(caught)]
+        for w in caught:
+            if not _is_ours(w):
+                self._others.append(w)
+                continue
+            line = f"GoEnhance warning: {redact_text(w.message)}"
+            if line not in self._shown:
+                self._shown.add(line)
+                print(line, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+        self._cm.__exit__(None, None, None)
+        self._log = None
+        for w in self._others:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
+class SettingsBusy(TraitError):
+    """A settings trait change refused because jobs still run in the session (one line)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+#: Traits that feed ``Settings``; changing one replaces the session (``Session.successor``).
+_SETTINGS_TRAITS = ("poll_interval", "job_timeout", "output_dir", "wait")
+
+
+def _session_for(config: Mapping[str, object]) -> Session:
+    """The process-wide session; when traits set settings, its successor on those settings
+    (same spend and budget; the panel and ``goenhance_nb.transform`` share it)."""
+    from goenhance_nb import _session
+
+    if not config:
+        return _session.get_session()
+    from goenhance_nb._settings import Settings
+
+    return _session.replace_session(Settings.resolve(config=dict(config)))
+
+
+def _replace_session(current: Session, config: Mapping[str, object]) -> Session:
+    """The successor of ``current`` on the settings ``config`` gives (see ``Session.successor``),
+    made the process-wide session."""
+    from goenhance_nb import _session
+    from goenhance_nb._settings import Settings
+
+    return _session.replace_session(Settings.resolve(config=dict(config)), current=current)
+
+
+@magics_class
+class GoEnhanceMagics(Magics):
+    """``%goenhance`` and ``%%goenhance``. Defaults are ``config=True`` traits.
+
+    The traits ``poll_interval``, ``job_timeout``, ``output_dir`` and ``wait`` are passed to
+    :meth:`Settings.resolve` as its ``config`` mapping; ``default_style``, ``default_duration``,
+    ``default_resolution`` and ``embed`` are run defaults. No trait ever holds the API key.
+    """
+
+    poll_interval = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="Seconds between status polls (floor 5 s for the real API).",
+    )
+    job_timeout = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="Wall-clock seconds before a job counts as timed out.",
+    )
+    output_dir = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Folder for result files (default: goenhance_outputs/ beside the notebook).",
+    )
+    default_style = Unicode(
+        None, allow_none=True, config=True, help="Style used when run has no --style."
+    )
+    default_duration = Int(5, config=True, help="Default --duration (seconds, 3-30).")
+    default_resolution = Unicode("720p", config=True, help="Default --resolution (540p or 720p).")
+    embed = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="Embed result videos (True), link them (False), or decide per frontend (None).",
+    )
+    wait = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="Block until done (True), never (False), or only in headless runs (None).",
+    )
+    notify = Bool(
+        False,
+        config=True,
+        help="Show a browser notification when a watched job ends (like run --notify; needs "
+        "anywidget). No effect in headless runs.",
+    )
+
+    def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
+        self._session: Session | None = None
+        self._stale = False  # settings traits changed since the session was made
+        self._notices: _Notices | None = None
+        self._mode: str | None = None  # set by %goenhance mode
+        self._lock = threading.RLock()
+        self._presented = Presented()  # jobs the running cell's magic showed
+        super().__init__(shell=shell, **kwargs)
+        self.observe(self._settings_traits_changed, names=list(_SETTINGS_TRAITS))
+
+    # -- session ------------------------------------------------------------------------------
+    def settings_config(self) -> dict[str, object]:
+        """The ``config`` mapping handed to ``Settings.resolve`` (never the key)."""
+        out: dict[str, object] = {}
+        for name in _SETTINGS_TRAITS:
+            value = getattr(self, name)  # a traitlets trait, by name
+            if value is not None:
+                out[name] = Path(value) if name == "output_dir" else value
+        return out
+
+    @validate(*_SETTINGS_TRAITS)
+    def _refuse_while_jobs_run(self, proposal: Bunch) -> object:
+        """A settings trait may not change while jobs run in the session (their watch, widget
+        and placeholder belong to it); the trait keeps its value.
+
+        :raises SettingsBusy: jobs still run (``%config`` prints it as one line).
+        """
+        busy = busy_message(self._session)
+        if busy is not None:
+            raise SettingsBusy(f"GoEnhanceMagics.{proposal['trait'].name} not changed: {busy}")
+        return proposal["value"]
+
+    def _settings_traits_changed(self, change: Bunch) -> None:
+        with self._lock:
+            if self._session is None:
+                return  # the first use builds the session from the traits
+            self._stale = True
+            self.session()  # replace it now, so the old one closes at once
+
+    def session(self) -> Session:
+        """The Session the magics use (created on first use from env + these traits; after a
+        settings trait change, the successor of the previous one: same spend and budget). A
+        mode set with ``%goenhance mode`` carries over to a session rebuilt after a change.
+
+        :raises ConfigError: the settings changed while jobs still run in the session.
+        """
+        with self._lock:
+            if self._session is None:
+                self._session = _session_for(self.settings_config())
+                self._stale = False
+            elif self._stale:
+                self._session = _replace_session(self._session, self.settings_config())
+                self._stale = False
+            if self._mode is not None and self._session.mode != self._mode:
+                self._session.set_mode(self._mode)
+            return self._session
+
+    def current_session(self) -> Session | None:
+        """The session in use, without making one (None before the first use)."""
+        return self._session
+
+    def set_session(self, session: Session) -> None:
+        """Use ``session`` from now on (``login`` and tests)."""
+        with self._lock:
+            self._session = session
+            self._stale = False
+
+    def remember_mode(self, mode: str) -> None:
+        """Keep ``mode`` (``%goenhance mode``) for sessions rebuilt after a settings change."""
+        self._mode = mode
+
+    # -- presenting jobs ----------------------------------------------------------------------
+    def flush_notices(self) -> None:
+        """Print the warnings collected so far in this magic call (no-op outside a call)."""
+        if self._notices is not None:
+            self._notices.flush()
+
+    def present(self, job: Job, how: Presentation, session: Session) -> None:
+        """Show ``job`` in the running cell (see :func:`present_job`) and remember it there."""
+        self._presented.add(job.key, execution_count(self.shell))
+        present_job(job, how, session, self.shell)
+
+    def job_bundle(self, job: Job) -> tuple[dict[str, object], dict[str, object]]:
+        """The Job formatter: a bare ``job`` as a cell's value (no second video in the cell
+        whose magic already showed it)."""
+        same_cell = self._presented.shown(job.key, execution_count(self.shell))
+        return job_bundle(job, same_cell=same_cell)
+
+    # -- entry point --------------------------------------------------------------------------
+    @line_cell_magic
+    def goenhance(self, line: str, cell: str | None = None) -> object:
+        """GoEnhance AI video-to-video. ``%goenhance help`` lists the subcommands."""
+        if self._notices is not None:  # re-entered (a magic inside a magic): one collector
+            return self._dispatch(line, cell)
+        with _Notices() as notices:
+            self._notices = notices
+            try:
+                return self._dispatch(line, cell)
+            finally:
+                self._notices = None
+
+    def _dispatch(self, line: str, cell: str | None) -> object:
+        if cell is not None:
+            return self._cell(line, cell)
+        cmd = parse_line(line)
+        if cmd is None:
+            return None
+        return HANDLERS[cmd.name](self, cmd.args)
+
+    def _cell(self, line: str, cell: str) -> object:
+        line_args = parse_cell_line(line)
+        if line_args is None:
+            return None
+        body = cell
+        if self.shell is not None and ("{" in body or "$" in body):
+            shell = self.shell
+            # line by line: IPython's formatter drops text after a {var} across newlines
+            body = "\n".join(
+                shell.var_expand(ln) if ("{" in ln or "$" in ln) else ln for ln in body.split("\n")
+            )
+        args = merge_cell(line_args, parse_cell_body(body))
+        if not args.input:
+            raise UsageError("%%goenhance: no input (give it on the first line or as 'input:')")
+        return handle_run(self, args)
+
+
+# -- extension hooks --------------------------------------------------------------------------
+def _register_job_formatter(shell: InteractiveShell, magics: GoEnhanceMagics) -> None:
+    if shell.display_formatter is None:
+        return
+    # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
+    shell.display_formatter.mimebundle_formatter.for_type_by_name(
+        "goenhance_nb._engine", "Job", magics.job_bundle
+    )
+
+
+def _unregister_job_formatter(shell: InteractiveShell) -> None:
+    if shell.display_formatter is None:
+        return
+    fmt = shell.display_formatter.mimebundle_formatter
+    fmt.pop("goenhance_nb._engine.Job", None)
+    engine = sys.modules.get("goenhance_nb._engine")
+    if engine is not None:
+        fmt.pop(engine.Job, None)
+
+
+def _other_configurables(shell: InteractiveShell) -> list[Any]:
+    """The shell's configurables (``%config`` looks there) without our magics."""
+    return [c for c in shell.configurables if not isinstance(c, GoEnhanceMagics)]
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """Register :class:`GoEnhanceMagics` on ``ipython`` (``%load_ext goenhance_nb``)."""
+    magics = GoEnhanceMagics(shell=ipython)
+    ipython.register_magics(magics)
+    # %config GoEnhanceMagics.<trait> finds configurables here
+    configurables: list[Any] = [*_other_configurables(ipython), magics]
+    ipython.configurables = configurables
+    _register_job_formatter(ipython, magics)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """Remove the magics and the Job formatter (``%unload_ext goenhance_nb``)."""
+    mm = ipython.magics_manager
+    for kind in ("line", "cell"):
+        mm.magics[kind].pop("goenhance", None)
+    mm.registry.pop("GoEnhanceMagics", None)
+    ipython.configurables = _other_configurables(ipython)
+    _unregister_job_formatter(ipython)
