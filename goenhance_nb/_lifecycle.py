@@ -30,7 +30,14 @@ __all__ = [
 ]
 
 
-class JobState(str, enum.Enum):
+class _Word(str, enum.Enum):
+    """A ``str`` enum that prints as its value (``f"{JobState.DONE}"`` is ``done``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class JobState(_Word):
     """Normalised state of a job handle (the raw API status is kept separately).
 
     ``LOCAL``: made, nothing looked up yet; ``LOCAL_QUEUE``: waiting for a local queue slot
@@ -44,9 +51,6 @@ class JobState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def terminal(self) -> bool:
         """True for DONE and FAILED."""
@@ -58,7 +62,7 @@ class JobState(str, enum.Enum):
         return self in (JobState.LOCAL, JobState.LOCAL_QUEUE)
 
 
-class EventKind(str, enum.Enum):
+class EventKind(_Word):
     """What a job event reports (``JobEvent.kind``)."""
 
     VALIDATED = "validated"
@@ -72,9 +76,6 @@ class EventKind(str, enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     WATCH_CANCELLED = "watch_cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -102,7 +103,7 @@ _TERMINAL_KINDS = frozenset(
 )
 
 
-class LedgerState(str, enum.Enum):
+class LedgerState(_Word):
     """Durable state of a ledger entry.
 
     ``SUBMITTING``: the paid POST may or may not have reached the API (no job id yet).
@@ -118,9 +119,6 @@ class LedgerState(str, enum.Enum):
     WATCH_CANCELLED = "watch_cancelled"
     DONE = "done"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def terminal(self) -> bool:
@@ -174,7 +172,7 @@ def known_raw_status(raw: str | None) -> bool:
     return (raw or "").strip().lower() in RAW_STATUS
 
 
-class Badge(str, enum.Enum):
+class Badge(_Word):
     """The word a user sees for a job, everywhere (widget badge, panel rows, jobs table)."""
 
     QUEUED = "queued"
@@ -184,9 +182,6 @@ class Badge(str, enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed out"
     NOT_WATCHING = "not watching"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def colours(self) -> tuple[str, str]:
@@ -269,7 +264,7 @@ def badge_for(
     return Badge.QUEUED
 
 
-class PlanStatus(str, enum.Enum):
+class PlanStatus(_Word):
     """What a plan (``Session.plan``, a sweep item before it runs) says about one
     transformation, before anything is sent.
 
@@ -281,6 +276,3 @@ class PlanStatus(str, enum.Enum):
     CACHED = "cached"
     RUNNING = "running"
     NEW = "new"
-
-    def __str__(self) -> str:
-        return self.value
