@@ -1861,15 +1861,15 @@ def _job_bundle(job: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def _register_job_formatters(shell: Any) -> None:
     # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
     shell.display_formatter.mimebundle_formatter.for_type_by_name(
-        "goenhance_nb._engine", "Job", _job_bundle
+        "goenhance_nb._job", "Job", _job_bundle
     )
 
 
 def _unregister_job_formatters(shell: Any) -> None:
     fmt = shell.display_formatter.mimebundle_formatter
     with contextlib.suppress(KeyError):
-        fmt.pop("goenhance_nb._engine.Job")
-    engine = sys.modules.get("goenhance_nb._engine")
+        fmt.pop("goenhance_nb._job.Job")
+    engine = sys.modules.get("goenhance_nb._job")
     if engine is not None:
         with contextlib.suppress(KeyError):
             fmt.pop(engine.Job)

@@ -34,6 +34,7 @@ LAYERS: list[str] = [
     "_frontend",
     "_simproc",
     "_engine",
+    "_job",
     "_inputs",
     "_cache",
     "_ledger",
