@@ -508,3 +508,26 @@ def test_a_failing_host_costs_a_bounded_number_of_requests_per_job(
         assert entry is not None and entry.resumable  # the job stays resumable
     finally:
         s.close()
+
+
+def test_run_from_the_engine_thread_leaves_the_registered_loop_alone(
+    sim: Any, session: Session, tmp_path: Path
+) -> None:
+    from goenhance_nb import _sync
+
+    assert session.engine.loop is not None
+    other = make_session(sim, tmp_path / "other")
+    try:
+        registered = other.engine.loop  # started last: the loop run_sync hands work to
+        assert _sync.engine_loop() is registered
+
+        async def inner() -> int:
+            return 42
+
+        async def outer() -> int:  # on session's engine thread: a re-entrant run
+            return session.engine.run(inner())
+
+        assert session.engine.run(outer()) == 42
+        assert _sync.engine_loop() is registered
+    finally:
+        other.close()
