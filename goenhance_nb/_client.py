@@ -700,25 +700,26 @@ class AsyncClient:
         conditional: Mapping[str, str] | None,
         seen: dict[str, URLValidators] | None,
     ) -> int:
-        """:meth:`download`'s retry loop; ``conditional`` headers go on the first attempt only
-        (a 304 raises :class:`_NotModified`); ``seen["validators"]`` receives the 200 answer's
-        validators."""
-        attempts = self.settings.max_retries + 1
+        """Fetch ``url`` into ``dest``, resuming a body that stopped early.
+
+        Each GET is one request to the transport (which alone re-sends a request that failed
+        before its answer began). A body cut off mid-way is continued with ``Range`` from the
+        bytes already written: at most ``settings.max_retries`` continuations, so one call
+        costs at most ``max_retries + 1`` GETs. ``conditional`` headers go on the first GET
+        only (a 304 raises :class:`_NotModified`); ``seen["validators"]`` receives the 200
+        answer's validators.
+        """
+        gets = self.settings.max_retries + 1
         last_error: GoEnhanceError | None = None
-        for attempt in range(attempts):
+        for n in range(gets):
             try:
                 return await self._download_once(
-                    url,
-                    dest,
-                    on_progress,
-                    max_bytes,
-                    conditional if attempt == 0 else None,
-                    seen,
+                    url, dest, on_progress, max_bytes, conditional if n == 0 else None, seen
                 )
             except _Truncated as exc:
                 last_error = TransportError(str(exc))
-                if attempt + 1 < attempts:
-                    await self.transport.sleep(self.transport.backoff(attempt))
+                if n + 1 < gets:
+                    await self.transport.sleep(self.transport.backoff(n))
             except (TooLarge, CacheError):
                 with contextlib.suppress(OSError):
                     dest.unlink(missing_ok=True)
@@ -735,81 +736,50 @@ class AsyncClient:
         conditional: Mapping[str, str] | None = None,
         seen: dict[str, URLValidators] | None = None,
     ) -> int:
+        """One GET of ``url`` into ``dest`` (appending from its current size); return the
+        file's size once complete.
+
+        :raises _Truncated: the body stopped early or the range did not fit (resumable).
+        :raises _NotModified, ResultExpired, AuthError, APIError, TooLarge, DiskFull,
+            CacheError, TransportError: see :meth:`download` and :meth:`fetch_input`.
+        """
         have = dest.stat().st_size if dest.exists() else 0
-        headers = self._auth_headers() if self._is_api_origin(url) else {}
-        headers["Accept-Encoding"] = "identity"
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        elif conditional:
-            headers.update(conditional)
+        headers = self._download_headers(url, have, conditional)
         safe = redact_url(url)
         self.request_count += 1
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
-                status = response.status_code
-                if status == 304 and conditional and not have:
-                    raise _NotModified
-                if status in (403, 404, 410):
-                    raise ResultExpired(f"result URL expired or gone (HTTP {status}): {safe}")
-                if status == 416 and have:
-                    total = _content_range_total(response.headers.get("content-range"))
-                    if total == have:
-                        return have
-                    dest.unlink(missing_ok=True)
-                    raise _Truncated(f"download of {safe}: range not satisfiable, restarting")
-                if status == 206 and have:
-                    start = _content_range_start(response.headers.get("content-range"))
-                    if start != have:
-                        dest.unlink(missing_ok=True)
-                        raise _Truncated(f"download of {safe}: unexpected range, restarting")
-                    mode, offset = "ab", have
-                elif status == 200:
-                    mode, offset = "wb", 0
-                elif status in (401,):
-                    raise AuthError(f"download refused (HTTP {status}): {safe}")
-                else:
-                    raise APIError(None, f"download of {safe}: HTTP {status}", status=status)
+                offset = _resume_offset(response, safe, dest, have, conditional)
+                if offset is None:  # nothing left to fetch
+                    return have
                 encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
                 length = None if encoded else _int_or_none(response.headers.get("content-length"))
                 total = offset + length if length is not None else None
-                if seen is not None and status == 200:
+                if seen is not None and response.status_code == 200:
                     seen["validators"] = URLValidators.from_headers(response.headers, length)
                 if max_bytes is not None and total is not None and total > max_bytes:
                     raise _too_large(safe, total, max_bytes)
-                done = offset
-                if on_progress is not None:
-                    on_progress(done, total)
-                try:
-                    with dest.open(mode) as fh:
-                        try:
-                            async for chunk in response.aiter_bytes():
-                                done += len(chunk)
-                                if max_bytes is not None and done > max_bytes:
-                                    raise _too_large(safe, done, max_bytes, so_far=True)
-                                fh.write(chunk)
-                                if on_progress is not None:
-                                    on_progress(done, total)
-                        except (
-                            httpx.RemoteProtocolError,
-                            httpx.ReadError,
-                            httpx.ReadTimeout,
-                        ) as exc:
-                            fh.flush()
-                            raise _Truncated(
-                                f"download of {safe} interrupted at {done} of "
-                                f"{total if total is not None else '?'} bytes ({type(exc).__name__})"
-                            ) from None
-                except OSError as exc:
-                    raise _write_error(exc, dest) from None
-                if total is not None and done != total:
-                    raise _Truncated(f"download of {safe} truncated: {done} of {total} bytes")
-                return done
+                body = _Body(safe, total, max_bytes, on_progress)
+                return await body.write(response, dest, offset)
         except httpx.HTTPError as exc:
             raise TransportError(f"download of {safe} failed: {type(exc).__name__}") from None
         except (httpx.InvalidURL, UnicodeError) as exc:  # the request could not be built
             raise TransportError(
                 f"download of {safe} failed: {type(exc).__name__}", sent=False
             ) from None
+
+    def _download_headers(
+        self, url: str, have: int, conditional: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        """Headers of a download GET: the key only on the API's own origin, no content coding,
+        ``Range`` from ``have`` bytes (else the ``conditional`` validators)."""
+        headers = self._auth_headers() if self._is_api_origin(url) else {}
+        headers["Accept-Encoding"] = "identity"
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        elif conditional:
+            headers.update(conditional)
+        return headers
 
     async def aclose(self) -> None:
         """Close connections (the client is unusable afterwards)."""
@@ -848,6 +818,93 @@ def _write_error(exc: OSError, dest: Path) -> CacheError:
     if exc.errno in _NO_SPACE:
         return DiskFull(f"no space left writing the download ({exc.strerror or exc})")
     return CacheError(f"cannot write {dest.name}: {exc.strerror or exc}")
+
+
+def _resume_offset(
+    response: httpx.Response,
+    safe: str,
+    dest: Path,
+    have: int,
+    conditional: Mapping[str, str] | None,
+) -> int | None:
+    """Where the answer's body goes in ``dest``: 0 (a full body) or ``have`` (the rest, 206);
+    ``None`` when nothing is left to fetch (416 and the file is complete).
+
+    :raises _NotModified: 304 to a conditional GET.
+    :raises ResultExpired: 403/404/410. :raises AuthError: 401. :raises APIError: other status.
+    :raises _Truncated: the range does not fit (``dest`` is deleted: start again).
+    """
+    status = response.status_code
+    if status == 304 and conditional and not have:
+        raise _NotModified
+    if status in (403, 404, 410):
+        raise ResultExpired(f"result URL expired or gone (HTTP {status}): {safe}")
+    if status == 416 and have:
+        if _content_range_total(response.headers.get("content-range")) == have:
+            return None
+        dest.unlink(missing_ok=True)
+        raise _Truncated(f"download of {safe}: range not satisfiable, restarting")
+    if status == 206 and have:
+        if _content_range_start(response.headers.get("content-range")) != have:
+            dest.unlink(missing_ok=True)
+            raise _Truncated(f"download of {safe}: unexpected range, restarting")
+        return have
+    if status == 200:
+        return 0
+    if status == 401:
+        raise AuthError(f"download refused (HTTP {status}): {safe}")
+    raise APIError(None, f"download of {safe}: HTTP {status}", status=status)
+
+
+class _Body:
+    """Writes one download answer's body into the destination file, with the size cap and
+    progress reports."""
+
+    def __init__(
+        self,
+        safe: str,
+        total: int | None,
+        max_bytes: int | None,
+        on_progress: ProgressFn | None,
+    ) -> None:
+        self.safe = safe
+        self.total = total
+        self.max_bytes = max_bytes
+        self.on_progress = on_progress
+
+    def _progress(self, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, self.total)
+
+    async def write(self, response: httpx.Response, dest: Path, offset: int) -> int:
+        """Write the body at ``offset`` (append when > 0); return the file's size.
+
+        :raises _Truncated: the body stopped early (what arrived is kept for a resume).
+        :raises TooLarge: the body passed ``max_bytes``. :raises DiskFull, CacheError: writing.
+        """
+        done = offset
+        self._progress(done)
+        try:
+            with dest.open("ab" if offset else "wb") as fh:
+                try:
+                    async for chunk in response.aiter_bytes():
+                        done += len(chunk)
+                        if self.max_bytes is not None and done > self.max_bytes:
+                            raise _too_large(self.safe, done, self.max_bytes, so_far=True)
+                        fh.write(chunk)
+                        self._progress(done)
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                    fh.flush()
+                    total = self.total if self.total is not None else "?"
+                    raise _Truncated(
+                        f"download of {self.safe} interrupted at {done} of {total} bytes "
+                        f"({type(exc).__name__})"
+                    ) from None
+        except OSError as exc:
+            raise _write_error(exc, dest) from None
+        if self.total is not None and done != self.total:
+            raise _Truncated(f"download of {self.safe} truncated: {done} of {self.total} bytes")
+        return done
 
 
 class _Truncated(Exception):

@@ -44,7 +44,7 @@ from goenhance_nb._outputs import (
 
 if TYPE_CHECKING:
     from goenhance_nb._cache import ResultRecord
-    from goenhance_nb._engine import Job
+    from goenhance_nb._job import Job
 
 __all__ = [
     "ResultBundle",
@@ -373,7 +373,7 @@ def result_grid(
 
 def _grid_cell(item: Job | ResultRecord, kw: dict[str, Any]) -> ResultBundle | tuple[str, str]:
     """One grid cell: the published result, or ``(html, text)`` for a failed or running Job."""
-    from goenhance_nb._engine import Job
+    from goenhance_nb._job import Job
 
     if not isinstance(item, Job):
         return render_result(item, publish(item, **kw), width=260)

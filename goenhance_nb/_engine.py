@@ -1,44 +1,55 @@
 """The job engine: one background thread with its own asyncio loop (DECISIONS 3).
 
-Every job is a task on that loop. A :class:`Job` is a thread-safe handle on it:
-``job.result(timeout)`` waits on a :class:`concurrent.futures.Future`, ``await job`` works in
-any loop, and ``job.subscribe(cb)`` delivers :class:`JobEvent` s on the engine thread (a failing
-listener is logged and skipped, STYLE 12).
+Every job is a task on that loop. The caller holds a :class:`~goenhance_nb._job.Job` handle
+(its own module: a read-only view with ``result()``, ``subscribe()``, ``on_finish()``); the
+engine keeps what it needs to run the job in a private per-run object (:class:`_Run`: the
+task, the local queue slot, the budget reservation, the deadline) and publishes state and
+events on the handle, on the engine thread.
 
-The life of a job (docs/ARCHITECTURE.md section 3, STYLE 9)::
+The life of a job (docs/ARCHITECTURE.md section 3, STYLE 9), one straight pipeline in
+:meth:`JobEngine._drive`::
 
     cache hit (file present, right size)  -> "cached", "done"    (no HTTP at all)
     take the per-key file lock (another process on the same key -> wait, then re-check)
-    ledger entry with an img_uuid         -> re-attach: poll, download
+    ledger entry with an img_uuid         -> attach:  "submitted" (re-attached)
     ledger entry stuck in "submitting"    -> LedgerError (resume --resubmit), unless resubmit
-    otherwise: wait for a local queue slot (account queueLimit) -> "queued_locally"
-               ledger "submitting" -> POST generate (once) -> ledger img_uuid -> poll -> download
+    otherwise                             -> submit:  reserve budget, take a local queue slot
+                                             (account queueLimit) -> "queued_locally",
+                                             ledger "submitting" -> POST generate (once)
+                                             -> ledger img_uuid -> "submitted"
+    -> poll (slot released after) -> download -> verify (probe) -> store, cache, ledger "done"
+
+A repair (the cached file is gone, its job known) whose job is definitely gone (the result URL
+stays expired, or the API no longer knows the job) runs the submit pipeline once more.
 
 The POST and the ledger write of its answer are shielded from "stop watching". An error the
 client marks ``job_may_exist`` (the server may have made and charged a job) leaves the entry
 "submitting" with the reason (an orphan: only ``resume --resubmit`` pays again); a provable
 refusal marks it "failed" (DECISIONS 25).
 
-Polling runs every ``poll_interval`` until the job's deadline (counted from submission or
-re-attachment, not from local waiting; a joining request may extend it, DECISIONS 27); at the
-deadline the job stays in the ledger as resumable and the handle raises :class:`JobTimedOut`. Downloads stream into a
-per-key temp file (resumed with Range), are size-checked, hashed and renamed into the store; an
-expired result URL triggers a fresh ``jobs/detail`` for a new URL.
+Retries: only the transport re-sends a request (``max_retries``). Polling runs every
+``poll_interval`` (a longer ``Retry-After`` wins) until the job's deadline (counted from
+submission or re-attachment, not from local waiting; a joining request may extend it,
+DECISIONS 27); ``max_poll_errors`` failed polls in a row end the watch (the job stays
+resumable). At the deadline the job stays in the ledger as resumable and the handle raises
+:class:`JobTimedOut`. Downloads stream into a per-key temp file (a dropped body is resumed with
+Range by the client), are size-checked, probed, hashed and renamed into the store; an expired
+result URL triggers a fresh ``jobs/detail`` for a new URL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import filelock
@@ -60,244 +71,21 @@ from goenhance_nb._errors import (
     TooLarge,
     TransportError,
 )
-from goenhance_nb._inputs import InputRef
+from goenhance_nb._job import Job, JobRequest
 from goenhance_nb._ledger import Ledger, LedgerEntry, orphan_error
-from goenhance_nb._lifecycle import JobState, known_raw_status
+from goenhance_nb._lifecycle import EventKind, JobState, LedgerState, known_raw_status
 from goenhance_nb._records import JobDetail, JobSpec
-from goenhance_nb._store import ResultStore, probe_result
+from goenhance_nb._store import ResultStore, StoredFile, probe_result
 from goenhance_nb._usage import Estimate, Usage
 
 if TYPE_CHECKING:
     from goenhance_nb._client import AsyncClient
 
-__all__ = ["EVENT_KINDS", "LOCAL_QUEUE", "Job", "JobEngine", "JobEvent", "JobRequest"]
+__all__ = ["JobEngine"]
 
 log = logging.getLogger("goenhance_nb.engine")
 T = TypeVar("T")
-
-#: ``Job.state`` while the job waits for a local queue slot (not yet submitted).
-LOCAL_QUEUE = "LOCAL_QUEUE"
-#: ``Job.state`` before anything happened (validated, not yet looked up).
-PENDING_LOCAL = "LOCAL"
-
-EVENT_KINDS = frozenset(
-    {
-        "validated",
-        "cached",
-        "queued_locally",
-        "submitting",
-        "submitted",
-        "status",
-        "downloading",
-        "done",
-        "failed",
-        "timed_out",
-        "watch_cancelled",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    """One thing that happened to a job. ``kind`` is one of :data:`EVENT_KINDS`.
-
-    ``state`` is the normalised state (a :class:`JobState` or ``"LOCAL_QUEUE"``/``"LOCAL"``),
-    ``raw_status`` the API's status verbatim, ``elapsed`` seconds since the handle was made,
-    ``queue_position`` the 1-based local queue position (``queued_locally`` only), ``result``
-    the :class:`ResultRecord` (``done``/``cached``), ``error`` the exception (``failed``,
-    ``timed_out``), ``progress`` ``(bytes, total)`` while downloading.
-    """
-
-    key: str
-    kind: str
-    state: JobState | str
-    raw_status: str | None = None
-    message: str = ""
-    elapsed: float = 0.0
-    queue_position: int | None = None
-    job_id: str | None = None
-    cost: int | None = None
-    result: ResultRecord | None = None
-    error: BaseException | None = None
-    ts: float = 0.0
-    progress: tuple[int, int | None] | None = None
-
-
-@dataclass
-class JobRequest:
-    """Everything the engine needs to run (or re-attach to) one transformation.
-
-    ``reference_url`` is an async callable returning the public input URL (uploading on first
-    use); it is only awaited when a new generate call is needed. ``estimate`` is the budget
-    reservation made by the session (released or turned into spend by the engine). ``timeout``
-    is this request's share of the job's deadline: seconds from submission (``job_timeout``
-    when None); a job joined by several requests keeps the latest of their deadlines.
-    """
-
-    key: str
-    spec: JobSpec
-    input: InputRef
-    model_version: str
-    style_label: str
-    backend: str
-    reference_url: Callable[[], Awaitable[str]] | None
-    timeout: float | None = None
-    force: bool = False
-    resubmit: bool = False
-    estimate: Estimate | None = None
-    source_name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Job:
-    """Handle on one transformation running on the engine. Thread-safe; non-blocking.
-
-    Attributes: ``key`` (request key), ``id`` (img_uuid once known), ``state``, ``raw_status``,
-    ``cached`` (served from cache), ``error``, ``history`` (events so far), ``spec``, ``input``,
-    ``backend``, ``progress`` ``(bytes, total)`` of the download.
-    """
-
-    def __init__(self, engine: JobEngine, request: JobRequest) -> None:
-        self._engine = engine
-        self.request = request
-        self.key = request.key
-        self.spec = request.spec
-        self.input = request.input
-        self.backend = request.backend
-        self.id: str | None = None
-        self.state: JobState | str = PENDING_LOCAL
-        self.raw_status: str | None = None
-        self.cached = False
-        self.error: GoEnhanceError | None = None
-        self.cost: int | None = None
-        self.progress: tuple[int, int | None] | None = None
-        self.history: list[JobEvent] = []
-        self.queue_position: int | None = None
-        self._listeners: list[Callable[[JobEvent], Any]] = []
-        self._lock = threading.Lock()
-        self._future: concurrent.futures.Future[ResultRecord] = concurrent.futures.Future()
-        self._task: asyncio.Task[None] | None = None
-        self._reservation_open = request.estimate is not None
-        self._extra_estimate: Estimate | None = None
-        self._slot = False
-        # The job's own deadline (engine clock), set when it exists on the server; until then
-        # the budget (seconds) it will get: the longest of its joiners' (DECISIONS 27).
-        self.deadline: float | None = None
-        self._budget = request.timeout if request.timeout is not None else engine.job_timeout
-        self.started = engine.clock()
-        self.started_wall = time.time()
-
-    # -- public face -----------------------------------------------------------------------
-    def __repr__(self) -> str:
-        jid = self.id or self.key[:12]
-        return f"<Job {jid} {self.state} raw={self.raw_status!r}{' cached' if self.cached else ''}>"
-
-    def done(self) -> bool:
-        """True once the job finished (result, error, timeout or watch cancelled)."""
-        return self._future.done()
-
-    @property
-    def path(self) -> Path | None:
-        """The stored result file once done, else ``None``."""
-        record = self.record
-        return record.file if record is not None else None
-
-    @property
-    def record(self) -> ResultRecord | None:
-        """The :class:`ResultRecord` once done, else ``None``."""
-        if (
-            self._future.done()
-            and not self._future.cancelled()
-            and self._future.exception() is None
-        ):
-            return self._future.result()
-        return None
-
-    def result(self, timeout: float | None = None) -> ResultRecord:
-        """Block until the job finishes and return its :class:`ResultRecord`.
-
-        :raises TimeoutError: ``timeout`` seconds passed first (the job keeps running).
-        :raises JobFailed, JobTimedOut, LedgerError, APIError, ...: the job's own error.
-        :raises concurrent.futures.CancelledError: after :meth:`cancel_watch`.
-        """
-        if self._engine.on_engine_thread() and not self._future.done():
-            # Re-entrant call from a callback: drive the loop instead of deadlocking it.
-            return self._engine.run(self._await_with_timeout(timeout))
-        try:
-            return self._future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(
-                f"job {self.id or self.key[:12]} still running after {timeout}s"
-            ) from None
-
-    def wait(self, timeout: float | None = None) -> ResultRecord:
-        """Alias of :meth:`result`."""
-        return self.result(timeout)
-
-    async def _await_with_timeout(self, timeout: float | None) -> ResultRecord:
-        return await asyncio.wait_for(asyncio.wrap_future(self._future), timeout)
-
-    def __await__(self) -> Generator[Any, None, ResultRecord]:
-        """``await job`` in any event loop -> :class:`ResultRecord` (same errors as result())."""
-        return asyncio.wrap_future(self._future).__await__()
-
-    def subscribe(self, callback: Callable[[JobEvent], Any]) -> Callable[[], None]:
-        """Call ``callback(event)`` on the engine thread for every event, starting with a replay
-        of the latest one. Returns a function that unsubscribes."""
-
-        def _attach() -> None:
-            with self._lock:
-                self._listeners.append(callback)
-                latest = self.history[-1] if self.history else None
-            if latest is not None:
-                _deliver(callback, latest)
-
-        self._engine.call_soon(_attach)
-
-        def unsubscribe() -> None:
-            def _detach() -> None:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._listeners.remove(callback)
-
-            self._engine.call_soon(_detach)
-
-        return unsubscribe
-
-    def cancel_watch(self) -> None:
-        """Stop polling/downloading locally. The job stays in the ledger and can be resumed;
-        ``result()`` then raises ``CancelledError``."""
-        self._engine.call_soon(self._cancel_on_loop)
-
-    def _cancel_on_loop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    # -- engine side -----------------------------------------------------------------------
-    def _release_reservation(self) -> None:
-        """Drop the budget reservation (the job will not cost anything new)."""
-        est = self._extra_estimate or self.request.estimate
-        if self._reservation_open and est is not None:
-            self._reservation_open = False
-            self._extra_estimate = None
-            self._engine.usage.release(est)
-
-    def _emit(self, kind: str, **kw: Any) -> JobEvent:
-        ev = JobEvent(
-            key=self.key,
-            kind=kind,
-            state=kw.pop("state", self.state),
-            raw_status=kw.pop("raw_status", self.raw_status),
-            elapsed=max(0.0, self._engine.clock() - self.started),
-            job_id=kw.pop("job_id", self.id),
-            ts=time.time(),
-            **kw,
-        )
-        with self._lock:
-            self.history.append(ev)
-            listeners = list(self._listeners)
-        for cb in listeners:
-            _deliver(cb, ev)
-        return ev
+Ending = tuple[EventKind, dict[str, Any]]
 
 
 class _JobLost(JobFailed):
@@ -312,11 +100,87 @@ def _bounded(raw: str | None, limit: int = 80) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _deliver(cb: Callable[[JobEvent], Any], ev: JobEvent) -> None:
-    try:
-        cb(ev)
-    except Exception:  # a failing listener is logged and skipped
-        log.exception("goenhance_nb: event listener %r failed on %s; skipped", cb, ev.kind)
+class _Reservation:
+    """The budget reservation of one run: open from the session's estimate (or :meth:`ensure`)
+    until it is spent (:meth:`spend`), possibly spent (:meth:`possible`) or released. As a
+    context manager it releases whatever is still open when the run ends."""
+
+    def __init__(self, usage: Usage, estimate: Estimate | None) -> None:
+        self._usage = usage
+        self.estimate = estimate
+        self.open = estimate is not None
+
+    def __enter__(self) -> _Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def ensure(self, spec: JobSpec) -> Estimate:
+        """The open estimate; when none is open (a charge the session did not foresee, e.g.
+        regenerating a result whose job is gone) reserve a new one first.
+
+        :raises BudgetExceeded: the new estimate does not fit the budget (nothing was sent).
+        """
+        if not self.open or self.estimate is None:
+            est = self._usage.estimate(spec.model, spec.resolution, spec.duration)
+            self._usage.reserve(est)
+            self.estimate, self.open = est, True
+        return self.estimate
+
+    def _close(self) -> Estimate | None:
+        est, was_open = self.estimate, self.open
+        self.open = False
+        return est if was_open else None
+
+    def release(self) -> None:
+        """Drop the reservation: nothing new is charged."""
+        est = self._close()
+        if est is not None:
+            self._usage.release(est)
+
+    def spend(self, cost: int | None, spec: JobSpec) -> None:
+        """The API accepted the job: turn the reservation into spend (``cost`` as reported)."""
+        est = self._close()
+        if est is not None:
+            self._usage.record(
+                est, cost, model=spec.model, resolution=spec.resolution, duration=spec.duration
+            )
+
+    def possible(self) -> None:
+        """The POST's outcome is unknown: count the estimate as a possible charge."""
+        est = self._close()
+        if est is not None:
+            self._usage.record_possible(est)
+
+
+@dataclass(eq=False)
+class _Run:
+    """The engine's private state for one job handle (the handle never sees it).
+
+    ``budget``: seconds the job gets once it exists on the server (the longest of its
+    joiners'); ``deadline``: engine clock time it must finish by, set when it starts existing
+    on the server; ``task``: the asyncio task driving it; ``reservation``: its budget.
+    """
+
+    job: Job
+    reservation: _Reservation
+    budget: float
+    deadline: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class _PollFailures:
+    """Failed polls in a row: all of them, and the "job not found" ones."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.not_found = 0
 
 
 class _LocalQueue:
@@ -348,8 +212,8 @@ class _LocalQueue:
             if job.queue_position != i + 1:
                 job.queue_position = i + 1
                 job._emit(
-                    "queued_locally",
-                    state=LOCAL_QUEUE,
+                    EventKind.QUEUED_LOCALLY,
+                    state=JobState.LOCAL_QUEUE,
                     queue_position=i + 1,
                     message=f"waiting locally for a free slot (position {i + 1})",
                 )
@@ -365,6 +229,8 @@ class JobEngine:
     :param sleep: async sleep (injectable).
     :param queue_limit: concurrent server jobs; ``None`` = ask the account (``queueLimit``)
         on the first submission, default 3 if it does not say.
+    :param max_poll_errors: failed polls in a row (each already re-sent by the transport)
+        tolerated before the watch ends with the last error (the job stays resumable).
     """
 
     def __init__(
@@ -380,7 +246,7 @@ class JobEngine:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         queue_limit: int | None = None,
-        max_poll_errors: int = 8,
+        max_poll_errors: int = 3,
         lock_poll: float = 0.1,
     ) -> None:
         self.client = client
@@ -395,12 +261,12 @@ class JobEngine:
         self.max_poll_errors = max_poll_errors
         self.lock_poll = lock_poll
         self._queue = _LocalQueue()
-        self._queue_limit_fixed = queue_limit
         self._queue_limit_known = queue_limit is not None
         self._queue_limit_task: asyncio.Future[None] | None = None
         self._queue.limit = queue_limit
-        self._active: dict[str, Job] = {}
+        self._active: dict[str, _Run] = {}  # by key: the run a new request joins
         self._active_lock = threading.Lock()
+        self._runs: set[_Run] = set()  # every run with a task (engine thread only)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -409,7 +275,8 @@ class JobEngine:
     # -- loop management -------------------------------------------------------------------
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The engine's event loop (the thread starts on first use)."""
+        """The engine's event loop (the thread starts on first use and registers the loop
+        with ``_sync`` once, so ``run_sync`` from a foreign loop hands work to it)."""
         with self._start_lock:
             if self._loop is None:
                 if self._closed:
@@ -443,13 +310,11 @@ class JobEngine:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the engine loop and return its result (blocking the caller).
 
-        Safe from any thread; from the engine thread itself it goes through ``_sync.run_sync``.
+        Safe from any thread; from the engine thread itself (a re-entrant call from a
+        callback) the engine's own loop is driven in place (``_sync.run_reentrant``).
         """
         if self.on_engine_thread():
-            # Make sure run_sync sees *this* loop as the engine loop (another Session's engine
-            # may have registered later), so it nests instead of blocking this thread.
-            _sync.register_engine_loop(self.loop)
-            return _sync.run_sync(coro)
+            return _sync.run_reentrant(self.loop, coro)
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
@@ -462,9 +327,7 @@ class JobEngine:
             return
 
         async def _shutdown() -> None:
-            tasks: list[asyncio.Future[None]] = [
-                j._task for j in list(self._active.values()) if j._task is not None
-            ]
+            tasks: list[asyncio.Future[None]] = [r.task for r in self._runs if r.task is not None]
             if self._queue_limit_task is not None and not self._queue_limit_task.done():
                 tasks.append(self._queue_limit_task)
             for t in tasks:
@@ -493,8 +356,8 @@ class JobEngine:
     def active(self, key: str) -> Job | None:
         """The unfinished job for ``key`` in this process, if any."""
         with self._active_lock:
-            job = self._active.get(key)
-        return job if job is not None and not job.done() else None
+            run = self._active.get(key)
+        return run.job if run is not None and not run.job.done() else None
 
     def join(self, key: str, timeout: float | None = None) -> Job | None:
         """Join the unfinished job for ``key`` in this process, if any (DECISIONS 27).
@@ -504,41 +367,45 @@ class JobEngine:
         (``job.result(timeout)``).
         """
         with self._active_lock:
-            job = self._active.get(key)
-            if job is None or job.done():
+            run = self._active.get(key)
+            if run is None or run.job.done():
                 return None
-            self._extend(job, timeout)
-            return job
+            self._extend(run, timeout)
+            return run.job
 
-    def _extend(self, job: Job, timeout: float | None) -> None:
-        """Give ``job`` at least ``timeout`` more seconds (caller holds ``_active_lock``)."""
+    def _extend(self, run: _Run, timeout: float | None) -> None:
+        """Give ``run`` at least ``timeout`` more seconds (caller holds ``_active_lock``)."""
         budget = timeout if timeout is not None else self.job_timeout
-        if job.deadline is None:
-            job._budget = max(job._budget, budget)
+        if run.deadline is None:
+            run.budget = max(run.budget, budget)
         else:
-            job.deadline = max(job.deadline, self.clock() + budget)
+            run.deadline = max(run.deadline, self.clock() + budget)
 
-    def _start_deadline(self, job: Job) -> None:
+    def _start_deadline(self, run: _Run) -> None:
         """The job exists on the server (submitted or re-attached): its deadline starts now."""
         with self._active_lock:
-            job.deadline = max(job.deadline or 0.0, self.clock() + job._budget)
+            run.deadline = max(run.deadline or 0.0, self.clock() + run.budget)
 
-    def _deadline_passed(self, job: Job) -> bool:
-        """True once ``job``'s deadline passed; the job then leaves the active set at once, so
+    def _deadline_passed(self, run: _Run) -> bool:
+        """True once ``run``'s deadline passed; the run then leaves the active set at once, so
         a later request for its key starts a new handle (which re-attaches) instead of joining
         one that is timing out."""
         with self._active_lock:
-            if job.deadline is None or self.clock() < job.deadline:
+            if run.deadline is None or self.clock() < run.deadline:
                 return False
-            if self._active.get(job.key) is job:
-                del self._active[job.key]
+            self._forget(run)
             return True
+
+    def _forget(self, run: _Run) -> None:
+        """``run`` no longer takes joiners (caller holds ``_active_lock``)."""
+        if self._active.get(run.job.key) is run:
+            del self._active[run.job.key]
 
     def running(self) -> list[Job]:
         """The unfinished jobs this engine is driving (submitting, queued, polling, ...)."""
         with self._active_lock:
-            jobs = list(self._active.values())
-        return [j for j in jobs if not j.done()]
+            runs = list(self._active.values())
+        return [r.job for r in runs if not r.job.done()]
 
     def submit(self, request: JobRequest) -> Job:
         """Start (or join) the job for ``request.key`` and return its handle at once.
@@ -551,166 +418,191 @@ class JobEngine:
         hit = None if request.force else self._usable_hit(request.key)
         with self._active_lock:
             existing = self._active.get(request.key)
-            if existing is not None and not existing.done():
+            if existing is not None and not existing.job.done():
                 if request.estimate is not None:
                     self.usage.release(request.estimate)
                 self._extend(existing, request.timeout)
-                return existing
+                return existing.job
             job = Job(self, request)
+            budget = request.timeout if request.timeout is not None else self.job_timeout
+            run = _Run(job, _Reservation(self.usage, request.estimate), budget)
             if hit is None:
-                self._active[request.key] = job
-        job._emit("validated", message=f"validated {request.input.name}")
+                self._active[request.key] = run
+        job._emit(EventKind.VALIDATED, message=f"validated {request.input.name}")
         if hit is not None:
             # A cache hit settles here, on the caller's thread: the handle is done on return
             # (no engine round trip, no live widget needed), with the same events as _run.
-            self._serve_hit(job, hit)
-            job._future.set_result(hit)
-            job._emit("done", result=hit, message=str(hit.path))
+            with run.reservation:
+                self._serve_hit(job, hit)
+            job._resolve(hit)
+            job._emit(EventKind.DONE, result=hit, message=str(hit.path))
             return job
 
         def _start() -> None:
-            job._task = self.loop.create_task(self._run(job))
+            run.task = self.loop.create_task(self._run(run))
+            self._runs.add(run)
 
         self.call_soon(_start)
         return job
 
+    def stop_watching(self, job: Job) -> None:
+        """Cancel the task driving ``job`` (engine thread; :meth:`Job.cancel_watch`)."""
+        for run in self._runs:
+            if run.job is job and run.task is not None and not run.task.done():
+                run.task.cancel()
+
     # -- the job task ----------------------------------------------------------------------
-    async def _run(self, job: Job) -> None:
-        # The handle settles (future resolved, job no longer active) BEFORE the terminal event
-        # is emitted, so a listener that reacts to "failed" / "done" (e.g. a Retry button that
+    async def _run(self, run: _Run) -> None:
+        # The handle settles (outcome set, no longer active) BEFORE the event that ends it is
+        # emitted, so a listener that reacts to "failed" / "done" (e.g. a Retry button that
         # resubmits the same key) sees a finished job and never gets this one back.
-        terminal: tuple[str, dict[str, Any]] | None = None
+        ending: Ending | None = None
         try:
-            record = await self._drive(job)
+            with run.reservation:
+                ending = await self._settle(run)
+        finally:
+            self._runs.discard(run)
+            with self._active_lock:
+                self._forget(run)
+            if ending is not None:
+                run.job._emit(ending[0], **ending[1])
+
+    async def _settle(self, run: _Run) -> Ending:
+        """Drive the job to its end and settle the handle; return the event that ends it."""
+        job = run.job
+        try:
+            record = await self._drive(run)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                e = self.ledger.get(job.key)
-                if e is not None and e.job_id is not None and e.state not in ("done", "failed"):
-                    self.ledger.update(job.key, state="watch_cancelled")
-            job._future.cancel()
-            job._future.set_running_or_notify_cancel()
-            terminal = (
-                "watch_cancelled",
-                {
-                    "message": (
-                        f"stopped watching; the job stays resumable: %goenhance resume {job.id or job.key[:12]}"
-                    )
-                },
-            )
+                entry = self.ledger.get(job.key)
+                if entry is not None and entry.resumable:
+                    self.ledger.update(job.key, state=LedgerState.WATCH_CANCELLED)
+            job._abandon()
+            resume = f"%goenhance resume {job.id or job.key[:12]}"
+            message = f"stopped watching; the job stays resumable: {resume}"
+            return EventKind.WATCH_CANCELLED, {"message": message}
         except GoEnhanceError as exc:
-            job.error = exc
-            if isinstance(exc, JobTimedOut):
-                terminal = ("timed_out", {"error": exc, "message": str(exc)})
-            else:
-                job.state = JobState.FAILED
-                terminal = ("failed", {"error": exc, "message": str(exc)})
-            job._future.set_exception(exc)
+            return self._failed(job, exc)
         except Exception as exc:  # a bug: surface it, never leave the handle hanging
             log.exception("goenhance_nb: job %s crashed", job.key[:12])
             err = GoEnhanceError(
                 f"internal error in job {job.key[:12]}: {type(exc).__name__}: {exc}"
             )
-            job.error = err
-            job.state = JobState.FAILED
-            terminal = ("failed", {"error": err, "message": str(err)})
-            job._future.set_exception(err)
+            return self._failed(job, err)
+        job.state = JobState.DONE
+        job._resolve(record)
+        return EventKind.DONE, {"result": record, "message": str(record.path)}
+
+    @staticmethod
+    def _failed(job: Job, exc: GoEnhanceError) -> Ending:
+        if isinstance(exc, JobTimedOut):
+            kind = EventKind.TIMED_OUT
         else:
-            job.state = JobState.DONE
-            terminal = ("done", {"result": record, "message": str(record.path)})
-            job._future.set_result(record)
-        finally:
-            job._release_reservation()
-            with self._active_lock:
-                if self._active.get(job.key) is job:
-                    del self._active[job.key]
-            if terminal is not None:
-                job._emit(terminal[0], **terminal[1])
+            kind = EventKind.FAILED
+            job.state = JobState.FAILED
+        job._reject(exc)
+        return kind, {"error": exc, "message": str(exc)}
 
-    async def _drive(self, job: Job) -> ResultRecord:
-        req = job.request
-        # The deadline runs from the moment the job exists on the server (submitted or
-        # re-attached), not while it waits locally for a slot or for another process; joiners
-        # may extend it (DECISIONS 27).
+    async def _drive(self, run: _Run) -> ResultRecord:
+        """cached -> (per-key lock) cached -> attach or submit -> poll -> download -> verify.
 
-        stale: ResultRecord | None = None
-        if not req.force:
-            rec, stale = self._cache_hit(job, warn=True)
+        A repair (the cached file is gone, its job known) whose job is definitely gone (the
+        result URL stayed expired after fresh-URL retries, or the API no longer knows the job)
+        submits once more; a transient 5xx / transport error is raised instead (the job stays
+        known and resumable).
+        """
+        req = run.job.request
+        rec, stale = self._cache_hit(run, warn=True)
+        if rec is not None:
+            return rec
+        async with self._key_lock(run.job):
+            rec, stale_now = self._cache_hit(run, warn=stale is None)
             if rec is not None:
                 return rec
-
-        lock = self.ledger.lock(job.key)
-        await self._acquire(lock, job)
-        try:
-            if not req.force:
-                rec, stale2 = self._cache_hit(job, warn=stale is None)
-                if rec is not None:
-                    return rec
-                stale = stale or stale2
-            entry = self.ledger.get(job.key)
-            repair = False
-            if stale is not None and stale.job_id and (entry is None or entry.job_id is None):
-                # The index knows the job that made the (now missing) file: re-download from it.
-                entry = self.ledger.put(
-                    LedgerEntry(
-                        key=job.key,
-                        state="done",
-                        spec=req.spec.canonical(),
-                        backend=req.backend,
-                        input_hash=req.input.content_hash,
-                        model_version=req.model_version,
-                        style_label=req.style_label,
-                        source_name=stale.source_name,
-                        job_id=stale.job_id,
-                        cost=stale.cost,
-                        created=stale.created,
-                    )
-                )
-            if entry is not None and entry.job_id is not None and entry.state == "done":
-                # Result recorded earlier but the cached file is missing or damaged.
-                repair = not req.force
-            if entry is None or entry.state == "failed" or (entry.state == "done" and req.force):
-                entry = await self._submit(job, entry)
-            elif entry.is_orphan or entry.job_id is None:
-                if not req.resubmit:
-                    raise orphan_error(job.key, entry.error)
-                warnings.warn(
-                    f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
-                    UserWarning,
-                    stacklevel=1,
-                )
-                entry = await self._submit(job, entry)
-            else:
-                self._attach(job, entry)
+            entry = self._known_entry(run.job, stale or stale_now)
+            repair = (
+                not req.force
+                and entry is not None
+                and entry.job_id is not None
+                and entry.state == LedgerState.DONE
+            )
             try:
-                return await self._follow(job, entry)
+                return await self._obtain(run, entry, submit=self._must_submit(run.job, entry))
             except (ResultExpired, _JobLost) as exc:
                 if not repair:
                     raise
-                # Only a definite "gone" may regenerate (and pay): the result URL stayed
-                # expired after fresh-URL retries, or the API says it no longer knows the job.
-                # A transient 5xx / transport error is raised instead: the job stays known.
-                why = (
-                    "its result URL expired"
-                    if isinstance(exc, ResultExpired)
-                    else "the API no longer knows its job"
-                )
-                warnings.warn(
-                    f"cached result for {job.key[:12]} is gone and {why} ({exc}); "
-                    "generating it again",
-                    UserWarning,
-                    stacklevel=1,
-                )
-                entry = await self._submit(job, entry)
-                return await self._follow(job, entry)
-        finally:
-            with contextlib.suppress(Exception):
-                lock.release()
+                self._warn_regenerating(run.job, exc)
+                return await self._obtain(run, entry, submit=True)
 
-    async def _follow(self, job: Job, entry: LedgerEntry) -> ResultRecord:
-        """The job exists on the server: start its deadline, poll it, download its result."""
-        self._start_deadline(job)
-        detail = await self._poll(job, entry)
-        return await self._download(job, entry, detail, job.deadline or self.clock())
+    async def _obtain(self, run: _Run, entry: LedgerEntry | None, *, submit: bool) -> ResultRecord:
+        """Attach to ``entry``'s job or submit a new one, poll it, download and verify."""
+        if submit:
+            entry, detail = await self._submit_and_poll(run, entry)
+        else:
+            assert entry is not None and entry.job_id is not None
+            self._attach(run, entry)
+            self._start_deadline(run)
+            detail = await self._poll(run, entry.job_id)
+        return await self._download(run, entry, detail)
+
+    def _known_entry(self, job: Job, stale: ResultRecord | None) -> LedgerEntry | None:
+        """The ledger entry for ``job``; when there is none (or it has no job id) but the cache
+        index knows the job that made a (now missing) file, an entry re-made from it."""
+        req = job.request
+        entry = self.ledger.get(job.key)
+        if stale is None or not stale.job_id or (entry is not None and entry.job_id is not None):
+            return entry
+        return self.ledger.put(
+            LedgerEntry(
+                key=job.key,
+                state=LedgerState.DONE,
+                spec=req.spec.canonical(),
+                backend=req.backend,
+                input_hash=req.input.content_hash,
+                model_version=req.model_version,
+                style_label=req.style_label,
+                source_name=stale.source_name,
+                job_id=stale.job_id,
+                cost=stale.cost,
+                created=stale.created,
+            )
+        )
+
+    @staticmethod
+    def _must_submit(job: Job, entry: LedgerEntry | None) -> bool:
+        """True when a new generate call is needed; False to attach to ``entry``'s job.
+
+        :raises LedgerError: the entry is an orphan (the POST's outcome is unknown) and the
+            request is not a resubmit (DECISIONS 25).
+        """
+        req = job.request
+        if entry is None or entry.state == LedgerState.FAILED:
+            return True
+        if entry.state == LedgerState.DONE and req.force:
+            return True
+        if not entry.is_orphan and entry.job_id is not None:
+            return False
+        if not req.resubmit:
+            raise orphan_error(job.key, entry.error)
+        warnings.warn(
+            f"resubmitting orphaned job {job.key[:12]}; this may charge twice",
+            UserWarning,
+            stacklevel=1,
+        )
+        return True
+
+    @staticmethod
+    def _warn_regenerating(job: Job, exc: GoEnhanceError) -> None:
+        why = (
+            "its result URL expired"
+            if isinstance(exc, ResultExpired)
+            else "the API no longer knows its job"
+        )
+        warnings.warn(
+            f"cached result for {job.key[:12]} is gone and {why} ({exc}); generating it again",
+            UserWarning,
+            stacklevel=1,
+        )
 
     def _usable_hit(self, key: str) -> ResultRecord | None:
         """The cached record for ``key`` when it may be served as is (file present, right size);
@@ -718,37 +610,53 @@ class JobEngine:
         rec, status = self.cache.lookup(key)
         return rec if rec is not None and status == "ok" else None
 
-    def _serve_hit(self, job: Job, rec: ResultRecord) -> None:
+    @staticmethod
+    def _serve_hit(job: Job, rec: ResultRecord) -> None:
         """Mark ``job`` as served from the cache by ``rec`` (state done, the ``cached`` event)."""
         job.cached = True
         job.id = rec.job_id
         job.cost = rec.cost
         job.state = JobState.DONE
-        job._emit("cached", result=rec, message="served from the cache")
-        job._release_reservation()
+        job._emit(EventKind.CACHED, result=rec, message="served from the cache")
 
     def _cache_hit(
-        self, job: Job, *, warn: bool
+        self, run: _Run, *, warn: bool
     ) -> tuple[ResultRecord | None, ResultRecord | None]:
         """Return ``(record, None)`` on a usable hit, ``(None, stale_record)`` when the record's
-        file is missing/damaged (deleted if damaged), ``(None, None)`` when absent."""
+        file is missing/damaged (deleted if damaged), ``(None, None)`` when absent or when the
+        request forces a new run."""
+        job = run.job
+        if job.request.force:
+            return None, None
         rec, status = self.cache.lookup(job.key)
         if rec is not None and status == "ok":
             self._serve_hit(job, rec)
+            run.reservation.release()
             return rec, None
-        if rec is not None:
-            if warn:
-                warnings.warn(
-                    f"cached result for {job.key[:12]} is {status}; fetching it again",
-                    UserWarning,
-                    stacklevel=1,
-                )
-                log.warning("goenhance_nb: cached result %s is %s; repairing", job.key[:12], status)
-            if status == "damaged":
-                with contextlib.suppress(CacheError, OSError):
-                    self.store.remove(rec.file)
-            return None, rec
-        return None, None
+        if rec is None:
+            return None, None
+        if warn:
+            warnings.warn(
+                f"cached result for {job.key[:12]} is {status}; fetching it again",
+                UserWarning,
+                stacklevel=1,
+            )
+            log.warning("goenhance_nb: cached result %s is %s; repairing", job.key[:12], status)
+        if status == "damaged":
+            with contextlib.suppress(CacheError, OSError):
+                self.store.remove(rec.file)
+        return None, rec
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, job: Job) -> AsyncIterator[None]:
+        """Hold the per-key inter-process lock (waiting for another process on the same key)."""
+        lock = self.ledger.lock(job.key)
+        await self._acquire(lock, job)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                lock.release()
 
     async def _acquire(self, lock: filelock.FileLock, job: Job) -> None:
         announced = False
@@ -760,13 +668,14 @@ class JobEngine:
                 if not announced:
                     announced = True
                     job._emit(
-                        "status",
+                        EventKind.STATUS,
                         message="another process is running the same "
                         "transformation; waiting for it",
                     )
                 await asyncio.sleep(self.lock_poll)
 
-    def _attach(self, job: Job, entry: LedgerEntry) -> None:
+    def _attach(self, run: _Run, entry: LedgerEntry) -> None:
+        job = run.job
         if entry.submitted_at:
             # elapsed counts from the submission recorded in the ledger (maybe by an earlier
             # kernel), not from this handle; the deadline keeps its own base (re-attachment)
@@ -774,14 +683,15 @@ class JobEngine:
         job.id = entry.job_id
         job.raw_status = entry.raw_status
         job.cost = entry.cost
-        job._release_reservation()
+        run.reservation.release()
         job._emit(
-            "submitted",
+            EventKind.SUBMITTED,
             job_id=entry.job_id,
             cost=entry.cost,
             message=f"re-attached to job {entry.job_id}",
         )
 
+    # -- the local queue -------------------------------------------------------------------
     async def _ensure_queue_limit(self) -> None:
         """Learn the account's queueLimit once (one ``user/tokens`` call); concurrent callers
         wait for that one call, so no job slips past an unknown limit."""
@@ -803,18 +713,26 @@ class JobEngine:
         self._queue.limit = limit
         self._queue_limit_known = True
 
-    async def _take_slot(self, job: Job) -> None:
+    @contextlib.asynccontextmanager
+    async def _queue_slot(self, job: Job) -> AsyncIterator[None]:
+        """Hold one local queue slot (account queueLimit), waiting in FIFO order for it
+        (``queued_locally`` events with the position); released on exit."""
         await self._ensure_queue_limit()
-        if self._queue.try_take():
-            job._slot = True
-            return
+        if not self._queue.try_take():
+            await self._wait_for_slot(job)
+        try:
+            yield
+        finally:
+            self._queue.release()
+
+    async def _wait_for_slot(self, job: Job) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.waiters.append((job, fut))
         pos = len(self._queue.waiters)
         job.queue_position = pos
-        job.state = LOCAL_QUEUE
+        job.state = JobState.LOCAL_QUEUE
         job._emit(
-            "queued_locally",
+            EventKind.QUEUED_LOCALLY,
             queue_position=pos,
             message=f"waiting locally for a free slot (position {pos})",
         )
@@ -828,69 +746,67 @@ class JobEngine:
             self._queue._wake()
             raise
         job.queue_position = None
-        job._slot = True
 
-    def _free_slot(self, job: Job) -> None:
-        if job._slot:
-            job._slot = False
-            self._queue.release()
-
-    async def _submit(self, job: Job, old: LedgerEntry | None) -> LedgerEntry:
+    # -- submit ----------------------------------------------------------------------------
+    async def _submit_and_poll(
+        self, run: _Run, old: LedgerEntry | None
+    ) -> tuple[LedgerEntry, JobDetail]:
+        """Reserve the budget, hold a queue slot while submitting and polling; return the
+        ledger entry with its job id and the finished job's detail."""
+        job = run.job
         req = job.request
-        if req.reference_url is None:
-            if old is not None and old.reference_url:
-                ref_url = old.reference_url
-            else:
-                raise LedgerError(f"job {job.key[:12]} has no input URL to resubmit with")
-        est = req.estimate
-        if not job._reservation_open:
-            # A new charge the session did not foresee (e.g. regenerating a result whose job
-            # is gone): check the budget here, still before any API call.
-            est = self.usage.estimate(req.spec.model, req.spec.resolution, req.spec.duration)
-            self.usage.reserve(est)
-            job._reservation_open = True
-            job._extra_estimate = est
-        await self._take_slot(job)
+        fallback_url = old.reference_url if old is not None else None
+        if req.reference_url is None and not fallback_url:
+            raise LedgerError(f"job {job.key[:12]} has no input URL to resubmit with")
+        est = run.reservation.ensure(req.spec)  # still before any API call
+        async with self._queue_slot(job):
+            entry = await self._submit(run, est, old, fallback_url)
+            assert entry.job_id is not None
+            self._start_deadline(run)
+            detail = await self._poll(run, entry.job_id)
+        return entry, detail
+
+    async def _submit(
+        self, run: _Run, est: Estimate, old: LedgerEntry | None, fallback_url: str | None
+    ) -> LedgerEntry:
+        job = run.job
+        req = job.request
+        await self._check_balance(job, est)
+        ref_url = await req.reference_url() if req.reference_url is not None else fallback_url
+        assert ref_url is not None
+        now = time.time()
+        entry = LedgerEntry(
+            key=job.key,
+            state=LedgerState.SUBMITTING,
+            spec=req.spec.canonical(),
+            backend=req.backend,
+            input_hash=req.input.content_hash,
+            model_version=req.model_version,
+            style_label=req.style_label,
+            source_name=req.source_name or req.input.name,
+            reference_url=ref_url,
+            created=old.created if old is not None else now,
+            pid=os.getpid(),
+            extra={"input": req.input.to_json()},
+        )
+        entry = self.ledger.put(entry)  # durable before the POST (STYLE 9)
+        job.state = JobState.QUEUED
+        job._emit(EventKind.SUBMITTING, message="submitting to the API")
+        # The POST and the ledger write of its answer run shielded: "stop watching" (or
+        # closing the engine) while they are in flight must not lose a paid job id. The
+        # cancel is honoured once they are done (the job is then resumable by its id).
+        post = asyncio.ensure_future(self._post(run, ref_url))
         try:
-            await self._check_balance(job, est)
-            if req.reference_url is not None:
-                ref_url = await req.reference_url()
-            now = time.time()
-            entry = LedgerEntry(
-                key=job.key,
-                state="submitting",
-                spec=req.spec.canonical(),
-                backend=req.backend,
-                input_hash=req.input.content_hash,
-                model_version=req.model_version,
-                style_label=req.style_label,
-                source_name=req.source_name or req.input.name,
-                reference_url=ref_url,
-                created=old.created if old is not None else now,
-                pid=os.getpid(),
-                extra={"input": req.input.to_json()},
-            )
-            entry = self.ledger.put(entry)  # durable before the POST (STYLE 9)
-            job.state = JobState.QUEUED
-            job._emit("submitting", message="submitting to the API")
-            # The POST and the ledger write of its answer run shielded: "stop watching" (or
-            # closing the engine) while they are in flight must not lose a paid job id. The
-            # cancel is honoured once they are done (the job is then resumable by its id).
-            post = asyncio.ensure_future(self._post(job, est, ref_url))
-            try:
-                entry = await asyncio.shield(post)
-            except asyncio.CancelledError:
-                while not post.done():  # asyncio.wait never cancels what it waits for
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.wait({post})
-                if not post.cancelled():
-                    post.exception()  # retrieved: its outcome is in the ledger already
-                raise
-        except BaseException:
-            self._free_slot(job)
+            entry = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            while not post.done():  # asyncio.wait never cancels what it waits for
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({post})
+            if not post.cancelled():
+                post.exception()  # retrieved: its outcome is in the ledger already
             raise
         job._emit(
-            "submitted",
+            EventKind.SUBMITTED,
             job_id=job.id,
             cost=job.cost,
             message=f"submitted as job {job.id}"
@@ -927,7 +843,7 @@ class JobEngine:
                 "(top up, or pick a shorter duration or a lower resolution)",
             )
 
-    async def _post(self, job: Job, est: Estimate | None, ref_url: str) -> LedgerEntry:
+    async def _post(self, run: _Run, ref_url: str) -> LedgerEntry:
         """POST generate once and record its outcome in the ledger and the session's spend.
 
         The job id goes on the handle and into the log before any write that can fail.
@@ -937,6 +853,7 @@ class JobEngine:
             ledger could not record a job the API accepted (the message names its id).
         :raises GoEnhanceError: the API provably made no job (entry ``failed``).
         """
+        job = run.job
         req = job.request
         try:
             gr = await self.client.generate(req.spec, ref_url)
@@ -944,7 +861,7 @@ class JobEngine:
             if not exc.job_may_exist:
                 # Provably no job (connect error, 401/403, 429/503, an envelope error): a
                 # re-run may submit normally.
-                self.ledger.update(job.key, state="failed", error=str(exc))
+                self.ledger.update(job.key, state=LedgerState.FAILED, error=str(exc))
                 raise
             # Maybe charged (DECISIONS 25): the entry stays "submitting" with the reason; a
             # re-run, Retry or --force refuses; only resume --resubmit pays again.
@@ -953,31 +870,19 @@ class JobEngine:
                 job.key[:12],
                 exc,
             )
-            if est is not None and job._reservation_open:
-                job._reservation_open = False
-                job._extra_estimate = None
-                self.usage.record_possible(est)
+            run.reservation.possible()
             with contextlib.suppress(LedgerError):
                 self.ledger.update(job.key, error=str(exc))
             raise orphan_error(job.key, str(exc)) from None
         job.id = gr.img_uuid
         job.cost = gr.cost
         log.info("goenhance_nb: request %s submitted as job %s", job.key[:12], gr.img_uuid)
-        if est is not None and job._reservation_open:
-            job._reservation_open = False
-            job._extra_estimate = None
-            self.usage.record(
-                est,
-                gr.cost,
-                model=req.spec.model,
-                resolution=req.spec.resolution,
-                duration=req.spec.duration,
-            )
+        run.reservation.spend(gr.cost, req.spec)
         try:
             return self.ledger.update(
                 job.key,
                 job_id=gr.img_uuid,
-                state="submitted",
+                state=LedgerState.SUBMITTED,
                 cost=gr.cost,
                 submitted_at=time.time(),
                 error=None,
@@ -996,146 +901,152 @@ class JobEngine:
                 f"resume('{gr.img_uuid}')"
             ) from None
 
-    async def _poll(self, job: Job, entry: LedgerEntry) -> JobDetail:
-        """Poll ``jobs/detail`` until a terminal status or ``job.deadline`` (which joiners may
-        extend while this runs).
+    # -- poll ------------------------------------------------------------------------------
+    async def _poll(self, run: _Run, job_id: str) -> JobDetail:
+        """Poll ``jobs/detail`` every ``poll_interval`` until a terminal status or the run's
+        deadline (which joiners may extend while this runs). A failed poll (the transport
+        already re-sent it) waits the interval too (a longer ``Retry-After`` wins).
 
         :raises JobTimedOut: the deadline passed (ledger ``timed_out``, resumable).
         :raises JobFailed: the job failed; :class:`_JobLost` when the API kept saying it does
             not know the job.
-        :raises APIError, TransportError: polling kept failing (``max_poll_errors``).
+        :raises APIError, TransportError: more than ``max_poll_errors`` polls in a row failed.
         """
-        assert entry.job_id is not None
-        job_id = entry.job_id
-        errors = 0
-        not_found = 0
-        warned_unknown: set[str] = set()
-        try:
-            while True:
-                if self._deadline_passed(job):
-                    self.ledger.update(job.key, state="timed_out")
-                    raise JobTimedOut(
-                        job_id,
-                        (
-                            f"job {job_id} did not finish before its deadline; it keeps running on the "
-                            f"server. Resume with %goenhance resume {job_id} or resume('{job_id}')"
-                        ),
-                    )
-                try:
-                    detail = await self.client.job_detail(job_id)
-                except (TransportError, APIError) as exc:
-                    if isinstance(exc, (InsufficientCredits, InvalidParameters)):
-                        raise
-                    if isinstance(exc, APIError) and "not found" in (exc.msg or "").lower():
-                        not_found += 1
-                        if not_found >= 3:
-                            self.ledger.update(job.key, state="failed", error=str(exc))
-                            raise _JobLost(job_id, "the API no longer knows this job") from None
-                    errors += 1
-                    if errors > self.max_poll_errors:
-                        raise
-                    delay = min(max(self.poll_interval, 0.05) * (2 ** min(errors, 6)), 60.0)
-                    if isinstance(exc, RateLimited) and exc.retry_after:
-                        delay = max(delay, float(exc.retry_after))
-                    log.warning(
-                        "goenhance_nb: polling job %s failed (%s); retrying in %.1fs",
-                        job_id,
-                        exc,
-                        delay,
-                    )
-                    left = (job.deadline or self.clock()) - self.clock()
-                    await self._sleep(min(delay, max(0.0, left)))
-                    continue
-                errors = 0
-                not_found = 0
-                raw = _bounded(detail.raw_status)
-                low = (raw or "").strip().lower()
-                if not known_raw_status(low) and low not in warned_unknown:
-                    warned_unknown.add(low)
-                    log.warning(
-                        "goenhance_nb: job %s reports an unknown status %r; treating it as running",
-                        job_id,
-                        raw,
-                    )
-                # DONE is only shown once the file is stored; until then the job is "running".
-                shown = JobState.RUNNING if detail.state is JobState.DONE else detail.state
-                if raw != job.raw_status or shown != job.state:
-                    job.raw_status = raw
-                    job.state = shown
-                    lstate = {
-                        JobState.QUEUED: "queued",
-                        JobState.RUNNING: "running",
-                        JobState.DONE: "downloading",
-                        JobState.FAILED: "failed",
-                    }[detail.state]
-                    self.ledger.update(job.key, raw_status=raw, state=lstate)
-                    job._emit("status", message=f"status {raw}")
-                if detail.state is JobState.FAILED:
-                    msg = ""
-                    if isinstance(detail.raw, dict):
-                        msg = str(detail.raw.get("msg") or detail.raw.get("error") or "")
-                    self.ledger.update(
-                        job.key, state="failed", error=msg or raw, finished_at=time.time()
-                    )
-                    raise JobFailed(job_id, msg or f"status {raw}")
-                if detail.state is JobState.DONE:
-                    return detail
-                await self._sleep(self.poll_interval)
-        finally:
-            self._free_slot(job)
+        failures = _PollFailures()
+        warned: set[str] = set()
+        while True:
+            self._check_deadline(run, job_id)
+            try:
+                detail = await self.client.job_detail(job_id)
+            except (TransportError, APIError) as exc:
+                await self._sleep(self._poll_failed(run, job_id, exc, failures))
+                continue
+            failures = _PollFailures()
+            if self._observe(run, job_id, detail, warned):
+                return detail
+            await self._sleep(self.poll_interval)
 
-    async def _download(
-        self, job: Job, entry: LedgerEntry, detail: JobDetail, deadline: float
-    ) -> ResultRecord:
-        # DECISIONS 28: bytes enter the cache only after a size cap (checked as they arrive) and
-        # a probe (a playable video of the requested length). A refused file is deleted and
-        # fetched afresh (a fresh URL) once, then reported; a full disk is reported at once.
-        # Either way the ledger entry keeps its job id, so the job stays resumable.
-        req = job.request
+    def _check_deadline(self, run: _Run, job_id: str) -> None:
+        if self._deadline_passed(run):
+            self.ledger.update(run.job.key, state=LedgerState.TIMED_OUT)
+            raise JobTimedOut(
+                job_id,
+                f"job {job_id} did not finish before its deadline; it keeps running on the "
+                f"server. Resume with %goenhance resume {job_id} or resume('{job_id}')",
+            )
+
+    def _poll_failed(
+        self, run: _Run, job_id: str, exc: APIError | TransportError, failures: _PollFailures
+    ) -> float:
+        """Count a failed poll; raise when polling gives up, else return the delay before the
+        next poll (the interval or a longer ``Retry-After``, never past the deadline)."""
+        if isinstance(exc, (InsufficientCredits, InvalidParameters)):
+            raise exc
+        if isinstance(exc, APIError) and "not found" in (exc.msg or "").lower():
+            failures.not_found += 1
+            if failures.not_found >= 3:
+                self.ledger.update(run.job.key, state=LedgerState.FAILED, error=str(exc))
+                raise _JobLost(job_id, "the API no longer knows this job") from None
+        failures.errors += 1
+        if failures.errors > self.max_poll_errors:
+            raise exc
+        delay = self.poll_interval
+        if isinstance(exc, RateLimited) and exc.retry_after:
+            delay = max(delay, float(exc.retry_after))
+        log.warning(
+            "goenhance_nb: polling job %s failed (%s); next poll in %.1fs", job_id, exc, delay
+        )
+        left = (run.deadline or self.clock()) - self.clock()
+        return min(delay, max(0.0, left))
+
+    def _observe(self, run: _Run, job_id: str, detail: JobDetail, warned: set[str]) -> bool:
+        """Publish a poll's answer (status event, ledger); True when the job is done.
+
+        :raises JobFailed: the job failed (ledger ``failed``).
+        """
+        job = run.job
+        raw = _bounded(detail.raw_status)
+        low = (raw or "").strip().lower()
+        if not known_raw_status(low) and low not in warned:
+            warned.add(low)
+            log.warning(
+                "goenhance_nb: job %s reports an unknown status %r; treating it as running",
+                job_id,
+                raw,
+            )
+        # DONE is only shown once the file is stored; until then the job is "running".
+        done = detail.state is JobState.DONE
+        shown = JobState.RUNNING if done else detail.state
+        if raw != job.raw_status or shown != job.state:
+            job.raw_status = raw
+            job.state = shown
+            lstate = LedgerState.DOWNLOADING if done else LedgerState.for_job(detail.state)
+            self.ledger.update(job.key, raw_status=raw, state=lstate)
+            job._emit(EventKind.STATUS, message=f"status {raw}")
+        if detail.state is JobState.FAILED:
+            msg = ""
+            if isinstance(detail.raw, dict):
+                msg = str(detail.raw.get("msg") or detail.raw.get("error") or "")
+            self.ledger.update(
+                job.key, state=LedgerState.FAILED, error=msg or raw, finished_at=time.time()
+            )
+            raise JobFailed(job_id, msg or f"status {raw}")
+        return done
+
+    # -- download and verify ---------------------------------------------------------------
+    async def _download(self, run: _Run, entry: LedgerEntry, detail: JobDetail) -> ResultRecord:
+        """Download the finished job's result, verify it and record it (store, cache, ledger).
+
+        The ledger entry keeps its job id whatever fails here, so the job stays resumable.
+        """
+        job = run.job
         assert entry.job_id is not None
-        job_id = entry.job_id
         job.state = JobState.RUNNING
-        self.ledger.update(job.key, state="downloading")
-        job._emit("downloading", message="downloading the result")
+        self.ledger.update(job.key, state=LedgerState.DOWNLOADING)
+        job._emit(EventKind.DOWNLOADING, message="downloading the result")
+        stored = await self._fetch_verified(job, entry.job_id, detail.result_url)
+        return self._record_result(job, entry, detail, stored)
+
+    async def _fetch_verified(self, job: Job, job_id: str, url: str | None) -> StoredFile:
+        """Fetch ``url`` into the job's part file and commit it to the store.
+
+        DECISIONS 28: bytes enter the cache only after a size cap (checked as they arrive) and
+        a probe (a playable video of the requested length). A refused file is deleted and
+        fetched afresh (a fresh URL) once, then reported; a full disk is reported at once; an
+        expired URL is replaced by a fresh one (twice at most). Request retries are the
+        transport's and the client's (resuming a dropped body), never repeated here.
+
+        :raises ResultExpired, DiskFull, TooLarge, CacheError, TransportError, APIError.
+        """
         part = self.store.part_path(job.key, job_id)
         max_mb = self.client.settings.max_result_mb
-        max_bytes = int(max_mb * 1_000_000)
-        max_duration = float(req.spec.duration)
+        max_duration = float(job.request.spec.duration)
 
         def probe(path: Path) -> float:
             return probe_result(path, max_duration=max_duration)
 
-        refreshes = 0
-        transport_errors = 0
-        refused = 0
-        last_emit = [0.0]
-
-        def on_progress(done: int, total: int | None) -> None:
-            job.progress = (done, total)
-            now = time.monotonic()
-            if now - last_emit[0] >= 0.25:
-                last_emit[0] = now
-                job._emit("downloading", progress=(done, total), message="downloading")
-
-        url = detail.result_url
+        on_progress = self._progress_reporter(job)
+        refreshes = refused = 0
         while True:
             if url is None:
                 raise ResultExpired(f"job {job_id} finished without a result URL")
             try:
                 total = await self.client.download(
-                    url, part, resume=True, on_progress=on_progress, max_bytes=max_bytes
+                    url,
+                    part,
+                    resume=True,
+                    on_progress=on_progress,
+                    max_bytes=int(max_mb * 1_000_000),
                 )
-                stored = await asyncio.to_thread(
+                return await asyncio.to_thread(
                     self.store.commit, part, expected_size=total, probe=probe
                 )
-                break
             except ResultExpired:
                 refreshes += 1
                 if refreshes > 2:
                     raise
                 log.info("goenhance_nb: result URL of %s expired; asking for a fresh one", job_id)
-                fresh = await self.client.job_detail(job_id)
-                url = fresh.result_url
+                url = (await self.client.job_detail(job_id)).result_url
             except DiskFull as exc:
                 self.store.discard_part(job.key)
                 raise DiskFull(
@@ -1146,28 +1057,50 @@ class JobEngine:
             except (TooLarge, CacheError) as exc:
                 self.store.discard_part(job.key)
                 refused += 1
-                if isinstance(exc, TooLarge):
-                    reason = f"{exc} (setting max_result_mb={max_mb:g})"
-                else:
-                    reason = str(exc)
-                if refused > 1:
-                    error = TooLarge if isinstance(exc, TooLarge) else CacheError
-                    raise error(
-                        f"the result of job {job_id} was refused, {reason}; nothing was cached. "
-                        f"The job stays resumable: %goenhance resume {job_id}"
-                    ) from None
-                log.warning(
-                    "goenhance_nb: the result of job %s was refused (%s); downloading it again",
-                    job_id,
-                    reason,
-                )
+                self._refused(job_id, exc, max_mb, again=refused <= 1)
                 with contextlib.suppress(GoEnhanceError):
                     url = (await self.client.job_detail(job_id)).result_url or url
-            except TransportError:
-                transport_errors += 1
-                if transport_errors > 4 or self.clock() >= deadline:
-                    raise
-                await self._sleep(min(self.poll_interval, 2.0))
+
+    @staticmethod
+    def _refused(job_id: str, exc: TooLarge | CacheError, max_mb: float, *, again: bool) -> None:
+        """A downloaded result was refused: log it when it is fetched ``again``, else raise.
+
+        :raises TooLarge, CacheError: the second refusal (nothing cached; resumable).
+        """
+        reason = (
+            f"{exc} (setting max_result_mb={max_mb:g})" if isinstance(exc, TooLarge) else str(exc)
+        )
+        if not again:
+            error = TooLarge if isinstance(exc, TooLarge) else CacheError
+            raise error(
+                f"the result of job {job_id} was refused, {reason}; nothing was cached. "
+                f"The job stays resumable: %goenhance resume {job_id}"
+            ) from None
+        log.warning(
+            "goenhance_nb: the result of job %s was refused (%s); downloading it again",
+            job_id,
+            reason,
+        )
+
+    @staticmethod
+    def _progress_reporter(job: Job) -> Callable[[int, int | None], None]:
+        """``on_progress`` for a download: updates ``job.progress``, emits at most 4 events/s."""
+        last_emit = [0.0]
+
+        def on_progress(done: int, total: int | None) -> None:
+            job.progress = (done, total)
+            now = time.monotonic()
+            if now - last_emit[0] >= 0.25:
+                last_emit[0] = now
+                job._emit(EventKind.DOWNLOADING, progress=(done, total), message="downloading")
+
+        return on_progress
+
+    def _record_result(
+        self, job: Job, entry: LedgerEntry, detail: JobDetail, stored: StoredFile
+    ) -> ResultRecord:
+        """Put the verified result in the cache and mark the ledger entry done."""
+        req = job.request
         now = time.time()
         timings = {"downloaded": now}
         if entry.submitted_at:
@@ -1178,7 +1111,7 @@ class JobEngine:
             path=str(stored.path),
             sha=stored.sha,
             size=stored.size,
-            job_id=job_id,
+            job_id=entry.job_id,
             model=req.spec.model,
             style_label=req.style_label,
             model_version=req.model_version,
@@ -1191,7 +1124,9 @@ class JobEngine:
             source_name=req.source_name or req.input.name,
         )
         self.cache.put(record)
-        self.ledger.update(job.key, state="done", finished_at=now, raw_status=detail.raw_status)
+        self.ledger.update(
+            job.key, state=LedgerState.DONE, finished_at=now, raw_status=detail.raw_status
+        )
         job.state = JobState.DONE
         job.progress = (stored.size, stored.size)
         return record

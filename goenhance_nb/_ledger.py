@@ -30,24 +30,21 @@ import filelock
 
 from goenhance_nb._errors import LedgerError
 from goenhance_nb._jsondisk import JsonDb, private_dir, warn_unreadable
+from goenhance_nb._lifecycle import LedgerState
 from goenhance_nb._records import NUMBER, Field, FieldError, dump_fields, read_fields
 
-__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "Ledger", "LedgerEntry", "orphan_error"]
+__all__ = ["Ledger", "LedgerEntry", "orphan_error"]
 
-#: Ledger states. ``submitting`` = POST may or may not have reached the API (no id yet).
-SUBMITTING = "submitting"
-ACTIVE_STATES = frozenset(
-    {"submitting", "submitted", "queued", "running", "downloading", "timed_out", "watch_cancelled"}
-)
-TERMINAL_STATES = frozenset({"done", "failed"})
+#: The ledger states that end an entry (derived from :class:`LedgerState`, never redefined).
+_TERMINAL = frozenset(s for s in LedgerState if s.terminal)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One job as the ledger knows it.
 
-    ``state`` is one of ``submitting, submitted, queued, running, downloading, timed_out,
-    watch_cancelled, done, failed``. ``spec`` is ``JobSpec.canonical()``; ``reference_url`` is
+    ``state`` is a :class:`~goenhance_nb._lifecycle.LedgerState` value (stored as its
+    string). ``spec`` is ``JobSpec.canonical()``; ``reference_url`` is
     the public input URL sent to generate (needed to resubmit); ``result_key`` equals ``key``
     once a result is cached.
     """
@@ -96,12 +93,12 @@ class LedgerEntry:
     @property
     def is_orphan(self) -> bool:
         """True for an entry stuck in ``submitting`` (the POST's outcome is unknown)."""
-        return self.state == SUBMITTING and self.job_id is None
+        return self.state == LedgerState.SUBMITTING and self.job_id is None
 
     @property
     def resumable(self) -> bool:
         """True when the job has an id and is not finished: polling can pick it up again."""
-        return self.job_id is not None and self.state not in TERMINAL_STATES
+        return self.job_id is not None and self.state not in _TERMINAL
 
 
 #: The JSON form of a :class:`LedgerEntry`: ``key``, ``state``, ``spec``, ``backend`` and

@@ -4,7 +4,7 @@ Everything that talks about where a job is in its life imports the names from he
 
 - :class:`JobState` — the normalised state of a job handle (``Job.state``): the API's states
   (queued, running, done, failed) plus the two local ones before anything was sent.
-- :class:`EventKind` — what a :class:`~goenhance_nb._engine.JobEvent` reports.
+- :class:`EventKind` — what a :class:`~goenhance_nb._job.JobEvent` reports.
 - :class:`LedgerState` — the durable state of a ledger entry.
 - :func:`map_status` — the one table from the API's raw status to :class:`JobState`.
 - :class:`Badge` and :func:`badge_for` — the word a user sees for a job (status widget, panel,

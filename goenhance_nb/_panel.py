@@ -40,7 +40,7 @@ from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, res
 
 if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
     from goenhance_nb._cache import ResultRecord
-    from goenhance_nb._engine import Job, JobEvent
+    from goenhance_nb._job import Job, JobEvent
     from goenhance_nb._records import Style
     from goenhance_nb._session import Session
 

@@ -2,7 +2,7 @@
 
 ``Session.transform(source, style, ...)`` validates synchronously (a bad input raises
 :class:`InputError` here, before any HTTP call), computes the request key, checks the budget and
-returns a non-blocking :class:`~goenhance_nb._engine.Job`. With no API key and no base URL the
+returns a non-blocking :class:`~goenhance_nb._job.Job`. With no API key and no base URL the
 session uses the embedded simulator (``_simproc.ensure_simulator``), shared by every kernel on the
 machine through a port file in the cache dir.
 
@@ -31,7 +31,7 @@ import filelock
 from goenhance_nb import _repro
 from goenhance_nb._cache import ResultCache, ResultRecord
 from goenhance_nb._client import AsyncClient, URLValidators
-from goenhance_nb._engine import Job, JobEngine, JobEvent, JobRequest
+from goenhance_nb._engine import JobEngine
 from goenhance_nb._errors import (
     APIError,
     AuthError,
@@ -60,6 +60,7 @@ from goenhance_nb._inputs import (
     validate_params,
     warn_if_short,
 )
+from goenhance_nb._job import Job, JobRequest
 from goenhance_nb._jsondisk import network_fs_type, private_dir
 from goenhance_nb._keys import hash_bytes, request_key
 from goenhance_nb._ledger import Ledger, LedgerEntry
@@ -761,14 +762,15 @@ class Session:
     def _maybe_record(self, job: Job) -> Job:
         """In record mode, write the job's result to the lockfile once it is done."""
         if self.mode == "record":
-            job.subscribe(self._record_event)
+            job.on_finish(self._record_finished)
         return job
 
-    def _record_event(self, event: JobEvent) -> None:
-        if event.kind != "done" or not isinstance(event.result, ResultRecord):
+    def _record_finished(self, job: Job) -> None:
+        result = job.record
+        if result is None:  # failed, timed out or no longer watched: nothing to record
             return
         try:
-            self.record(event.result)
+            self.record(result)
         except (GoEnhanceError, OSError) as exc:
             warnings.warn(f"could not update the lockfile: {exc}", UserWarning, stacklevel=1)
 

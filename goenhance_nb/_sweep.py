@@ -31,7 +31,7 @@ from goenhance_nb._frontend import get_kernel, is_headless
 from goenhance_nb._lifecycle import Badge, PlanStatus
 
 if TYPE_CHECKING:  # annotations only
-    from goenhance_nb._engine import Job
+    from goenhance_nb._job import Job
     from goenhance_nb._session import Session
 
 __all__ = ["GRID_KEYS", "Sweep", "SweepItem", "sweep"]

@@ -28,7 +28,7 @@ from goenhance_nb._errors import ConfigError, redact_url
 from goenhance_nb._records import Credits, JobDetail, Style
 from goenhance_nb._settings import Settings
 
-__all__ = ["Client", "register_engine_loop", "run_sync"]
+__all__ = ["Client", "register_engine_loop", "run_reentrant", "run_sync"]
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ def _run_in_helper_thread(coro: Coroutine[Any, Any, T], timeout: float | None) -
         return pool.submit(asyncio.run, coro).result(timeout)
 
 
-def _run_reentrant(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+def run_reentrant(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """Case 3: drive ``coro`` on ``loop`` from inside one of its own callbacks.
 
     nest_asyncio patches the loop class; the ``_run_once`` frame that is running right now is
@@ -115,7 +115,7 @@ def run_sync(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T
 
     engine = engine_loop()
     if running is engine:
-        return _run_reentrant(running, coro)
+        return run_reentrant(running, coro)
 
     if engine is not None and engine.is_running():
         fut = asyncio.run_coroutine_threadsafe(coro, engine)

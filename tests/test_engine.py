@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from workers.support import make_session
 
-from goenhance_nb._engine import LOCAL_QUEUE, JobEvent
 from goenhance_nb._errors import (
     APIError,
     BudgetExceeded,
@@ -23,6 +22,7 @@ from goenhance_nb._errors import (
     JobTimedOut,
     TransportError,
 )
+from goenhance_nb._job import JobEvent
 from goenhance_nb._keys import hash_file
 from goenhance_nb._lifecycle import JobState
 from goenhance_nb._session import Session
@@ -114,7 +114,7 @@ def test_queue_limit_is_respected_with_local_queue_positions(
         e.queue_position for evs in events.values() for e in evs if e.kind == "queued_locally"
     ]
     assert 2 in positions and 1 in positions
-    assert any(e.state == LOCAL_QUEUE for evs in events.values() for e in evs)
+    assert any(e.state == JobState.LOCAL_QUEUE for evs in events.values() for e in evs)
     # server-side intervals (submitting .. success seen) never overlap
     spans = []
     for evs in events.values():
@@ -466,3 +466,68 @@ def test_a_huge_unknown_status_is_bounded_for_display(
     job.result(60)
     odd = [e.raw_status for e in job.history if e.raw_status and e.raw_status.startswith("Z")]
     assert odd and all(len(r) <= 80 and "\n" not in r for r in odd)
+
+
+# -- issue 13 point 4: per-request retries only in the transport ----------------------------
+DETAIL = "/api/v1/jobs/detail"
+RESULTS = "/sim/results/"
+
+
+@pytest.mark.parametrize(
+    ("fault", "path", "polls"),
+    [
+        pytest.param({"kind": "http_500", "path": DETAIL}, DETAIL, True, id="polls-keep-failing"),
+        pytest.param({"kind": "reset", "path": RESULTS}, RESULTS, False, id="download-drops"),
+        pytest.param(
+            {"kind": "short_download", "path": RESULTS, "after_bytes": 20_000},
+            RESULTS,
+            False,
+            id="download-keeps-truncating",
+        ),
+    ],
+)
+def test_a_failing_host_costs_a_bounded_number_of_requests_per_job(
+    sim: Any, tmp_path: Path, clip: Path, fault: dict[str, Any], path: str, polls: bool
+) -> None:
+    # Only the transport re-sends a request (max_retries + 1 attempts); a download resumes a
+    # dropped body at most max_retries times; the poll loop gives up after max_poll_errors + 1
+    # failed polls. Nothing stacks on top: before issue 13 these cost 45, 25 and 25 requests.
+    s = make_session(sim, tmp_path / "cache")  # the default max_retries (4)
+    s.client.transport.backoff_base = 0.001  # the transport's backoff, not its count, is faster
+    attempts = s.settings.max_retries + 1
+    try:
+        sim.faults({**fault, "times": 1000})
+        job = s.transform(clip, 2000, duration=3)
+        with pytest.raises((APIError, TransportError)):
+            job.result(120)
+        sent = len(sim.requests(path))
+        expected = (s.engine.max_poll_errors + 1) * attempts if polls else attempts
+        assert sent == expected == (20 if polls else 5)  # with the default settings
+        assert sim.generate_calls() == 1
+        entry = s.ledger.get(job.key)
+        assert entry is not None and entry.resumable  # the job stays resumable
+    finally:
+        s.close()
+
+
+def test_run_from_the_engine_thread_leaves_the_registered_loop_alone(
+    sim: Any, session: Session, tmp_path: Path
+) -> None:
+    from goenhance_nb import _sync
+
+    assert session.engine.loop is not None
+    other = make_session(sim, tmp_path / "other")
+    try:
+        registered = other.engine.loop  # started last: the loop run_sync hands work to
+        assert _sync.engine_loop() is registered
+
+        async def inner() -> int:
+            return 42
+
+        async def outer() -> int:  # on session's engine thread: a re-entrant run
+            return session.engine.run(inner())
+
+        assert session.engine.run(outer()) == 42
+        assert _sync.engine_loop() is registered
+    finally:
+        other.close()

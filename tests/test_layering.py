@@ -36,6 +36,7 @@ LAYERS: list[str] = [
     "_simproc",
     "_simcontrol",
     "_engine",
+    "_job",
     "_inputs",
     "_cache",
     "_ledger",

@@ -12,9 +12,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from goenhance_nb._cache import ResultRecord
-from goenhance_nb._engine import JobEvent
 from goenhance_nb._errors import JobFailed, JobTimedOut
 from goenhance_nb._inputs import MAX_DURATION, MIN_DURATION, RESOLUTIONS
+from goenhance_nb._job import JobEvent
 from goenhance_nb._ledger import LedgerEntry
 from goenhance_nb._lifecycle import EventKind, JobState
 from goenhance_nb._magics import _present, _tables

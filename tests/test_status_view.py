@@ -14,8 +14,8 @@ import pytest
 
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._display import ResultBundle
-from goenhance_nb._engine import JobEvent
 from goenhance_nb._errors import JobFailed, JobTimedOut
+from goenhance_nb._job import JobEvent
 from goenhance_nb._lifecycle import Badge, EventKind, JobState
 from goenhance_nb._records import JobSpec
 from goenhance_nb._session import _runtime_of

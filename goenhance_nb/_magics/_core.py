@@ -34,7 +34,7 @@ from goenhance_nb._magics._present import (
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from goenhance_nb._engine import Job
+    from goenhance_nb._job import Job
     from goenhance_nb._session import Session
 
 __all__ = [
@@ -312,7 +312,7 @@ def _register_job_formatter(shell: InteractiveShell, magics: GoEnhanceMagics) ->
         return
     # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
     shell.display_formatter.mimebundle_formatter.for_type_by_name(
-        "goenhance_nb._engine", "Job", magics.job_bundle
+        "goenhance_nb._job", "Job", magics.job_bundle
     )
 
 
@@ -320,8 +320,8 @@ def _unregister_job_formatter(shell: InteractiveShell) -> None:
     if shell.display_formatter is None:
         return
     fmt = shell.display_formatter.mimebundle_formatter
-    fmt.pop("goenhance_nb._engine.Job", None)
-    engine = sys.modules.get("goenhance_nb._engine")
+    fmt.pop("goenhance_nb._job.Job", None)
+    engine = sys.modules.get("goenhance_nb._job")
     if engine is not None:
         fmt.pop(engine.Job, None)
 

@@ -1,4 +1,4 @@
-"""Job presentation: how a :class:`~goenhance_nb._engine.Job` is shown in a cell.
+"""Job presentation: how a :class:`~goenhance_nb._job.Job` is shown in a cell.
 
 :func:`present_job` shows a job as the magics do (``run``, ``resume``), given a
 :class:`Presentation` (wait or not, frontend, embed, compare, notify): a final output when the
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from IPython.display import DisplayHandle
 
     from goenhance_nb._cache import ResultRecord
-    from goenhance_nb._engine import Job, JobEvent
+    from goenhance_nb._job import Job, JobEvent
     from goenhance_nb._session import Session
     from goenhance_nb._settings import Settings
     from goenhance_nb.widgets import StatusWidget

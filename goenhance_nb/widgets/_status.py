@@ -1,4 +1,4 @@
-"""StatusWidget: a live, throttled view of one :class:`~goenhance_nb._engine.Job` (core ipywidgets).
+"""StatusWidget: a live, throttled view of one :class:`~goenhance_nb._job.Job` (core ipywidgets).
 
 Three parts, so the logic is tested without a kernel (tests/test_status_view.py):
 
@@ -49,7 +49,7 @@ from goenhance_nb.widgets._controls import (
 
 if TYPE_CHECKING:
     from goenhance_nb._cache import ResultRecord
-    from goenhance_nb._engine import Job, JobEvent
+    from goenhance_nb._job import Job, JobEvent
     from goenhance_nb._session import Session
 
 __all__ = [

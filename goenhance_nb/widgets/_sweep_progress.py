@@ -18,7 +18,7 @@ import ipywidgets as W
 from goenhance_nb.widgets._controls import Throttle
 
 if TYPE_CHECKING:  # annotations only
-    from goenhance_nb._engine import JobEvent
+    from goenhance_nb._job import JobEvent
     from goenhance_nb._sweep import Sweep
 
 __all__ = ["SweepProgress"]
