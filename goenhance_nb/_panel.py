@@ -22,8 +22,10 @@ upload, :func:`find_videos` lists clips, :func:`_read_preview` reads a cached pr
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import html
+import math
 import os
 import re
 import threading
@@ -36,7 +38,13 @@ import ipywidgets as W
 from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, badge_for
-from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, result_bundle
+from goenhance_nb.widgets import (
+    StatusWidget,
+    append_bundle,
+    backend_label,
+    clear_outputs,
+    result_bundle,
+)
 
 if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
     from goenhance_nb._cache import ResultRecord
@@ -213,13 +221,121 @@ class _Gallery(W.Box):
             self.select(sid)  # radio-like: clicking the selected style keeps it selected
 
 
-class Panel(W.VBox):
-    """Input picker, style gallery, parameters, Submit, live jobs list and credits.
+#: The panel's own style rules, all under ``.goenhance-panel`` (shipped in one ``HTML``
+#: widget). A job row's result is a small thumbnail player until the row's "Larger" button
+#: adds ``goenhance-expanded`` to it; the backend label and the "Ready" toast of a row's
+#: status are not repeated in the rows (the header shows the backend, the row its result).
+_PANEL_CSS = """<style>
+.goenhance-panel .goenhance-job-result video { width: 160px; max-width: 100%; height: auto; }
+.goenhance-panel .goenhance-job-result.goenhance-expanded video { width: 480px; }
+.goenhance-panel .goenhance-job .goenhance-status .goenhance-backend,
+.goenhance-panel .goenhance-job .goenhance-status .goenhance-toast { display: none !important; }
+.goenhance-panel .goenhance-job { border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
+</style>"""
+#: Height of the jobs area; more rows scroll inside it.
+JOBS_MAX_HEIGHT = "420px"
 
-    Python API (headless, DECISIONS 22): :meth:`submit`, :attr:`jobs`, :meth:`refresh_credits`,
-    :meth:`load_previews`. Attributes expose the controls (``input_path``, ``browser``,
-    ``upload``, ``gallery``, ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``,
-    ``submit_button``, ``jobs_box``, ``credits``, ``result``, ``message``).
+
+def _no_shrink(**kw: str) -> W.Layout:
+    """A layout for a control that keeps its natural width (its row wraps instead)."""
+    return W.Layout(flex="0 0 auto", width="auto", **kw)
+
+
+def default_duration(length: float | None) -> int | None:
+    """The panel's duration for an input ``length`` seconds long: rounded down (a clip
+    measured 0.05 s short of a whole second counts as that second), clamped to 3-30 s
+    (``None`` when the length is unknown)."""
+    if length is None:
+        return None
+    return max(_DURATION_MIN, min(_DURATION_MAX, math.floor(length + 0.05)))
+
+
+class _JobRow(W.VBox):
+    """One job of the panel: ``Style · input`` and the compact :class:`StatusWidget` on one
+    line, and below them the job's own result (a thumbnail player; ``expand_button`` toggles
+    the full-size player). A Retry in the row follows the new job in the same row."""
+
+    def __init__(self, job: Job, title: str, status: StatusWidget) -> None:
+        self.jobs: list[Job] = [job]
+        self.status = status
+        self.title = W.Label(
+            title,
+            tooltip=title,
+            layout=W.Layout(flex="0 1 auto", min_width="80px", max_width="40%", margin="0 8px 0 0"),
+            _dom_classes=["goenhance-job-title"],
+        )
+        status.layout.flex = "1 1 auto"
+        status.layout.min_width = "0"
+        self.result = W.Output(
+            layout=W.Layout(display="none"),
+            _dom_classes=["goenhance-panel-result", "goenhance-job-result"],
+        )
+        self.expand_button = W.ToggleButton(
+            value=False,
+            description="Larger",
+            icon="expand",
+            tooltip="show the full-size player",
+            layout=W.Layout(width="auto", display="none"),
+            _dom_classes=["goenhance-expand"],
+        )
+        self.expand_button.observe(lambda ch: self._expand(bool(ch["new"])), names="value")
+        super().__init__(
+            [
+                W.HBox([self.title, status], layout=W.Layout(align_items="center", width="100%")),
+                W.HBox(
+                    [self.result, self.expand_button],
+                    layout=W.Layout(align_items="flex-start", flex_flow="row wrap"),
+                ),
+            ],
+            layout=W.Layout(padding="2px 0"),
+            _dom_classes=["goenhance-job"],
+        )
+
+    @property
+    def finished(self) -> bool:
+        """True when the job the row follows now has ended (its last retry, if any)."""
+        return bool(self.status.job.done())
+
+    def show(self, data: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        """Show one result in the row (replacing an earlier one: a retry's)."""
+        clear_outputs(self.result)
+        append_bundle(self.result, dict(data), dict(metadata))
+        self.result.layout.display = None
+        self.expand_button.layout.display = None
+
+    def clear_result(self) -> None:
+        clear_outputs(self.result)
+        self.result.layout.display = "none"
+        self.expand_button.layout.display = "none"
+
+    def _expand(self, on: bool) -> None:
+        if on:
+            self.result.add_class("goenhance-expanded")
+        else:
+            self.result.remove_class("goenhance-expanded")
+        self.expand_button.description = "Smaller" if on else "Larger"
+        self.expand_button.icon = "compress" if on else "expand"
+
+    def close(self) -> None:
+        self.status.close()
+        super().close()
+
+
+class Panel(W.VBox):
+    """Input picker, style gallery, parameters, Submit with its cost estimate, the jobs list and
+    credits.
+
+    Python API (headless, DECISIONS 22): :meth:`submit`, :attr:`jobs`, :attr:`rows`,
+    :meth:`clear_finished`, :meth:`refresh_credits`, :meth:`load_previews`. Attributes expose
+    the controls (``input_path``, ``browser``, ``upload``, ``gallery``, ``prompt``,
+    ``duration``, ``resolution``, ``seed``, ``force``, ``submit_button``, ``estimate``,
+    ``clear_button``, ``jobs_box``, ``credits``, ``message``).
+
+    Choosing a local input (list, path or upload) sets the duration to the input's length
+    (rounded down, clamped to 3-30 s) and caps the duration's maximum there, so a job never
+    asks for more seconds than the clip has. The jobs list is newest first; each row holds its
+    own result as a thumbnail player; the list scrolls inside a bounded area; *Clear finished*
+    removes ended rows from the list (never from the cache; running jobs stay).
     """
 
     def __init__(
@@ -237,126 +353,16 @@ class Panel(W.VBox):
         self._session: Session = session
         self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
         self._jobs: list[Job] = []
-        self._rows: list[W.Widget] = []
-        self._status: list[StatusWidget] = []
+        self._rows: list[_JobRow] = []
+        self._uploads: list[dict[str, Any]] = []  # name/size/type of kept uploads, no bytes
+        self._input_length: float | None = None
         self._lock = threading.Lock()
+        self._syncing_browser = False
+        self._resetting_upload = False
         self.previews_ready = threading.Event()
         self.styles: list[Style] = []
-
-        # -- input --------------------------------------------------------------------------
-        self.input_path = W.Text(
-            placeholder="path/to/clip.mp4 or https://…",
-            description="Input",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-input"],
-        )
-        self.browser = W.Select(
-            options=[],
-            rows=5,
-            description="Videos",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-browser"],
-        )
-        self.browser.observe(self._browsed, names="value")
-        self.refresh_button = W.Button(
-            description="Refresh list", icon="sync", layout=W.Layout(width="auto")
-        )
-        self.refresh_button.on_click(lambda _b: self.refresh_files())
-        self.upload = W.FileUpload(
-            accept=",".join(VIDEO_SUFFIXES),
-            multiple=False,
-            description="Upload small clip",
-            _dom_classes=["goenhance-upload"],
-        )
-        self.upload.observe(self._uploaded, names="value")
-
-        # -- style and params ---------------------------------------------------------------
-        self.gallery = _Gallery(self._style_changed)
-        self.prompt = W.Textarea(
-            placeholder="optional prompt (≤ 500 characters)",
-            description="Prompt",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-prompt"],
-        )
-        self.duration = W.BoundedIntText(
-            value=_DURATION_DEFAULT,
-            min=_DURATION_MIN,
-            max=_DURATION_MAX,
-            description="Duration (s)",
-            style={"description_width": "initial"},
-            layout=W.Layout(width="160px"),
-            _dom_classes=["goenhance-duration"],
-        )
-        self.resolution = W.Dropdown(
-            options=list(_RESOLUTIONS),
-            value="720p",
-            description="Resolution",
-            layout=W.Layout(width="200px"),
-            _dom_classes=["goenhance-resolution"],
-        )
-        self.seed = W.IntText(
-            value=-1,
-            description="Seed",
-            layout=W.Layout(width="160px"),
-            _dom_classes=["goenhance-seed"],
-        )
-        self.force = W.Checkbox(
-            value=False,
-            description="run again (ignore cache)",
-            indent=False,
-            _dom_classes=["goenhance-force"],
-        )
-        self.estimate = W.Label("", _dom_classes=["goenhance-estimate"])
-        for w in (self.duration, self.resolution):
-            w.observe(lambda _ch: self._update_estimate(), names="value")
-        self.submit_button = W.Button(
-            description="Submit",
-            button_style="success",
-            icon="play",
-            _dom_classes=["goenhance-submit"],
-        )
-        self.submit_button.on_click(lambda _b: self._submit_clicked())
-        self.message = W.HTML("", _dom_classes=["goenhance-panel-message"])
-
-        # -- jobs, credits, result ----------------------------------------------------------
-        self.jobs_box = W.VBox([], _dom_classes=["goenhance-jobs"])
-        self.credits = W.Label("", _dom_classes=["goenhance-credits"])
-        self.backend = W.Label(
-            backend_label(session.backend),
-            style={"font_weight": "bold"},
-            _dom_classes=["goenhance-backend"],
-        )
-        if self.backend.value == "SIMULATED":
-            self.backend.style.background = "#fdd835"
-        self.result = W.Output(_dom_classes=["goenhance-panel-result"])
-
-        super().__init__(
-            [
-                W.HBox(
-                    [W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
-                    layout=W.Layout(align_items="center", grid_gap="10px"),
-                ),
-                W.HBox(
-                    [
-                        W.VBox([self.input_path, self.browser]),
-                        W.VBox([self.refresh_button, self.upload]),
-                    ]
-                ),
-                W.HTML("<b>Style</b>"),
-                self.gallery,
-                self.prompt,
-                W.HBox(
-                    [self.duration, self.resolution, self.seed, self.force],
-                    layout=W.Layout(flex_flow="row wrap", align_items="center"),
-                ),
-                W.HBox([self.submit_button, self.estimate], layout=W.Layout(align_items="center")),
-                self.message,
-                W.HTML("<b>Jobs</b>"),
-                self.jobs_box,
-                self.result,
-            ],
-            **kwargs,
-        )
+        self._build_controls()
+        super().__init__(self._layout(), **kwargs)
         self.add_class("goenhance-panel")
 
         self.refresh_files()
@@ -369,6 +375,149 @@ class Panel(W.VBox):
         else:
             self.previews_ready.set()
 
+    # -- building -------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self._build_input()
+        self._build_params()
+        self.message = W.HTML("", _dom_classes=["goenhance-panel-message"])
+        self.clear_button = W.Button(
+            description="Clear finished",
+            icon="trash",
+            tooltip="remove ended jobs from this list (their results stay in the cache)",
+            layout=_no_shrink(),
+            _dom_classes=["goenhance-clear"],
+        )
+        self.clear_button.on_click(lambda _b: self.clear_finished())
+        self.jobs_box = W.VBox(
+            [],
+            layout=W.Layout(max_height=JOBS_MAX_HEIGHT, overflow="auto", width="100%"),
+            _dom_classes=["goenhance-jobs"],
+        )
+        self.credits = W.Label("", layout=_no_shrink(), _dom_classes=["goenhance-credits"])
+        self.backend = W.Label(
+            backend_label(self._session.backend),
+            style={"font_weight": "bold"},
+            layout=_no_shrink(padding="0 4px"),
+            _dom_classes=["goenhance-backend"],
+        )
+        if self.backend.value == "SIMULATED":
+            self.backend.style.background = "#fdd835"
+
+    def _build_input(self) -> None:
+        self.input_path = W.Text(
+            placeholder="path/to/clip.mp4 or https://…",
+            description="Input",
+            layout=W.Layout(width="100%"),
+            _dom_classes=["goenhance-input"],
+        )
+        self.input_path.observe(self._input_changed, names="value")
+        self.browser = W.Select(
+            options=[],
+            rows=5,
+            description="Videos",
+            layout=W.Layout(width="100%"),
+            _dom_classes=["goenhance-browser"],
+        )
+        self.browser.observe(self._browsed, names="value")
+        self.refresh_button = W.Button(description="Refresh list", icon="sync", layout=_no_shrink())
+        self.refresh_button.on_click(lambda _b: self.refresh_files())
+        self.upload = W.FileUpload(
+            accept=",".join(VIDEO_SUFFIXES),
+            multiple=False,
+            description="Upload small clip",
+            tooltip="copied to goenhance_uploads/ beside the notebook; the count is the clips "
+            "uploaded here",
+            layout=_no_shrink(),
+            _dom_classes=["goenhance-upload"],
+        )
+        self.upload.observe(self._uploaded, names="value")
+
+    def _build_params(self) -> None:
+        self.gallery = _Gallery(self._style_changed)
+        self.prompt = W.Textarea(
+            placeholder="optional prompt (≤ 500 characters)",
+            description="Prompt",
+            layout=W.Layout(width="100%", max_width="640px"),
+            _dom_classes=["goenhance-prompt"],
+        )
+        self.duration = W.BoundedIntText(
+            value=_DURATION_DEFAULT,
+            min=_DURATION_MIN,
+            max=_DURATION_MAX,
+            description="Duration (s)",
+            style={"description_width": "initial"},
+            layout=W.Layout(width="150px", flex="0 0 auto"),
+            _dom_classes=["goenhance-duration"],
+        )
+        self.duration_hint = W.Label(
+            "", layout=_no_shrink(margin="0 8px 0 0"), _dom_classes=["goenhance-duration-hint"]
+        )
+        self.resolution = W.Dropdown(
+            options=list(_RESOLUTIONS),
+            value="720p",
+            description="Resolution",
+            layout=W.Layout(width="190px", flex="0 0 auto"),
+            _dom_classes=["goenhance-resolution"],
+        )
+        self.seed = W.IntText(
+            value=-1,
+            description="Seed",
+            layout=W.Layout(width="150px", flex="0 0 auto"),
+            _dom_classes=["goenhance-seed"],
+        )
+        self.force = W.Checkbox(
+            value=False,
+            description="run again (ignore cache)",
+            indent=False,
+            layout=_no_shrink(),
+            _dom_classes=["goenhance-force"],
+        )
+        self.estimate = W.Label("", layout=_no_shrink(), _dom_classes=["goenhance-estimate"])
+        for w in (self.duration, self.resolution):
+            w.observe(lambda _ch: self._update_estimate(), names="value")
+        self.submit_button = W.Button(
+            description="Submit",
+            button_style="success",
+            icon="play",
+            layout=_no_shrink(),
+            _dom_classes=["goenhance-submit"],
+        )
+        self.submit_button.on_click(lambda _b: self._submit_clicked())
+
+    def _layout(self) -> list[W.Widget]:
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
+        return [
+            W.HTML(_PANEL_CSS, layout=W.Layout(display="none")),
+            W.HBox(
+                [W.HTML("<b>GoEnhance</b>", layout=_no_shrink()), self.backend, self.credits],
+                layout=W.Layout(grid_gap="10px", **wrap),
+            ),
+            W.HBox(
+                [
+                    W.VBox(
+                        [self.input_path, self.browser],
+                        layout=W.Layout(flex="1 1 320px", min_width="240px", max_width="600px"),
+                    ),
+                    W.VBox([self.refresh_button, self.upload], layout=_no_shrink()),
+                ],
+                layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+            ),
+            W.HTML("<b>Style</b>"),
+            self.gallery,
+            self.prompt,
+            W.HBox(
+                [self.duration, self.duration_hint, self.resolution, self.seed, self.force],
+                layout=W.Layout(**wrap),
+            ),
+            W.HBox([self.submit_button, self.estimate], layout=W.Layout(**wrap)),
+            self.message,
+            W.HBox(
+                [W.HTML("<b>Jobs</b>", layout=_no_shrink()), self.clear_button],
+                layout=W.Layout(**wrap),
+            ),
+            self.jobs_box,
+        ]
+
     # -- public API ---------------------------------------------------------------------------
     @property
     def session(self) -> Session:
@@ -377,15 +526,20 @@ class Panel(W.VBox):
 
     @property
     def jobs(self) -> list[Job]:
-        """The Jobs submitted from this panel, oldest first."""
+        """The Jobs listed in the panel (a row's retries included), oldest first."""
         with self._lock:
             return list(self._jobs)
 
     @property
+    def rows(self) -> list[_JobRow]:
+        """The job rows, oldest first (shown newest first); ``row.result`` holds its result."""
+        with self._lock:
+            return list(self._rows)
+
+    @property
     def status_widgets(self) -> list[StatusWidget]:
         """The compact StatusWidget of each job row, oldest first."""
-        with self._lock:
-            return list(self._status)
+        return [row.status for row in self.rows]
 
     def submit(
         self,
@@ -400,10 +554,13 @@ class Panel(W.VBox):
     ) -> Job:
         """Set the controls, then submit exactly like the Submit button.
 
-        Omitted values keep the controls' current values (``prompt=None`` clears the prompt).
+        Omitted values keep the controls' current values (``prompt=None`` clears the prompt; a
+        new ``input`` sets the duration to its length, as choosing it in the panel does).
 
         :returns: the Job (already done and ``cached`` when the result was in the cache).
-        :raises GoEnhanceError: a bad input or parameter (also shown in the message line).
+        :raises InputError: a bad input or parameter, or a ``duration`` longer than the input
+            (also shown in the message line; nothing is sent).
+        :raises GoEnhanceError: the session refuses the job (e.g. the budget).
         :raises TypeError: an unknown keyword parameter.
         """
         if input is not None:
@@ -413,7 +570,7 @@ class Panel(W.VBox):
         if not isinstance(prompt, _Keep):
             self.prompt.value = prompt or ""
         if not isinstance(duration, _Keep):
-            self.duration.value = int(duration)
+            self._set_duration(int(duration))
         if not isinstance(resolution, _Keep):
             self.resolution.value = resolution
         if not isinstance(seed, _Keep):
@@ -422,13 +579,34 @@ class Panel(W.VBox):
             self.force.value = bool(force)
         return self._submit_from_controls()
 
+    def clear_finished(self) -> int:
+        """Remove the rows whose job has ended (done, cached, failed, timed out, not watched)
+        from the list; running jobs stay. Results stay in the cache and in
+        ``goenhance_outputs/``. Returns how many rows were removed."""
+        with self._lock:
+            gone = [row for row in self._rows if row.finished]
+            self._rows = [row for row in self._rows if row not in gone]
+            dropped = {id(j) for row in gone for j in row.jobs}
+            self._jobs = [j for j in self._jobs if id(j) not in dropped]
+            rows = list(self._rows)
+        self.jobs_box.children = tuple(reversed(rows))
+        for row in gone:
+            row.close()
+        return len(gone)
+
     def refresh_files(self) -> None:
-        """Re-list the video files under the notebook directory."""
+        """Re-list the video files under the notebook directory (the chosen input stays
+        highlighted when it is listed)."""
         try:
             files = find_videos(self._root, exclude=(self._session.cache_dir,))
         except OSError:
             files = []
-        self.browser.options = files
+        self._syncing_browser = True
+        try:
+            self.browser.options = files
+            self.browser.value = self._listed(self.input_path.value)
+        finally:
+            self._syncing_browser = False
 
     def refresh_credits(self) -> None:
         """Ask the session for the balance and show it with the session spend."""
@@ -451,11 +629,11 @@ class Panel(W.VBox):
             self.previews_ready.set()
 
     def close(self) -> None:
-        for sw in self.status_widgets:
-            sw.close()
+        for row in self.rows:
+            row.close()
         super().close()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- internals: styles and estimate ---------------------------------------------------------
     def _load_styles(self) -> None:
         try:
             self.styles = list(self._session.styles())
@@ -493,16 +671,81 @@ class Panel(W.VBox):
                 text = f"cost {est}"
         self.estimate.value = text
 
+    # -- internals: the input -------------------------------------------------------------------
+    def _listed(self, text: str) -> str | None:
+        """The Videos-list entry naming the input ``text`` (relative or absolute), or None."""
+        text = str(text).strip()
+        if not text or is_url_text(text):
+            return None
+        if text in self.browser.options:
+            return text
+        p = Path(text).expanduser()
+        with contextlib.suppress(ValueError, OSError):
+            rel = p.resolve().relative_to(self._root.resolve()).as_posix()
+            if rel in self.browser.options:
+                return rel
+        return None
+
     def _browsed(self, change: Mapping[str, Any]) -> None:
-        if change["new"]:
+        if change["new"] and not self._syncing_browser:
             self.input_path.value = str(change["new"])
 
+    def _input_changed(self, change: Mapping[str, Any]) -> None:
+        text = str(change["new"])
+        self._syncing_browser = True
+        try:
+            self.browser.value = self._listed(text)  # the chosen input is highlighted
+        finally:
+            self._syncing_browser = False
+        self._apply_input_length(text)
+
+    def _apply_input_length(self, text: str) -> None:
+        """Default the duration to the chosen local input's length and cap its maximum there
+        (URL inputs and unreadable files: the 3-30 s range, the value unchanged)."""
+        text = text.strip()
+        length: float | None = None
+        hint = ""
+        if text.lower().endswith(VIDEO_SUFFIXES) and not is_url_text(text):
+            try:
+                ref = self._session.inspect(self._resolve_input())
+                length = ref.duration
+                if length is not None:
+                    hint = f"{ref.name} is {length:.1f} s"
+                self._show_message("")
+            except GoEnhanceError as exc:
+                self._show_message(f"{type(exc).__name__}: {exc}", error=True)
+        self._input_length = length
+        cap = default_duration(length)
+        with self.duration.hold_sync():
+            self.duration.max = cap if cap is not None else _DURATION_MAX
+            if cap is not None:
+                self.duration.value = cap
+        self.duration_hint.value = hint
+
+    def _set_duration(self, seconds: int) -> None:
+        """Set the duration for :meth:`submit`; refuse one longer than the input."""
+        if seconds > self.duration.max and self._input_length is not None:
+            msg = (
+                f"duration {seconds} s is longer than the input ({self._input_length:.1f} s): "
+                f"choose at most {self.duration.max} s"
+            )
+            self._show_message(f"InputError: {msg}", error=True)
+            raise InputError(msg)
+        self.duration.value = seconds
+
     def _uploaded(self, change: Mapping[str, Any]) -> None:
-        if not change["new"]:
+        if not change["new"] or self._resetting_upload:
             return
         try:
             name, data = _first_upload(change["new"])
             dest = save_upload(self._root, name, data)
+            problem = self._probe_upload(dest)
+            if problem is not None:
+                with contextlib.suppress(OSError):
+                    dest.unlink()  # a broken upload is not kept, so it is never listed
+                self._show_message(f"upload refused: {problem}", error=True)
+                return
+            self._uploads.append({"name": dest.name, "type": "video/mp4", "size": len(data)})
             self.refresh_files()
             self.input_path.value = dest.relative_to(self._root).as_posix()
             note = f"uploaded {dest.name} ({len(data) / 1e6:.1f} MB)"
@@ -512,20 +755,38 @@ class Panel(W.VBox):
         except OSError as exc:
             self._show_message(f"upload failed: {exc}", error=True)
         finally:
-            # DECISIONS 17: the bytes must never stay in the widget's (saved) state
-            self.upload.value = ()
+            # DECISIONS 17: the bytes never stay in the widget's (saved) state. The value keeps
+            # one entry per kept upload (name and size, empty content), so the button's count
+            # is the number of clips uploaded here.
+            self._resetting_upload = True
+            try:
+                self.upload.value = tuple(
+                    {**u, "content": memoryview(b""), "last_modified": _EPOCH}
+                    for u in self._uploads
+                )
+            finally:
+                self._resetting_upload = False
+
+    def _probe_upload(self, path: Path) -> str | None:
+        """None when the session accepts ``path`` as an input, else the one-line reason."""
+        try:
+            self._session.inspect(path)
+        except GoEnhanceError as exc:
+            return str(exc)
+        return None
 
     def _resolve_input(self) -> str:
         text = str(self.input_path.value).strip()
         if not text:
             raise InputError("choose an input video (path, file list or upload)")
-        if re.match(r"^https?://", text):
+        if is_url_text(text):
             return text
         p = Path(text).expanduser()
         if not p.is_absolute():
             p = self._root / p
         return str(p)
 
+    # -- internals: jobs ------------------------------------------------------------------------
     def _submit_from_controls(self) -> Job:
         try:
             source = self._resolve_input()
@@ -557,32 +818,25 @@ class Panel(W.VBox):
         style = self.gallery.styles.get(job.spec.model)
         label = style.label if style is not None else str(job.spec.model)
         sw = StatusWidget(job, session=self._session, compact=True)
-        sw.on_retry(self._track_retry)
-        row = W.HBox(
-            [
-                W.Label(label, layout=W.Layout(width="120px")),
-                W.Label(input_name, layout=W.Layout(width="160px")),
-                sw,
-            ],
-            layout=W.Layout(align_items="center"),
-            _dom_classes=["goenhance-job"],
-        )
+        row = _JobRow(job, f"{label} · {input_name}", sw)
+        sw.on_retry(lambda new, row=row: self._track_retry(row, new))
         with self._lock:
             self._jobs.append(job)
-            self._status.append(sw)
             self._rows.append(row)
             rows = list(self._rows)
         self.jobs_box.children = tuple(reversed(rows))  # newest first
-        self._watch_result(job)
+        self._watch_result(job, row)
 
-    def _track_retry(self, new_job: Job) -> None:
-        """A row's Retry submitted ``new_job``: list it and show its result when done."""
+    def _track_retry(self, row: _JobRow, new_job: Job) -> None:
+        """A row's Retry submitted ``new_job``: list it and show its result in the same row."""
         with self._lock:
             self._jobs.append(new_job)
-        self._watch_result(new_job)
+            row.jobs.append(new_job)
+        row.clear_result()
+        self._watch_result(new_job, row)
 
-    def _watch_result(self, job: Job) -> None:
-        """Show ``job``'s result in the result area once, when it is ready.
+    def _watch_result(self, job: Job, row: _JobRow) -> None:
+        """Show ``job``'s result in ``row`` once, when it is ready.
 
         A job that is already finished (a cache hit is settled before ``submit`` returns) is
         shown right here, on the caller's thread, so its result is in place when ``submit``
@@ -597,7 +851,7 @@ class Panel(W.VBox):
                 if result.key in shown:
                     return
                 shown.add(result.key)
-            self._show_result(result, cached=cached)
+            self._show_result(row, result, cached=cached)
             self._render_credits_later()
 
         def on_event(ev: JobEvent) -> None:  # engine thread
@@ -610,14 +864,15 @@ class Panel(W.VBox):
         # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
         job.subscribe(on_event)
 
-    def _show_result(self, result: ResultRecord, *, cached: bool) -> None:
+    def _show_result(self, row: _JobRow, result: ResultRecord, *, cached: bool) -> None:
         try:
             data, md = result_bundle(result, notebook_dir=self._root, cached=cached)
         except GoEnhanceError as exc:
             self._show_message(f"{type(exc).__name__}: {exc}", error=True)
             return
-        append_bundle(self.result, data, md)
+        row.show(data, md)
 
+    # -- internals: credits and messages --------------------------------------------------------
     def _render_credits_later(self) -> None:
         # credits() is an HTTP call: never on the engine thread
         threading.Thread(target=self.refresh_credits, name="goenhance-credits", daemon=True).start()
@@ -636,3 +891,11 @@ class Panel(W.VBox):
         self.message.value = (
             f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
         )
+
+
+def is_url_text(text: str) -> bool:
+    """True for an ``http(s)://`` input text."""
+    return re.match(r"^https?://", text) is not None
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
