@@ -261,10 +261,10 @@ class _JobRow(W.VBox):
         self.title = W.Label(
             title,
             tooltip=title,
-            layout=W.Layout(flex="0 1 auto", min_width="80px", max_width="40%", margin="0 8px 0 0"),
+            layout=W.Layout(flex="0 1 auto", max_width="100%", margin="0 8px 0 0"),
             _dom_classes=["goenhance-job-title"],
         )
-        status.layout.flex = "1 1 auto"
+        status.layout.flex = "1 1 320px"  # beside the title, or below it when narrow
         status.layout.min_width = "0"
         self.result = W.Output(
             layout=W.Layout(display="none"),
@@ -281,13 +281,16 @@ class _JobRow(W.VBox):
         self.expand_button.observe(lambda ch: self._expand(bool(ch["new"])), names="value")
         super().__init__(
             [
-                W.HBox([self.title, status], layout=W.Layout(align_items="center", width="100%")),
                 W.HBox(
-                    [self.result, self.expand_button],
+                    [self.title, status],
+                    layout=W.Layout(align_items="center", flex_flow="row wrap", width="100%"),
+                ),
+                W.HBox(
+                    [self.expand_button, self.result],
                     layout=W.Layout(align_items="flex-start", flex_flow="row wrap"),
                 ),
             ],
-            layout=W.Layout(padding="2px 0"),
+            layout=W.Layout(padding="2px 0", flex="0 0 auto"),  # rows scroll, never squeeze
             _dom_classes=["goenhance-job"],
         )
 
@@ -407,7 +410,7 @@ class Panel(W.VBox):
         self.input_path = W.Text(
             placeholder="path/to/clip.mp4 or https://…",
             description="Input",
-            layout=W.Layout(width="100%"),
+            layout=W.Layout(width="auto"),
             _dom_classes=["goenhance-input"],
         )
         self.input_path.observe(self._input_changed, names="value")
@@ -415,7 +418,7 @@ class Panel(W.VBox):
             options=[],
             rows=5,
             description="Videos",
-            layout=W.Layout(width="100%"),
+            layout=W.Layout(width="auto"),
             _dom_classes=["goenhance-browser"],
         )
         self.browser.observe(self._browsed, names="value")
@@ -437,7 +440,7 @@ class Panel(W.VBox):
         self.prompt = W.Textarea(
             placeholder="optional prompt (≤ 500 characters)",
             description="Prompt",
-            layout=W.Layout(width="100%", max_width="640px"),
+            layout=W.Layout(width="auto", max_width="640px"),
             _dom_classes=["goenhance-prompt"],
         )
         self.duration = W.BoundedIntText(
