@@ -403,8 +403,9 @@ class Panel(W.VBox):
             layout=_no_shrink(padding="0 4px"),
             _dom_classes=["goenhance-backend"],
         )
-        if self.backend.value == "SIMULATED":
+        if self.backend.value == "SIMULATED":  # dark text on yellow in either theme
             self.backend.style.background = "#fdd835"
+            self.backend.style.text_color = "#1a1a1a"
 
     def _build_input(self) -> None:
         self.input_path = W.Text(

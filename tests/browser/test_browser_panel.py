@@ -73,6 +73,13 @@ def _panel_shot(page: Any, name: str) -> None:
         page.set_viewport_size(size)
 
 
+def _choose_file(page: Any, button: Any, name: str, data: bytes) -> None:
+    """Click the upload button and pick one file in the file chooser, as a person does."""
+    with page.expect_file_chooser() as chooser:
+        button.click()
+    chooser.value.set_files(files=[{"name": name, "mimeType": "video/mp4", "buffer": data}])
+
+
 def _assert_nothing_clipped(page: Any, width: int) -> None:
     page.set_viewport_size({"width": width, "height": 1000})
     page.wait_for_function(  # the layout follows the window (no fixed-width box is wider)
@@ -148,6 +155,33 @@ def test_panel_rows_results_and_layout_at_760_and_1400(
     _panel_shot(page, f"{artifact_name}-760")
     _assert_nothing_clipped(page, 1400)
     _panel_shot(page, f"{artifact_name}-1400")
+
+    # uploads: a clip is kept, listed, highlighted and counted; a file that does not probe as
+    # a video is refused with the reason, removed, not listed and not counted
+    upload = panel.locator(".goenhance-upload")
+    assert upload.inner_text().strip().endswith("(0)")
+    clip = (server.root / "clip.mp4").read_bytes()
+    _choose_file(page, upload, "my clip.mp4", clip)
+    page.wait_for_function(
+        "() => document.querySelector('.goenhance-upload').textContent.trim().endsWith('(1)')",
+        timeout=30_000,
+    )
+    browser = panel.locator(".goenhance-browser select")
+    assert browser.input_value() == "goenhance_uploads/my_clip.mp4"  # highlighted
+    assert panel.locator(".goenhance-input input").input_value() == browser.input_value()
+    _choose_file(page, upload, "broken.mp4", b"not a video" * 50)
+    message = panel.locator(".goenhance-panel-message")
+    page.wait_for_function(
+        "() => document.querySelector('.goenhance-panel-message').textContent"
+        ".includes('upload refused')",
+        timeout=30_000,
+    )
+    assert "broken.mp4" in message.inner_text()
+    assert upload.inner_text().strip().endswith("(1)")
+    options = browser.locator("option").all_inner_texts()
+    assert "goenhance_uploads/broken.mp4" not in options, options
+    assert not (server.root / "goenhance_uploads" / "broken.mp4").exists()
+    _panel_shot(page, f"{artifact_name}-upload")
 
     # "Larger" shows the full-size player in the row; "Clear finished" empties the list
     newest.locator(".goenhance-expand").click()
