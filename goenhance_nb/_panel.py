@@ -9,12 +9,22 @@ when previews fail the gallery is plain text buttons. Uploaded clips
 ``goenhance_uploads/<name>`` beside the notebook and the widget's value is cleared so the bytes
 never reach saved widget state. Nothing from ``Settings`` goes into a widget trait.
 
+Choosing a local input (Videos list, path field or upload) asks the session to inspect it
+(:meth:`Session.inspect`): the duration becomes the input's length (rounded down, clamped to
+3-30 s) and cannot be set longer; an upload the session refuses (it does not probe as an
+MP4/MOV video) is deleted again and never listed. The cost estimate of the current settings
+sits beside Submit. Jobs are listed newest first in a bounded, scrolling area; each row holds
+its own result as a thumbnail player (*Larger* shows the full-size one); *Clear finished*
+removes ended rows (never anything from the cache). The layout is flex with wrapping and
+minimum widths, so nothing is clipped in a narrow (760 px) window.
+
 Headless use (DECISIONS 22): ``Panel.submit(input, style, *, prompt, duration, ...)`` sets the
-controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks:
-ARCHITECTURE.md section 4.
+controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs, ``Panel.rows``
+the rows. DOM hooks: ARCHITECTURE.md section 4.
 
 The panel uses only the typed contract of :class:`Session` (``backend``, ``cache_dir``,
-``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``transform``). The
+``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``inspect``,
+``transform``). The
 file work is in module functions, not in the widget classes: :func:`save_upload` writes an
 upload, :func:`find_videos` lists clips, :func:`_read_preview` reads a cached preview.
 """
@@ -250,6 +260,15 @@ def default_duration(length: float | None) -> int | None:
     return max(_DURATION_MIN, min(_DURATION_MAX, math.floor(length + 0.05)))
 
 
+def _length_hint(name: str, length: float | None) -> str:
+    """``clip.mp4 is 4.0 s`` (and why the duration is longer, for a clip under 3 s)."""
+    if length is None:
+        return ""
+    if length < _DURATION_MIN:
+        return f"{name} is {length:.1f} s (shorter than the {_DURATION_MIN} s minimum)"
+    return f"{name} is {length:.1f} s"
+
+
 class _JobRow(W.VBox):
     """One job of the panel: ``Style · input`` and the compact :class:`StatusWidget` on one
     line, and below them the job's own result (a thumbnail player; ``expand_button`` toggles
@@ -359,6 +378,7 @@ class Panel(W.VBox):
         self._rows: list[_JobRow] = []
         self._uploads: list[dict[str, Any]] = []  # name/size/type of kept uploads, no bytes
         self._input_length: float | None = None
+        self._input_problem = False  # the message line shows why the chosen input is unusable
         self._lock = threading.Lock()
         self._syncing_browser = False
         self._resetting_upload = False
@@ -705,19 +725,23 @@ class Panel(W.VBox):
 
     def _apply_input_length(self, text: str) -> None:
         """Default the duration to the chosen local input's length and cap its maximum there
-        (URL inputs and unreadable files: the 3-30 s range, the value unchanged)."""
+        (URL inputs and unreadable files: the 3-30 s range, the value unchanged). Why a local
+        file cannot be used is shown in the message line, and cleared once the input is good."""
         text = text.strip()
         length: float | None = None
         hint = ""
+        problem = ""
         if text.lower().endswith(VIDEO_SUFFIXES) and not is_url_text(text):
             try:
                 ref = self._session.inspect(self._resolve_input())
-                length = ref.duration
-                if length is not None:
-                    hint = f"{ref.name} is {length:.1f} s"
-                self._show_message("")
             except GoEnhanceError as exc:
-                self._show_message(f"{type(exc).__name__}: {exc}", error=True)
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                length = ref.duration
+                hint = _length_hint(ref.name, length)
+        if problem or self._input_problem:
+            self._show_message(problem, error=True)
+        self._input_problem = bool(problem)
         self._input_length = length
         cap = default_duration(length)
         with self.duration.hold_sync():

@@ -262,6 +262,17 @@ def test_duration_follows_the_chosen_input_and_cannot_pass_it(sim, session, comm
     assert sim.generate_calls() == 0 and p.jobs == []
     p.input_path.value = "https://example.invalid/clip.mp4"  # a URL: the plain 3-30 s range
     assert p.duration.max == 30 and p.browser.value is None and p.duration_hint.value == ""
+    # a clip under the API's 3 s minimum: 3 s, and the hint says why it is longer
+    sample_clip(tmp_path / "tiny.mp4", seconds=2.0, width=160, height=120, fps=12)
+    p.refresh_files()
+    p.browser.value = "tiny.mp4"
+    assert (p.duration.value, p.duration.max) == (3, 3)
+    assert p.duration_hint.value == "tiny.mp4 is 2.0 s (shorter than the 3 s minimum)"
+    # why a chosen file cannot be used is shown at once, and goes when the input is good
+    p.input_path.value = "nowhere.mp4"
+    assert "input file not found" in p.message.value and p.duration.max == 30
+    p.input_path.value = "short.mp4"
+    assert p.message.value == "" and p.duration.max == 4
 
 
 def test_the_videos_list_highlights_the_chosen_input(sim, session, comms, clip, tmp_path):
