@@ -90,6 +90,7 @@ def _assert_nothing_clipped(page: Any, width: int) -> None:
     problems = page.evaluate(JS_CLIPPED)
     assert problems == [], f"at {width} px: {problems}"
     heads = page.evaluate(JS_ROW_HEADS)
+    print(f"at {width} px: job row heads {heads} px")  # in the log of a -s run
     # a row's names + status take at most three lines (about 30 px each), never six
     assert heads and max(heads) <= 100, f"at {width} px the job rows are {heads} px tall"
 
@@ -148,6 +149,7 @@ def test_panel_rows_results_and_layout_at_760_and_1400(
     thumb = newest.locator("video.goenhance-video").bounding_box()
     assert thumb["width"] <= 170, thumb  # a thumbnail, not a 480 px player
     grown = panel.bounding_box()["height"] - height_one
+    print(f"a cache-hit Submit grew the panel by {grown} px (thumbnail {thumb['width']} px)")
     assert grown < 240, f"a cache hit grew the panel by {grown} px"
     assert bsim.generate_calls() == 1
 
@@ -167,7 +169,11 @@ def test_panel_rows_results_and_layout_at_760_and_1400(
         timeout=30_000,
     )
     browser = panel.locator(".goenhance-browser select")
-    assert browser.input_value() == "goenhance_uploads/my_clip.mp4"  # highlighted
+    page.wait_for_function(  # the new clip is listed and highlighted (the list redraws async)
+        "() => document.querySelector('.goenhance-browser select').value"
+        " === 'goenhance_uploads/my_clip.mp4'",
+        timeout=30_000,
+    )
     assert panel.locator(".goenhance-input input").input_value() == browser.input_value()
     _choose_file(page, upload, "broken.mp4", b"not a video" * 50)
     message = panel.locator(".goenhance-panel-message")
