@@ -376,7 +376,7 @@ class Panel(W.VBox):
         self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
         self._jobs: list[Job] = []
         self._rows: list[_JobRow] = []
-        self._uploads: list[dict[str, Any]] = []  # name/size/type of kept uploads, no bytes
+        self._uploads: list[dict[str, str | int]] = []  # name/type/size of kept uploads
         self._input_length: float | None = None
         self._input_problem = False  # the message line shows why the chosen input is unusable
         self._lock = threading.Lock()
@@ -915,7 +915,8 @@ class Panel(W.VBox):
 
     def _show_message(self, text: str, *, error: bool = False) -> None:
         text = redact_text(text)
-        colour = "#c62828" if error else "#555"
+        # JupyterLab's theme colours (readable in the light and the dark theme), with fallbacks
+        colour = "var(--jp-error-color1, #c62828)" if error else "var(--jp-ui-font-color1, #333)"
         self.message.value = (
             f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
         )
