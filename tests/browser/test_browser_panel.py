@@ -58,6 +58,34 @@ JS_ROW_HEADS = """() => Array.from(document.querySelectorAll('.goenhance-jobs .g
     .map(r => r.firstElementChild.getBoundingClientRect().height)"""
 
 
+# Contrast (WCAG) of the panel's own texts against the background they sit on.
+JS_CONTRAST = """() => {
+    const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const bg = el => {
+        for (let a = el; a; a = a.parentElement) {
+            const c = rgb(getComputedStyle(a).backgroundColor);
+            if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+        }
+        return [255, 255, 255];
+    };
+    const sel = ['.goenhance-panel > .widget-hbox .goenhance-backend', '.goenhance-credits',
+                 '.goenhance-estimate', '.goenhance-duration-hint',
+                 '.goenhance-panel-message span', '.goenhance-job-title'].join(', ');
+    const out = [];
+    for (const el of document.querySelectorAll(sel)) {
+        if (!el.offsetParent || !el.textContent.trim()) continue;
+        const a = lum(rgb(getComputedStyle(el).color)), b = lum(bg(el));
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        out.push([el.textContent.trim().slice(0, 30), Math.round(ratio * 10) / 10]);
+    }
+    return out;
+}"""
+
+
 def _panel_shot(page: Any, name: str) -> None:
     """The whole panel (the window is made tall enough for it, then restored)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -188,6 +216,22 @@ def test_panel_rows_results_and_layout_at_760_and_1400(
     assert "goenhance_uploads/broken.mp4" not in options, options
     assert not (server.root / "goenhance_uploads" / "broken.mp4").exists()
     _panel_shot(page, f"{artifact_name}-upload")
+
+    # the panel's own texts are readable (4.5:1) in the light and the dark theme
+    for theme in ("JupyterLab Dark", "JupyterLab Light"):
+        page.evaluate(
+            "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})",
+            theme,
+        )
+        page.wait_for_function(
+            "t => document.body.dataset.jpThemeName === t", arg=theme, timeout=30_000
+        )
+        page.wait_for_timeout(300)  # the theme's stylesheet applies (not an assertion)
+        ratios = page.evaluate(JS_CONTRAST)
+        print(f"{theme}: {ratios}")
+        assert len(ratios) >= 5 and all(r >= 4.5 for _, r in ratios), (theme, ratios)
+        if theme == "JupyterLab Dark":
+            _panel_shot(page, f"{artifact_name}-dark")
 
     # "Larger" shows the full-size player in the row; "Clear finished" empties the list
     newest.locator(".goenhance-expand").click()
