@@ -277,6 +277,7 @@ class _JobRow(W.VBox):
     def __init__(self, job: Job, title: str, status: StatusWidget) -> None:
         self.jobs: list[Job] = [job]
         self.status = status
+        self.unsubscribe: list[Callable[[], None]] = []  # the panel's result listeners
         self.title = W.Label(
             title,
             tooltip=title,
@@ -339,6 +340,10 @@ class _JobRow(W.VBox):
         self.expand_button.icon = "compress" if on else "expand"
 
     def close(self) -> None:
+        """Drop the row's result listeners and close its widgets (the jobs go on)."""
+        for unsubscribe in self.unsubscribe:
+            unsubscribe()
+        self.unsubscribe.clear()
         self.status.close()
         super().close()
 
@@ -890,7 +895,7 @@ class Panel(W.VBox):
         if job.done() and job.record is not None:
             show(job.record, job.cached)
         # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
-        job.subscribe(on_event)
+        row.unsubscribe.append(job.subscribe(on_event))
 
     def _show_result(self, row: _JobRow, result: ResultRecord, *, cached: bool) -> None:
         try:

@@ -67,6 +67,13 @@ def test_progress_line(tally: JobsTally, line: str) -> None:
     assert progress_line(tally) == line
 
 
+def test_an_empty_list_is_finished_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert wait_all([]) == []
+    assert capsys.readouterr().out == (
+        "done, 0/0 finished: 0 done, 0 running, 0 cached, 0 failed; 0 credits so far\n"
+    )
+
+
 def test_live_bar_follows_the_jobs_and_ends_as_one_summary_line(
     sim: Any, tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
