@@ -39,7 +39,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +48,13 @@ import ipywidgets as W
 from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, badge_for
-from goenhance_nb.widgets import (
-    StatusWidget,
-    append_bundle,
-    backend_label,
-    clear_outputs,
-    result_bundle,
+from goenhance_nb.widgets import StatusWidget, backend_label, result_bundle
+from goenhance_nb.widgets._panel_parts import (
+    JOBS_MAX_HEIGHT,
+    PANEL_CSS,
+    Gallery,
+    JobRow,
+    no_shrink,
 )
 
 if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
@@ -162,95 +163,6 @@ def _read_preview(path: Path | None) -> bytes | None:
         return None
 
 
-class _Gallery(W.Box):
-    """Style gallery: one ToggleButton per style (classes ``goenhance-style``,
-    ``goenhance-style-<id>``) under an optional thumbnail ``Image``; exactly one selected at a
-    time (radio-like: clicking the selected style keeps it)."""
-
-    def __init__(self, on_change: Callable[[int | None], None]) -> None:
-        super().__init__(layout=W.Layout(flex_flow="row wrap"))
-        self.add_class("goenhance-gallery")
-        self.buttons: dict[int, W.ToggleButton] = {}
-        self.images: dict[int, W.Image] = {}
-        self.styles: dict[int, Style] = {}
-        self._on_change = on_change
-        self._busy = False
-        self.selected: int | None = None
-
-    def set_styles(self, styles: Sequence[Style]) -> None:
-        cards = []
-        self.buttons.clear()
-        self.images.clear()
-        self.styles = {s.id: s for s in styles}
-        for s in styles:
-            label = f"{s.label} ★VIP" if s.is_vip else s.label
-            btn = W.ToggleButton(
-                description=label,
-                tooltip=f"{s.label} (id {s.id}, {s.version})",
-                layout=W.Layout(width="140px"),
-                _dom_classes=["goenhance-style", f"goenhance-style-{s.id}"],
-            )
-            btn.observe(lambda ch, sid=s.id: self._toggled(sid, ch["new"]), names="value")
-            img = W.Image(
-                format="jpeg",
-                layout=W.Layout(width="140px", height="79px", display="none"),
-                _dom_classes=["goenhance-style-preview"],
-            )
-            self.buttons[s.id] = btn
-            self.images[s.id] = img
-            cards.append(W.VBox([img, btn], layout=W.Layout(width="146px", margin="0 6px 6px 0")))
-        self.children = cards
-
-    def set_preview(self, style_id: int, data: bytes | None) -> None:
-        img = self.images.get(style_id)
-        if img is None or not data:
-            return
-        with img.hold_sync(), img.layout.hold_sync():
-            img.value = data
-            img.layout.display = None
-
-    def select(self, style_id: int | None) -> None:
-        if style_id is not None and style_id not in self.buttons:
-            raise InputError(f"unknown style id {style_id}")
-        self._busy = True
-        try:
-            for sid, btn in self.buttons.items():
-                btn.value = sid == style_id
-                btn.button_style = "primary" if sid == style_id else ""
-        finally:
-            self._busy = False
-        self.selected = style_id
-        self._on_change(style_id)
-
-    def _toggled(self, sid: int, value: bool) -> None:
-        if self._busy:
-            return
-        if value:
-            self.select(sid)
-        elif self.selected == sid:
-            self.select(sid)  # radio-like: clicking the selected style keeps it selected
-
-
-#: The panel's own style rules, all under ``.goenhance-panel`` (shipped in one ``HTML``
-#: widget). A job row's result is a small thumbnail player until the row's "Larger" button
-#: adds ``goenhance-expanded`` to it; the backend label and the "Ready" toast of a row's
-#: status are not repeated in the rows (the header shows the backend, the row its result).
-_PANEL_CSS = """<style>
-.goenhance-panel .goenhance-job-result video { width: 160px; max-width: 100%; height: auto; }
-.goenhance-panel .goenhance-job-result.goenhance-expanded video { width: 480px; }
-.goenhance-panel .goenhance-job .goenhance-status .goenhance-backend,
-.goenhance-panel .goenhance-job .goenhance-status .goenhance-toast { display: none !important; }
-.goenhance-panel .goenhance-job { border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
-</style>"""
-#: Height of the jobs area; more rows scroll inside it.
-JOBS_MAX_HEIGHT = "420px"
-
-
-def _no_shrink(**kw: str) -> W.Layout:
-    """A layout for a control that keeps its natural width (its row wraps instead)."""
-    return W.Layout(flex="0 0 auto", width="auto", **kw)
-
-
 def default_duration(length: float | None) -> int | None:
     """The panel's duration for an input ``length`` seconds long: rounded down (a clip
     measured 0.05 s short of a whole second counts as that second), clamped to 3-30 s
@@ -267,85 +179,6 @@ def _length_hint(name: str, length: float | None) -> str:
     if length < _DURATION_MIN:
         return f"{name} is {length:.1f} s (shorter than the {_DURATION_MIN} s minimum)"
     return f"{name} is {length:.1f} s"
-
-
-class _JobRow(W.VBox):
-    """One job of the panel: ``Style · input`` and the compact :class:`StatusWidget` on one
-    line, and below them the job's own result (a thumbnail player; ``expand_button`` toggles
-    the full-size player). A Retry in the row follows the new job in the same row."""
-
-    def __init__(self, job: Job, title: str, status: StatusWidget) -> None:
-        self.jobs: list[Job] = [job]
-        self.status = status
-        self.unsubscribe: list[Callable[[], None]] = []  # the panel's result listeners
-        self.title = W.Label(
-            title,
-            tooltip=title,
-            layout=W.Layout(flex="0 1 auto", max_width="100%", margin="0 8px 0 0"),
-            _dom_classes=["goenhance-job-title"],
-        )
-        status.layout.flex = "1 1 320px"  # beside the title, or below it when narrow
-        status.layout.min_width = "0"
-        self.result = W.Output(
-            layout=W.Layout(display="none"),
-            _dom_classes=["goenhance-panel-result", "goenhance-job-result"],
-        )
-        self.expand_button = W.ToggleButton(
-            value=False,
-            description="Larger",
-            icon="expand",
-            tooltip="show the full-size player",
-            layout=W.Layout(width="auto", display="none"),
-            _dom_classes=["goenhance-expand"],
-        )
-        self.expand_button.observe(lambda ch: self._expand(bool(ch["new"])), names="value")
-        super().__init__(
-            [
-                W.HBox(
-                    [self.title, status],
-                    layout=W.Layout(align_items="center", flex_flow="row wrap", width="100%"),
-                ),
-                W.HBox(
-                    [self.expand_button, self.result],
-                    layout=W.Layout(align_items="flex-start", flex_flow="row wrap"),
-                ),
-            ],
-            layout=W.Layout(padding="2px 0", flex="0 0 auto"),  # rows scroll, never squeeze
-            _dom_classes=["goenhance-job"],
-        )
-
-    @property
-    def finished(self) -> bool:
-        """True when the job the row follows now has ended (its last retry, if any)."""
-        return bool(self.status.job.done())
-
-    def show(self, data: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        """Show one result in the row (replacing an earlier one: a retry's)."""
-        clear_outputs(self.result)
-        append_bundle(self.result, dict(data), dict(metadata))
-        self.result.layout.display = None
-        self.expand_button.layout.display = None
-
-    def clear_result(self) -> None:
-        clear_outputs(self.result)
-        self.result.layout.display = "none"
-        self.expand_button.layout.display = "none"
-
-    def _expand(self, on: bool) -> None:
-        if on:
-            self.result.add_class("goenhance-expanded")
-        else:
-            self.result.remove_class("goenhance-expanded")
-        self.expand_button.description = "Smaller" if on else "Larger"
-        self.expand_button.icon = "compress" if on else "expand"
-
-    def close(self) -> None:
-        """Drop the row's result listeners and close its widgets (the jobs go on)."""
-        for unsubscribe in self.unsubscribe:
-            unsubscribe()
-        self.unsubscribe.clear()
-        self.status.close()
-        super().close()
 
 
 class Panel(W.VBox):
@@ -380,7 +213,7 @@ class Panel(W.VBox):
         self._session: Session = session
         self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
         self._jobs: list[Job] = []
-        self._rows: list[_JobRow] = []
+        self._rows: list[JobRow] = []
         self._uploads: list[dict[str, str | int]] = []  # name/type/size of kept uploads
         self._input_length: float | None = None
         self._input_problem = False  # the message line shows why the chosen input is unusable
@@ -412,7 +245,7 @@ class Panel(W.VBox):
             description="Clear finished",
             icon="trash",
             tooltip="remove ended jobs from this list (their results stay in the cache)",
-            layout=_no_shrink(),
+            layout=no_shrink(),
             _dom_classes=["goenhance-clear"],
         )
         self.clear_button.on_click(lambda _b: self.clear_finished())
@@ -421,11 +254,11 @@ class Panel(W.VBox):
             layout=W.Layout(max_height=JOBS_MAX_HEIGHT, overflow="auto", width="100%"),
             _dom_classes=["goenhance-jobs"],
         )
-        self.credits = W.Label("", layout=_no_shrink(), _dom_classes=["goenhance-credits"])
+        self.credits = W.Label("", layout=no_shrink(), _dom_classes=["goenhance-credits"])
         self.backend = W.Label(
             backend_label(self._session.backend),
             style={"font_weight": "bold"},
-            layout=_no_shrink(padding="0 4px"),
+            layout=no_shrink(padding="0 4px"),
             _dom_classes=["goenhance-backend"],
         )
         if self.backend.value == "SIMULATED":  # dark text on yellow in either theme
@@ -448,7 +281,7 @@ class Panel(W.VBox):
             _dom_classes=["goenhance-browser"],
         )
         self.browser.observe(self._browsed, names="value")
-        self.refresh_button = W.Button(description="Refresh list", icon="sync", layout=_no_shrink())
+        self.refresh_button = W.Button(description="Refresh list", icon="sync", layout=no_shrink())
         self.refresh_button.on_click(lambda _b: self.refresh_files())
         self.upload = W.FileUpload(
             accept=",".join(VIDEO_SUFFIXES),
@@ -456,13 +289,13 @@ class Panel(W.VBox):
             description="Upload small clip",
             tooltip="copied to goenhance_uploads/ beside the notebook; the count is the clips "
             "uploaded here",
-            layout=_no_shrink(),
+            layout=no_shrink(),
             _dom_classes=["goenhance-upload"],
         )
         self.upload.observe(self._uploaded, names="value")
 
     def _build_params(self) -> None:
-        self.gallery = _Gallery(self._style_changed)
+        self.gallery = Gallery(self._style_changed)
         self.prompt = W.Textarea(
             placeholder="optional prompt (≤ 500 characters)",
             description="Prompt",
@@ -479,7 +312,7 @@ class Panel(W.VBox):
             _dom_classes=["goenhance-duration"],
         )
         self.duration_hint = W.Label(
-            "", layout=_no_shrink(margin="0 8px 0 0"), _dom_classes=["goenhance-duration-hint"]
+            "", layout=no_shrink(margin="0 8px 0 0"), _dom_classes=["goenhance-duration-hint"]
         )
         self.resolution = W.Dropdown(
             options=list(_RESOLUTIONS),
@@ -498,17 +331,17 @@ class Panel(W.VBox):
             value=False,
             description="run again (ignore cache)",
             indent=False,
-            layout=_no_shrink(),
+            layout=no_shrink(),
             _dom_classes=["goenhance-force"],
         )
-        self.estimate = W.Label("", layout=_no_shrink(), _dom_classes=["goenhance-estimate"])
+        self.estimate = W.Label("", layout=no_shrink(), _dom_classes=["goenhance-estimate"])
         for w in (self.duration, self.resolution):
             w.observe(lambda _ch: self._update_estimate(), names="value")
         self.submit_button = W.Button(
             description="Submit",
             button_style="success",
             icon="play",
-            layout=_no_shrink(),
+            layout=no_shrink(),
             _dom_classes=["goenhance-submit"],
         )
         self.submit_button.on_click(lambda _b: self._submit_clicked())
@@ -516,9 +349,9 @@ class Panel(W.VBox):
     def _layout(self) -> list[W.Widget]:
         wrap = {"flex_flow": "row wrap", "align_items": "center"}
         return [
-            W.HTML(_PANEL_CSS, layout=W.Layout(display="none")),
+            W.HTML(PANEL_CSS, layout=W.Layout(display="none")),
             W.HBox(
-                [W.HTML("<b>GoEnhance</b>", layout=_no_shrink()), self.backend, self.credits],
+                [W.HTML("<b>GoEnhance</b>", layout=no_shrink()), self.backend, self.credits],
                 layout=W.Layout(grid_gap="10px", **wrap),
             ),
             W.HBox(
@@ -527,7 +360,7 @@ class Panel(W.VBox):
                         [self.input_path, self.browser],
                         layout=W.Layout(flex="1 1 320px", min_width="240px", max_width="600px"),
                     ),
-                    W.VBox([self.refresh_button, self.upload], layout=_no_shrink()),
+                    W.VBox([self.refresh_button, self.upload], layout=no_shrink()),
                 ],
                 layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
             ),
@@ -541,7 +374,7 @@ class Panel(W.VBox):
             W.HBox([self.submit_button, self.estimate], layout=W.Layout(**wrap)),
             self.message,
             W.HBox(
-                [W.HTML("<b>Jobs</b>", layout=_no_shrink()), self.clear_button],
+                [W.HTML("<b>Jobs</b>", layout=no_shrink()), self.clear_button],
                 layout=W.Layout(**wrap),
             ),
             self.jobs_box,
@@ -560,7 +393,7 @@ class Panel(W.VBox):
             return list(self._jobs)
 
     @property
-    def rows(self) -> list[_JobRow]:
+    def rows(self) -> list[JobRow]:
         """The job rows, oldest first (shown newest first); ``row.result`` holds its result."""
         with self._lock:
             return list(self._rows)
@@ -851,7 +684,7 @@ class Panel(W.VBox):
         style = self.gallery.styles.get(job.spec.model)
         label = style.label if style is not None else str(job.spec.model)
         sw = StatusWidget(job, session=self._session, compact=True)
-        row = _JobRow(job, f"{label} · {input_name}", sw)
+        row = JobRow(job, f"{label} · {input_name}", sw)
         sw.on_retry(lambda new, row=row: self._track_retry(row, new))
         with self._lock:
             self._jobs.append(job)
@@ -860,7 +693,7 @@ class Panel(W.VBox):
         self.jobs_box.children = tuple(reversed(rows))  # newest first
         self._watch_result(job, row)
 
-    def _track_retry(self, row: _JobRow, new_job: Job) -> None:
+    def _track_retry(self, row: JobRow, new_job: Job) -> None:
         """A row's Retry submitted ``new_job``: list it and show its result in the same row."""
         with self._lock:
             self._jobs.append(new_job)
@@ -868,7 +701,7 @@ class Panel(W.VBox):
         row.clear_result()
         self._watch_result(new_job, row)
 
-    def _watch_result(self, job: Job, row: _JobRow) -> None:
+    def _watch_result(self, job: Job, row: JobRow) -> None:
         """Show ``job``'s result in ``row`` once, when it is ready.
 
         A job that is already finished (a cache hit is settled before ``submit`` returns) is
@@ -897,7 +730,7 @@ class Panel(W.VBox):
         # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
         row.unsubscribe.append(job.subscribe(on_event))
 
-    def _show_result(self, row: _JobRow, result: ResultRecord, *, cached: bool) -> None:
+    def _show_result(self, row: JobRow, result: ResultRecord, *, cached: bool) -> None:
         try:
             data, md = result_bundle(result, notebook_dir=self._root, cached=cached)
         except GoEnhanceError as exc:
