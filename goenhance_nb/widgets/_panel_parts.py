@@ -5,6 +5,7 @@ I/O; :class:`goenhance_nb._panel.Panel` composes them and talks to the Session.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +184,8 @@ class JobRow(W.VBox):
     def close(self) -> None:
         """Drop the row's result listeners and close its widgets (the jobs go on)."""
         for unsubscribe in self.unsubscribe:
-            unsubscribe()
+            with contextlib.suppress(RuntimeError):  # the session (its loop) closed first
+                unsubscribe()
         self.unsubscribe.clear()
         self.status.close()
         super().close()

@@ -15,6 +15,7 @@ for any list of jobs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ class JobsProgress(W.HBox):
     def close(self) -> None:
         """Unsubscribe from the jobs, drop a scheduled render, close the children."""
         for unsubscribe in self._unsubscribe:
-            unsubscribe()
+            with contextlib.suppress(RuntimeError):  # the session (its loop) closed first
+                unsubscribe()
         self._unsubscribe.clear()
         self._throttle.cancel()
         for w in (self.bar, self.label):  # with their layout and style models: a saved
