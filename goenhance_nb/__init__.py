@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "export_bundle": "_session",
     "import_bundle": "_session",
     "sweep": "_sweep",
+    "wait_all": "_progress",
     # notebook layer
     "panel": "_panel",
     "StatusWidget": "widgets",

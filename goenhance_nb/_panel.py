@@ -9,12 +9,22 @@ when previews fail the gallery is plain text buttons. Uploaded clips
 ``goenhance_uploads/<name>`` beside the notebook and the widget's value is cleared so the bytes
 never reach saved widget state. Nothing from ``Settings`` goes into a widget trait.
 
+Choosing a local input (Videos list, path field or upload) asks the session to inspect it
+(:meth:`Session.inspect`): the duration becomes the input's length (rounded down, clamped to
+3-30 s) and cannot be set longer; an upload the session refuses (it does not probe as an
+MP4/MOV video) is deleted again and never listed. The cost estimate of the current settings
+sits beside Submit. Jobs are listed newest first in a bounded, scrolling area; each row holds
+its own result as a thumbnail player (*Larger* shows the full-size one); *Clear finished*
+removes ended rows (never anything from the cache). The layout is flex with wrapping and
+minimum widths, so nothing is clipped in a narrow (760 px) window.
+
 Headless use (DECISIONS 22): ``Panel.submit(input, style, *, prompt, duration, ...)`` sets the
-controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs. DOM hooks:
-ARCHITECTURE.md section 4.
+controls and submits exactly like the button; ``Panel.jobs`` lists the Jobs, ``Panel.rows``
+the rows. DOM hooks: ARCHITECTURE.md section 4.
 
 The panel uses only the typed contract of :class:`Session` (``backend``, ``cache_dir``,
-``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``transform``). The
+``styles``, ``style_preview``, ``credits``, ``spend``, ``cost_estimate``, ``inspect``,
+``transform``). The
 file work is in module functions, not in the widget classes: :func:`save_upload` writes an
 upload, :func:`find_videos` lists clips, :func:`_read_preview` reads a cached preview.
 """
@@ -22,12 +32,15 @@ upload, :func:`find_videos` lists clips, :func:`_read_preview` reads a cached pr
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
+import functools
 import html
+import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +49,14 @@ import ipywidgets as W
 from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, badge_for
-from goenhance_nb.widgets import StatusWidget, append_bundle, backend_label, result_bundle
+from goenhance_nb.widgets import StatusWidget, backend_label, result_bundle
+from goenhance_nb.widgets._panel_parts import (
+    JOBS_MAX_HEIGHT,
+    PANEL_CSS,
+    Gallery,
+    JobRow,
+    no_shrink,
+)
 
 if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
     from goenhance_nb._cache import ResultRecord
@@ -144,82 +164,39 @@ def _read_preview(path: Path | None) -> bytes | None:
         return None
 
 
-class _Gallery(W.Box):
-    """Style gallery: one ToggleButton per style (classes ``goenhance-style``,
-    ``goenhance-style-<id>``) under an optional thumbnail ``Image``; exactly one selected at a
-    time (radio-like: clicking the selected style keeps it)."""
+def default_duration(length: float | None) -> int | None:
+    """The panel's duration for an input ``length`` seconds long: rounded down (a clip
+    measured 0.05 s short of a whole second counts as that second), clamped to 3-30 s
+    (``None`` when the length is unknown)."""
+    if length is None:
+        return None
+    return max(_DURATION_MIN, min(_DURATION_MAX, math.floor(length + 0.05)))
 
-    def __init__(self, on_change: Callable[[int | None], None]) -> None:
-        super().__init__(layout=W.Layout(flex_flow="row wrap"))
-        self.add_class("goenhance-gallery")
-        self.buttons: dict[int, W.ToggleButton] = {}
-        self.images: dict[int, W.Image] = {}
-        self.styles: dict[int, Style] = {}
-        self._on_change = on_change
-        self._busy = False
-        self.selected: int | None = None
 
-    def set_styles(self, styles: Sequence[Style]) -> None:
-        cards = []
-        self.buttons.clear()
-        self.images.clear()
-        self.styles = {s.id: s for s in styles}
-        for s in styles:
-            label = f"{s.label} ★VIP" if s.is_vip else s.label
-            btn = W.ToggleButton(
-                description=label,
-                tooltip=f"{s.label} (id {s.id}, {s.version})",
-                layout=W.Layout(width="140px"),
-                _dom_classes=["goenhance-style", f"goenhance-style-{s.id}"],
-            )
-            btn.observe(lambda ch, sid=s.id: self._toggled(sid, ch["new"]), names="value")
-            img = W.Image(
-                format="jpeg",
-                layout=W.Layout(width="140px", height="79px", display="none"),
-                _dom_classes=["goenhance-style-preview"],
-            )
-            self.buttons[s.id] = btn
-            self.images[s.id] = img
-            cards.append(W.VBox([img, btn], layout=W.Layout(width="146px", margin="0 6px 6px 0")))
-        self.children = cards
-
-    def set_preview(self, style_id: int, data: bytes | None) -> None:
-        img = self.images.get(style_id)
-        if img is None or not data:
-            return
-        with img.hold_sync(), img.layout.hold_sync():
-            img.value = data
-            img.layout.display = None
-
-    def select(self, style_id: int | None) -> None:
-        if style_id is not None and style_id not in self.buttons:
-            raise InputError(f"unknown style id {style_id}")
-        self._busy = True
-        try:
-            for sid, btn in self.buttons.items():
-                btn.value = sid == style_id
-                btn.button_style = "primary" if sid == style_id else ""
-        finally:
-            self._busy = False
-        self.selected = style_id
-        self._on_change(style_id)
-
-    def _toggled(self, sid: int, value: bool) -> None:
-        if self._busy:
-            return
-        if value:
-            self.select(sid)
-        elif self.selected == sid:
-            self.select(sid)  # radio-like: clicking the selected style keeps it selected
+def _length_hint(name: str, length: float | None) -> str:
+    """``clip.mp4 is 4.0 s`` (and why the duration is longer, for a clip under 3 s)."""
+    if length is None:
+        return ""
+    if length < _DURATION_MIN:
+        return f"{name} is {length:.1f} s (shorter than the {_DURATION_MIN} s minimum)"
+    return f"{name} is {length:.1f} s"
 
 
 class Panel(W.VBox):
-    """Input picker, style gallery, parameters, Submit, live jobs list and credits.
+    """Input picker, style gallery, parameters, Submit with its cost estimate, the jobs list and
+    credits.
 
-    Python API (headless, DECISIONS 22): :meth:`submit`, :attr:`jobs`, :meth:`refresh_credits`,
-    :meth:`load_previews`. Attributes expose the controls (``input_path``, ``browser``,
-    ``upload``, ``gallery``, ``prompt``, ``duration``, ``resolution``, ``seed``, ``force``,
-    ``submit_button``, ``jobs_box``, ``credits``, ``result``, ``message``).
+    Python API (headless, DECISIONS 22): :meth:`submit`, :attr:`jobs`, :attr:`rows`,
+    :meth:`clear_finished`, :meth:`refresh_credits`, :meth:`load_previews`. Attributes expose
+    the controls (``input_path``, ``browser``, ``upload``, ``gallery``, ``prompt``,
+    ``duration``, ``resolution``, ``seed``, ``force``, ``submit_button``, ``estimate``,
+    ``clear_button``, ``jobs_box``, ``credits``, ``message``).
+
+    Choosing a local input (list, path or upload) sets the duration to the input's length
+    (rounded down, clamped to 3-30 s) and caps the duration's maximum there, so a job never
+    asks for more seconds than the clip has. The jobs list is newest first; each row holds its
+    own result as a thumbnail player; the list scrolls inside a bounded area; *Clear finished*
+    removes ended rows from the list (never from the cache; running jobs stay).
     """
 
     def __init__(
@@ -237,126 +214,17 @@ class Panel(W.VBox):
         self._session: Session = session
         self._root = Path(notebook_dir) if notebook_dir is not None else Path.cwd()
         self._jobs: list[Job] = []
-        self._rows: list[W.Widget] = []
-        self._status: list[StatusWidget] = []
+        self._rows: list[JobRow] = []
+        self._uploads: list[dict[str, str | int]] = []  # name/type/size of kept uploads
+        self._input_length: float | None = None
+        self._input_problem = False  # the message line shows why the chosen input is unusable
         self._lock = threading.Lock()
+        self._syncing_browser = False
+        self._resetting_upload = False
         self.previews_ready = threading.Event()
         self.styles: list[Style] = []
-
-        # -- input --------------------------------------------------------------------------
-        self.input_path = W.Text(
-            placeholder="path/to/clip.mp4 or https://…",
-            description="Input",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-input"],
-        )
-        self.browser = W.Select(
-            options=[],
-            rows=5,
-            description="Videos",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-browser"],
-        )
-        self.browser.observe(self._browsed, names="value")
-        self.refresh_button = W.Button(
-            description="Refresh list", icon="sync", layout=W.Layout(width="auto")
-        )
-        self.refresh_button.on_click(lambda _b: self.refresh_files())
-        self.upload = W.FileUpload(
-            accept=",".join(VIDEO_SUFFIXES),
-            multiple=False,
-            description="Upload small clip",
-            _dom_classes=["goenhance-upload"],
-        )
-        self.upload.observe(self._uploaded, names="value")
-
-        # -- style and params ---------------------------------------------------------------
-        self.gallery = _Gallery(self._style_changed)
-        self.prompt = W.Textarea(
-            placeholder="optional prompt (≤ 500 characters)",
-            description="Prompt",
-            layout=W.Layout(width="420px"),
-            _dom_classes=["goenhance-prompt"],
-        )
-        self.duration = W.BoundedIntText(
-            value=_DURATION_DEFAULT,
-            min=_DURATION_MIN,
-            max=_DURATION_MAX,
-            description="Duration (s)",
-            style={"description_width": "initial"},
-            layout=W.Layout(width="160px"),
-            _dom_classes=["goenhance-duration"],
-        )
-        self.resolution = W.Dropdown(
-            options=list(_RESOLUTIONS),
-            value="720p",
-            description="Resolution",
-            layout=W.Layout(width="200px"),
-            _dom_classes=["goenhance-resolution"],
-        )
-        self.seed = W.IntText(
-            value=-1,
-            description="Seed",
-            layout=W.Layout(width="160px"),
-            _dom_classes=["goenhance-seed"],
-        )
-        self.force = W.Checkbox(
-            value=False,
-            description="run again (ignore cache)",
-            indent=False,
-            _dom_classes=["goenhance-force"],
-        )
-        self.estimate = W.Label("", _dom_classes=["goenhance-estimate"])
-        for w in (self.duration, self.resolution):
-            w.observe(lambda _ch: self._update_estimate(), names="value")
-        self.submit_button = W.Button(
-            description="Submit",
-            button_style="success",
-            icon="play",
-            _dom_classes=["goenhance-submit"],
-        )
-        self.submit_button.on_click(lambda _b: self._submit_clicked())
-        self.message = W.HTML("", _dom_classes=["goenhance-panel-message"])
-
-        # -- jobs, credits, result ----------------------------------------------------------
-        self.jobs_box = W.VBox([], _dom_classes=["goenhance-jobs"])
-        self.credits = W.Label("", _dom_classes=["goenhance-credits"])
-        self.backend = W.Label(
-            backend_label(session.backend),
-            style={"font_weight": "bold"},
-            _dom_classes=["goenhance-backend"],
-        )
-        if self.backend.value == "SIMULATED":
-            self.backend.style.background = "#fdd835"
-        self.result = W.Output(_dom_classes=["goenhance-panel-result"])
-
-        super().__init__(
-            [
-                W.HBox(
-                    [W.HTML("<b>GoEnhance</b>"), self.backend, self.credits],
-                    layout=W.Layout(align_items="center", grid_gap="10px"),
-                ),
-                W.HBox(
-                    [
-                        W.VBox([self.input_path, self.browser]),
-                        W.VBox([self.refresh_button, self.upload]),
-                    ]
-                ),
-                W.HTML("<b>Style</b>"),
-                self.gallery,
-                self.prompt,
-                W.HBox(
-                    [self.duration, self.resolution, self.seed, self.force],
-                    layout=W.Layout(flex_flow="row wrap", align_items="center"),
-                ),
-                W.HBox([self.submit_button, self.estimate], layout=W.Layout(align_items="center")),
-                self.message,
-                W.HTML("<b>Jobs</b>"),
-                self.jobs_box,
-                self.result,
-            ],
-            **kwargs,
-        )
+        self._build_controls()
+        super().__init__(self._layout(), **kwargs)
         self.add_class("goenhance-panel")
 
         self.refresh_files()
@@ -369,6 +237,150 @@ class Panel(W.VBox):
         else:
             self.previews_ready.set()
 
+    # -- building -------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self._build_input()
+        self._build_params()
+        self.message = W.HTML("", _dom_classes=["goenhance-panel-message"])
+        self.clear_button = W.Button(
+            description="Clear finished",
+            icon="trash",
+            tooltip="remove ended jobs from this list (their results stay in the cache)",
+            layout=no_shrink(),
+            _dom_classes=["goenhance-clear"],
+        )
+        self.clear_button.on_click(lambda _b: self.clear_finished())
+        self.jobs_box = W.VBox(
+            [],
+            layout=W.Layout(max_height=JOBS_MAX_HEIGHT, overflow="auto", width="100%"),
+            _dom_classes=["goenhance-jobs"],
+        )
+        self.credits = W.Label("", layout=no_shrink(), _dom_classes=["goenhance-credits"])
+        self.backend = W.Label(
+            backend_label(self._session.backend),
+            style={"font_weight": "bold"},
+            layout=no_shrink(padding="0 4px"),
+            _dom_classes=["goenhance-backend"],
+        )
+        if self.backend.value == "SIMULATED":  # dark text on yellow in either theme
+            self.backend.style.background = "#fdd835"
+            self.backend.style.text_color = "#1a1a1a"
+
+    def _build_input(self) -> None:
+        self.input_path = W.Text(
+            placeholder="path/to/clip.mp4 or https://…",
+            description="Input",
+            layout=W.Layout(width="auto"),
+            _dom_classes=["goenhance-input"],
+        )
+        self.input_path.observe(self._input_changed, names="value")
+        self.browser = W.Select(
+            options=[],
+            rows=5,
+            description="Videos",
+            layout=W.Layout(width="auto"),
+            _dom_classes=["goenhance-browser"],
+        )
+        self.browser.observe(self._browsed, names="value")
+        self.refresh_button = W.Button(description="Refresh list", icon="sync", layout=no_shrink())
+        self.refresh_button.on_click(lambda _b: self.refresh_files())
+        self.upload = W.FileUpload(
+            accept=",".join(VIDEO_SUFFIXES),
+            multiple=False,
+            description="Upload small clip",
+            tooltip="copied to goenhance_uploads/ beside the notebook; the count is the clips "
+            "uploaded here",
+            layout=no_shrink(),
+            _dom_classes=["goenhance-upload"],
+        )
+        self.upload.observe(self._uploaded, names="value")
+
+    def _build_params(self) -> None:
+        self.gallery = Gallery(self._style_changed)
+        self.prompt = W.Textarea(
+            placeholder="optional prompt (≤ 500 characters)",
+            description="Prompt",
+            layout=W.Layout(width="auto", max_width="640px"),
+            _dom_classes=["goenhance-prompt"],
+        )
+        self.duration = W.BoundedIntText(
+            value=_DURATION_DEFAULT,
+            min=_DURATION_MIN,
+            max=_DURATION_MAX,
+            description="Duration (s)",
+            style={"description_width": "initial"},
+            layout=W.Layout(width="150px", flex="0 0 auto"),
+            _dom_classes=["goenhance-duration"],
+        )
+        self.duration_hint = W.Label(
+            "", layout=no_shrink(margin="0 8px 0 0"), _dom_classes=["goenhance-duration-hint"]
+        )
+        self.resolution = W.Dropdown(
+            options=list(_RESOLUTIONS),
+            value="720p",
+            description="Resolution",
+            layout=W.Layout(width="190px", flex="0 0 auto"),
+            _dom_classes=["goenhance-resolution"],
+        )
+        self.seed = W.IntText(
+            value=-1,
+            description="Seed",
+            layout=W.Layout(width="150px", flex="0 0 auto"),
+            _dom_classes=["goenhance-seed"],
+        )
+        self.force = W.Checkbox(
+            value=False,
+            description="run again (ignore cache)",
+            indent=False,
+            layout=no_shrink(),
+            _dom_classes=["goenhance-force"],
+        )
+        self.estimate = W.Label("", layout=no_shrink(), _dom_classes=["goenhance-estimate"])
+        for w in (self.duration, self.resolution):
+            w.observe(lambda _ch: self._update_estimate(), names="value")
+        self.submit_button = W.Button(
+            description="Submit",
+            button_style="success",
+            icon="play",
+            layout=no_shrink(),
+            _dom_classes=["goenhance-submit"],
+        )
+        self.submit_button.on_click(lambda _b: self._submit_clicked())
+
+    def _layout(self) -> list[W.Widget]:
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
+        return [
+            W.HTML(PANEL_CSS, layout=W.Layout(display="none")),
+            W.HBox(
+                [W.HTML("<b>GoEnhance</b>", layout=no_shrink()), self.backend, self.credits],
+                layout=W.Layout(grid_gap="10px", **wrap),
+            ),
+            W.HBox(
+                [
+                    W.VBox(
+                        [self.input_path, self.browser],
+                        layout=W.Layout(flex="1 1 320px", min_width="240px", max_width="600px"),
+                    ),
+                    W.VBox([self.refresh_button, self.upload], layout=no_shrink()),
+                ],
+                layout=W.Layout(flex_flow="row wrap", align_items="flex-start"),
+            ),
+            W.HTML("<b>Style</b>"),
+            self.gallery,
+            self.prompt,
+            W.HBox(
+                [self.duration, self.duration_hint, self.resolution, self.seed, self.force],
+                layout=W.Layout(**wrap),
+            ),
+            W.HBox([self.submit_button, self.estimate], layout=W.Layout(**wrap)),
+            self.message,
+            W.HBox(
+                [W.HTML("<b>Jobs</b>", layout=no_shrink()), self.clear_button],
+                layout=W.Layout(**wrap),
+            ),
+            self.jobs_box,
+        ]
+
     # -- public API ---------------------------------------------------------------------------
     @property
     def session(self) -> Session:
@@ -377,15 +389,20 @@ class Panel(W.VBox):
 
     @property
     def jobs(self) -> list[Job]:
-        """The Jobs submitted from this panel, oldest first."""
+        """The Jobs listed in the panel (a row's retries included), oldest first."""
         with self._lock:
             return list(self._jobs)
 
     @property
+    def rows(self) -> list[JobRow]:
+        """The job rows, oldest first (shown newest first); ``row.result`` holds its result."""
+        with self._lock:
+            return list(self._rows)
+
+    @property
     def status_widgets(self) -> list[StatusWidget]:
         """The compact StatusWidget of each job row, oldest first."""
-        with self._lock:
-            return list(self._status)
+        return [row.status for row in self.rows]
 
     def submit(
         self,
@@ -400,10 +417,13 @@ class Panel(W.VBox):
     ) -> Job:
         """Set the controls, then submit exactly like the Submit button.
 
-        Omitted values keep the controls' current values (``prompt=None`` clears the prompt).
+        Omitted values keep the controls' current values (``prompt=None`` clears the prompt; a
+        new ``input`` sets the duration to its length, as choosing it in the panel does).
 
         :returns: the Job (already done and ``cached`` when the result was in the cache).
-        :raises GoEnhanceError: a bad input or parameter (also shown in the message line).
+        :raises InputError: a bad input or parameter, or a ``duration`` longer than the input
+            (also shown in the message line; nothing is sent).
+        :raises GoEnhanceError: the session refuses the job (e.g. the budget).
         :raises TypeError: an unknown keyword parameter.
         """
         if input is not None:
@@ -413,7 +433,7 @@ class Panel(W.VBox):
         if not isinstance(prompt, _Keep):
             self.prompt.value = prompt or ""
         if not isinstance(duration, _Keep):
-            self.duration.value = int(duration)
+            self._set_duration(int(duration))
         if not isinstance(resolution, _Keep):
             self.resolution.value = resolution
         if not isinstance(seed, _Keep):
@@ -422,13 +442,34 @@ class Panel(W.VBox):
             self.force.value = bool(force)
         return self._submit_from_controls()
 
+    def clear_finished(self) -> int:
+        """Remove the rows whose job has ended (done, cached, failed, timed out, not watched)
+        from the list; running jobs stay. Results stay in the cache and in
+        ``goenhance_outputs/``. Returns how many rows were removed."""
+        with self._lock:
+            gone = [row for row in self._rows if row.finished]
+            self._rows = [row for row in self._rows if row not in gone]
+            dropped = {id(j) for row in gone for j in row.jobs}
+            self._jobs = [j for j in self._jobs if id(j) not in dropped]
+            rows = list(self._rows)
+        self.jobs_box.children = tuple(reversed(rows))
+        for row in gone:
+            row.close()
+        return len(gone)
+
     def refresh_files(self) -> None:
-        """Re-list the video files under the notebook directory."""
+        """Re-list the video files under the notebook directory (the chosen input stays
+        highlighted when it is listed)."""
         try:
             files = find_videos(self._root, exclude=(self._session.cache_dir,))
         except OSError:
             files = []
-        self.browser.options = files
+        self._syncing_browser = True
+        try:
+            self.browser.options = files
+            self.browser.value = self._listed(self.input_path.value)
+        finally:
+            self._syncing_browser = False
 
     def refresh_credits(self) -> None:
         """Ask the session for the balance and show it with the session spend."""
@@ -451,11 +492,11 @@ class Panel(W.VBox):
             self.previews_ready.set()
 
     def close(self) -> None:
-        for sw in self.status_widgets:
-            sw.close()
+        for row in self.rows:
+            row.close()
         super().close()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- internals: styles and estimate ---------------------------------------------------------
     def _load_styles(self) -> None:
         try:
             self.styles = list(self._session.styles())
@@ -493,16 +534,85 @@ class Panel(W.VBox):
                 text = f"cost {est}"
         self.estimate.value = text
 
+    # -- internals: the input -------------------------------------------------------------------
+    def _listed(self, text: str) -> str | None:
+        """The Videos-list entry naming the input ``text`` (relative or absolute), or None."""
+        text = str(text).strip()
+        if not text or is_url_text(text):
+            return None
+        if text in self.browser.options:
+            return text
+        p = Path(text).expanduser()
+        with contextlib.suppress(ValueError, OSError):
+            rel = p.resolve().relative_to(self._root.resolve()).as_posix()
+            if rel in self.browser.options:
+                return rel
+        return None
+
     def _browsed(self, change: Mapping[str, Any]) -> None:
-        if change["new"]:
+        if change["new"] and not self._syncing_browser:
             self.input_path.value = str(change["new"])
 
+    def _input_changed(self, change: Mapping[str, Any]) -> None:
+        text = str(change["new"])
+        self._syncing_browser = True
+        try:
+            self.browser.value = self._listed(text)  # the chosen input is highlighted
+        finally:
+            self._syncing_browser = False
+        self._apply_input_length(text)
+
+    def _apply_input_length(self, text: str) -> None:
+        """Default the duration to the chosen local input's length and cap its maximum there
+        (URL inputs and unreadable files: the 3-30 s range, the value unchanged). Why a local
+        file cannot be used is shown in the message line, and cleared once the input is good."""
+        text = text.strip()
+        length: float | None = None
+        hint = ""
+        problem = ""
+        if text.lower().endswith(VIDEO_SUFFIXES) and not is_url_text(text):
+            try:
+                ref = self._session.inspect(self._resolve_input())
+            except GoEnhanceError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                length = ref.duration
+                hint = _length_hint(ref.name, length)
+        if problem or self._input_problem:
+            self._show_message(problem, error=True)
+        self._input_problem = bool(problem)
+        self._input_length = length
+        cap = default_duration(length)
+        with self.duration.hold_sync():
+            self.duration.max = cap if cap is not None else _DURATION_MAX
+            if cap is not None:
+                self.duration.value = cap
+        self.duration_hint.value = hint
+
+    def _set_duration(self, seconds: int) -> None:
+        """Set the duration for :meth:`submit`; refuse one longer than the input."""
+        if seconds > self.duration.max and self._input_length is not None:
+            msg = (
+                f"duration {seconds} s is longer than the input ({self._input_length:.1f} s): "
+                f"choose at most {self.duration.max} s"
+            )
+            self._show_message(f"InputError: {msg}", error=True)
+            raise InputError(msg)
+        self.duration.value = seconds
+
     def _uploaded(self, change: Mapping[str, Any]) -> None:
-        if not change["new"]:
+        if not change["new"] or self._resetting_upload:
             return
         try:
             name, data = _first_upload(change["new"])
             dest = save_upload(self._root, name, data)
+            problem = self._probe_upload(dest)
+            if problem is not None:
+                with contextlib.suppress(OSError):
+                    dest.unlink()  # a broken upload is not kept, so it is never listed
+                self._show_message(f"upload refused: {problem}", error=True)
+                return
+            self._uploads.append({"name": dest.name, "type": "video/mp4", "size": len(data)})
             self.refresh_files()
             self.input_path.value = dest.relative_to(self._root).as_posix()
             note = f"uploaded {dest.name} ({len(data) / 1e6:.1f} MB)"
@@ -512,20 +622,38 @@ class Panel(W.VBox):
         except OSError as exc:
             self._show_message(f"upload failed: {exc}", error=True)
         finally:
-            # DECISIONS 17: the bytes must never stay in the widget's (saved) state
-            self.upload.value = ()
+            # DECISIONS 17: the bytes never stay in the widget's (saved) state. The value keeps
+            # one entry per kept upload (name and size, empty content), so the button's count
+            # is the number of clips uploaded here.
+            self._resetting_upload = True
+            try:
+                self.upload.value = tuple(
+                    {**u, "content": memoryview(b""), "last_modified": _EPOCH}
+                    for u in self._uploads
+                )
+            finally:
+                self._resetting_upload = False
+
+    def _probe_upload(self, path: Path) -> str | None:
+        """None when the session accepts ``path`` as an input, else the one-line reason."""
+        try:
+            self._session.inspect(path)
+        except GoEnhanceError as exc:
+            return str(exc)
+        return None
 
     def _resolve_input(self) -> str:
         text = str(self.input_path.value).strip()
         if not text:
             raise InputError("choose an input video (path, file list or upload)")
-        if re.match(r"^https?://", text):
+        if is_url_text(text):
             return text
         p = Path(text).expanduser()
         if not p.is_absolute():
             p = self._root / p
         return str(p)
 
+    # -- internals: jobs ------------------------------------------------------------------------
     def _submit_from_controls(self) -> Job:
         try:
             source = self._resolve_input()
@@ -557,32 +685,25 @@ class Panel(W.VBox):
         style = self.gallery.styles.get(job.spec.model)
         label = style.label if style is not None else str(job.spec.model)
         sw = StatusWidget(job, session=self._session, compact=True)
-        sw.on_retry(self._track_retry)
-        row = W.HBox(
-            [
-                W.Label(label, layout=W.Layout(width="120px")),
-                W.Label(input_name, layout=W.Layout(width="160px")),
-                sw,
-            ],
-            layout=W.Layout(align_items="center"),
-            _dom_classes=["goenhance-job"],
-        )
+        row = JobRow(job, f"{label} · {input_name}", sw)
+        sw.on_retry(functools.partial(self._track_retry, row))
         with self._lock:
             self._jobs.append(job)
-            self._status.append(sw)
             self._rows.append(row)
             rows = list(self._rows)
         self.jobs_box.children = tuple(reversed(rows))  # newest first
-        self._watch_result(job)
+        self._watch_result(job, row)
 
-    def _track_retry(self, new_job: Job) -> None:
-        """A row's Retry submitted ``new_job``: list it and show its result when done."""
+    def _track_retry(self, row: JobRow, new_job: Job) -> None:
+        """A row's Retry submitted ``new_job``: list it and show its result in the same row."""
         with self._lock:
             self._jobs.append(new_job)
-        self._watch_result(new_job)
+            row.jobs.append(new_job)
+        row.clear_result()
+        self._watch_result(new_job, row)
 
-    def _watch_result(self, job: Job) -> None:
-        """Show ``job``'s result in the result area once, when it is ready.
+    def _watch_result(self, job: Job, row: JobRow) -> None:
+        """Show ``job``'s result in ``row`` once, when it is ready.
 
         A job that is already finished (a cache hit is settled before ``submit`` returns) is
         shown right here, on the caller's thread, so its result is in place when ``submit``
@@ -597,7 +718,7 @@ class Panel(W.VBox):
                 if result.key in shown:
                     return
                 shown.add(result.key)
-            self._show_result(result, cached=cached)
+            self._show_result(row, result, cached=cached)
             self._render_credits_later()
 
         def on_event(ev: JobEvent) -> None:  # engine thread
@@ -608,16 +729,17 @@ class Panel(W.VBox):
         if job.done() and job.record is not None:
             show(job.record, job.cached)
         # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
-        job.subscribe(on_event)
+        row.unsubscribe.append(job.subscribe(on_event))
 
-    def _show_result(self, result: ResultRecord, *, cached: bool) -> None:
+    def _show_result(self, row: JobRow, result: ResultRecord, *, cached: bool) -> None:
         try:
             data, md = result_bundle(result, notebook_dir=self._root, cached=cached)
         except GoEnhanceError as exc:
             self._show_message(f"{type(exc).__name__}: {exc}", error=True)
             return
-        append_bundle(self.result, data, md)
+        row.show(data, md)
 
+    # -- internals: credits and messages --------------------------------------------------------
     def _render_credits_later(self) -> None:
         # credits() is an HTTP call: never on the engine thread
         threading.Thread(target=self.refresh_credits, name="goenhance-credits", daemon=True).start()
@@ -632,7 +754,16 @@ class Panel(W.VBox):
 
     def _show_message(self, text: str, *, error: bool = False) -> None:
         text = redact_text(text)
-        colour = "#c62828" if error else "#555"
+        # JupyterLab's theme colours (readable in the light and the dark theme), with fallbacks
+        colour = "var(--jp-error-color1, #c62828)" if error else "var(--jp-ui-font-color1, #333)"
         self.message.value = (
             f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
         )
+
+
+def is_url_text(text: str) -> bool:
+    """True for an ``http(s)://`` input text."""
+    return re.match(r"^https?://", text) is not None
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)

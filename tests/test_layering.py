@@ -27,6 +27,7 @@ LAYERS: list[str] = [
     "_magics",
     "_panel",
     "_sweep",
+    "_progress",
     "widgets",
     "_display",
     "_session",

@@ -32,7 +32,9 @@ def test_gallery_is_built_from_the_model_list_with_preview_images(sim, session, 
     assert p.submit_button.description == "Submit"
     assert "goenhance-jobs" in p.jobs_box._dom_classes
     assert "goenhance-credits" in p.credits._dom_classes
-    assert "goenhance-panel-result" in p.result._dom_classes
+    assert "goenhance-clear" in p.clear_button._dom_classes
+    # the jobs area is bounded and scrolls (issue 17 point 9)
+    assert p.jobs_box.layout.max_height and p.jobs_box.layout.overflow == "auto"
     assert p.backend.value == "SIMULATED"
     assert set(p.gallery.buttons) == {s.id for s in styles}
     for s in styles:
@@ -70,9 +72,11 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     assert sim.generate_calls() == 1
     # the panel shows the result from the job's "done" event, on the engine thread, right
     # after the handle settles: wait for it to appear (no fixed sleep)
-    wait_until(lambda: p.result.outputs, "the result in the panel", WAIT)
-    assert 'class="goenhance-video"' in result_html(p.result)
-    assert "goenhance-cached" not in result_html(p.result)
+    first = p.rows[0]
+    wait_until(lambda: first.result.outputs, "the result in the panel", WAIT)
+    assert 'class="goenhance-video"' in result_html(first.result)
+    assert "goenhance-cached" not in result_html(first.result)
+    assert {"goenhance-panel-result", "goenhance-job-result"} <= set(first.result._dom_classes)
 
     again = p.submit_button.click() or p.jobs[-1]  # the button, exactly as a user does
     assert again is not job and len(p.jobs) == 2
@@ -80,10 +84,12 @@ def test_submit_then_same_submit_is_cached_without_generate(sim, session, comms,
     wait_settled(p.status_widgets[1])
     assert p.status_widgets[1].badge.value == "cached"
     assert sim.generate_calls() == 1  # zero new generate calls
-    assert len(p.result.outputs) == 2
-    assert "goenhance-cached" in p.result.outputs[1]["data"]["text/html"]
+    # each row holds its own result (issue 17 point 9: no shared result area)
+    assert len(first.result.outputs) == 1 and len(p.rows[1].result.outputs) == 1
+    assert "goenhance-cached" in p.rows[1].result.outputs[0]["data"]["text/html"]
     rows = p.jobs_box.children
-    assert len(rows) == 2 and "goenhance-jobs" in p.jobs_box._dom_classes
+    assert rows == (p.rows[1], p.rows[0])  # one order: newest first
+    assert "goenhance-jobs" in p.jobs_box._dom_classes
     # credits refresh after each finished job (in the background): spend shows the real cost
     wait_until(lambda: "session spend 15" in p.credits.value, "the spend to refresh", WAIT)
     assert "session spend 15" in p.credits.value, p.credits.value
@@ -107,8 +113,12 @@ def test_upload_is_copied_and_widget_value_cleared(sim, session, comms, clip):
             ]
         }
     )
-    assert p.upload.value == ()
-    assert p.upload.get_state()["value"] == []
+    # no bytes stay in the widget state; one entry (name, size) per kept upload, so the
+    # button's "(1)" counts the clips uploaded here (issue 17 point 11)
+    assert [(f["name"], f["size"], len(f["content"])) for f in p.upload.value] == [
+        ("my_clip.mp4", len(data), 0)
+    ]
+    assert [len(f["content"]) for f in p.upload.get_state()["value"]] == [0]
     assert p.input_path.value == "goenhance_uploads/my_clip.mp4"  # relative to the notebook
     local = Path.cwd() / p.input_path.value
     assert local.is_file() and local.read_bytes() == data
@@ -158,14 +168,14 @@ def test_failed_row_retry_is_tracked_by_the_panel(sim, session, comms, clip):
     row = p.status_widgets[0]
     wait_settled(row)
     assert row.badge.value == "failed" and visible(row.retry_button) and visible(row.error)
-    assert p.result.outputs == ()
+    assert p.rows[0].result.outputs == ()
     row.retry_button.click()
     assert len(p.jobs) == 2 and p.jobs[1] is row.job
     p.jobs[1].result(timeout=WAIT)
     wait_settled(row)
     assert row.badge.value == "done"
-    wait_until(lambda: p.result.outputs, "the retried result in the panel", WAIT)
-    assert 'class="goenhance-video"' in result_html(p.result)
+    wait_until(lambda: p.rows[0].result.outputs, "the retried result in the panel", WAIT)
+    assert 'class="goenhance-video"' in result_html(p.rows[0].result)  # in the same row
 
 
 def test_style_without_a_fetchable_preview_stays_a_text_button(sim, session, comms):
@@ -211,3 +221,112 @@ def test_cost_estimate_follows_style_duration_and_resolution(sim, session, comms
     assert p.estimate.value == "cost ~30 credits (estimate, default rate)"
     p.gallery.select(2005)  # a VIP style costs 1.5x
     assert p.estimate.value == "cost ~45 credits (estimate, default rate)"
+
+
+# -- issue 17: the panel at scale (points 2, 9, 11) --------------------------------------------
+@pytest.mark.parametrize(
+    ("length", "want"),
+    [(None, None), (1.2, 3), (3.0, 3), (3.97, 4), (4.5, 4), (12.0, 12), (30.0, 30), (95.0, 30)],
+)
+def test_default_duration_is_the_input_length_rounded_down_and_clamped(length, want):
+    from goenhance_nb._panel import default_duration
+
+    assert default_duration(length) == want
+
+
+def test_duration_follows_the_chosen_input_and_cannot_pass_it(sim, session, comms, tmp_path):
+    from goenhance_nb import InputError, sample_clip
+
+    sample_clip(tmp_path / "short.mp4", seconds=4.5, width=160, height=120, fps=12)
+    p = Panel(session, notebook_dir=tmp_path, load_previews=False)
+    p.gallery.select(2000)
+    p.resolution.value = "540p"
+    assert p.duration.max == 30 and p.duration.value == 5  # no input chosen yet
+    p.browser.value = "short.mp4"
+    assert p.input_path.value == "short.mp4"
+    assert (p.duration.value, p.duration.max) == (4, 4)
+    assert p.duration_hint.value == "short.mp4 is 4.5 s"
+    assert p.estimate.value == "cost ~20 credits (estimate, default rate)"  # follows the input
+    p.duration.value = 10  # the control cannot go past the input's length
+    assert p.duration.value == 4
+    sim.clear_requests()
+    with pytest.raises(InputError, match="longer than the input"):
+        p.submit(duration=9)
+    assert "longer than the input" in p.message.value
+    assert sim.generate_calls() == 0 and p.jobs == []
+    p.input_path.value = "https://example.invalid/clip.mp4"  # a URL: the plain 3-30 s range
+    assert p.duration.max == 30 and p.browser.value is None and p.duration_hint.value == ""
+    # a clip under the API's 3 s minimum: 3 s, and the hint says why it is longer
+    sample_clip(tmp_path / "tiny.mp4", seconds=2.0, width=160, height=120, fps=12)
+    p.refresh_files()
+    p.browser.value = "tiny.mp4"
+    assert (p.duration.value, p.duration.max) == (3, 3)
+    assert p.duration_hint.value == "tiny.mp4 is 2.0 s (shorter than the 3 s minimum)"
+    # why a chosen file cannot be used is shown at once, and goes when the input is good
+    p.input_path.value = "nowhere.mp4"
+    assert "input file not found" in p.message.value and p.duration.max == 30
+    p.input_path.value = "short.mp4"
+    assert p.message.value == "" and p.duration.max == 4
+
+
+def test_the_videos_list_highlights_the_chosen_input(sim, session, comms, clip, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.mp4").write_bytes(clip.read_bytes())
+    p = Panel(session, notebook_dir=tmp_path, load_previews=False)
+    assert p.browser.value is None
+    p.input_path.value = "sub/b.mp4"  # typed
+    assert p.browser.value == "sub/b.mp4"
+    p.input_path.value = str(tmp_path / "clip.mp4")  # an absolute path under the notebook
+    assert p.browser.value == "clip.mp4"
+    assert p.input_path.value == str(tmp_path / "clip.mp4")  # the text is left as typed
+    p.refresh_files()
+    assert p.browser.value == "clip.mp4"  # still highlighted after a refresh
+    p.input_path.value = "elsewhere.mp4"
+    assert p.browser.value is None
+
+
+def test_a_broken_upload_is_removed_and_not_listed(sim, session, comms, tmp_path):
+    p = Panel(session, notebook_dir=tmp_path, load_previews=False)
+    junk = b"this is not a video" * 100
+    p.upload.set_state(
+        {
+            "value": [
+                {
+                    "name": "broken.mp4",
+                    "type": "video/mp4",
+                    "size": len(junk),
+                    "content": memoryview(junk),
+                    "last_modified": 1_700_000_000_000,
+                }
+            ]
+        }
+    )
+    assert "upload refused" in p.message.value and "broken.mp4" in p.message.value
+    assert not (tmp_path / "goenhance_uploads" / "broken.mp4").exists()
+    assert "goenhance_uploads/broken.mp4" not in p.browser.options
+    assert p.upload.value == () and p.input_path.value == ""  # counter "(0)": none kept
+
+
+def test_rows_hold_their_results_and_clear_removes_only_finished_rows(sim, session, comms, clip):
+    p = Panel(session, load_previews=False)
+    done = p.submit(clip, 2000, duration=3, resolution="540p", seed=3)
+    done.result(timeout=WAIT)
+    cached = p.submit()  # the same again: a cache hit, shown in its own row
+    assert cached.cached
+    row = p.rows[1]
+    assert len(row.result.outputs) == 1 and visible(row.result)
+    # a thumbnail player until "Larger" is pressed (CSS under .goenhance-panel sizes it)
+    assert visible(row.expand_button) and "goenhance-expanded" not in row.result._dom_classes
+    row.expand_button.value = True
+    assert "goenhance-expanded" in row.result._dom_classes
+    assert row.expand_button.description == "Smaller"
+    row.expand_button.value = False
+    assert "goenhance-expanded" not in row.result._dom_classes
+    sim.config(processing_seconds=30)
+    running = p.submit(seed=4)
+    assert not running.done()
+    assert p.clear_finished() == 2
+    assert p.jobs == [running] and p.jobs_box.children == (p.rows[0],)
+    assert p.rows[0].status.job is running
+    assert session.cache.get(done.key) is not None  # the cache keeps the result
+    running.cancel_watch()

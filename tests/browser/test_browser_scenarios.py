@@ -253,7 +253,7 @@ def test_panel_submit_then_cached(
         """() => document.querySelectorAll('.goenhance-panel-result .goenhance-result').length === 2""",
         timeout=30_000,
     )
-    second = panel.locator(".goenhance-panel-result .goenhance-result").nth(1)
+    second = panel.locator(".goenhance-panel-result .goenhance-result").first  # newest first
     assert second.locator(".goenhance-cached").is_visible()
     assert second.locator(".goenhance-cached").inner_text().strip() == "cached"
     # The row's badge settles on "cached" (it may show "queued" for one throttled render first).
