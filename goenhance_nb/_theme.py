@@ -40,6 +40,7 @@ __all__ = [
     "Swatch",
     "compare_styles",
     "contrast",
+    "flatten",
     "grid_style",
     "page_backgrounds",
     "parse_colour",
@@ -223,6 +224,15 @@ def _luminance(c: RGBA) -> float:
         return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
 
     return 0.2126 * lin(c[0]) + 0.7152 * lin(c[1]) + 0.0722 * lin(c[2])
+
+
+def flatten(layers: list[str], page: str = "#ffffff") -> str:
+    """The opaque colour seen through ``layers`` (CSS background colours, the topmost first)
+    laid over ``page``, as ``rgb(r, g, b)``."""
+    colour = parse_colour(page)
+    for layer in reversed(layers):
+        colour = _over(parse_colour(layer), colour)
+    return f"rgb({colour[0]:.1f}, {colour[1]:.1f}, {colour[2]:.1f})"
 
 
 def contrast(text: str, background: str, page: str = "#ffffff") -> float:

@@ -17,6 +17,7 @@ from goenhance_nb._theme import (
     Swatch,
     compare_styles,
     contrast,
+    flatten,
     grid_style,
     page_backgrounds,
     parse_colour,
@@ -53,6 +54,12 @@ def test_contrast_table(text: str, background: str, expected: float) -> None:
 )
 def test_parse_colour(value: str, rgba: tuple[float, ...]) -> None:
     assert parse_colour(value) == pytest.approx(rgba)
+
+
+def test_flatten_lays_translucent_backgrounds_over_the_next() -> None:
+    assert flatten([]) == "rgb(255.0, 255.0, 255.0)"
+    assert flatten(["rgba(0, 0, 0, 0.5)", "rgb(17, 17, 17)"]) == "rgb(8.5, 8.5, 8.5)"
+    assert flatten(["#fde68a", "rgb(17, 17, 17)"]) == "rgb(253.0, 230.0, 138.0)"
 
 
 def test_parse_colour_refuses_what_it_cannot_read() -> None:
