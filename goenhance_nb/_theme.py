@@ -33,7 +33,10 @@ __all__ = [
     "MIN_CONTRAST",
     "MUTED",
     "NOTICE",
+    "RETRY",
+    "SELECTED",
     "SIMULATED",
+    "SUBMIT",
     "SWATCHES",
     "TEXT",
     "THEMES",
@@ -45,6 +48,7 @@ __all__ = [
     "page_backgrounds",
     "parse_colour",
     "resolve",
+    "widget_style",
 ]
 
 MIN_CONTRAST = 4.5
@@ -125,6 +129,14 @@ CACHED = Swatch("#3730a3", "#e0e7ff")
 NOTICE = Swatch("#7c2d12", "#ffedd5")
 """A warning notice label (``--jp-warn-color0`` text is 3.8:1 on white: not used for text)."""
 
+SUBMIT = Swatch("#ffffff", "#2e7d32")
+"""A button that starts something (JupyterLab's ``success`` green with white is 4.1:1 in light,
+2.8:1 in dark)."""
+SELECTED = Swatch("#ffffff", "#1565c0")
+"""A chosen toggle (``primary`` blue with white is 3.1:1 in dark)."""
+RETRY = Swatch("#ffffff", "#b45309")
+"""A retry button (``warning`` orange with white is 2.7:1 in light)."""
+
 SWATCHES: Mapping[str, Swatch] = {
     "text": TEXT,
     "muted": MUTED,
@@ -132,8 +144,21 @@ SWATCHES: Mapping[str, Swatch] = {
     "simulated": SIMULATED,
     "cached": CACHED,
     "notice": NOTICE,
+    "submit": SUBMIT,
+    "selected": SELECTED,
+    "retry": RETRY,
 }
 """Every named swatch (the names the lead's literal -> theme list uses)."""
+
+
+def widget_style(swatch: Swatch, *, button: bool = False) -> dict[str, str]:
+    """The ipywidgets ``style`` for ``swatch``: ``{"background"|"button_color", "text_color"}``
+    (a Label/HTML, or a Button with ``button=True``; no ``button_style`` with it)."""
+    out = {"text_color": swatch.text}
+    if swatch.background is not None:
+        out["button_color" if button else "background"] = swatch.background
+    return out
+
 
 LABEL_SHAPE = "padding:0 4px;border-radius:3px"
 

@@ -11,7 +11,9 @@ import pytest
 from goenhance_nb._lifecycle import Badge
 from goenhance_nb._theme import (
     MIN_CONTRAST,
+    MUTED,
     SIMULATED,
+    SUBMIT,
     SWATCHES,
     THEMES,
     Swatch,
@@ -22,6 +24,7 @@ from goenhance_nb._theme import (
     page_backgrounds,
     parse_colour,
     resolve,
+    widget_style,
 )
 
 
@@ -109,6 +112,12 @@ def test_swatch_css_writes_the_plain_colour_first_then_the_variable() -> None:
     css = Swatch("var(--jp-ui-font-color1, #212121)").css()
     assert css == "color:#212121;color:var(--jp-ui-font-color1, #212121)"
     assert SIMULATED.css() == "background:#fde68a;color:#713f12"
+
+
+def test_widget_style_for_labels_and_buttons() -> None:
+    assert widget_style(SIMULATED) == {"background": "#fde68a", "text_color": "#713f12"}
+    assert widget_style(SUBMIT, button=True) == {"button_color": "#2e7d32", "text_color": "#ffffff"}
+    assert widget_style(MUTED) == {"text_color": "var(--jp-ui-font-color2, #616161)"}
 
 
 def test_layout_styles() -> None:

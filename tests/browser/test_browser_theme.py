@@ -40,10 +40,17 @@ GRID_CELL = (
     "goenhance_nb.result_grid(jobs)"
 )
 
+# the next job fails (the simulator's fault, set from the notebook), shown without --wait
+FAIL_CELL = (
+    "goenhance_nb.simulator().fault('job_failed')\n"
+    "%goenhance run clip.mp4 --style 2004 --duration 3 --resolution 540p"
+)
+
 # Text of these classes is drawn by modules this suite's theme list leaves to the lead (widgets,
 # magics, panel): until the list is applied, a shortfall there is reported, not failed.
 PENDING_LEAD = (
     "goenhance-backend",  # widgets/_status.py: the widget's SIMULATED label (no text colour)
+    "goenhance-error",  # widgets/_status.py: _ERROR_COLOUR #c62828 (3.4:1 on dark)
     "goenhance-retry",  # widgets/_status.py: button_style="warning" (white on orange)
     "goenhance-placeholder",  # _display.placeholder_bundle: color:#666
     "goenhance-result-error",  # _display.error_bundle: color:#b91c1c
@@ -132,18 +139,6 @@ def _start(jupyter: Callable[..., JupyterServer], env: dict[str, str], cells: li
     return server
 
 
-def _wait_done(page: Any, count: int) -> None:
-    page.wait_for_function(
-        """n => {
-            const s = Array.from(document.querySelectorAll('.goenhance-status .goenhance-state'))
-                .map(e => e.textContent.trim());
-            return s.length >= n && s.every(t => t === 'done' || t === 'cached');
-        }""",
-        arg=count,
-        timeout=JOB_DONE_MS,
-    )
-
-
 def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
     jupyter: Callable[..., JupyterServer],
     page: Any,
@@ -153,12 +148,16 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
 ) -> None:
     # a finished job (widget + result), the same again (a cache hit: its result labelled
     # cached), and the credits line
-    server = _start(
-        jupyter, kernel_env, [SETUP_CELL, LOAD_CELL, RUN + " --wait", RUN, "%goenhance credits"]
-    )
+    cells = [SETUP_CELL, LOAD_CELL, RUN + " --wait", RUN, "%goenhance credits", FAIL_CELL]
+    server = _start(jupyter, kernel_env, cells)
     open_notebook(page, server, "looks.ipynb")
     run_all_and_wait(page)
-    _wait_done(page, 1)
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('.goenhance-status .goenhance-state'))
+            .map(e => e.textContent.trim()).join() === 'done,failed'""",
+        timeout=JOB_DONE_MS,
+    )
+    page.locator(".goenhance-status .goenhance-error").last.wait_for(timeout=30_000)
     page.locator(".jp-OutputArea .goenhance-result .goenhance-cached").wait_for(timeout=JOB_DONE_MS)
     page.locator(".goenhance-credits-line").wait_for(timeout=30_000)
 
@@ -171,7 +170,7 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
         name = "light" if "Light" in theme else "dark"
         screenshot(page, f"{artifact_name}-{name}")
         texts = " ".join(r["text"] for r in rows)
-        for must in ("SIMULATED", "done", "cached"):
+        for must in ("SIMULATED", "done", "cached", "failed", "Retry"):
             assert must in texts, f"{must!r} not measured in {theme}: {texts}"
         for r in rows:
             if r["ratio"] >= MIN_CONTRAST:
