@@ -45,7 +45,7 @@ from goenhance_nb._theme import (
     CACHED,
     CAPTION_STYLE,
     LABEL_SHAPE,
-    SIMULATED,
+    SIMULATED_LABEL,
     compare_styles,
     grid_style,
 )
@@ -76,10 +76,6 @@ _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
 # never wider than its box (a narrow window, a grid cell); the width attribute stays the
 # preferred size, and what viewers that drop styles show
 _VIDEO_STYLE = "max-width:100%;height:auto"
-_SIMULATED_LABEL = (
-    f' <span class="goenhance-simulated" style="{SIMULATED.css()};{LABEL_SHAPE};'
-    'font-weight:600">SIMULATED</span>'
-)
 _CACHED_LABEL = (
     f' <span class="goenhance-cached" style="{CACHED.css()};{LABEL_SHAPE}">cached</span>'
 )
@@ -151,7 +147,7 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
     labels_html = ""
     labels_text = ""
     if _is_simulated(result):
-        labels_html += _SIMULATED_LABEL
+        labels_html += SIMULATED_LABEL
         labels_text += " [SIMULATED]"
     if cached:
         labels_html += _CACHED_LABEL

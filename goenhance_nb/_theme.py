@@ -36,6 +36,7 @@ __all__ = [
     "RETRY",
     "SELECTED",
     "SIMULATED",
+    "SIMULATED_LABEL",
     "SUBMIT",
     "SWATCHES",
     "TEXT",
@@ -270,6 +271,11 @@ def contrast(text: str, background: str, page: str = "#ffffff") -> float:
 
 
 # -- styles built from the swatches (after resolve(), which they use) ----------------------
+SIMULATED_LABEL = (
+    f' <span class="goenhance-simulated" style="{SIMULATED.css()};{LABEL_SHAPE};'
+    'font-weight:600">SIMULATED</span>'
+)
+"""The SIMULATED label in HTML outputs (result caption, placeholder, credits and styles lines)."""
 CAPTION_STYLE = (
     "font-size:var(--jp-ui-font-size1, 13px);line-height:1.4;margin-top:4px;"
     "overflow-wrap:anywhere;" + TEXT.css()
