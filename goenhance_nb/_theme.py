@@ -34,7 +34,6 @@ __all__ = [
     "MUTED",
     "NOTICE",
     "RETRY",
-    "SELECTED",
     "SIMULATED",
     "SIMULATED_LABEL",
     "SUBMIT",
@@ -133,8 +132,6 @@ NOTICE = Swatch("#7c2d12", "#ffedd5")
 SUBMIT = Swatch("#ffffff", "#2e7d32")
 """A button that starts something (JupyterLab's ``success`` green with white is 4.1:1 in light,
 2.8:1 in dark)."""
-SELECTED = Swatch("#ffffff", "#1565c0")
-"""A chosen toggle (``primary`` blue with white is 3.1:1 in dark)."""
 RETRY = Swatch("#ffffff", "#b45309")
 """A retry button (``warning`` orange with white is 2.7:1 in light)."""
 
@@ -146,7 +143,6 @@ SWATCHES: Mapping[str, Swatch] = {
     "cached": CACHED,
     "notice": NOTICE,
     "submit": SUBMIT,
-    "selected": SELECTED,
     "retry": RETRY,
 }
 """Every named swatch (the names the lead's literal -> theme list uses)."""

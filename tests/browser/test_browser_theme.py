@@ -40,6 +40,7 @@ GRID_CELL = (
     "goenhance_nb.result_grid(jobs)"
 )
 
+PANEL_CELL = "goenhance_nb.panel()"
 # the next job fails (the simulator's fault, set from the notebook), shown without --wait
 FAIL_CELL = (
     "goenhance_nb.simulator().fault('job_failed')\n"
@@ -147,8 +148,16 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
     artifact_name: str,
 ) -> None:
     # a finished job (widget + result), the same again (a cache hit: its result labelled
-    # cached), and the credits line
-    cells = [SETUP_CELL, LOAD_CELL, RUN + " --wait", RUN, "%goenhance credits", FAIL_CELL]
+    # cached), the credits line, the panel, and a failed job
+    cells = [
+        SETUP_CELL,
+        LOAD_CELL,
+        RUN + " --wait",
+        RUN,
+        "%goenhance credits",
+        PANEL_CELL,
+        FAIL_CELL,
+    ]
     server = _start(jupyter, kernel_env, cells)
     open_notebook(page, server, "looks.ipynb")
     run_all_and_wait(page)
@@ -160,6 +169,7 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
     page.locator(".goenhance-status .goenhance-error").last.wait_for(timeout=30_000)
     page.locator(".jp-OutputArea .goenhance-result .goenhance-cached").wait_for(timeout=JOB_DONE_MS)
     page.locator(".goenhance-credits-line").wait_for(timeout=30_000)
+    page.locator(".goenhance-panel .goenhance-submit").wait_for(timeout=30_000)
 
     failures: dict[str, list[dict[str, Any]]] = {"ours": [], "lead": []}
     report: dict[str, Any] = {}
@@ -170,7 +180,7 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
         name = "light" if "Light" in theme else "dark"
         screenshot(page, f"{artifact_name}-{name}")
         texts = " ".join(r["text"] for r in rows)
-        for must in ("SIMULATED", "done", "cached", "failed", "Retry"):
+        for must in ("SIMULATED", "done", "cached", "failed", "Retry", "Submit"):
             assert must in texts, f"{must!r} not measured in {theme}: {texts}"
         for r in rows:
             if r["ratio"] >= MIN_CONTRAST:
