@@ -41,6 +41,14 @@ from goenhance_nb._outputs import (
     publish,
     write_new_file,
 )
+from goenhance_nb._theme import (
+    CACHED,
+    CAPTION_STYLE,
+    LABEL_SHAPE,
+    SIMULATED_LABEL,
+    compare_styles,
+    grid_style,
+)
 
 if TYPE_CHECKING:
     from goenhance_nb._cache import ResultRecord
@@ -65,6 +73,12 @@ __all__ = [
 # from _outputs.
 
 _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
+# never wider than its box (a narrow window, a grid cell); the width attribute stays the
+# preferred size, and what viewers that drop styles show
+_VIDEO_STYLE = "max-width:100%;height:auto"
+_CACHED_LABEL = (
+    f' <span class="goenhance-cached" style="{CACHED.css()};{LABEL_SHAPE}">cached</span>'
+)
 
 
 class ResultBundle(dict):  # type: ignore[type-arg]
@@ -133,16 +147,10 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
     labels_html = ""
     labels_text = ""
     if _is_simulated(result):
-        labels_html += (
-            ' <span class="goenhance-simulated" style="background:#fde68a;color:#713f12;'
-            'padding:0 4px;border-radius:3px;font-weight:600">SIMULATED</span>'
-        )
+        labels_html += SIMULATED_LABEL
         labels_text += " [SIMULATED]"
     if cached:
-        labels_html += (
-            ' <span class="goenhance-cached" style="background:#e0e7ff;color:#3730a3;'
-            'padding:0 4px;border-radius:3px">cached</span>'
-        )
+        labels_html += _CACHED_LABEL
         labels_text += " [cached]"
     return html.escape(text) + labels_html, text + labels_text
 
@@ -168,10 +176,7 @@ def render_result(
     ``text/plain`` (path and ``[SIMULATED]``), and the metadata ``{"goenhance_nb": provenance}``.
     """
     rel = published.rel
-    video = (
-        f'<video class="goenhance-video" {_VIDEO_ATTRS} width="{width}" '
-        f'src="{html.escape(published.src, quote=True)}"></video>'
-    )
+    video = _video_tag("goenhance-video", published.src, width)
     link = (
         ""
         if published.embedded
@@ -182,7 +187,7 @@ def render_result(
     )
     if published.source_src is not None:
         body, klass = (
-            _compare_body(published.source_src, video, width),
+            _compare_body(published.source_src, published.src, width),
             "goenhance-result goenhance-compare",
         )
     else:
@@ -190,7 +195,7 @@ def render_result(
     cap_html, cap_text = _caption(result, cached)
     html_out = (
         f'<div class="{klass}" data-goenhance-key="{html.escape(str(result.key))}">{body}'
-        f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
+        f'<div class="goenhance-caption" style="{CAPTION_STYLE}">'
         f"{cap_html}{link}</div></div>"
     )
     text = f"GoEnhance result: {rel} ({cap_text.split(' [', 1)[0]})"
@@ -205,16 +210,25 @@ def render_result(
     return ResultBundle({"text/html": html_out, "text/plain": text}, {"goenhance_nb": meta})
 
 
-def _compare_body(before_src: str, video: str, width: int) -> str:
-    before = (
-        f'<video class="goenhance-source" {_VIDEO_ATTRS} width="{width}" '
-        f'src="{html.escape(before_src, quote=True)}"></video>'
-    )
-    fig = 'style="margin:0;display:flex;flex-direction:column;gap:2px"'
+def _video_tag(klass: str, src: str, width: int, style: str = _VIDEO_STYLE) -> str:
     return (
-        f'<div style="display:flex;gap:8px;flex-wrap:wrap">'
-        f"<figure {fig}>{before}<figcaption>before</figcaption></figure>"
-        f"<figure {fig}>{video}<figcaption>after</figcaption></figure></div>" + _SYNC_SCRIPT
+        f'<video class="{klass}" {_VIDEO_ATTRS} width="{width}" style="{style}" '
+        f'src="{html.escape(src, quote=True)}"></video>'
+    )
+
+
+def _compare_body(before_src: str, after_src: str, width: int) -> str:
+    """Before and after in one row, each at most half of it and scaled to fit its half
+    (``goenhance_nb._theme.compare_styles``), never stacked; synced by ``_SYNC_SCRIPT``."""
+    row, fig, fluid = compare_styles()
+    before = _video_tag("goenhance-source", before_src, width, fluid)
+    after = _video_tag("goenhance-video", after_src, width, fluid)
+    return (
+        f'<div class="goenhance-compare-row" style="{row}">'
+        f'<figure class="goenhance-compare-side" style="{fig}">{before}'
+        f'<figcaption style="{CAPTION_STYLE}">before</figcaption></figure>'
+        f'<figure class="goenhance-compare-side" style="{fig}">{after}'
+        f'<figcaption style="{CAPTION_STYLE}">after</figcaption></figure></div>' + _SYNC_SCRIPT
     )
 
 
@@ -317,9 +331,11 @@ def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBu
 def render_grid(
     cells: Iterable[ResultBundle | tuple[str, str]], *, columns: int = 3
 ) -> ResultBundle:
-    """Several outputs in one grid, ``columns`` per row. A cell is a rendered result (its
-    provenance goes into ``{"goenhance_nb": {"results": [...]}}``) or ``(html, text)`` for a
-    job that failed or still runs."""
+    """Several outputs in one grid, at most ``columns`` per row (fewer on narrow widths, each
+    cell at least 240 px, 16 px apart: ``goenhance_nb._theme.grid_style``); each video fills
+    its cell with its own controls. A cell is a rendered result (its provenance goes into
+    ``{"goenhance_nb": {"results": [...]}}``) or ``(html, text)`` for a job that failed or
+    still runs."""
     cells_html: list[str] = []
     lines: list[str] = []
     provs: list[dict[str, Any]] = []
@@ -332,9 +348,10 @@ def render_grid(
             cells_html.append(cell[0])
             lines.append(cell[1])
     grid = (
-        f'<div class="goenhance-grid" style="display:grid;gap:8px;'
-        f'grid-template-columns:repeat({max(1, int(columns))},minmax(0,1fr))">'
-        + "".join(cells_html)
+        f'<div class="goenhance-grid" style="{grid_style(columns)}">'
+        + "".join(
+            f'<div class="goenhance-grid-cell" style="min-width:0">{c}</div>' for c in cells_html
+        )
         + "</div>"
     )
     return ResultBundle(
@@ -371,12 +388,15 @@ def result_grid(
     return render_grid((_grid_cell(item, kw) for item in results), columns=columns)
 
 
+_GRID_VIDEO_PX = 480  # the preferred size; max-width:100% fits it to its cell
+
+
 def _grid_cell(item: Job | ResultRecord, kw: dict[str, Any]) -> ResultBundle | tuple[str, str]:
     """One grid cell: the published result, or ``(html, text)`` for a failed or running Job."""
     from goenhance_nb._job import Job
 
     if not isinstance(item, Job):
-        return render_result(item, publish(item, **kw), width=260)
+        return render_result(item, publish(item, **kw), width=_GRID_VIDEO_PX)
     try:
         record = item.result(timeout=0) if item.done() else None
     except Exception as exc:
@@ -385,4 +405,6 @@ def _grid_cell(item: Job | ResultRecord, kw: dict[str, Any]) -> ResultBundle | t
     if record is None:
         running = f"{item.id or item.key[:8]}: still running"
         return "<div class='goenhance-placeholder'>still running</div>", running
-    return render_result(record, publish(record, **kw), cached=bool(item.cached), width=260)
+    return render_result(
+        record, publish(record, **kw), cached=bool(item.cached), width=_GRID_VIDEO_PX
+    )

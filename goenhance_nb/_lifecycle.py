@@ -194,14 +194,16 @@ class Badge(_Word):
         return self in (Badge.DONE, Badge.CACHED, Badge.FAILED, Badge.TIMED_OUT)
 
 
+# Fixed pairs, the same on every theme; each text/background contrast is at least 4.5:1
+# (tests/test_theme.py computes it; goenhance_nb._theme holds the other colours).
 _BADGE_COLOURS: dict[Badge, tuple[str, str]] = {
     Badge.QUEUED: ("#e0e0e0", "#333333"),
     Badge.RUNNING: ("#1565c0", "#ffffff"),
     Badge.DONE: ("#2e7d32", "#ffffff"),
     Badge.CACHED: ("#00796b", "#ffffff"),
     Badge.FAILED: ("#c62828", "#ffffff"),
-    Badge.TIMED_OUT: ("#ef6c00", "#ffffff"),
-    Badge.NOT_WATCHING: ("#757575", "#ffffff"),
+    Badge.TIMED_OUT: ("#b45309", "#ffffff"),
+    Badge.NOT_WATCHING: ("#616161", "#ffffff"),
 }
 
 _BADGE_FOR_KIND = {

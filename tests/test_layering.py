@@ -54,6 +54,7 @@ LAYERS: list[str] = [
     "_errors",
     "_fsutil",
     "_samples",
+    "_theme",
 ]
 HTTPX_ALLOWED = {"goenhance_nb._client", "goenhance_nb._transport"}
 
