@@ -49,6 +49,7 @@ import ipywidgets as W
 from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, badge_for
+from goenhance_nb._theme import ERROR, LABEL_SHAPE, SIMULATED, SUBMIT, TEXT, widget_style
 from goenhance_nb.widgets import StatusWidget, backend_label, result_bundle
 from goenhance_nb.widgets._panel_parts import (
     JOBS_MAX_HEIGHT,
@@ -263,8 +264,8 @@ class Panel(W.VBox):
             _dom_classes=["goenhance-backend"],
         )
         if self.backend.value == "SIMULATED":  # dark text on yellow in either theme
-            self.backend.style.background = "#fdd835"
-            self.backend.style.text_color = "#1a1a1a"
+            self.backend.style.background = SIMULATED.background
+            self.backend.style.text_color = SIMULATED.text
 
     def _build_input(self) -> None:
         self.input_path = W.Text(
@@ -340,7 +341,7 @@ class Panel(W.VBox):
             w.observe(lambda _ch: self._update_estimate(), names="value")
         self.submit_button = W.Button(
             description="Submit",
-            button_style="success",
+            style=widget_style(SUBMIT, button=True),
             icon="play",
             layout=no_shrink(),
             _dom_classes=["goenhance-submit"],
@@ -754,11 +755,9 @@ class Panel(W.VBox):
 
     def _show_message(self, text: str, *, error: bool = False) -> None:
         text = redact_text(text)
-        # JupyterLab's theme colours (readable in the light and the dark theme), with fallbacks
-        colour = "var(--jp-error-color1, #c62828)" if error else "var(--jp-ui-font-color1, #333)"
-        self.message.value = (
-            f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
-        )
+        # readable in the light and the dark theme (_theme: contrast-checked swatches)
+        style = f"{ERROR.css()};{LABEL_SHAPE}" if error else TEXT.css()
+        self.message.value = f'<span style="{style}">{html.escape(text)}</span>' if text else ""
 
 
 def is_url_text(text: str) -> bool:
