@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from goenhance_nb._display import write_new_file
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
-from goenhance_nb._lifecycle import Badge, EventKind, badge_for
+from goenhance_nb._inputs import MAX_DURATION, MIN_DURATION, RESOLUTIONS
+from goenhance_nb._outputs import write_new_file
 from goenhance_nb._theme import ERROR, LABEL_SHAPE, SIMULATED, SUBMIT, TEXT, widget_style
 from goenhance_nb.widgets import StatusWidget, backend_label, result_bundle
 from goenhance_nb.widgets._panel_parts import (
@@ -61,7 +61,7 @@ from goenhance_nb.widgets._panel_parts import (
 
 if TYPE_CHECKING:  # annotations only: the panel is imported lazily, these are loaded anyway
     from goenhance_nb._cache import ResultRecord
-    from goenhance_nb._job import Job, JobEvent
+    from goenhance_nb._job import Job
     from goenhance_nb._records import Style
     from goenhance_nb._session import Session
 
@@ -71,9 +71,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov")
 UPLOADS_DIRNAME = "goenhance_uploads"
 UPLOAD_WARN_BYTES = 10 * 1024 * 1024  # the server's websocket message limit is about 10 MiB
 _SKIP_DIRS = {"goenhance_outputs", "node_modules", "__pycache__", "site-packages"}
-# TODO(lead): limits from _inputs (helper H3 defines the duration range and resolutions once)
-_DURATION_MIN, _DURATION_MAX, _DURATION_DEFAULT = 3, 30, 5
-_RESOLUTIONS = ("540p", "720p")
+#: the duration slider's value before an input is chosen (then: the input's length)
+_DURATION_START = 5
 
 
 class _Keep(enum.Enum):
@@ -171,15 +170,15 @@ def default_duration(length: float | None) -> int | None:
     (``None`` when the length is unknown)."""
     if length is None:
         return None
-    return max(_DURATION_MIN, min(_DURATION_MAX, math.floor(length + 0.05)))
+    return max(MIN_DURATION, min(MAX_DURATION, math.floor(length + 0.05)))
 
 
 def _length_hint(name: str, length: float | None) -> str:
     """``clip.mp4 is 4.0 s`` (and why the duration is longer, for a clip under 3 s)."""
     if length is None:
         return ""
-    if length < _DURATION_MIN:
-        return f"{name} is {length:.1f} s (shorter than the {_DURATION_MIN} s minimum)"
+    if length < MIN_DURATION:
+        return f"{name} is {length:.1f} s (shorter than the {MIN_DURATION} s minimum)"
     return f"{name} is {length:.1f} s"
 
 
@@ -305,9 +304,9 @@ class Panel(W.VBox):
             _dom_classes=["goenhance-prompt"],
         )
         self.duration = W.BoundedIntText(
-            value=_DURATION_DEFAULT,
-            min=_DURATION_MIN,
-            max=_DURATION_MAX,
+            value=_DURATION_START,
+            min=MIN_DURATION,
+            max=MAX_DURATION,
             description="Duration (s)",
             style={"description_width": "initial"},
             layout=W.Layout(width="150px", flex="0 0 auto"),
@@ -317,7 +316,7 @@ class Panel(W.VBox):
             "", layout=no_shrink(margin="0 8px 0 0"), _dom_classes=["goenhance-duration-hint"]
         )
         self.resolution = W.Dropdown(
-            options=list(_RESOLUTIONS),
+            options=list(RESOLUTIONS),
             value="720p",
             description="Resolution",
             layout=W.Layout(width="190px", flex="0 0 auto"),
@@ -585,7 +584,7 @@ class Panel(W.VBox):
         self._input_length = length
         cap = default_duration(length)
         with self.duration.hold_sync():
-            self.duration.max = cap if cap is not None else _DURATION_MAX
+            self.duration.max = cap if cap is not None else MAX_DURATION
             if cap is not None:
                 self.duration.value = cap
         self.duration_hint.value = hint
@@ -722,15 +721,13 @@ class Panel(W.VBox):
             self._show_result(row, result, cached=cached)
             self._render_credits_later()
 
-        def on_event(ev: JobEvent) -> None:  # engine thread
-            kind = EventKind(ev.kind)
-            if kind.has_result and ev.result is not None:
-                show(ev.result, badge_for(kind, cached=job.cached) is Badge.CACHED)
+        def finished(done: Job) -> None:  # engine thread, or here when already finished
+            if done.record is not None:
+                show(done.record, done.cached)
 
-        if job.done() and job.record is not None:
-            show(job.record, job.cached)
-        # TODO(lead): on_finish — helper H1's Job.on_finish(callback) replaces this listener
-        row.unsubscribe.append(job.subscribe(on_event))
+        if job.done():  # a cache hit settled in submit: in place before submit returns
+            finished(job)
+        job.on_finish(finished)  # shown once either way (``shown``)
 
     def _show_result(self, row: JobRow, result: ResultRecord, *, cached: bool) -> None:
         try:

@@ -5,7 +5,6 @@ I/O; :class:`goenhance_nb._panel.Panel` composes them and talks to the Session.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +118,6 @@ class JobRow(W.VBox):
     def __init__(self, job: Job, title: str, status: StatusWidget) -> None:
         self.jobs: list[Job] = [job]
         self.status = status
-        self.unsubscribe: list[Callable[[], None]] = []  # the panel's result listeners
         self.title = W.Label(
             title,
             tooltip=title,
@@ -183,10 +181,6 @@ class JobRow(W.VBox):
         self.expand_button.icon = "compress" if on else "expand"
 
     def close(self) -> None:
-        """Drop the row's result listeners and close its widgets (the jobs go on)."""
-        for unsubscribe in self.unsubscribe:
-            with contextlib.suppress(RuntimeError):  # the session (its loop) closed first
-                unsubscribe()
-        self.unsubscribe.clear()
+        """Close the row's widgets (the jobs go on)."""
         self.status.close()
         super().close()
