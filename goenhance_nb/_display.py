@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ResultBundle",
     "error_bundle",
+    "failure_text",
     "notebook_dir",
     "outputs_relpath",
     "placeholder_bundle",
@@ -57,6 +58,7 @@ __all__ = [
     "render_grid",
     "render_result",
     "result_grid",
+    "status_bundle",
     "what_to_do",
     "write_new_file",
 ]
@@ -65,6 +67,7 @@ __all__ = [
 # from _outputs.
 
 _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
+_ERROR_COLOUR = "#b91c1c"  # colour literals of this module: here and in _caption
 
 
 class ResultBundle(dict):  # type: ignore[type-arg]
@@ -127,7 +130,7 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
         bits.append(str(params["resolution"]))
     if result.job_id:
         bits.append(f"job {str(result.job_id)[:8]}")
-    if result.cost is not None:
+    if result.cost is not None and not cached:
         bits.append(f"{result.cost} credits")
     text = " · ".join(bits)
     labels_html = ""
@@ -138,12 +141,13 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
             'padding:0 4px;border-radius:3px;font-weight:600">SIMULATED</span>'
         )
         labels_text += " [SIMULATED]"
-    if cached:
+    if cached:  # said once: "cached, originally 15 credits"
+        originally = f", originally {result.cost} credits" if result.cost else ""
         labels_html += (
             ' <span class="goenhance-cached" style="background:#e0e7ff;color:#3730a3;'
-            'padding:0 4px;border-radius:3px">cached</span>'
+            f'padding:0 4px;border-radius:3px">cached</span>{html.escape(originally)}'
         )
-        labels_text += " [cached]"
+        labels_text += f" [cached{originally}]"
     return html.escape(text) + labels_html, text + labels_text
 
 
@@ -193,11 +197,8 @@ def render_result(
         f'<div class="goenhance-caption" style="font-size:12px;margin-top:2px">'
         f"{cap_html}{link}</div></div>"
     )
-    text = f"GoEnhance result: {rel} ({cap_text.split(' [', 1)[0]})"
-    if _is_simulated(result):
-        text += " [SIMULATED]"
-    if cached:
-        text += " [cached]"
+    main = cap_text.split(" [", 1)[0]
+    text = f"GoEnhance result: {rel} ({main}){cap_text[len(main) :]}"  # + [SIMULATED] [cached..]
     if published.source_rel:
         text += f" (before: {published.source_rel})"
     meta = provenance(result, file=rel, cached=cached)
@@ -273,7 +274,8 @@ def what_to_do(
     if isinstance(error, JobTimedOut):
         return f"The job may still finish: resume it with %goenhance resume {jid}, or {retry}."
     if isinstance(error, JobFailed):
-        return f"To submit the same transformation again, {retry} (it is charged again)."
+        charged = "" if "charged" in retry else " (it is charged again)"
+        return f"To submit the same transformation again, {retry}{charged}."
     if isinstance(error, AuthError):
         return f"Check GOENHANCE_API_KEY or run %goenhance login, then {retry}."
     if isinstance(error, InsufficientCredits):
@@ -296,21 +298,62 @@ def what_to_do(
     return f"To try again, {retry}."
 
 
-def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBundle:
-    """A regular output for a job that failed in the background (no traceback): the one-line
-    error and what to do, phrased for a saved notebook (no widget buttons there)."""
-    msg = f"{type(error).__name__}: {redact_text(error)}"
-    hint = what_to_do(error, job_id, retry="run the cell again")
+def failure_text(error: BaseException) -> str:
+    """One line for a job's error, said once: ``job 8da7f61d failed: <the service's reason>``
+    when the API gave a reason, ``job 8da7f61d failed; the service gave no reason`` when it
+    only said ``failed``; ``<ErrorType>: <message>`` for any other error. Redacted."""
+    if isinstance(error, JobFailed):
+        jid = f"job {str(error.job_id)[:8]}" if error.job_id else "the job"
+        reason = error.msg.strip()
+        if not reason or reason.startswith("status "):  # only the raw status, no reason
+            return f"{jid} failed; the service gave no reason"
+        return redact_text(f"{jid} failed: {reason}")
+    return redact_text(f"{type(error).__name__}: {error}")
+
+
+def error_bundle(
+    error: BaseException,
+    *,
+    job_id: str | None = None,
+    retry_cost: int | None = None,
+    summary: str = "",
+) -> ResultBundle:
+    """A regular output for a job that failed in the background (no traceback): the job's
+    ``summary`` line when given, the one-line error (:func:`failure_text`) and what to do,
+    phrased for a saved notebook (no widget buttons there; ``retry_cost`` says what running
+    the cell again is charged)."""
+    msg = failure_text(error)
+    again = f"run the cell again (charged again, ~{retry_cost} credits)" if retry_cost else ""
+    hint = what_to_do(error, job_id[:8] if job_id else None, retry=again or "run the cell again")
+    head = (
+        f'<div class="goenhance-summary" style="font-size:12px">{html.escape(summary)}</div>'
+        if summary
+        else ""
+    )
     return ResultBundle(
         {
             "text/html": (
-                f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
-                f"{html.escape(msg)}</div>"
+                f"{head}"
+                f'<div class="goenhance-result-error" style="color:{_ERROR_COLOUR};'
+                f'font-size:12px">{html.escape(msg)}</div>'
                 f'<div class="goenhance-result-hint" style="font-size:12px">{html.escape(hint)}</div>'
             ),
-            "text/plain": f"{msg}\n{hint}",
+            "text/plain": "\n".join(line for line in (summary, msg, hint) if line),
         },
         {"goenhance_nb": {"job_id": job_id, "error": msg}},
+    )
+
+
+def status_bundle(text: str) -> ResultBundle:
+    """A static one-line output (``text/html`` and ``text/plain``): a job's status or summary
+    where no widget is shown, or where an ended job's widget was."""
+    return ResultBundle(
+        {
+            "text/html": (
+                f'<div class="goenhance-summary" style="font-size:12px">{html.escape(text)}</div>'
+            ),
+            "text/plain": text,
+        }
     )
 
 
