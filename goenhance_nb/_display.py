@@ -33,6 +33,7 @@ from goenhance_nb._errors import (
     TransportError,
     redact_text,
 )
+from goenhance_nb._lifecycle import Badge
 from goenhance_nb._outputs import (
     DEFAULT_EMBED_LIMIT_MB,
     Published,
@@ -58,8 +59,10 @@ __all__ = [
     "render_grid",
     "render_result",
     "result_grid",
+    "state_line_html",
     "status_bundle",
     "what_to_do",
+    "with_state_line",
     "write_new_file",
 ]
 # TODO(lead): notebook_dir, outputs_relpath and write_new_file live in _outputs; they are
@@ -317,6 +320,7 @@ def error_bundle(
     job_id: str | None = None,
     retry_cost: int | None = None,
     summary: str = "",
+    badge: Badge | None = None,
 ) -> ResultBundle:
     """A regular output for a job that failed in the background (no traceback): the job's
     ``summary`` line when given, the one-line error (:func:`failure_text`) and what to do,
@@ -325,11 +329,7 @@ def error_bundle(
     msg = failure_text(error)
     again = f"run the cell again (charged again, ~{retry_cost} credits)" if retry_cost else ""
     hint = what_to_do(error, job_id[:8] if job_id else None, retry=again or "run the cell again")
-    head = (
-        f'<div class="goenhance-summary" style="font-size:12px">{html.escape(summary)}</div>'
-        if summary
-        else ""
-    )
+    head = state_line_html(summary, badge) if summary else ""
     return ResultBundle(
         {
             "text/html": (
@@ -344,16 +344,40 @@ def error_bundle(
     )
 
 
-def status_bundle(text: str) -> ResultBundle:
+def status_bundle(text: str, *, badge: Badge | None = None) -> ResultBundle:
     """A static one-line output (``text/html`` and ``text/plain``): a job's status or summary
-    where no widget is shown, or where an ended job's widget was."""
+    where no widget is shown, or where an ended job's widget was (then with its ``badge``)."""
+    return ResultBundle({"text/html": state_line_html(text, badge), "text/plain": text})
+
+
+def state_line_html(text: str, badge: Badge | None = None) -> str:
+    """``text`` as one static line, after the job's ``badge`` when given: the same DOM hooks
+    as the live widget (``goenhance-status`` root, ``goenhance-state`` badge), so a page reads
+    the state of an ended job the same way."""
+    head = ""
+    if badge is not None:
+        bg, fg = badge.colours
+        head = (
+            f'<span class="goenhance-state" style="background:{bg};color:{fg};padding:0 6px;'
+            f'font-weight:bold;margin-right:6px">{html.escape(str(badge))}</span>'
+        )
+    return (
+        f'<div class="goenhance-status goenhance-static" style="font-size:12px;margin:2px 0">'
+        f'{head}<span class="goenhance-summary">{html.escape(text)}</span></div>'
+    )
+
+
+def with_state_line(bundle: ResultBundle, text: str, badge: Badge) -> ResultBundle:
+    """``bundle`` (a rendered result) under a static state line (:func:`state_line_html`)."""
     return ResultBundle(
         {
-            "text/html": (
-                f'<div class="goenhance-summary" style="font-size:12px">{html.escape(text)}</div>'
-            ),
-            "text/plain": text,
-        }
+            **bundle,
+            "text/html": state_line_html(text, badge) + str(bundle["text/html"]),
+            "text/plain": f"{badge}: {text}\n{bundle['text/plain']}"
+            if text
+            else bundle["text/plain"],
+        },
+        bundle.metadata,
     )
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from goenhance_nb import _display, _frontend
 from goenhance_nb._errors import JobTimedOut, redact_text
-from goenhance_nb._lifecycle import EventKind, JobState
+from goenhance_nb._lifecycle import Badge, EventKind, JobState
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -99,7 +99,6 @@ class Presented:
 
 class _Notifier(Protocol):
     def notify(self, title: str, body: str = "") -> None: ...
-    def close(self) -> None: ...
 
 
 def execution_count(shell: InteractiveShell | None) -> int | None:
@@ -221,11 +220,13 @@ def _present_blocking(job: Job, how: Presentation, session: Session, publish: Pu
         raise
     except BaseException:
         if live is not None:
-            live.end(_display.status_bundle(live.summary()))
+            badge, line = live.outcome()
+            live.end(_display.status_bundle(line or status_line(job), badge=badge))
         raise
     bundle = publish(result)
     if live is not None:
-        live.end(bundle)
+        badge, line = live.outcome()
+        live.end(_display.with_state_line(bundle, line, badge))
     elif handle is not None:
         handle.update(bundle)
     else:
@@ -239,7 +240,7 @@ def _present_live(
     ends; without ipywidgets, a placeholder line that the outcome replaces."""
     live = _show_live(job, session, notify=how.notify and how.frontend != "headless")
     if live is not None:
-        live.on_end(lambda j: _final_bundle(j, make_publish(j), live.summary()))
+        live.on_end(lambda j: _final_bundle(j, make_publish(j), *live.outcome()))
         return
     simulated = job.backend == "simulated"
     handle = display_obj(
@@ -249,20 +250,23 @@ def _present_live(
         _watch_update(job, handle, make_publish(job))
 
 
-def _final_bundle(job: Job, publish: Publish, summary: str) -> _display.ResultBundle | None:
-    """The static output that replaces the live widget when ``job`` ended: the published
-    result, or the summary line with the error and what to do; None after *Stop watching*
-    (the widget stays, offering Resume)."""
+def _final_bundle(
+    job: Job, publish: Publish, badge: Badge, line: str
+) -> _display.ResultBundle | None:
+    """The static output that replaces the live widget when ``job`` ended: its state line
+    (``badge`` and ``line``: job id, money, time taken) over the published result, or over the
+    error and what to do; None after *Stop watching* (the widget stays, offering Resume)."""
     record = job.record
     if record is not None:
-        return publish(record)
+        return _display.with_state_line(publish(record), line, badge)
     if job.error is not None:
         estimate = job.request.estimate
         return _display.error_bundle(
             job.error,
             job_id=job.id,
             retry_cost=estimate.credits if estimate is not None else job.cost,
-            summary=summary,
+            summary=line or status_line(job),
+            badge=badge,
         )
     return None
 
@@ -280,7 +284,7 @@ def _status_class() -> type[StatusWidget]:
 
 class _Live:
     """A displayed live widget and its display handle: :meth:`end` replaces the widget output
-    by a static bundle and closes the widgets (so no widget of an ended job is saved)."""
+    by a static bundle and closes the status widget (so no widget of an ended job is saved)."""
 
     def __init__(
         self, widget: StatusWidget, handle: DisplayHandle | None, notifier: _Notifier | None
@@ -290,9 +294,9 @@ class _Live:
         self.notifier = notifier
         self._ended = threading.Event()
 
-    def summary(self) -> str:
-        """The widget's one-line summary (its plain-text form)."""
-        return repr(self.widget)
+    def outcome(self) -> tuple[Badge, str]:
+        """The widget's badge and short static line now (:meth:`StatusWidget.outcome`)."""
+        return self.widget.outcome()
 
     def end(self, bundle: _display.ResultBundle) -> None:
         """Replace the widget by ``bundle`` (once) and close the widgets."""
@@ -303,10 +307,7 @@ class _Live:
             self.handle.update(bundle)
         else:
             display_obj(bundle)
-        self.widget.close()
-        if self.notifier is not None:
-            with contextlib.suppress(Exception):
-                self.notifier.close()
+        self.widget.close()  # the notifier stays open: its page side may still be notifying
 
     def on_end(self, final: Callable[[Job], _display.ResultBundle | None]) -> None:
         """When the job the widget follows ends (after a Retry or Resume: the new one), notify

@@ -17,6 +17,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
+from goenhance_nb._display import failure_text
 from goenhance_nb._errors import redact_text
 from goenhance_nb._lifecycle import EventKind
 from goenhance_nb._outputs import output_name
@@ -137,7 +138,8 @@ def job_notification(
     """``(title, body)`` for a job's terminal event, or None for any other event.
 
     ``done``/``cached``: ``("GoEnhance: ready", "<style> · <output file name>")``;
-    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted). A
+    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted;
+    :func:`goenhance_nb._display.failure_text`, the service's reason when it gave one). A
     ``kind`` that is not an event kind gives None.
     """
     try:
@@ -150,7 +152,7 @@ def job_notification(
         return "GoEnhance: ready", " · ".join(p for p in (style, name) if p)
     if kind.is_error:
         if isinstance(error, BaseException):
-            text = f"{type(error).__name__}: {error}"
+            text = failure_text(error)
         else:
             text = str(error or f"job {kind.value.replace('_', ' ')}")
         return "GoEnhance: failed", _one_line(text)

@@ -303,6 +303,16 @@ def view(state: StatusState, now: float) -> StatusView:
     )
 
 
+def outcome_line(state: StatusState, now: float) -> str:
+    """The short static line kept in the notebook beside the badge when the job ended (the
+    result's caption says style and parameters): ``job 8da7f61d · cost 15 credits · took
+    12 s``, with the money words of :func:`money_text`."""
+    ident = f"job {short_id(state.job_id)}" if state.job_id else ""
+    elapsed = _elapsed(state, now)
+    took = f"took {fmt_seconds(elapsed)}" if elapsed is not None and state.terminal else ""
+    return " · ".join(p for p in (ident, money_text(state), took) if p)
+
+
 def summary(state: StatusState) -> str:
     """The job in one static line (the widget's plain-text form, and what a saved notebook
     keeps): ``GoEnhance job 8da7f61d: done · Anime Style · 3 s · 540p · cost 15 credits``
@@ -585,6 +595,12 @@ class StatusWidget(W.VBox):
     def flush(self) -> None:
         """Render the newest state now (tests and teardown)."""
         self._throttle.flush()
+
+    def outcome(self) -> tuple[Badge, str]:
+        """The badge and :func:`outcome_line` of the state now (what the notebook keeps)."""
+        with self._lock:
+            state = self._state
+        return state.badge, outcome_line(state, time.time())
 
     def __repr__(self) -> str:
         """One readable line (:func:`summary`): the ``text/plain`` of the widget's mime bundle,
