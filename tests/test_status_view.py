@@ -304,11 +304,12 @@ RAN = {"submitted": T0, "finished": T0 + 12.5}
     ("rec", "expected"),
     [
         (record(timings=RAN), 12.5),
-        (record(timings=RAN, params={}), 12.5),  # not recorded: matches
+        (record(timings=RAN, params={}), None),  # not recorded: not comparable (issue 17)
         (record(timings={"submitted": T0}), None),  # never finished
         (record(timings=RAN, backend="api.goenhance.ai"), None),
         (record(timings=RAN, params={"resolution": "720p", "duration": 3}), None),
-        (record(timings=RAN, params={"resolution": "540p", "duration": 5}), None),
+        (record(timings=RAN, params={"resolution": "540p", "duration": 5}), 12.5),  # bucket
+        (record(timings=RAN, params={"resolution": "540p", "duration": 6}), None),
         (record(timings={"submitted": T0, "finished": T0}), None),  # no positive runtime
     ],
 )
