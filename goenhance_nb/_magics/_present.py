@@ -477,8 +477,11 @@ def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[st
     """The display of a bare ``job``: the result video (+ provenance metadata) when done, else
     a status line. ``same_cell``: the magic of the running cell already showed the job, so a
     short plain-text reference only (:func:`same_cell_text`)."""
+    if same_cell:
+        # the cell's one output above says it all (and stays true): a short reference only
+        return {"text/plain": same_cell_text(job)}, {}
     text = job_text(job)
-    if job.done() and job.error is None and not same_cell:
+    if job.done() and job.error is None:
         with contextlib.suppress(Exception):
             settings = None
             with contextlib.suppress(Exception):
@@ -494,9 +497,6 @@ def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[st
                 nb_dir=_display.notebook_dir(),
             )
             return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
-    if same_cell:
-        # the cell's one output above says it all (and stays true): a short reference only
-        return {"text/plain": same_cell_text(job)}, {}
     return (
         {
             "text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"
