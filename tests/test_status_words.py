@@ -218,6 +218,10 @@ def test_summary_and_outcome_lines() -> None:
         "GoEnhance job 8da7f61d: done · Anime Style · 3 s · 540p · cost 15 credits [SIMULATED]"
     )
     assert outcome_line(done, T0 + 99) == "job 8da7f61d · cost 15 credits · took 12 s"
+    back = run(REATTACHED, ev("done", JobState.DONE, at=50.0, result=record()))
+    assert outcome_line(back, T0 + 99) == (
+        "re-attached to job 8da7f61d, submitted 45 s ago, not charged again · took 50 s"
+    )
     assert (
         summary(START)
         == "GoEnhance job (not submitted yet): queued · Anime Style · 3 s · 540p [SIMULATED]"

@@ -307,7 +307,8 @@ def outcome_line(state: StatusState, now: float) -> str:
     """The short static line kept in the notebook beside the badge when the job ended (the
     result's caption says style and parameters): ``job 8da7f61d · cost 15 credits · took
     12 s``, with the money words of :func:`money_text`."""
-    ident = f"job {short_id(state.job_id)}" if state.job_id else ""
+    named = state.reattached_after is not None  # the money words name the job already
+    ident = f"job {short_id(state.job_id)}" if state.job_id and not named else ""
     elapsed = _elapsed(state, now)
     took = f"took {fmt_seconds(elapsed)}" if elapsed is not None and state.terminal else ""
     return " · ".join(p for p in (ident, money_text(state), took) if p)
