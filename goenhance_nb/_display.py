@@ -33,6 +33,7 @@ from goenhance_nb._errors import (
     TransportError,
     redact_text,
 )
+from goenhance_nb._lifecycle import Badge
 from goenhance_nb._outputs import (
     DEFAULT_EMBED_LIMIT_MB,
     Published,
@@ -44,7 +45,9 @@ from goenhance_nb._outputs import (
 from goenhance_nb._theme import (
     CACHED,
     CAPTION_STYLE,
+    ERROR,
     LABEL_SHAPE,
+    MUTED,
     SIMULATED_LABEL,
     compare_styles,
     grid_style,
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ResultBundle",
     "error_bundle",
+    "failure_text",
     "notebook_dir",
     "outputs_relpath",
     "placeholder_bundle",
@@ -65,7 +69,10 @@ __all__ = [
     "render_grid",
     "render_result",
     "result_grid",
+    "state_line_html",
+    "status_bundle",
     "what_to_do",
+    "with_state_line",
     "write_new_file",
 ]
 # TODO(lead): notebook_dir, outputs_relpath and write_new_file live in _outputs; they are
@@ -76,6 +83,7 @@ _VIDEO_ATTRS = 'controls muted playsinline preload="metadata"'
 # never wider than its box (a narrow window, a grid cell); the width attribute stays the
 # preferred size, and what viewers that drop styles show
 _VIDEO_STYLE = "max-width:100%;height:auto"
+_ERROR_SHAPE = "padding:2px 6px;border-radius:3px;display:inline-block"
 _CACHED_LABEL = (
     f' <span class="goenhance-cached" style="{CACHED.css()};{LABEL_SHAPE}">cached</span>'
 )
@@ -141,7 +149,7 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
         bits.append(str(params["resolution"]))
     if result.job_id:
         bits.append(f"job {str(result.job_id)[:8]}")
-    if result.cost is not None:
+    if result.cost is not None and not cached:
         bits.append(f"{result.cost} credits")
     text = " · ".join(bits)
     labels_html = ""
@@ -149,9 +157,10 @@ def _caption(result: ResultRecord, cached: bool) -> tuple[str, str]:
     if _is_simulated(result):
         labels_html += SIMULATED_LABEL
         labels_text += " [SIMULATED]"
-    if cached:
-        labels_html += _CACHED_LABEL
-        labels_text += " [cached]"
+    if cached:  # said once: "cached, originally 15 credits"
+        originally = f", originally {result.cost} credits" if result.cost else ""
+        labels_html += _CACHED_LABEL + html.escape(originally)
+        labels_text += f" [cached{originally}]"
     return html.escape(text) + labels_html, text + labels_text
 
 
@@ -198,11 +207,8 @@ def render_result(
         f'<div class="goenhance-caption" style="{CAPTION_STYLE}">'
         f"{cap_html}{link}</div></div>"
     )
-    text = f"GoEnhance result: {rel} ({cap_text.split(' [', 1)[0]})"
-    if _is_simulated(result):
-        text += " [SIMULATED]"
-    if cached:
-        text += " [cached]"
+    main = cap_text.split(" [", 1)[0]
+    text = f"GoEnhance result: {rel} ({main}){cap_text[len(main) :]}"  # + [SIMULATED] [cached..]
     if published.source_rel:
         text += f" (before: {published.source_rel})"
     meta = provenance(result, file=rel, cached=cached)
@@ -265,12 +271,12 @@ def publish_result(
 
 def placeholder_bundle(job_label: str, *, simulated: bool = False) -> ResultBundle:
     """The regular output shown while a job runs; replaced by the result via its display id."""
-    label = ' <span class="goenhance-simulated">SIMULATED</span>' if simulated else ""
+    label = SIMULATED_LABEL if simulated else ""
     text = f"GoEnhance: {job_label} running; the video will appear here when it is done."
     return ResultBundle(
         {
             "text/html": (
-                f'<div class="goenhance-placeholder" style="font-size:12px;color:#666">'
+                f'<div class="goenhance-placeholder" style="font-size:12px;{MUTED.css()}">'
                 f"{html.escape(text)}{label}</div>"
             ),
             "text/plain": text + (" [SIMULATED]" if simulated else ""),
@@ -287,7 +293,8 @@ def what_to_do(
     if isinstance(error, JobTimedOut):
         return f"The job may still finish: resume it with %goenhance resume {jid}, or {retry}."
     if isinstance(error, JobFailed):
-        return f"To submit the same transformation again, {retry} (it is charged again)."
+        charged = "" if "charged" in retry else " (it is charged again)"
+        return f"To submit the same transformation again, {retry}{charged}."
     if isinstance(error, AuthError):
         return f"Check GOENHANCE_API_KEY or run %goenhance login, then {retry}."
     if isinstance(error, InsufficientCredits):
@@ -310,21 +317,83 @@ def what_to_do(
     return f"To try again, {retry}."
 
 
-def error_bundle(error: BaseException, *, job_id: str | None = None) -> ResultBundle:
-    """A regular output for a job that failed in the background (no traceback): the one-line
-    error and what to do, phrased for a saved notebook (no widget buttons there)."""
-    msg = f"{type(error).__name__}: {redact_text(error)}"
-    hint = what_to_do(error, job_id, retry="run the cell again")
+def failure_text(error: BaseException) -> str:
+    """One line for a job's error, said once: ``job 8da7f61d failed: <the service's reason>``
+    when the API gave a reason, ``job 8da7f61d failed; the service gave no reason`` when it
+    only said ``failed``; ``<ErrorType>: <message>`` for any other error. Redacted."""
+    if isinstance(error, JobFailed):
+        jid = f"job {str(error.job_id)[:8]}" if error.job_id else "the job"
+        reason = error.msg.strip()
+        if not reason or reason.startswith("status "):  # only the raw status, no reason
+            return f"{jid} failed; the service gave no reason"
+        return redact_text(f"{jid} failed: {reason}")
+    return redact_text(f"{type(error).__name__}: {error}")
+
+
+def error_bundle(
+    error: BaseException,
+    *,
+    job_id: str | None = None,
+    retry_cost: int | None = None,
+    summary: str = "",
+    badge: Badge | None = None,
+) -> ResultBundle:
+    """A regular output for a job that failed in the background (no traceback): the job's
+    ``summary`` line when given, the one-line error (:func:`failure_text`) and what to do,
+    phrased for a saved notebook (no widget buttons there; ``retry_cost`` says what running
+    the cell again is charged)."""
+    msg = failure_text(error)
+    again = f"run the cell again (charged again, ~{retry_cost} credits)" if retry_cost else ""
+    hint = what_to_do(error, job_id[:8] if job_id else None, retry=again or "run the cell again")
+    head = state_line_html(summary, badge) if summary else ""
     return ResultBundle(
         {
             "text/html": (
-                f'<div class="goenhance-result-error" style="color:#b91c1c;font-size:12px">'
-                f"{html.escape(msg)}</div>"
+                f"{head}"
+                f'<div class="goenhance-result-error" style="{ERROR.css()};{_ERROR_SHAPE};'
+                f'font-size:12px">{html.escape(msg)}</div>'
                 f'<div class="goenhance-result-hint" style="font-size:12px">{html.escape(hint)}</div>'
             ),
-            "text/plain": f"{msg}\n{hint}",
+            "text/plain": "\n".join(line for line in (summary, msg, hint) if line),
         },
         {"goenhance_nb": {"job_id": job_id, "error": msg}},
+    )
+
+
+def status_bundle(text: str, *, badge: Badge | None = None) -> ResultBundle:
+    """A static one-line output (``text/html`` and ``text/plain``): a job's status or summary
+    where no widget is shown, or where an ended job's widget was (then with its ``badge``)."""
+    return ResultBundle({"text/html": state_line_html(text, badge), "text/plain": text})
+
+
+def state_line_html(text: str, badge: Badge | None = None) -> str:
+    """``text`` as one static line, after the job's ``badge`` when given: the same DOM hooks
+    as the live widget (``goenhance-status`` root, ``goenhance-state`` badge), so a page reads
+    the state of an ended job the same way."""
+    head = ""
+    if badge is not None:
+        bg, fg = badge.colours
+        head = (
+            f'<span class="goenhance-state" style="background:{bg};color:{fg};padding:0 6px;'
+            f'font-weight:bold;margin-right:6px">{html.escape(str(badge))}</span>'
+        )
+    return (
+        f'<div class="goenhance-status goenhance-static" style="font-size:12px;margin:2px 0">'
+        f'{head}<span class="goenhance-summary">{html.escape(text)}</span></div>'
+    )
+
+
+def with_state_line(bundle: ResultBundle, text: str, badge: Badge) -> ResultBundle:
+    """``bundle`` (a rendered result) under a static state line (:func:`state_line_html`)."""
+    return ResultBundle(
+        {
+            **bundle,
+            "text/html": state_line_html(text, badge) + str(bundle["text/html"]),
+            "text/plain": f"{badge}: {text}\n{bundle['text/plain']}"
+            if text
+            else bundle["text/plain"],
+        },
+        bundle.metadata,
     )
 
 

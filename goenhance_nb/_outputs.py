@@ -16,7 +16,9 @@ result) and returns a :class:`Published`; renderers (``_display``, the widgets) 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +119,8 @@ def choose_media(
 def write_new_file(dest: Path, data: bytes) -> Path:
     """Write ``data`` to ``dest`` through a temp file made with ``O_EXCL`` (``mkstemp``) in
     ``dest``'s folder, then ``os.replace``. Never follows a symlink, at the temp name or at
-    ``dest`` (a symlink there is replaced, its target untouched). The file is private (0600).
+    ``dest`` (a symlink there is replaced, its target untouched). The file's mode follows the
+    user's umask, like any file they save (``0o666 & ~umask``; issue 17, point 16).
 
     :raises OSError: the folder cannot be written (the temp file is removed).
     """
@@ -127,6 +130,7 @@ def write_new_file(dest: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+            os.fchmod(out.fileno(), shared_mode())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -140,12 +144,34 @@ def outputs_path(
     """Put the stored result beside the notebook and return the new path.
 
     The file is :func:`output_file`, a hard link to the store file (else a copy). These files
-    belong to the notebook: ``cache clear`` never deletes them.
+    belong to the notebook: ``cache clear`` never deletes them. Its mode follows the user's
+    umask like any file they save (:func:`shared_mode`); for a hard link that is the store
+    file's mode too, which stays private through the store's 0700 folder.
 
     :raises GoEnhanceError: the stored file is gone or the folder cannot be written.
     """
     dest = output_file(result.style_label, result.key, notebook_dir, output_dir)
-    return link_or_copy(Path(result.path), dest)
+    out = link_or_copy(Path(result.path), dest)
+    with contextlib.suppress(OSError):  # a mode we cannot set is no reason to fail a result
+        st = os.lstat(out)  # link_or_copy leaves a regular file there, never a symlink
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != shared_mode():
+            os.chmod(out, shared_mode())
+    return out
+
+
+def shared_mode() -> int:
+    """``0o666 & ~umask``: the mode a file the user saves gets (read from
+    ``/proc/self/status`` where there is one, so the process umask is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it (briefly) and putting it back
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def outputs_relpath(

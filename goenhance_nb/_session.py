@@ -940,12 +940,13 @@ class Session:
 
     def runtime_estimate(self, spec: JobSpec) -> RuntimeEstimate | None:
         """How long a job like ``spec`` takes, from observed history only: the median
-        submitted->finished time of the cached results with this session's backend and the
-        same resolution and duration (a result that does not record one of them matches).
+        submitted->finished time of the cached results that are comparable (this session's
+        backend, the same resolution and the same duration bucket, see :func:`_runtime_of`).
 
-        Returns None when there is no such result (then nothing is estimated). The value is a
-        ``float`` of seconds whose ``samples`` says how many results it comes from. Never raises
-        (an unreadable cache gives None).
+        Returns None when there is no such result. The value is a ``float`` of seconds whose
+        ``samples`` says how many results it comes from; the status widget shows an ETA only
+        from 3 or more (``widgets._status.MIN_ETA_SAMPLES``). Never raises (an unreadable
+        cache gives None).
         """
         try:
             records = self.cache.list()
@@ -1180,16 +1181,25 @@ class RuntimeEstimate(float):
         return self
 
 
+def _duration_bucket(seconds: float) -> int:
+    """Durations whose runtimes are compared: up to 5 s, up to 10 s, up to 20 s, longer."""
+    return next((i for i, top in enumerate((5, 10, 20)) if seconds <= top), 3)
+
+
 def _runtime_of(record: ResultRecord, backend: str, spec: JobSpec) -> float | None:
-    """Seconds from submitted to finished of ``record`` when it ran like ``spec`` on
-    ``backend`` (same resolution and duration, where recorded), else None."""
+    """Seconds from submitted to finished of ``record`` when it is comparable with ``spec``:
+    made on ``backend``, recording the same resolution and a duration in the same bucket
+    (:func:`_duration_bucket`); else None (a result that does not record them says nothing)."""
     t = record.timings or {}
     p = record.params or {}
     if "submitted" not in t or "finished" not in t or record.backend != backend:
         return None
-    if p.get("resolution") not in (None, spec.resolution):
+    if p.get("resolution") != spec.resolution:
         return None
-    if p.get("duration") not in (None, spec.duration):
+    duration = p.get("duration")
+    if not isinstance(duration, (int, float)):
+        return None
+    if _duration_bucket(duration) != _duration_bucket(spec.duration):
         return None
     runtime = float(t["finished"]) - float(t["submitted"])
     return runtime if runtime > 0 else None

@@ -50,7 +50,9 @@ class SpendSnapshot:
     ``spent``: credits counted as spent (``possible`` included); ``possible``: the part of
     ``spent`` whose generate outcome is unknown (it may or may not have been charged); ``jobs``:
     jobs charged this session; ``budget``: the session budget (``None``: no budget);
-    ``last_credits``: the last balance seen (``None``: none asked yet).
+    ``last_credits``: the last balance seen (``None``: none asked yet); ``maybe_refunded``: the
+    part of ``spent`` charged for jobs that then failed, which the service may have refunded
+    (the API does not say; README "Credits"): show it as such, never as a refund.
     """
 
     spent: int
@@ -58,6 +60,7 @@ class SpendSnapshot:
     jobs: int
     budget: int | None
     last_credits: int | None
+    maybe_refunded: int = 0
 
 
 class Usage:
@@ -76,6 +79,7 @@ class Usage:
         self.spent = 0
         self.jobs = 0
         self.possible = 0
+        self.maybe_refunded = 0
         self.last_credits: int | None = None
         self._lock = threading.Lock()
         self._reserved = 0
@@ -131,6 +135,17 @@ class Usage:
             except Exception as exc:  # a hint for later estimates: never fails a paid job
                 log.warning("goenhance_nb: could not remember the observed rate (%s)", exc)
 
+    def record_failed(self, cost: int | None) -> None:
+        """A job charged ``cost`` credits this session failed on the server. The API does not
+        say whether the service refunds a failed job, so the charge stays in ``spent`` (the
+        budget keeps counting it) and is also counted in ``maybe_refunded``, which views show
+        as "may be refunded by the service". ``None`` or 0 (nothing known) changes nothing.
+        """
+        if not cost:
+            return
+        with self._lock:
+            self.maybe_refunded = min(self.spent, self.maybe_refunded + int(cost))
+
     def record_possible(self, est: Estimate) -> None:
         """Turn a reservation into possible spend: the generate POST's outcome is unknown, so
         the job may have been charged. Counted in ``spent`` (and ``possible``) until known."""
@@ -164,4 +179,5 @@ class Usage:
                 jobs=self.jobs,
                 budget=self.budget,
                 last_credits=self.last_credits,
+                maybe_refunded=self.maybe_refunded,
             )

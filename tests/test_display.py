@@ -173,7 +173,7 @@ def test_placeholder_and_error_bundles() -> None:
     err = error_bundle(
         JobFailed("abcd", "boom at https://x.example/r.mp4?sig=SECRET"), job_id="abcd"
     )
-    assert "JobFailed" in err["text/plain"] and "SECRET" not in err["text/plain"]
+    assert "job abcd failed: boom at" in err["text/plain"] and "SECRET" not in err["text/plain"]
     assert "SECRET" not in err["text/html"]
 
 
@@ -186,7 +186,7 @@ def test_saved_error_output_says_what_to_do_in_notebook_terms() -> None:
     assert "run the cell again" in failed["text/plain"] and "Retry" not in failed["text/plain"]
     assert 'class="goenhance-result-hint"' in failed["text/html"]
     timed = error_bundle(JobTimedOut("abcd-1234", "not finished"), job_id="abcd-1234")
-    assert "%goenhance resume abcd-1234" in timed["text/plain"]
+    assert "%goenhance resume abcd-123" in timed["text/plain"]  # the short id (a prefix)
 
 
 def test_render_touches_no_file(tmp_path: Path) -> None:

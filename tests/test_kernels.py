@@ -2,9 +2,10 @@
 ``goenhance-ipykernel6`` kernelspec that ``make test`` builds in ``.venv-ipykernel6``).
 
 - the quickstart notebook runs headless on each and leaves its videos;
-- an interactive (``allow_stdin`` true) ``--no-wait`` run returns at once, and the status
-  widget's comm updates and the placeholder's ``update_display_data`` keep arriving on IOPub
-  after the cell's ``execute_reply``.
+- an interactive (``allow_stdin`` true) ``--no-wait`` run returns at once with ONE output, the
+  status widget (with a display id): its comm updates keep arriving on IOPub after the cell's
+  ``execute_reply``, and an ``update_display_data`` replaces it by the result when the job
+  ends (issue 17, point 5: no widget of an ended job stays in the notebook).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _collect_until(
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
+def test_widget_updates_and_its_replacement_arrive_after_the_cell_returns(
     kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
 ) -> None:
     name = _kernel_or_skip(kernel)
@@ -133,21 +134,14 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
 
         during = _collect_until(kc, cell_idle)
         assert cell_idle(during)
-        # during the cell: the widget view and the placeholder regular output with a display id
-        views = [
-            m
-            for m in during
-            if m["msg_type"] == "display_data"
-            and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
-        ]
-        placeholders = [
-            m
-            for m in during
-            if m["msg_type"] == "display_data"
-            and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")
-        ]
-        assert views and placeholders
-        display_id = placeholders[0]["content"]["transient"]["display_id"]
+        # during the cell: one output, the widget view, with a display id and a readable
+        # plain-text form (no second "request ... running" line, no placeholder)
+        shown = [m for m in during if m["msg_type"] == "display_data"]
+        assert len(shown) == 1, shown
+        data = shown[0]["content"]["data"]
+        assert "application/vnd.jupyter.widget-view+json" in data
+        assert data["text/plain"].startswith("GoEnhance job") and "HBox(" not in data["text/plain"]
+        display_id = shown[0]["content"]["transient"]["display_id"]
         assert not [m for m in during if m["msg_type"] == "update_display_data"]
 
         def final_update(msgs: list[dict[str, Any]]) -> bool:
@@ -157,24 +151,18 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
                 for m in msgs
             )
 
-        def badge_done(msgs: list[dict[str, Any]]) -> bool:
-            return any(
-                m["msg_type"] == "comm_msg"
-                and m["content"]["data"].get("method") == "update"
-                and m["content"]["data"]["state"].get("value") == "done"
-                for m in msgs
-            )
+        def closed(msgs: list[dict[str, Any]]) -> bool:
+            return any(m["msg_type"] == "comm_close" for m in msgs)
 
-        after = _collect_until(kc, lambda msgs: final_update(msgs) and badge_done(msgs))
-        assert final_update(after) and badge_done(after)
+        after = _collect_until(kc, lambda msgs: final_update(msgs) and closed(msgs))
+        assert final_update(after) and closed(after)  # replaced, then the widgets closed
         updates = [
             m
             for m in after
             if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"
         ]
         states = [m["content"]["data"]["state"] for m in updates]
-        assert any(s.get("value") == "done" for s in states), states[-5:]
-        assert any("description" in s or "value" in s for s in states)
+        assert any("value" in s for s in states), states[-5:]  # live after the cell returned
         final = next(m for m in after if m["msg_type"] == "update_display_data")
         html = final["content"]["data"]["text/html"]
         assert 'class="goenhance-video"' in html and 'src="goenhance_outputs/clay-style-' in html
@@ -186,7 +174,7 @@ def test_widget_and_placeholder_updates_arrive_after_the_cell_returns(
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_placeholder(
+def test_interactive_validation_error_fails_the_cell_and_a_failure_replaces_the_widget(
     kernel: str, tmp_path: Path, sim: Any, sim_env: dict[str, str]
 ) -> None:
     name = _kernel_or_skip(kernel)
@@ -216,57 +204,34 @@ def test_interactive_validation_error_fails_the_cell_and_retry_button_refills_pl
         assert errors[0]["content"]["traceback"][0].startswith("InputError: unknown style")
         assert sim.generate_calls() == 0
 
-        # a job that fails in the background: the placeholder shows one error line, and the
-        # widget's Retry button (clicked over the comm, as the browser does) refills it
+        # a job that fails in the background: its widget is replaced by one static failure
+        # line (the error said once, with what running the cell again is charged)
         sim.faults({"kind": "job_failed"})
         msg_id = kc.execute(
             "%goenhance run sample.mp4 --style 2004 -d 3 -r 540p --no-wait", allow_stdin=True
         )
 
-        def has(msgs: list[dict[str, Any]], pred: Any) -> bool:
-            return any(pred(m) for m in msgs)
-
         def failed_update(m: dict[str, Any]) -> bool:
-            return m["msg_type"] == "update_display_data" and "JobFailed" in m["content"][
-                "data"
-            ].get("text/plain", "")
-
-        msgs = _collect_until(kc, lambda ms: has(ms, failed_update))
-        assert has(msgs, failed_update)
-        states: dict[str, dict[str, Any]] = {}  # comm id -> merged widget state
-        for m in msgs:
-            if m["msg_type"] in ("comm_open", "comm_msg") and "state" in m["content"]["data"]:
-                states.setdefault(m["content"]["comm_id"], {}).update(m["content"]["data"]["state"])
-        retry = [
-            cid for cid, st in states.items() if "goenhance-retry" in st.get("_dom_classes", [])
-        ]
-        assert len(retry) == 1
-        placeholder = next(
-            m
-            for m in msgs
-            if m["msg_type"] == "display_data"
-            and m["parent_header"].get("msg_id") == msg_id
-            and "goenhance-placeholder" in m["content"]["data"].get("text/html", "")
-        )
-        display_id = placeholder["content"]["transient"]["display_id"]
-
-        click = kc.session.msg(
-            "comm_msg",
-            {"comm_id": retry[0], "data": {"method": "custom", "content": {"event": "click"}}},
-        )
-        kc.shell_channel.send(click)
-
-        def video_update(m: dict[str, Any]) -> bool:
-            return (
-                m["msg_type"] == "update_display_data"
-                and m["content"]["transient"]["display_id"] == display_id
-                and "goenhance-video" in m["content"]["data"].get("text/html", "")
+            return m["msg_type"] == "update_display_data" and "failed" in m["content"]["data"].get(
+                "text/plain", ""
             )
 
-        msgs = _collect_until(kc, lambda ms: has(ms, video_update))
-        final = next(m for m in msgs if video_update(m))
-        assert 'src="goenhance_outputs/pixar-style-' in final["content"]["data"]["text/html"]
-        assert sim.generate_calls() == 2
+        msgs = _collect_until(kc, lambda ms: any(failed_update(m) for m in ms))
+        widget = next(
+            m
+            for m in msgs
+            if m["msg_type"] == "display_data" and m["parent_header"].get("msg_id") == msg_id
+        )
+        final = next(m for m in msgs if failed_update(m))
+        assert (
+            final["content"]["transient"]["display_id"]
+            == (widget["content"]["transient"]["display_id"])
+        )
+        text = final["content"]["data"]["text/plain"]
+        assert text.count("failed; the service gave no reason") == 1, text
+        assert "charged again, ~15 credits" in text and "cost 15 credits" not in text
+        assert "application/vnd.jupyter.widget-view+json" not in final["content"]["data"]
+        assert sim.generate_calls() == 1
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

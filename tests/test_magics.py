@@ -240,7 +240,7 @@ def test_a_cache_hit_in_a_widget_frontend_builds_no_status_widget(
 
     monkeypatch.setattr(_frontend, "frontend", lambda shell=None: "lab")
     built: list[Any] = []
-    monkeypatch.setattr(_present, "_show_widget", lambda job, *a, **k: built.append(job))
+    monkeypatch.setattr(_present, "_show_live", lambda job, *a, **k: built.append(job))
     line = "run sample.mp4 --style 2000 -d 3 -r 540p"
     first = ip.run_line_magic("goenhance", f"{line} --wait")
     assert first.done() and built == [first]
@@ -288,7 +288,8 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     # the cell that ran the magic shows the video once; a bare `job` in a later cell shows
     # its status and the result again
     same = ip.display_formatter.format(job)[0]
-    assert "goenhance-video" not in same["text/html"]
+    assert "goenhance-video" not in same.get("text/html", "")
+    assert same["text/plain"] == f"<GoEnhance job {job.id[:8]}: shown above>"  # short, true
     ip.execution_count += 1
     fmt, md = ip.display_formatter.format(job)
     assert md["goenhance_nb"]["key"] == job.key

@@ -249,13 +249,13 @@ class FakeHandle:
     ("record", "error", "kind", "expected"),
     [
         (_record(), None, EventKind.DONE, "published"),
-        (None, JobFailed("boom"), EventKind.FAILED, "JobFailed: job boom failed"),
+        (None, JobFailed("boom"), EventKind.FAILED, "job boom failed; the service gave no reason"),
         (None, JobTimedOut("j", key="k"), EventKind.TIMED_OUT, "JobTimedOut"),
         (
             None,
             None,
             EventKind.WATCH_CANCELLED,
-            "stopped watching job-0123456789; %goenhance resume job-0123456789",
+            "stopped watching job job-0123; %goenhance resume job-0123",
         ),
     ],
 )

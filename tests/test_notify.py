@@ -191,7 +191,8 @@ def test_failed_job_notifies_failed_with_one_line(
     [notifier] = notifiers()
     [msg] = wait_for_messages(comms, notifier, job)
     assert msg["title"] == "GoEnhance: failed"
-    assert msg["body"].startswith("JobFailed") and "\n" not in msg["body"]
+    # the error once, with the service's reason or saying it gave none (issue 17, point 8)
+    assert msg["body"] == f"job {job.id[:8]} failed; the service gave no reason"
 
 
 def test_headless_run_shows_no_notifier(
@@ -227,6 +228,6 @@ def test_notification_texts_are_one_line_and_redacted() -> None:
     err = JobFailed("boom\nsecond line https://cdn.example/v.mp4?sig=abc123")
     title, body = job_notification("failed", error=err) or ("", "")
     assert title == "GoEnhance: failed"
-    assert "\n" not in body and "sig=abc123" not in body and body.startswith("JobFailed")
+    assert "\n" not in body and "sig=abc123" not in body and body.startswith("job boom")
     assert job_notification("status") is None
     assert job_notification("done") is None  # no result yet: nothing to announce

@@ -94,8 +94,8 @@ def run(*changes: Any, start: StatusState | None = None) -> StatusState:
         ),
         ([ev("failed", JobState.FAILED, error=JobFailed("j", "boom"))], Badge.FAILED, True, True),
         ([ev("timed_out", JobState.RUNNING)], Badge.TIMED_OUT, True, True),
-        # stopping the watch says nothing about the job's state: the badge stays
-        ([ev("status", JobState.RUNNING), ev("watch_cancelled")], Badge.RUNNING, False, False),
+        # stopping the watch: the badge says so (grey "not watching"), the job is not ended
+        ([ev("status", JobState.RUNNING), ev("watch_cancelled")], Badge.NOT_WATCHING, False, False),
         # once terminal, later events never change the badge
         (
             [ev("done", JobState.DONE, result=record()), ev("status", JobState.RUNNING)],
@@ -153,8 +153,8 @@ def test_replaying_the_latest_event_changes_nothing() -> None:
 
 def test_user_actions() -> None:
     running = run(ev("status", JobState.RUNNING))
-    stopped = reduce(running, StoppedWatching())
-    assert (stopped.watching, stopped.message) == (False, "stopped watching")
+    stopped = reduce(running, StoppedWatching(now=T0 + 7.0))
+    assert (stopped.watching, stopped.badge, stopped.t_end) == (False, Badge.NOT_WATCHING, T0 + 7.0)
     finished = run(ev("done", JobState.DONE, result=record()))
     assert reduce(finished, StoppedWatching()) == finished  # nothing to stop
     refused = reduce(finished, RetryRefused(ValueError("budget")))
@@ -174,7 +174,7 @@ def shown(*changes: Any, now: float = 5.0, **start: Any) -> StatusView:
 def test_view_of_a_running_job() -> None:
     v = shown(ev("submitted", JobState.QUEUED, job_id="0123456789", cost=15), now=75.2)
     assert (v.badge, v.badge_colours) == ("queued", Badge.QUEUED.colours)
-    assert (v.backend, v.backend_background) == ("SIMULATED", "#fdd835")
+    assert (v.backend, v.backend_colours) == ("SIMULATED", ("#fde68a", "#713f12"))
     assert v.job_id == "01234567"
     assert v.info == "Anime Style · 3 s · 540p · cost 15 credits"
     assert v.timing == "elapsed 1:15"
@@ -184,16 +184,17 @@ def test_view_of_a_running_job() -> None:
 
 def test_view_of_a_real_host_has_no_simulated_colour() -> None:
     v = shown(backend="api.goenhance.ai")
-    assert (v.backend, v.backend_background) == ("api.goenhance.ai", "")
+    assert (v.backend, v.backend_colours) == ("api.goenhance.ai", ("", None))
 
 
 @pytest.mark.parametrize(
     ("eta", "samples", "now", "timing", "bar"),
     [
         (None, 0, 3.0, "elapsed 3 s", None),  # no history: nothing invented
-        (10.0, 3, 3.0, "elapsed 3 s · ETA ~7 s (estimate from 3 past jobs)", 0.3),
-        (10.0, 1, 3.0, "elapsed 3 s · ETA ~7 s (estimate from 1 past job)", 0.3),
-        (10.0, 1, 12.0, "elapsed 12 s · taking longer than the estimate", 0.99),
+        (10.0, 3, 3.0, "elapsed 3 s · ETA ~7 s (from 3 similar past jobs)", 0.3),
+        (10.0, 2, 3.0, "elapsed 3 s", None),  # too little history: nothing (issue 17, 15)
+        (10.0, 1, 3.0, "elapsed 3 s", None),
+        (10.0, 3, 12.0, "elapsed 12 s · taking longer than the estimate", 0.99),
     ],
 )
 def test_view_eta(
@@ -223,9 +224,10 @@ def test_view_message_unless_it_repeats_the_raw_status() -> None:
 
 
 def test_view_after_stop_watching() -> None:
-    v = shown(ev("submitted", JobState.QUEUED, job_id="abc"), StoppedWatching())
-    assert v.timing.endswith("not watching — resume with %goenhance resume abc")
-    assert not v.show_cancel and v.settled and v.badge == "queued"
+    v = shown(ev("submitted", JobState.QUEUED, job_id="abcdef123456"), StoppedWatching(T0 + 3))
+    assert v.timing == "elapsed 3 s · not watching: press Resume or run %goenhance resume abcdef12"
+    assert not v.show_cancel and v.show_resume and v.settled and v.badge == "not watching"
+    assert v.badge_colours == Badge.NOT_WATCHING.colours
 
 
 @pytest.mark.parametrize(
@@ -276,7 +278,7 @@ def test_view_of_a_done_job_waits_for_its_output() -> None:
 def test_view_of_a_cached_job() -> None:
     v = shown(ev("cached", JobState.DONE, result=record(), job_id="abcdef123456"))
     assert v.badge == "cached" and v.job_id == "abcdef12"
-    assert v.info == "Anime Style · 3 s · 540p · cost 0 (cached)"
+    assert v.info == "Anime Style · 3 s · 540p · cached, originally 15 credits"
     assert v.toast.startswith("Ready: ") and not v.show_cancel and not v.show_retry
 
 
@@ -302,11 +304,12 @@ RAN = {"submitted": T0, "finished": T0 + 12.5}
     ("rec", "expected"),
     [
         (record(timings=RAN), 12.5),
-        (record(timings=RAN, params={}), 12.5),  # not recorded: matches
+        (record(timings=RAN, params={}), None),  # not recorded: not comparable (issue 17)
         (record(timings={"submitted": T0}), None),  # never finished
         (record(timings=RAN, backend="api.goenhance.ai"), None),
         (record(timings=RAN, params={"resolution": "720p", "duration": 3}), None),
-        (record(timings=RAN, params={"resolution": "540p", "duration": 5}), None),
+        (record(timings=RAN, params={"resolution": "540p", "duration": 5}), 12.5),  # bucket
+        (record(timings=RAN, params={"resolution": "540p", "duration": 6}), None),
         (record(timings={"submitted": T0, "finished": T0}), None),  # no positive runtime
     ],
 )

@@ -21,6 +21,7 @@ import pytest
 from comm.base_comm import BaseComm
 from ipywidgets.widgets.widget import _instances
 
+from goenhance_nb._lifecycle import Badge
 from goenhance_nb.widgets import StatusWidget, Throttle
 from goenhance_nb.widgets._controls import short_id
 
@@ -236,12 +237,20 @@ def test_eta_comes_only_from_observed_history(sim, session, comms, clip):
     assert "none" in comms.synced_values(w.progress.layout, "display")
     assert all(v == "none" for v in comms.synced_values(w.progress.layout, "display"))
 
-    job2 = session.transform(clip, 2000, duration=3, resolution="540p", seed=42)
+    # fewer than 3 comparable past jobs: still nothing (issue 17, point 15)
+    for seed in (42, 43):
+        more = session.transform(clip, 2000, duration=3, resolution="540p", seed=seed)
+        w_more = StatusWidget(more, session=session)
+        more.result(timeout=WAIT)
+        wait_settled(w_more)
+        assert not any("ETA" in v for v in comms.synced_values(w_more.timing))
+
+    job2 = session.transform(clip, 2000, duration=3, resolution="540p", seed=44)
     w2 = StatusWidget(job2, session=session)
     job2.result(timeout=WAIT)
     wait_settled(w2)
     etas = [v for v in comms.synced_values(w2.timing) if "ETA" in v]
-    assert etas and all("estimate from 1 past job" in v for v in etas), etas
+    assert etas and all("from 3 similar past jobs" in v for v in etas), etas
     assert None in comms.synced_values(w2.progress.layout, "display")  # the labelled bar showed
     assert w2.progress.description == "estimate"
     assert "ETA" not in w2.timing.value  # gone once done
@@ -259,9 +268,13 @@ def test_failure_shows_one_line_error_then_retry_yields_done(sim, session, comms
 
     assert w.badge.value == "failed"
     assert visible(w.error) and "\n" not in w.error.value
-    assert "JobFailed" in w.error.value and job.id in w.error.value
-    assert "Retry" in w.hint.value
-    assert visible(w.retry_button) and w.retry_button.description == "Retry"
+    # once, with the reason: the simulator gives none, so the widget says so (issue 17, 8)
+    assert f"job {job.id[:8]} failed; the service gave no reason" in w.error.value
+    assert "Retry" in w.hint.value and "charged again" in w.hint.value
+    assert "cost 15 credits" not in w.info.value  # refunded or not: never claimed
+    assert "15 credits, may be refunded by the service" in w.info.value
+    assert visible(w.retry_button)
+    assert w.retry_button.description == "Retry (charged again, ~15 credits)"
     assert "goenhance-retry" in w.retry_button._dom_classes
     assert not visible(w.cancel_button)
     assert w.result.outputs == ()
@@ -333,11 +346,32 @@ def test_stop_watching_leaves_job_resumable(sim, session, comms, clip):
     job = session.transform(clip, 2008, duration=3, resolution="540p")
     w = StatusWidget(job, session=session)
     assert w.cancel_button.description == "Stop watching"
+    submitted = threading.Event()
+    job.subscribe(lambda ev: ev.job_id and submitted.set())
+    assert submitted.wait(WAIT)
     w.cancel_button.click()
     wait_settled(w)
     assert not visible(w.cancel_button)
-    assert "resume" in w.timing.value
-    assert w.badge.value in {"queued", "running"}
+    # grey "not watching", one hint with the short id, a Resume button (issue 17, point 7)
+    assert w.badge.value == "not watching"
+    assert w.badge.style.background == Badge.NOT_WATCHING.colours[0]
+    assert w.timing.value.count("resume") == 1 and job.id is not None
+    assert f"%goenhance resume {job.id[:8]}" in w.timing.value and job.id not in w.timing.value
+    frozen = w.timing.value
+    assert visible(w.resume_button) and "goenhance-resume" in w.resume_button._dom_classes
+    w._throttle.request()
+    w.flush()
+    assert w.timing.value == frozen  # the elapsed clock stopped
+
+    sim.config(processing_seconds=0.5)
+    w.resume_button.click()  # re-attaches: no new generate call
+    new = w.job
+    assert new is not job and new is not None
+    new.result(timeout=WAIT)
+    wait_settled(w)
+    assert w.badge.value == "done" and not visible(w.resume_button)
+    assert "not charged again" in w.info.value
+    assert sim.generate_calls() == 1
 
 
 # -- secrets ------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from goenhance_nb._magics._tables import (
     styles_table,
     table,
 )
+from goenhance_nb._theme import SIMULATED_LABEL
 
 if TYPE_CHECKING:
     from goenhance_nb._ledger import LedgerEntry
@@ -198,11 +199,7 @@ def handle_styles(m: GoEnhanceMagics, args: StylesArgs) -> None:
     if args.text:
         print(f"{head}\n{text}")
         return
-    sim = (
-        " <span class='goenhance-simulated'>SIMULATED</span>"
-        if label == "SIMULATED"
-        else f" ({html.escape(label)})"
-    )
+    sim = SIMULATED_LABEL if label == "SIMULATED" else f" ({html.escape(label)})"
     _show(
         f"<div class='goenhance-styles-list'><b>{len(styles)} styles</b>{sim}{html_t}</div>",
         f"{head}\n{text}",
@@ -227,7 +224,7 @@ def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
         parts.append(f"queue limit {c.queue_limit}")
     parts.append(f"session spend {spend}")
     text = " · ".join(parts) + f" ({label})"
-    sim = " <span class='goenhance-simulated'>SIMULATED</span>" if label == "SIMULATED" else ""
+    sim = SIMULATED_LABEL if label == "SIMULATED" else ""
     _show(f"<div class='goenhance-credits-line'>{html.escape(' · '.join(parts))}{sim}</div>", text)
 
 

@@ -1,11 +1,16 @@
 """Job presentation: how a :class:`~goenhance_nb._job.Job` is shown in a cell.
 
 :func:`present_job` shows a job as the magics do (``run``, ``resume``), given a
-:class:`Presentation` (wait or not, frontend, embed, compare, notify): a final output when the
-job is already done or the caller blocks; else the live status widget and a placeholder that
-the finished video replaces (a status line per change in a terminal). :func:`status_line` and
-:func:`job_label` name a job in one line; :class:`Presented` remembers which jobs the current
-cell already showed, so the Job formatter (:func:`job_bundle`) does not show a video twice.
+:class:`Presentation` (wait or not, frontend, embed, compare, notify). A run leaves ONE output:
+the live status widget (the browser notifier inside it), shown with a display id and replaced,
+when the job ends, by a static output — the video with its caption (style, duration,
+resolution, job id, cost), or the one-line summary and error — so a saved or exported notebook
+holds no widget of an ended job. A job already done (a cache hit) shows the static output at
+once; a headless run shows a status line that the result replaces; a terminal gets a status
+line per change. :func:`status_line` and :func:`job_label` name a job in one line (the job id
+once the API gave one, the request key only before); :class:`Presented` remembers which jobs
+the current cell already showed, so the Job formatter (:func:`job_bundle`) shows a short
+reference there instead of a second output.
 
 Listeners run on the engine thread and never raise into it. Failures of the job itself are
 raised only where the caller blocks (``wait`` or an already finished job), so the cell fails.
@@ -14,7 +19,6 @@ raised only where the caller blocks (``wait`` or an already finished job), so th
 from __future__ import annotations
 
 import contextlib
-import functools
 import html
 import sys
 import threading
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from goenhance_nb import _display, _frontend
 from goenhance_nb._errors import JobTimedOut, redact_text
-from goenhance_nb._lifecycle import EventKind, JobState
+from goenhance_nb._lifecycle import Badge, EventKind, JobState
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -117,6 +121,12 @@ def job_label(job: Job) -> str:
     return f"job {job.id[:8]}" if job.id else f"request {job.key[:8]}"
 
 
+def job_ref(job: Job) -> str:
+    """What ``%goenhance resume`` takes, short: the job id's first 8 characters once the API
+    gave one (the ledger finds a job by a prefix of 6 or more), else the key's first 12."""
+    return job.id[:8] if job.id else job.key[:12]
+
+
 def state_text(state: JobState | str) -> str:
     """The words for a job state in a status line (``starting``, ``running``, ...)."""
     try:
@@ -190,49 +200,49 @@ def present_job(
 
 
 def _present_blocking(job: Job, how: Presentation, session: Session, publish: Publish) -> None:
-    if how.frontend in ("terminal", "headless"):
-        print(status_line(job), flush=True)
-    else:
-        _show_widget(job, session)
-        if how.notify:
-            notifier = _show_notifier()
-            if notifier is not None:
-                _watch_notify(job, notifier)
+    """Block until ``job`` ends; its one output (a status line, or the live widget) is replaced
+    by the result, or by the job's summary when it failed (the raised error says why)."""
+    live = None
+    if how.frontend not in ("terminal", "headless"):
+        live = _show_live(job, session, notify=how.notify)
+    handle = live.handle if live is not None else None
+    if handle is None:
+        handle = display_obj(_display.status_bundle(status_line(job)), display_id=True)
     try:
         result = job.result(timeout=how.timeout)
     except TimeoutError:
         raise JobTimedOut(job.id, key=job.key) from None
     except KeyboardInterrupt:
         print(
-            f"Stopped waiting; the job keeps going. Resume with %goenhance resume "
-            f"{job.id or job.key}",
+            f"Stopped waiting; the job keeps going. Resume with %goenhance resume {job_ref(job)}",
             file=sys.stderr,
         )
         raise
-    display_obj(publish(result))
+    except BaseException:
+        if live is not None:
+            badge, line = live.outcome()
+            live.end(_display.status_bundle(line or status_line(job), badge=badge))
+        raise
+    bundle = publish(result)
+    if live is not None:
+        badge, line = live.outcome()
+        live.end(_display.with_state_line(bundle, line, badge))
+    elif handle is not None:
+        handle.update(bundle)
+    else:
+        display_obj(bundle)
 
 
 def _present_live(
     job: Job, how: Presentation, session: Session, make_publish: Callable[[Job], Publish]
 ) -> None:
+    """The live widget (one output), replaced by the static outcome when the followed job
+    ends; without ipywidgets, a placeholder line that the outcome replaces."""
+    live = _show_live(job, session, notify=how.notify and how.frontend != "headless")
+    if live is not None:
+        live.on_end(lambda j: _final_bundle(j, make_publish(j), *live.outcome()))
+        return
     simulated = job.backend == "simulated"
-    handle: DisplayHandle | None = None
-    notifier: _Notifier | None = None
-
-    def on_follow(new_job: Job) -> None:
-        # the widget's Retry button follows a new job: the placeholder follows it too
-        if handle is None or new_job is job:
-            return
-        handle.update(_display.placeholder_bundle(job_label(new_job), simulated=simulated))
-        _watch_update(new_job, handle, make_publish(new_job))
-        if notifier is not None:
-            _watch_notify(new_job, notifier)
-
-    _show_widget(job, session, on_follow=on_follow)
-    if how.notify and how.frontend != "headless":
-        notifier = _show_notifier()
-        if notifier is not None:
-            _watch_notify(job, notifier)
     handle = display_obj(
         _display.placeholder_bundle(job_label(job), simulated=simulated), display_id=True
     )
@@ -240,53 +250,115 @@ def _present_live(
         _watch_update(job, handle, make_publish(job))
 
 
+def _final_bundle(
+    job: Job, publish: Publish, badge: Badge, line: str
+) -> _display.ResultBundle | None:
+    """The static output that replaces the live widget when ``job`` ended: its state line
+    (``badge`` and ``line``: job id, money, time taken) over the published result, or over the
+    error and what to do; None after *Stop watching* (the widget stays, offering Resume)."""
+    record = job.record
+    if record is not None:
+        return _display.with_state_line(publish(record), line, badge)
+    if job.error is not None:
+        estimate = job.request.estimate
+        return _display.error_bundle(
+            job.error,
+            job_id=job.id,
+            retry_cost=estimate.credits if estimate is not None else job.cost,
+            summary=line or status_line(job),
+            badge=badge,
+        )
+    return None
+
+
 # -- widgets ----------------------------------------------------------------------------------
-@functools.cache
 def _status_class() -> type[StatusWidget]:
-    """StatusWidget, extended with a hook called whenever it follows a job (Retry).
+    """StatusWidget (imported when first used).
 
     :raises ImportError: ipywidgets is not installed.
     """
     from goenhance_nb.widgets import StatusWidget
 
-    class MagicStatusWidget(StatusWidget):
-        """The magic's compact status widget; ``on_follow(job)`` runs after each follow."""
-
-        _on_follow: Callable[[Job], None] | None = None
-
-        def follow(self, job: Job) -> None:
-            super().follow(job)
-            cb = self._on_follow
-            if cb is not None:
-                cb(job)
-
-    return MagicStatusWidget
+    return StatusWidget
 
 
-def _show_widget(
-    job: Job, session: Session, on_follow: Callable[[Job], None] | None = None
-) -> None:
-    """Display the live (compact) status widget of ``job``; text line if widgets are missing."""
+class _Live:
+    """A displayed live widget and its display handle: :meth:`end` replaces the widget output
+    by a static bundle and closes the status widget (so no widget of an ended job is saved)."""
+
+    def __init__(
+        self, widget: StatusWidget, handle: DisplayHandle | None, notifier: _Notifier | None
+    ) -> None:
+        self.widget = widget
+        self.handle = handle
+        self.notifier = notifier
+        self._ended = threading.Event()
+
+    def outcome(self) -> tuple[Badge, str]:
+        """The widget's badge and short static line now (:meth:`StatusWidget.outcome`)."""
+        return self.widget.outcome()
+
+    def end(self, bundle: _display.ResultBundle) -> None:
+        """Replace the widget by ``bundle`` (once) and close the widgets."""
+        if self._ended.is_set():
+            return
+        self._ended.set()
+        if self.handle is not None:
+            self.handle.update(bundle)
+        else:
+            display_obj(bundle)
+        self.widget.close()  # the notifier stays open: its page side may still be notifying
+
+    def on_end(self, final: Callable[[Job], _display.ResultBundle | None]) -> None:
+        """When the job the widget follows ends (after a Retry or Resume: the new one), notify
+        and :meth:`end` with ``final(job)``; an end that ``final`` maps to None (stopped
+        watching) leaves the widget live."""
+
+        def watch(job: Job) -> None:
+            when_finished(job, finished)
+
+        def finished(job: Job) -> None:
+            if job is not self.widget.job or self._ended.is_set():
+                return  # a Retry or Resume followed another job since
+            try:
+                if self.notifier is not None:
+                    _notify_end(job, self.notifier)
+                bundle = final(job)
+                if bundle is not None:
+                    self.end(bundle)
+            except Exception as exc:  # a listener never raises into the engine
+                with contextlib.suppress(Exception):
+                    self.end(_display.error_bundle(exc, job_id=job.id))
+
+        self.widget.on_retry(watch)  # called after each Retry and Resume
+        job = self.widget.job
+        if job is not None:
+            watch(job)
+
+
+def _show_live(job: Job, session: Session, *, notify: bool) -> _Live | None:
+    """Display the live (compact) status widget of ``job`` as one output (the notifier inside
+    it when ``notify``); None when ipywidgets is missing (nothing displayed)."""
     try:
         cls = _status_class()
     except ImportError:
-        print(status_line(job), flush=True)
-        return
+        return None
     widget = cls(job, session=session, compact=True)
-    widget._on_follow = on_follow
-    display_obj(widget)
+    notifier = _make_notifier() if notify else None
+    if notifier is not None:
+        widget.children = (*widget.children, notifier)
+    handle = display_obj(widget, display_id=True)
+    return _Live(widget, handle, notifier)
 
 
-def _show_notifier() -> _Notifier | None:
-    """Display the browser notifier ("Notify me"); None without anywidget (toast only)."""
+def _make_notifier() -> _Notifier | None:
+    """A browser notifier ("Notify me"); None without anywidget (toast only)."""
     try:
         from goenhance_nb.widgets import make_notifier
 
         notifier: _Notifier | None = make_notifier()
     except ImportError:
         return None
-    if notifier is not None:
-        display_obj(notifier)
     return notifier
 
 
@@ -319,20 +391,15 @@ def _end_kind(job: Job) -> EventKind:
     return EventKind.WATCH_CANCELLED
 
 
-def _watch_notify(job: Job, notifier: _Notifier) -> None:
-    """One browser notification when ``job`` ends (ready or failed).
-
-    A custom message (``notifier.notify``), never a synced trait: the text is not saved.
-    """
+def _notify_end(job: Job, notifier: _Notifier) -> None:
+    """One browser notification for an ended ``job`` (ready or failed; nothing after *Stop
+    watching*). A custom message (``notifier.notify``), never a synced trait: not saved."""
     from goenhance_nb.widgets import job_notification
 
-    def on_finish(job: Job) -> None:
-        with contextlib.suppress(Exception):  # a listener never raises into the engine
-            note = job_notification(_end_kind(job), result=job.record, error=job.error)
-            if note is not None:
-                notifier.notify(*note)
-
-    when_finished(job, on_finish)
+    with contextlib.suppress(Exception):  # a listener never raises into the engine
+        note = job_notification(_end_kind(job), result=job.record, error=job.error)
+        if note is not None:
+            notifier.notify(*note)
 
 
 def _watch_update(job: Job, handle: DisplayHandle, publish: Publish) -> None:
@@ -346,9 +413,9 @@ def _watch_update(job: Job, handle: DisplayHandle, publish: Publish) -> None:
             elif job.error is not None:
                 handle.update(_display.error_bundle(job.error, job_id=job.id))
             else:
-                jid = job.id or job.key[:12]
-                text = f"GoEnhance: stopped watching {jid}; %goenhance resume {jid}"
-                handle.update(_display.ResultBundle({"text/plain": text}))
+                ref = job_ref(job)
+                text = f"GoEnhance: stopped watching {job_label(job)}; %goenhance resume {ref}"
+                handle.update(_display.status_bundle(text))
         except Exception as exc:  # a listener never raises into the engine
             with contextlib.suppress(Exception):
                 handle.update(_display.error_bundle(exc, job_id=job.id))
@@ -397,12 +464,24 @@ def job_text(job: Job) -> str:
     return line
 
 
+def same_cell_text(job: Job) -> str:
+    """The value of a ``%goenhance run``/``resume`` cell, below the job's own output: true in
+    every state, so it names no state (``<GoEnhance job 8da7f61d: shown above>``; before the
+    API gave an id, no id at all: the output above names the job)."""
+    return (
+        f"<GoEnhance job {job.id[:8]}: shown above>" if job.id else "<GoEnhance job: shown above>"
+    )
+
+
 def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[str, object]]:
     """The display of a bare ``job``: the result video (+ provenance metadata) when done, else
-    a status line. ``same_cell``: the magic of the running cell already showed the job, so only
-    the status line (no second video)."""
+    a status line. ``same_cell``: the magic of the running cell already showed the job, so a
+    short plain-text reference only (:func:`same_cell_text`)."""
+    if same_cell:
+        # the cell's one output above says it all (and stays true): a short reference only
+        return {"text/plain": same_cell_text(job)}, {}
     text = job_text(job)
-    if job.done() and job.error is None and not same_cell:
+    if job.done() and job.error is None:
         with contextlib.suppress(Exception):
             settings = None
             with contextlib.suppress(Exception):
@@ -418,8 +497,6 @@ def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[st
                 nb_dir=_display.notebook_dir(),
             )
             return {"text/html": bundle["text/html"], "text/plain": text}, dict(bundle.metadata)
-    if same_cell and not job.done():
-        text = f"<Job: {job_label(job)}> (live status above; the video replaces the placeholder)"
     return (
         {
             "text/html": f"<div class='goenhance-job-repr' style='font-size:12px'>"

@@ -1,7 +1,10 @@
 """BrowserNotifier: an opt-in desktop notification when a job ends (anywidget, DECISIONS 23).
 
-A small "Notify me" button asks for the browser's Notification permission (the request needs a
-user gesture, so it is made on click) and shows the permission state. :meth:`notify` sends a
+A small "Notify me when done" button asks for the browser's Notification permission (the
+request needs a user gesture, so it is made on click); once the browser answered, the button
+goes and a line says what will happen ("a browser notification will show when the job ends",
+or that notifications are blocked), never the raw permission name; the raw value is the
+``data-permission`` attribute of ``goenhance-notify-permission``. :meth:`notify` sends a
 *custom message* (never a synced trait), on which the page calls ``new Notification(title,
 {body})`` when the permission is ``"granted"``. So no notification text lands in the widget
 state saved into the ``.ipynb``; nothing about the API key, URLs or settings goes in at all.
@@ -17,6 +20,7 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any
 
+from goenhance_nb._display import failure_text
 from goenhance_nb._errors import redact_text
 from goenhance_nb._lifecycle import EventKind
 from goenhance_nb._outputs import output_name
@@ -61,17 +65,23 @@ function initialize({ model }) {
 function render({ model, el }) {
   const button = document.createElement("button");
   button.className = "goenhance-notify-button jupyter-button";
-  button.textContent = "Notify me";
-  button.title = "Show a browser notification when this job ends";
+  button.textContent = "Notify me when done";
+  button.title = "Ask the browser to show a notification when this job ends";
   const state = document.createElement("span");
   state.className = "goenhance-notify-permission";
-  state.style.cssText = "margin-left:6px;font-size:12px;color:#666";
+  state.style.cssText = "margin-left:6px;font-size:12px;color:#616161;color:var(--jp-ui-font-color2, #616161)";
+  // say what the button does and what will happen, never the raw permission name
+  const WORDS = {
+    default: "",
+    granted: "a browser notification will show when the job ends",
+    denied: "notifications are blocked for this page (browser site settings)",
+    unsupported: "browser notifications are not available here",
+  };
   const show = () => {
     const p = permission();
-    state.textContent = p === "unsupported"
-      ? "notifications not supported here"
-      : "notifications: " + p;
-    button.disabled = p !== "default";
+    state.textContent = p in WORDS ? WORDS[p] : "";
+    state.dataset.permission = p;
+    button.style.display = p === "default" ? "" : "none";
   };
   button.addEventListener("click", async () => {
     if (!supported()) return;
@@ -137,7 +147,8 @@ def job_notification(
     """``(title, body)`` for a job's terminal event, or None for any other event.
 
     ``done``/``cached``: ``("GoEnhance: ready", "<style> · <output file name>")``;
-    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted). A
+    ``failed``/``timed_out``: ``("GoEnhance: failed", "<one-line error>")`` (redacted;
+    :func:`goenhance_nb._display.failure_text`, the service's reason when it gave one). A
     ``kind`` that is not an event kind gives None.
     """
     try:
@@ -150,7 +161,7 @@ def job_notification(
         return "GoEnhance: ready", " · ".join(p for p in (style, name) if p)
     if kind.is_error:
         if isinstance(error, BaseException):
-            text = f"{type(error).__name__}: {error}"
+            text = failure_text(error)
         else:
             text = str(error or f"job {kind.value.replace('_', ' ')}")
         return "GoEnhance: failed", _one_line(text)

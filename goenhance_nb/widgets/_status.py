@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from goenhance_nb._display import ResultBundle, render_result, what_to_do
+from goenhance_nb._display import ResultBundle, failure_text, render_result, what_to_do
 from goenhance_nb._errors import redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, JobState, badge_for
 from goenhance_nb._outputs import output_name, publish
+from goenhance_nb._theme import ERROR, LABEL_SHAPE, RETRY, SIMULATED, widget_style
 from goenhance_nb.widgets._controls import (
     Throttle,
     append_bundle,
@@ -65,9 +66,6 @@ __all__ = [
     "what_to_do",
 ]
 
-_SIMULATED_BACKGROUND = "#fdd835"
-_ERROR_COLOUR = "#c62828"
-
 
 # -- state and changes ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -76,9 +74,12 @@ class StatusState:
 
     The first group is fixed when the job is followed: ``backend``, ``style`` (the request's
     style label), ``spec_text`` (``"3 s · 540p"``), the runtime estimate ``eta`` from
-    ``eta_samples`` past results, and ``show_result`` (the widget shows the video itself).
-    The rest comes from the job's events; ``output`` is the result's rendered output once
-    published, ``output_problem`` says why it could not be.
+    ``eta_samples`` past results, ``queue_limit`` (server slots, for the local queue wait),
+    ``retry_cost`` (what Retry would be charged, estimated) and ``show_result`` (the widget
+    shows the video itself). The rest comes from the job's events; ``output`` is the result's
+    rendered output once published, ``output_problem`` says why it could not be;
+    ``reattached_after`` is set when this session re-attached to a job submitted earlier
+    (seconds between the submission and the re-attachment: nothing was charged again).
     """
 
     backend: str = ""
@@ -86,6 +87,8 @@ class StatusState:
     spec_text: str = ""
     eta: float | None = None
     eta_samples: int = 0
+    queue_limit: int | None = None
+    retry_cost: int | None = None
     show_result: bool = True
     badge: Badge = Badge.QUEUED
     raw: str = ""
@@ -103,6 +106,7 @@ class StatusState:
     terminal: bool = False
     output: ResultBundle | None = None
     output_problem: str = ""
+    reattached_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,9 @@ class Observed:
 
 @dataclass(frozen=True, slots=True)
 class StoppedWatching:
-    """The user pressed *Stop watching*."""
+    """The user pressed *Stop watching* at wall time ``now`` (the elapsed clock stops there)."""
+
+    now: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +150,10 @@ def reduce(state: StatusState, change: Change) -> StatusState:
     if isinstance(change, Observed):
         return _observe(state, change)
     if isinstance(change, StoppedWatching):
-        if state.terminal:
+        if state.terminal or not state.watching:
             return state
-        return replace(state, watching=False, message="stopped watching")
+        t_end = change.now if state.t0 is not None and change.now else None
+        return replace(state, watching=False, badge=Badge.NOT_WATCHING, message="", t_end=t_end)
     if isinstance(change, OutputReady):
         return replace(state, output=change.output, output_problem=change.problem)
     err = change.error
@@ -163,16 +170,18 @@ def _observe(state: StatusState, seen: Observed) -> StatusState:
     kind = EventKind(ev.kind)
     ts = ev.ts or seen.now
     cached = kind is EventKind.CACHED or state.cached or seen.job_cached
-    ends = kind.ends_watch
+    ends = kind.ends_watch and not (kind is EventKind.WATCH_CANCELLED and state.t_end is not None)
+    t0 = state.t0 if state.t0 is not None else ts - ev.elapsed
     return replace(
         state,
-        t0=state.t0 if state.t0 is not None else ts - ev.elapsed,
+        t0=t0,
+        reattached_after=_reattached_after(state, kind, ev, ts),
         badge=_badge_after(state, kind, ev.state, cached),
         raw=str(ev.raw_status) if ev.raw_status else state.raw,
         job_id=str(ev.job_id) if ev.job_id else state.job_id,
         cost=int(ev.cost) if ev.cost is not None else state.cost,
         queue_position=ev.queue_position,
-        message=state.message if kind.has_result else redact_text(_message_of(kind, ev)),
+        message=_next_message(state, kind, ev),
         error=ev.error if ev.error is not None else state.error,
         result=ev.result if ev.result is not None else state.result,
         cached=cached,
@@ -186,9 +195,29 @@ def _observe(state: StatusState, seen: Observed) -> StatusState:
 def _badge_after(
     state: StatusState, kind: EventKind, job_state: JobState | str, cached: bool
 ) -> Badge:
-    if state.terminal or kind is EventKind.WATCH_CANCELLED:
-        return state.badge  # stopping the watch says nothing about the job's state
+    if state.terminal or (not state.watching and not kind.terminal):
+        return state.badge  # frozen once ended, or once the user stopped watching
     return badge_for(kind, _job_state(job_state), cached=cached and kind is EventKind.DONE)
+
+
+#: the engine's message when it re-attaches to a job from the ledger (``_engine._attach``)
+_REATTACHED = "re-attached to job "
+
+
+def _reattached_after(state: StatusState, kind: EventKind, ev: JobEvent, ts: float) -> float | None:
+    """Seconds between the job's submission and this session re-attaching to it (the elapsed
+    time of the ``submitted`` event the engine sends on re-attachment), else the old value."""
+    if kind is EventKind.SUBMITTED and (ev.message or "").startswith(_REATTACHED):
+        return max(0.0, float(ev.elapsed))
+    return state.reattached_after
+
+
+def _next_message(state: StatusState, kind: EventKind, ev: JobEvent) -> str:
+    if kind.has_result or kind is EventKind.WATCH_CANCELLED:
+        return state.message
+    if kind is EventKind.SUBMITTED and (ev.message or "").startswith(_REATTACHED):
+        return ""  # said by the info line ("re-attached to job X, ...")
+    return redact_text(_message_of(kind, ev))
 
 
 def _job_state(value: JobState | str) -> JobState | None:
@@ -216,15 +245,18 @@ def _message_of(kind: EventKind, ev: JobEvent) -> str:
 # -- the view (pure) ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class StatusView:
-    """Everything the widget shows. ``bar`` is the estimate bar's value (None: hidden);
-    ``error_html`` is empty when no error shows; ``settled`` says the terminal state (and the
-    result output, when the widget shows it) is on screen."""
+    """Everything the widget shows. ``raw`` is the API's status verbatim, shown after a
+    ``status:`` label, both hidden while it is empty;
+    ``bar`` is the estimate bar's value (None: hidden); ``error_html`` is empty when no error
+    shows; ``retry_label`` says whether Retry charges; ``show_resume`` after *Stop watching*;
+    ``settled`` says the terminal state (and the result output, when the widget shows it) is
+    on screen."""
 
     badge: str
     badge_colours: tuple[str, str]
     raw: str
     backend: str
-    backend_background: str
+    backend_colours: tuple[str, str | None]  # (background, text); None: the theme's
     job_id: str
     info: str
     timing: str
@@ -234,8 +266,11 @@ class StatusView:
     toast: str
     show_cancel: bool
     show_retry: bool
+    retry_label: str
+    show_resume: bool
     output: ResultBundle | None
     settled: bool
+    summary: str
 
 
 def view(state: StatusState, now: float) -> StatusView:
@@ -248,19 +283,45 @@ def view(state: StatusState, now: float) -> StatusView:
         badge_colours=state.badge.colours,
         raw=state.raw,
         backend=backend,
-        backend_background=_SIMULATED_BACKGROUND if backend == "SIMULATED" else "",
+        backend_colours=(
+            (SIMULATED.background or "", SIMULATED.text) if backend == "SIMULATED" else ("", None)
+        ),
         job_id=short_id(state.job_id),
         info=_info(state),
         timing=_timing(state, elapsed),
         bar=_bar(state, elapsed),
         error_html=_error_html(state) if failed else "",
-        hint=what_to_do(state.error, state.job_id) if failed else "",
+        hint=_hint(state) if failed else "",
         toast=_toast(state),
         show_cancel=state.watching and not state.terminal,
         show_retry=failed,
+        retry_label=retry_label(state.retry_cost or state.cost),
+        show_resume=not state.watching and not state.terminal,
         output=state.output,
         settled=(state.terminal or not state.watching) and not _awaiting_output(state),
+        summary=summary(state),
     )
+
+
+def outcome_line(state: StatusState, now: float) -> str:
+    """The short static line kept in the notebook beside the badge when the job ended (the
+    result's caption says style and parameters): ``job 8da7f61d · cost 15 credits · took
+    12 s``, with the money words of :func:`money_text`."""
+    named = state.reattached_after is not None  # the money words name the job already
+    ident = f"job {short_id(state.job_id)}" if state.job_id and not named else ""
+    elapsed = _elapsed(state, now)
+    took = f"took {fmt_seconds(elapsed)}" if elapsed is not None and state.terminal else ""
+    return " · ".join(p for p in (ident, money_text(state), took) if p)
+
+
+def summary(state: StatusState) -> str:
+    """The job in one static line (the widget's plain-text form, and what a saved notebook
+    keeps): ``GoEnhance job 8da7f61d: done · Anime Style · 3 s · 540p · cost 15 credits``
+    (+ `` [SIMULATED]``). The job id once the API gave one, else the request key's prefix."""
+    ident = f"job {short_id(state.job_id)}" if state.job_id else "job (not submitted yet)"
+    parts = [state.badge.value, _info(state)]  # the error has its own line, said once
+    sim = " [SIMULATED]" if backend_label(state.backend) == "SIMULATED" else ""
+    return f"GoEnhance {ident}: {' · '.join(p for p in parts if p)}{sim}"
 
 
 def _elapsed(state: StatusState, now: float) -> float | None:
@@ -278,11 +339,45 @@ def _info(state: StatusState) -> str:
         parts.append(style)
     if state.spec_text:
         parts.append(state.spec_text)
-    if state.badge is Badge.CACHED:
-        parts.append("cost 0 (cached)")
-    elif state.cost is not None:
-        parts.append(f"cost {state.cost} credits")
+    money = money_text(state)
+    if money:
+        parts.append(money)
     return " · ".join(parts)
+
+
+def money_text(state: StatusState) -> str:
+    """What the job costs, in words that never misstate a charge (README "Credits"):
+
+    - a cached result: ``cached, originally 15 credits`` (nothing charged now);
+    - a re-attached job: ``re-attached to job 8da7f61d, submitted 45 s ago, not charged again``;
+    - a failed job: ``15 credits, may be refunded by the service`` (the API does not say
+      whether it refunds a failed job, so we never claim either way);
+    - otherwise ``cost 15 credits`` once the API reported the cost, else nothing.
+    """
+    cost = state.result.cost if state.result is not None and state.result.cost else state.cost
+    if state.badge is Badge.CACHED:
+        return f"cached, originally {cost} credits" if cost else "cached, not charged again"
+    if state.reattached_after is not None:
+        return (
+            f"re-attached to job {short_id(state.job_id)}, submitted "
+            f"{fmt_seconds(state.reattached_after)} ago, not charged again"
+        )
+    if cost is None:
+        return ""
+    if state.badge is Badge.FAILED:
+        return f"{cost} credits, may be refunded by the service"
+    return f"cost {cost} credits"
+
+
+def retry_label(cost: int | None) -> str:
+    """The Retry button's text: Retry submits again with ``force=True``, which is charged."""
+    return f"Retry (charged again, ~{cost} credits)" if cost else "Retry (charged again)"
+
+
+def _hint(state: StatusState) -> str:
+    charge = state.retry_cost or state.cost
+    cost = f", ~{charge} credits" if charge else ""
+    return what_to_do(state.error, short_id(state.job_id), retry=f"press Retry{cost}")
 
 
 def _timing(state: StatusState, elapsed: float | None) -> str:
@@ -293,7 +388,8 @@ def _timing(state: StatusState, elapsed: float | None) -> str:
     if eta:
         parts.append(eta)
     if not state.watching and not state.terminal:
-        parts.append(f"not watching — resume with %goenhance resume {state.job_id or '<id>'}")
+        ident = short_id(state.job_id) if state.job_id else "<id>"
+        parts.append(f"not watching: press Resume or run %goenhance resume {ident}")
     elif state.message and not state.badge.terminal and state.message != state.raw:
         parts.append(state.message)
     if state.output_problem:
@@ -301,33 +397,53 @@ def _timing(state: StatusState, elapsed: float | None) -> str:
     return " · ".join(parts)
 
 
+#: an ETA is shown only from at least this many comparable past jobs (issue 17, point 15)
+MIN_ETA_SAMPLES = 3
+
+
 def _eta_shown(state: StatusState, elapsed: float | None) -> bool:
-    return bool(state.eta) and not state.terminal and state.watching and elapsed is not None
+    return (
+        bool(state.eta)
+        and state.eta_samples >= MIN_ETA_SAMPLES
+        and not state.terminal
+        and state.watching
+        and elapsed is not None
+    )
+
+
+def _expected_total(state: StatusState) -> float:
+    """Seconds the whole job is expected to take from its start: the typical runtime, plus,
+    while it waits in the local queue, the jobs ahead x typical runtime / server slots."""
+    runtime = state.eta or 0.0
+    ahead = state.queue_position or 0  # set only while the job waits for a local slot
+    slots = max(state.queue_limit or 1, 1)
+    return runtime + ahead * runtime / slots
 
 
 def _eta_text(state: StatusState, elapsed: float | None) -> str:
-    if not _eta_shown(state, elapsed) or state.eta is None or elapsed is None:
+    if not _eta_shown(state, elapsed) or elapsed is None:
         return ""
-    left = state.eta - elapsed
+    left = _expected_total(state) - elapsed
     if left <= 0:
         return "taking longer than the estimate"
     n = state.eta_samples
-    return f"ETA ~{fmt_seconds(left)} (estimate from {n} past job{'s' if n != 1 else ''})"
+    return f"ETA ~{fmt_seconds(left)} (from {n} similar past jobs)"
 
 
 def _bar(state: StatusState, elapsed: float | None) -> float | None:
-    if not _eta_shown(state, elapsed) or not state.eta:
+    if not _eta_shown(state, elapsed):
         return None
-    return min(max((elapsed or 0) / state.eta, 0.0), 0.99)
+    return min(max((elapsed or 0) / _expected_total(state), 0.0), 0.99)
 
 
 def _error_html(state: StatusState) -> str:
     err = state.error
     if err is not None:
-        text = f"{type(err).__name__}: {err}"
+        text = failure_text(err)
     else:
-        text = state.message or f"job {state.job_id} {state.badge.value}"
-    return f'<span style="color:{_ERROR_COLOUR}">{html.escape(redact_text(text))}</span>'
+        text = state.message or f"job {short_id(state.job_id)} {state.badge.value}"
+    style = f"{ERROR.css()};{LABEL_SHAPE}"
+    return f'<span style="{style}">{html.escape(redact_text(text))}</span>'
 
 
 def _finished_with_result(state: StatusState) -> bool:
@@ -434,11 +550,28 @@ class StatusWidget(W.VBox):
             _when_finished(job, self._publish)
 
     def stop_watching(self) -> None:
-        """Stop polling this job locally (``job.cancel_watch()``); it stays resumable."""
+        """Stop polling this job locally (``job.cancel_watch()``); it stays resumable: the
+        badge turns grey "not watching", the elapsed clock stops and *Resume* is offered."""
         if self._job is not None:
             self._job.cancel_watch()
-        self._dispatch(StoppedWatching())
+        self._dispatch(StoppedWatching(now=time.time()))
         self._stop_ticker()
+
+    def resume(self) -> Job:
+        """Re-attach to the job after *Stop watching* (:meth:`Session.resume`, no new charge)
+        and follow it; the callbacks of :meth:`on_retry` get the new handle.
+
+        :returns: the new Job.
+        :raises GoEnhanceError: the session could not re-attach (see :meth:`Session.resume`).
+        """
+        old = self._job
+        if old is None:
+            raise RuntimeError("StatusWidget.resume: no job is followed")
+        new = self._require_session().resume(old.id or old.key)
+        self.follow(new)
+        for cb in list(self._retry_callbacks):
+            cb(new)
+        return new
 
     def retry(self) -> Job:
         """Submit the same transformation again (:meth:`Session.retry`) and follow the new job.
@@ -457,12 +590,26 @@ class StatusWidget(W.VBox):
         return new
 
     def on_retry(self, callback: Callable[[Job], Any]) -> None:
-        """Call ``callback(new_job)`` after each retry (e.g. the panel tracks the new job)."""
+        """Call ``callback(new_job)`` after each retry or resume (e.g. the panel tracks the
+        new job)."""
         self._retry_callbacks.append(callback)
 
     def flush(self) -> None:
         """Render the newest state now (tests and teardown)."""
         self._throttle.flush()
+
+    def outcome(self) -> tuple[Badge, str]:
+        """The badge and :func:`outcome_line` of the state now (what the notebook keeps)."""
+        with self._lock:
+            state = self._state
+        return state.badge, outcome_line(state, time.time())
+
+    def __repr__(self) -> str:
+        """One readable line (:func:`summary`): the ``text/plain`` of the widget's mime bundle,
+        which viewers without widgets (HTML export, a repository page) show."""
+        with self._lock:
+            state = self._state
+        return summary(state)
 
     def close(self) -> None:
         """Stop the ticker, unsubscribe and close all child widgets."""
@@ -478,12 +625,14 @@ class StatusWidget(W.VBox):
         session = self._session
         estimate = session.runtime_estimate(job.spec) if session is not None else None
         backend = job.backend or (session.backend if session is not None else "")
+        charge = job.request.estimate
         return StatusState(
             backend=backend,
             style=job.request.style_label,
             spec_text=f"{job.spec.duration} s · {job.spec.resolution}",
             eta=float(estimate) if estimate is not None else None,
             eta_samples=estimate.samples if estimate is not None else 0,
+            retry_cost=charge.credits if charge is not None else None,
             show_result=self._show_result,
         )
 
@@ -525,6 +674,12 @@ class StatusWidget(W.VBox):
         except Exception as exc:  # show, never raise into the comm handler
             self._dispatch(RetryRefused(exc))
 
+    def _resume_clicked(self) -> None:
+        try:
+            self.resume()
+        except Exception as exc:  # show, never raise into the comm handler
+            self._dispatch(RetryRefused(exc))
+
     # -- rendering (any thread, serialised by Throttle) ---------------------------------------
     def _render(self) -> None:
         if self._closed:
@@ -541,8 +696,10 @@ class StatusWidget(W.VBox):
         with self._held():
             set_badge(self.badge, v.badge, v.badge_colours)
             self.raw_label.value = v.raw
+            _show(self.raw_label, bool(v.raw))
+            _show(self.raw_prefix, bool(v.raw))
             self.backend.value = v.backend
-            self.backend.style.background = v.backend_background
+            self.backend.style.background, self.backend.style.text_color = v.backend_colours
             self.job_id_label.value = v.job_id
             self.info.value = v.info
             self.timing.value = v.timing
@@ -557,6 +714,8 @@ class StatusWidget(W.VBox):
             _show(self.toast, bool(v.toast))
             _show(self.cancel_button, v.show_cancel)
             _show(self.retry_button, v.show_retry)
+            self.retry_button.description = v.retry_label
+            _show(self.resume_button, v.show_resume)
             if v.output is not None and v.output is not self._shown_output:
                 self._shown_output = v.output
                 clear_outputs(self.result)
@@ -573,8 +732,12 @@ class StatusWidget(W.VBox):
     # -- building -------------------------------------------------------------------------------
     def _build(self, compact: bool, mode: str) -> None:
         self.badge = state_badge()
+        # "status: <API status>", both hidden while there is none (never an empty "status:")
+        self.raw_prefix = W.Label("status:", layout=W.Layout(margin="0 0 0 8px", display="none"))
         self.raw_label = W.Label(
-            "", layout=W.Layout(margin="0 8px 0 2px"), _dom_classes=["goenhance-raw-status"]
+            "",
+            layout=W.Layout(margin="0 8px 0 4px", display="none"),
+            _dom_classes=["goenhance-raw-status"],
         )
         self.backend = W.Label(
             "",
@@ -603,7 +766,11 @@ class StatusWidget(W.VBox):
         )
         self.error = W.HTML("", layout=W.Layout(display="none"), _dom_classes=["goenhance-error"])
         self.hint = W.Label("", layout=W.Layout(display="none"), _dom_classes=["goenhance-hint"])
-        self.toast = W.Label("", layout=W.Layout(display="none"), _dom_classes=["goenhance-toast"])
+        self.toast = W.Label(
+            "",
+            layout=W.Layout(display="none", margin="0 0 0 12px"),
+            _dom_classes=["goenhance-toast"],
+        )
         self.cancel_button = W.Button(
             description="Stop watching",
             icon="eye-slash",
@@ -613,12 +780,20 @@ class StatusWidget(W.VBox):
         self.retry_button = W.Button(
             description="Retry",
             icon="redo",
-            button_style="warning",
+            style=widget_style(RETRY, button=True),
             layout=W.Layout(width="auto", display="none"),
             _dom_classes=["goenhance-retry"],
         )
+        self.resume_button = W.Button(
+            description="Resume",
+            icon="play",
+            tooltip="Watch this job again (no new charge)",
+            layout=W.Layout(width="auto", display="none"),
+            _dom_classes=["goenhance-resume"],
+        )
         self.cancel_button.on_click(lambda _b: self.stop_watching())
         self.retry_button.on_click(lambda _b: self._retry_clicked())
+        self.resume_button.on_click(lambda _b: self._resume_clicked())
         self.result = W.Output(
             layout=W.Layout(display=None if self._show_result else "none"),
             _dom_classes=["goenhance-status-result"],
@@ -628,7 +803,7 @@ class StatusWidget(W.VBox):
         head = W.HBox(
             [
                 self.badge,
-                W.Label("status:", layout=W.Layout(margin="0 0 0 8px")),
+                self.raw_prefix,
                 self.raw_label,
                 self.backend,
                 self.mode_label,
@@ -644,6 +819,7 @@ class StatusWidget(W.VBox):
                 self.error,
                 self.cancel_button,
                 self.retry_button,
+                self.resume_button,
                 self.toast,
             )
             return [head]
@@ -653,7 +829,7 @@ class StatusWidget(W.VBox):
             self.error,
             self.hint,
             self.toast,
-            W.HBox([self.cancel_button, self.retry_button]),
+            W.HBox([self.cancel_button, self.retry_button, self.resume_button]),
             self.result,
         ]
 
@@ -661,7 +837,10 @@ class StatusWidget(W.VBox):
         return [
             self.badge,
             self.badge.style,
+            self.raw_prefix,
+            self.raw_prefix.layout,
             self.raw_label,
+            self.raw_label.layout,
             self.backend,
             self.backend.style,
             self.job_id_label,
@@ -679,6 +858,8 @@ class StatusWidget(W.VBox):
             self.cancel_button.layout,
             self.retry_button,
             self.retry_button.layout,
+            self.resume_button,
+            self.resume_button.layout,
             self.result,
             self.result.layout,
         ]

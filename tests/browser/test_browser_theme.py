@@ -47,17 +47,8 @@ FAIL_CELL = (
     "%goenhance run clip.mp4 --style 2004 --duration 3 --resolution 540p"
 )
 
-# Text of these classes is drawn by modules this suite's theme list leaves to the lead (widgets,
-# magics, panel): until the list is applied, a shortfall there is reported, not failed.
-PENDING_LEAD = (
-    "goenhance-backend",  # widgets/_status.py: the widget's SIMULATED label (no text colour)
-    "goenhance-error",  # widgets/_status.py: _ERROR_COLOUR #c62828 (3.4:1 on dark)
-    "goenhance-retry",  # widgets/_status.py: button_style="warning" (white on orange)
-    "goenhance-placeholder",  # _display.placeholder_bundle: color:#666
-    "goenhance-result-error",  # _display.error_bundle: color:#b91c1c
-    "goenhance-notify",  # widgets/_notify.py: color:#666
-    "goenhance-panel",  # _panel.py: #555 / #c62828 / #fdd835
-)
+# Every text we draw is measured and must pass (the lead applied the theme list).
+PENDING_LEAD: tuple[str, ...] = ()
 
 # Every visible element under one of our classes with its own text: its colour and the
 # background-colour stack up to the first opaque one.
