@@ -224,19 +224,6 @@ class FakeJob:
             cb(JobEvent(key=self.key, kind=kind, state=state))
 
 
-def test_when_finished_fires_once_after_the_handle_settles() -> None:
-    job = FakeJob()
-    calls: list[Any] = []
-    _present.when_finished(job, calls.append)  # type: ignore[arg-type]
-    job.emit(EventKind.STATUS)
-    job.emit(EventKind.CACHED)  # a cache hit reports "cached" before the handle settles
-    assert calls == []
-    job.settled, job.record = True, _record()
-    job.emit(EventKind.DONE, JobState.DONE)
-    job.emit(EventKind.DONE, JobState.DONE)
-    assert calls == [job]
-
-
 class FakeHandle:
     def __init__(self) -> None:
         self.updates: list[dict[str, Any]] = []

@@ -49,7 +49,6 @@ __all__ = [
     "present_job",
     "state_text",
     "status_line",
-    "when_finished",
 ]
 
 
@@ -315,7 +314,7 @@ class _Live:
         watching) leaves the widget live."""
 
         def watch(job: Job) -> None:
-            when_finished(job, finished)
+            job.on_finish(finished)
 
         def finished(job: Job) -> None:
             if job is not self.widget.job or self._ended.is_set():
@@ -363,23 +362,6 @@ def _make_notifier() -> _Notifier | None:
 
 
 # -- listeners (engine thread) ----------------------------------------------------------------
-def when_finished(job: Job, fn: Callable[[Job], None]) -> None:
-    """Call ``fn(job)`` once, on the engine thread, when ``job`` has ended (result, error or
-    watch cancelled) and its handle is settled (``job.done()``)."""
-    # TODO(lead): on_finish: this is the one subscribe-based terminal listener; becomes
-    # ``job.on_finish(fn)`` when Job.on_finish lands.
-    fired = threading.Event()
-
-    def on_event(event: JobEvent) -> None:
-        # "cached" comes before the handle settles; the "done" that follows finds it settled
-        if fired.is_set() or not EventKind(event.kind).ends_watch or not job.done():
-            return
-        fired.set()
-        fn(job)
-
-    job.subscribe(on_event)
-
-
 def _end_kind(job: Job) -> EventKind:
     """The terminal kind of a finished job: done, failed, timed out or watch cancelled."""
     if job.record is not None:
@@ -420,7 +402,7 @@ def _watch_update(job: Job, handle: DisplayHandle, publish: Publish) -> None:
             with contextlib.suppress(Exception):
                 handle.update(_display.error_bundle(exc, job_id=job.id))
 
-    when_finished(job, on_finish)
+    job.on_finish(on_finish)
 
 
 def _watch_text(job: Job, publish: Publish) -> None:
@@ -444,7 +426,7 @@ def _watch_text(job: Job, publish: Publish) -> None:
             print(f"\nGoEnhance: {job_label(job)} {kind}: {redact_text(job.error)}", flush=True)
 
     job.subscribe(on_event)
-    when_finished(job, on_finish)
+    job.on_finish(on_finish)
 
 
 # -- a bare Job as a cell's value -------------------------------------------------------------

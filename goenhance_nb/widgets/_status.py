@@ -547,7 +547,7 @@ class StatusWidget(W.VBox):
             self._start_ticker()
         self._unsubscribe = job.subscribe(functools.partial(self._on_event, source=job))
         if self._show_result:
-            _when_finished(job, self._publish)
+            job.on_finish(self._publish)
 
     def stop_watching(self) -> None:
         """Stop polling this job locally (``job.cancel_watch()``); it stays resumable: the
@@ -898,16 +898,3 @@ class StatusWidget(W.VBox):
 
 def _show(widget: W.Widget, visible: bool) -> None:
     widget.layout.display = None if visible else "none"
-
-
-def _when_finished(job: Job, callback: Callable[[Job], None]) -> None:
-    """Call ``callback(job)`` once, on the engine thread, when ``job`` has ended (its result or
-    error is settled), right away (from the replay) if it already has."""
-    # TODO(lead): on_finish — replace this function's body by job.on_finish(callback).
-    fired = threading.Lock()
-
-    def on_event(ev: JobEvent) -> None:
-        if EventKind(ev.kind).ends_watch and job.done() and fired.acquire(blocking=False):
-            callback(job)
-
-    job.subscribe(on_event)
