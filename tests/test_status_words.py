@@ -20,8 +20,8 @@ from goenhance_nb._display import (
     status_bundle,
     with_state_line,
 )
-from goenhance_nb._engine import JobEvent
 from goenhance_nb._errors import JobFailed, JobTimedOut
+from goenhance_nb._job import JobEvent
 from goenhance_nb._lifecycle import Badge, JobState
 from goenhance_nb._outputs import outputs_path, shared_mode, write_new_file
 from goenhance_nb._usage import Estimate, Usage
