@@ -215,13 +215,22 @@ class FakeJob:
     def done(self) -> bool:
         return self.settled
 
+    finish: list[Callable[[Any], None]] = field(default_factory=list)
+
     def subscribe(self, cb: Callable[[JobEvent], Any]) -> Callable[[], None]:
         self.listeners.append(cb)
         return lambda: None
 
+    def on_finish(self, cb: Callable[[Any], None]) -> None:
+        self.finish.append(cb)
+
     def emit(self, kind: EventKind, state: JobState = JobState.RUNNING) -> None:
         for cb in list(self.listeners):
             cb(JobEvent(key=self.key, kind=kind, state=state))
+        if kind.ends_watch and self.settled:  # as Job.on_finish: once, when the job has ended
+            for done in self.finish:
+                done(self)
+            self.finish.clear()
 
 
 class FakeHandle:
