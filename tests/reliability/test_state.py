@@ -313,9 +313,9 @@ def test_malformed_rows_are_skipped_and_reported_once(
     resumed, text = run(f"resume {job.id} --wait")
     assert resumed.id == job.id and resumed.path is not None
 
-    _, text = run(f"cache remove {job.key[:12]}")
+    _, text = run(f"cache remove {job.key[:12]} --yes")
     assert f"Removed {job.key[:12]}" in text
-    _, text = run("cache clear")
+    _, text = run("cache clear --yes")
     assert "Cache cleared" in text
     assert sim.generate_calls() == 1
 
