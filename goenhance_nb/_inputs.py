@@ -176,9 +176,10 @@ def default_duration(length: float | None) -> int | None:
 def resolve_duration(name: str, length: float | None, duration: int | None) -> int:
     """The duration to send for an input ``name`` of ``length`` seconds (None: unknown).
 
-    ``duration`` None -> :func:`default_duration`. An explicit ``duration`` longer than the
-    input is refused, not clamped: the API charges the seconds asked for and returns a video
-    as long as the input.
+    ``duration`` None -> :func:`default_duration`; for an input longer than ``MAX_DURATION``
+    that is the maximum, said in an :class:`~goenhance_nb._errors.InputWarning`. An explicit
+    ``duration`` longer than the input is refused, not clamped: the API charges the seconds
+    asked for and returns a video as long as the input.
 
     :raises InputError: the input is shorter than ``MIN_DURATION``; ``duration`` is longer
         than the input; no ``duration`` and the input's length is unknown.
@@ -194,6 +195,13 @@ def resolve_duration(name: str, length: float | None, duration: int | None) -> i
             raise InputError(
                 f"cannot tell how long {name} is; give the duration "
                 f"({MIN_DURATION}-{MAX_DURATION} seconds)"
+            )
+        if length is not None and length >= MAX_DURATION + 1:
+            warnings.warn(
+                f"{name} is {length:.1f} s long; the duration defaults to {MAX_DURATION} s, the "
+                "API's maximum",
+                InputWarning,
+                stacklevel=4,
             )
         return resolved
     if length is not None and duration > length + DURATION_SLACK:

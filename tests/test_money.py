@@ -369,3 +369,11 @@ def test_styles_vip_column_has_a_header(
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "styles")
     assert "<th style='text-align:left'>VIP</th>" in cap.outputs[0].data["text/html"]
+
+
+def test_a_long_input_defaults_to_the_maximum_with_one_notice() -> None:
+    from goenhance_nb._errors import InputWarning
+
+    with pytest.warns(InputWarning, match=r"a\.mp4 is 95\.5 s long; the duration defaults to 30 s"):
+        assert resolve_duration("a.mp4", 95.5, None) == 30
+    assert resolve_duration("a.mp4", 95.5, 12) == 12  # the user's number: no notice
