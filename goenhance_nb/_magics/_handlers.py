@@ -49,7 +49,7 @@ from goenhance_nb._magics._tables import (
 )
 
 if TYPE_CHECKING:
-    from goenhance_nb._cache import ResultRecord
+    from goenhance_nb._cache import ResultCache, ResultRecord
     from goenhance_nb._engine import Job
     from goenhance_nb._ledger import LedgerEntry
     from goenhance_nb._magics._core import GoEnhanceMagics
@@ -292,20 +292,7 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
         _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
         return
     if args.action == "clear":
-        records = cache.list()
-        what = f"{len(records)} cached result(s) ({_bytes_of(records)})"
-        if not args.yes:
-            print(
-                f"Would remove {what} from the cache in {session.cache_dir}; nothing removed. "
-                "Run %goenhance cache clear --yes to remove them "
-                "(files in goenhance_outputs/ are kept)."
-            )
-            return
-        n = cache.clear()
-        print(
-            f"Cache cleared: {n} result(s) removed ({_bytes_of(records)}). "
-            "Files in goenhance_outputs/ are kept."
-        )
+        _cache_clear(cache, session.cache_dir, yes=args.yes)
         return
     rec = cache.info(args.key or "")
     if args.action == "info":
@@ -313,21 +300,42 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
         width = max(len(k) for k in data)
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
     elif args.action == "remove":
-        what = f"{rec.key[:12]} ({rec.style_label}, {_bytes_of([rec])})"
-        if not args.yes:
-            print(
-                f"Would remove {what} from the cache; nothing removed. "
-                f"Run %goenhance cache remove {rec.key[:12]} --yes to remove it "
-                "(files in goenhance_outputs/ are kept)."
-            )
-            return
-        cache.remove(rec.key)
-        print(f"Removed {what} from the cache. Files in goenhance_outputs/ are kept.")
+        _cache_remove(cache, rec, yes=args.yes)
     else:
         ok = cache.verify(rec.key, full=True)
         print(
             f"{rec.key[:12]}: {'ok (size and content hash match)' if ok else 'DAMAGED or missing'}"
         )
+
+
+_KEPT = "files in goenhance_outputs/ are kept"
+
+
+def _cache_clear(cache: ResultCache, where: Path, *, yes: bool) -> None:
+    """``cache clear``: say what it would remove; remove it only when ``yes``."""
+    records = cache.list()
+    what = f"{len(records)} cached result(s) ({_bytes_of(records)})"
+    if not yes:
+        print(
+            f"Would remove {what} from the cache in {where}; nothing removed. "
+            f"Run %goenhance cache clear --yes to remove them ({_KEPT})."
+        )
+        return
+    n = cache.clear()
+    print(f"Cache cleared: {n} result(s) removed ({_bytes_of(records)}). {_KEPT.capitalize()}.")
+
+
+def _cache_remove(cache: ResultCache, rec: ResultRecord, *, yes: bool) -> None:
+    """``cache remove KEY``: say what it would remove; remove it only when ``yes``."""
+    what = f"{rec.key[:12]} ({rec.style_label}, {_bytes_of([rec])})"
+    if not yes:
+        print(
+            f"Would remove {what} from the cache; nothing removed. "
+            f"Run %goenhance cache remove {rec.key[:12]} --yes to remove it ({_KEPT})."
+        )
+        return
+    cache.remove(rec.key)
+    print(f"Removed {what} from the cache. {_KEPT.capitalize()}.")
 
 
 def _bytes_of(records: list[ResultRecord]) -> str:

@@ -567,7 +567,7 @@ def _parse(parser: _Parser, prog: str, argv: list[str]) -> argparse.Namespace | 
     except argparse.ArgumentError as exc:
         raise UsageError(f"{prog}: {exc}") from None
     if extra:
-        command = getattr(ns, "command", None)  # the argparse namespace: set for subcommands
+        command = vars(ns).get("command")  # set by the root parser's subcommands only
         where = f"{prog} {command}" if command else prog
         raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)} (see {where} --help)")
     return ns
