@@ -138,7 +138,7 @@ class Session:
     **The contract with the notebook layer** (magics, panel, widgets use only these, typed):
     look-ups :attr:`backend`, :attr:`is_simulated`, :attr:`mode`, :attr:`cache_dir`,
     :meth:`styles`, :meth:`resolve_style`, :meth:`style_preview`, :meth:`simulator`; money :meth:`credits`,
-    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`; jobs :meth:`transform`,
+    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`, :meth:`duration_for`; jobs :meth:`transform`,
     :meth:`plan`, :meth:`resume`, :meth:`running_jobs`; the ledger and bundles
     :meth:`export`, :meth:`import_bundle`; lifetime :meth:`set_mode`, :meth:`successor`,
     :meth:`close`. The parts (``settings``, ``client``, ``cache``, ``ledger``, ``store``,
@@ -625,6 +625,17 @@ class Session:
             return url
 
         return get
+
+    def duration_for(self, source: str | Path, duration: int | None = None) -> int:
+        """The duration a job on ``source`` gets (:meth:`transform`'s rule, e.g. for a cost
+        estimate before Submit): ``duration`` checked against the input's length, or that
+        length (rounded down, 3-30 s) when None. Probes the input like :meth:`inspect`.
+
+        :raises InputError: unusable source, an input shorter than 3 s, a ``duration`` longer
+            than the input, no ``duration`` and an input of unknown length.
+        """
+        ref = self.inspect(source)
+        return resolve_duration(ref.name, ref.duration, duration)
 
     # -- jobs ------------------------------------------------------------------------------
     def transform(

@@ -105,6 +105,17 @@ def test_transform_defaults_to_the_input_length_and_repeats_hit_the_cache(
     assert sim.generate_calls() == 1
 
 
+def test_duration_for_tells_views_the_duration_before_submit(
+    sim: Any, session: Session, clip4: Path
+) -> None:
+    assert session.duration_for(clip4) == 4
+    assert session.duration_for(clip4, 3) == 3
+    with pytest.raises(InputError, match="give 4 or less"):
+        session.duration_for(clip4, 5)
+    assert session.cost_estimate(session.resolve_style(2000), "720p", 4).credits == 40
+    assert sim.generate_calls() == 0
+
+
 def test_a_duration_longer_than_the_input_is_refused_before_anything_is_sent(
     sim: Any, session: Session, clip4: Path
 ) -> None:
