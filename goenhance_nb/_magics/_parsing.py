@@ -18,11 +18,12 @@ import argparse
 import functools
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
+from IPython.utils.text import DollarFormatter  # loaded with IPython.core.magic already
 
 from goenhance_nb._errors import brief
 from goenhance_nb._settings import MODES
@@ -495,20 +496,16 @@ def _cell_parser() -> _Parser:
 
 
 # -- {var} / $var expansion --------------------------------------------------------------------
-def _strict_formatter() -> Any:
-    """IPython's ``DollarFormatter`` that remembers the field it is evaluating."""
-    from IPython.utils.text import DollarFormatter
+class _StrictFormatter(DollarFormatter):
+    """IPython's ``DollarFormatter`` that remembers the field it is evaluating (for the error)."""
 
-    class _Strict(DollarFormatter):
-        field: str = ""
+    field: str = ""
 
-        def parse(self, fmt_string: str) -> Any:
-            for item in super().parse(fmt_string):
-                if item[1] is not None:
-                    self.field = item[1] if not item[2] else f"{item[1]}:{item[2]}"
-                yield item
-
-    return _Strict()
+    def parse(self, fmt_string: str) -> Iterator[tuple[Any, Any, Any, Any]]:
+        for item in super().parse(fmt_string):
+            if item[1] is not None:
+                self.field = item[1] if not item[2] else f"{item[1]}:{item[2]}"
+            yield item
 
 
 def _field_shown(text: str, field: str) -> str:
@@ -526,10 +523,10 @@ def expand_vars(text: str, namespace: Mapping[str, object], *, prog: str) -> str
     """
     if "{" not in text and "}" not in text and "$" not in text:
         return text
-    fmt = _strict_formatter()
+    fmt = _StrictFormatter()
     escape = "write {{ and }} for literal braces, $$ for a literal $"
     try:
-        return str(fmt.vformat(text, args=[], kwargs=dict(namespace)))
+        return fmt.vformat(text, args=[], kwargs=dict(namespace))
     except NameError as exc:
         shown = _field_shown(text, fmt.field)
         raise UsageError(
