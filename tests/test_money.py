@@ -361,6 +361,8 @@ def test_an_unknown_run_option_points_to_run_help(ip: InteractiveShell, sim: Any
 
 
 def test_config_shows_no_blank_values(ip: InteractiveShell, sim: Any, fresh_session: None) -> None:
+    m = magics(ip)
+    m.default_style, m.default_duration, m.embed = None, None, None  # (the shell is shared)
     with capture_output() as cap:
         ip.run_line_magic("goenhance", "config")
     text = cap.outputs[0].data["text/plain"]
