@@ -1,9 +1,11 @@
 """Validate and hash inputs -> :class:`InputRef`; the :data:`Uploader` protocol (DECISIONS 10).
 
-Local validation happens before any HTTP call: parameters (duration 3-30, resolution 540p/720p,
-prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video stream, is MP4
-or MOV, and is at most ``max_upload_mb`` for the real API). A source shorter than ``duration``
-is only a warning. File hashes (blake3, streamed) and PyAV probes are memoised by ``(device,
+Local validation happens before any HTTP call: parameters (duration 3-30 or None, resolution
+540p/720p, prompt <= 500 characters) and the source file (exists, PyAV opens it, has a video
+stream, is MP4 or MOV, and is at most ``max_upload_mb`` for the real API). The duration of a
+job is settled by :func:`resolve_duration` from the probed length of the input: None means the
+input's length (rounded down, 3-30); a duration longer than the input, or an input shorter than
+3 s, is refused (:class:`~goenhance_nb._errors.InputError`) before anything is sent. File hashes (blake3, streamed) and PyAV probes are memoised by ``(device,
 inode, size, mtime_ns)`` in ``<cache_dir>/hashes`` so re-running on a large file neither re-reads
 nor re-opens it.
 
@@ -39,15 +41,21 @@ from goenhance_nb._records import Field, dump_fields, read_fields
 from goenhance_nb._store import video_duration
 
 __all__ = [
+    "DEFAULT_RESOLUTION",
+    "DURATION_SLACK",
+    "MAX_DURATION",
+    "MIN_DURATION",
     "RESOLUTIONS",
     "UPLOAD_MEMO_TTL",
     "HashMemo",
     "InputRef",
     "Snapshot",
     "Uploader",
+    "default_duration",
     "inspect_file",
     "is_url",
     "probe_video",
+    "resolve_duration",
     "sim_url_matches",
     "snapshot_for_upload",
     "upload_memo_url",
@@ -68,6 +76,11 @@ UPLOAD_MEMO_TTL = 900.0
 RESOLUTIONS = ("540p", "720p")
 MIN_DURATION, MAX_DURATION = 3, 30
 MAX_PROMPT = 500
+#: The resolution used when none is given (magic, ``transform``, panel).
+DEFAULT_RESOLUTION = "720p"
+#: Seconds an input may fall short of a whole second and still count as it (a 4 s clip often
+#: probes as 3.96 s: frame and container rounding).
+DURATION_SLACK = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +139,17 @@ def is_url(source: object) -> bool:
 
 
 def validate_params(*, duration: object, resolution: object, prompt: object, seed: object) -> None:
-    """Check generate parameters locally.
+    """Check generate parameters locally (``duration`` None: the input's length, settled later
+    by :func:`resolve_duration`).
 
-    :raises InputError: duration not an int in 3-30, resolution not 540p/720p, prompt not a
-        string of at most 500 characters, seed not an int.
+    :raises InputError: duration neither None nor an int in 3-30, resolution not 540p/720p,
+        prompt not a string of at most 500 characters, seed not an int.
     """
-    if isinstance(duration, bool) or not isinstance(duration, int):
+    if duration is None:
+        pass
+    elif isinstance(duration, bool) or not isinstance(duration, int):
         raise InputError(f"duration must be a whole number of seconds, got {duration!r}")
-    if not MIN_DURATION <= duration <= MAX_DURATION:
+    elif not MIN_DURATION <= duration <= MAX_DURATION:
         raise InputError(
             f"duration must be between {MIN_DURATION} and {MAX_DURATION} seconds, got {duration}"
         )
@@ -146,6 +162,60 @@ def validate_params(*, duration: object, resolution: object, prompt: object, see
             raise InputError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer (-1 = random), got {seed!r}")
+
+
+def default_duration(length: float | None) -> int | None:
+    """The duration a job gets when none is given: the input's ``length`` in seconds, rounded
+    down (within :data:`DURATION_SLACK` of the next second counts as it), clamped to
+    ``MIN_DURATION``-``MAX_DURATION``; None when the length is unknown."""
+    if length is None:
+        return None
+    return max(MIN_DURATION, min(MAX_DURATION, int(length + DURATION_SLACK)))
+
+
+def resolve_duration(name: str, length: float | None, duration: int | None) -> int:
+    """The duration to send for an input ``name`` of ``length`` seconds (None: unknown).
+
+    ``duration`` None -> :func:`default_duration`; for an input longer than ``MAX_DURATION``
+    that is the maximum, said in an :class:`~goenhance_nb._errors.InputWarning`. An explicit
+    ``duration`` longer than the input is refused, not clamped: the API charges the seconds
+    asked for and returns a video as long as the input.
+
+    :raises InputError: the input is shorter than ``MIN_DURATION``; ``duration`` is longer
+        than the input; no ``duration`` and the input's length is unknown.
+    """
+    if length is not None and length + DURATION_SLACK < MIN_DURATION:
+        raise InputError(
+            f"{name} is {length:.1f} s long; the API transforms at least {MIN_DURATION} s, "
+            "so use a longer input"
+        )
+    if duration is None:
+        resolved = default_duration(length)
+        if resolved is None:
+            raise InputError(
+                f"cannot tell how long {name} is; give the duration "
+                f"({MIN_DURATION}-{MAX_DURATION} seconds)"
+            )
+        if length is not None and length >= MAX_DURATION + 1:
+            warnings.warn(
+                f"{name} is {length:.1f} s long; the duration defaults to {MAX_DURATION} s, the "
+                "API's maximum",
+                InputWarning,
+                stacklevel=4,
+            )
+        return resolved
+    if length is not None and duration > length + DURATION_SLACK:
+        fits = default_duration(length)
+        give = (
+            f"give {fits} or less"
+            if fits is not None and fits > MIN_DURATION
+            else (f"give {MIN_DURATION}")
+        )
+        raise InputError(
+            f"duration {duration} is longer than the input {name} ({length:.1f} s); {give}, "
+            "or leave it out to use the input's length"
+        )
+    return duration
 
 
 def probe_video(path: Path) -> dict[str, Any]:

@@ -36,7 +36,6 @@ import datetime
 import enum
 import functools
 import html
-import math
 import os
 import re
 import threading
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from goenhance_nb._errors import GoEnhanceError, InputError, redact_text
-from goenhance_nb._inputs import MAX_DURATION, MIN_DURATION, RESOLUTIONS
+from goenhance_nb._inputs import MAX_DURATION, MIN_DURATION, RESOLUTIONS, default_duration
 from goenhance_nb._outputs import write_new_file
 from goenhance_nb._theme import ERROR, LABEL_SHAPE, SIMULATED, SUBMIT, TEXT, widget_style
 from goenhance_nb.widgets import StatusWidget, backend_label, result_bundle
@@ -162,15 +161,6 @@ def _read_preview(path: Path | None) -> bytes | None:
         return path.read_bytes() or None
     except OSError:
         return None
-
-
-def default_duration(length: float | None) -> int | None:
-    """The panel's duration for an input ``length`` seconds long: rounded down (a clip
-    measured 0.05 s short of a whole second counts as that second), clamped to 3-30 s
-    (``None`` when the length is unknown)."""
-    if length is None:
-        return None
-    return max(MIN_DURATION, min(MAX_DURATION, math.floor(length + 0.05)))
 
 
 def _length_hint(name: str, length: float | None) -> str:

@@ -48,12 +48,14 @@ from goenhance_nb._errors import (
 )
 from goenhance_nb._frontend import is_headless
 from goenhance_nb._inputs import (
+    DEFAULT_RESOLUTION,
     UPLOAD_MEMO_TTL,
     HashMemo,
     InputRef,
     Uploader,
     inspect_file,
     is_url,
+    resolve_duration,
     sim_url_matches,
     snapshot_for_upload,
     upload_memo_url,
@@ -137,7 +139,7 @@ class Session:
     **The contract with the notebook layer** (magics, panel, widgets use only these, typed):
     look-ups :attr:`backend`, :attr:`is_simulated`, :attr:`mode`, :attr:`cache_dir`,
     :meth:`styles`, :meth:`resolve_style`, :meth:`style_preview`, :meth:`simulator`; money :meth:`credits`,
-    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`; jobs :meth:`transform`,
+    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`, :meth:`duration_for`; jobs :meth:`transform`,
     :meth:`plan`, :meth:`resume`, :meth:`running_jobs`; the ledger and bundles
     :meth:`export`, :meth:`import_bundle`; lifetime :meth:`set_mode`, :meth:`successor`,
     :meth:`close`. The parts (``settings``, ``client``, ``cache``, ``ledger``, ``store``,
@@ -625,6 +627,17 @@ class Session:
 
         return get
 
+    def duration_for(self, source: str | Path, duration: int | None = None) -> int:
+        """The duration a job on ``source`` gets (:meth:`transform`'s rule, e.g. for a cost
+        estimate before Submit): ``duration`` checked against the input's length, or that
+        length (rounded down, 3-30 s) when None. Probes the input like :meth:`inspect`.
+
+        :raises InputError: unusable source, an input shorter than 3 s, a ``duration`` longer
+            than the input, no ``duration`` and an input of unknown length.
+        """
+        ref = self.inspect(source)
+        return resolve_duration(ref.name, ref.duration, duration)
+
     # -- jobs ------------------------------------------------------------------------------
     def transform(
         self,
@@ -632,8 +645,8 @@ class Session:
         style: int | str | Style,
         *,
         prompt: str | None = None,
-        duration: int = 5,
-        resolution: str = "720p",
+        duration: int | None = None,
+        resolution: str = DEFAULT_RESOLUTION,
         seed: int = -1,
         force: bool = False,
         timeout: float | None = None,
@@ -645,7 +658,12 @@ class Session:
         already cached for the same request key is served without HTTP; a job for the key
         already in the ledger (this or an earlier process) is re-attached, never re-submitted.
 
-        :raises InputError: bad parameter, unknown style, unusable source.
+        ``duration`` None (default) is the input's length, rounded down, 3-30 s; the request
+        key holds the resolved number, so giving that number explicitly is the same request
+        (see :func:`~goenhance_nb._inputs.resolve_duration`).
+
+        :raises InputError: bad parameter, unknown style, unusable source, an input shorter
+            than 3 s, a ``duration`` longer than the input.
         :raises BudgetExceeded: the session budget would be exceeded (no HTTP call made).
         :raises LedgerError: an earlier run left this job 'submitting' (use resume with
             ``resubmit=True``), or the ledger holds a refused (non-JSON) row.
@@ -666,7 +684,7 @@ class Session:
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
         if self._needs_new_charge(key, force):
-            estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip)
+            estimate = self.usage.estimate(st.id, resolution, spec.duration, is_vip=st.is_vip)
             self.usage.reserve(estimate)
         req = JobRequest(
             key=key,
@@ -689,8 +707,8 @@ class Session:
         style: int | str | Style,
         *,
         prompt: str | None = None,
-        duration: int = 5,
-        resolution: str = "720p",
+        duration: int | None = None,
+        resolution: str = DEFAULT_RESOLUTION,
         seed: int = -1,
     ) -> dict[str, Any]:
         """What :meth:`transform` would do, without doing it (no job call, nothing charged).
@@ -698,16 +716,20 @@ class Session:
         Returns ``{"key", "input", "style", "spec", "status", "estimate"}``: ``status`` is
         ``"cached"`` (served from the cache), ``"running"`` (a known job would be re-attached)
         or ``"new"`` (a paid submission); ``estimate`` is the estimated credits of a new job
-        (0 otherwise). Validation is the same as :meth:`transform`'s.
+        (0 otherwise); ``spec.duration`` is the resolved duration (None: the input's length).
+        Validation is the same as :meth:`transform`'s.
 
-        :raises InputError: bad parameter, unknown style, unusable source.
+        :raises InputError: bad parameter, unknown style, unusable source, an input shorter
+            than 3 s, a ``duration`` longer than the input.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
         ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         status, estimate = "cached", 0
         if self._needs_new_charge(key, False):
             status = "new"
-            estimate = self.usage.estimate(st.id, resolution, duration, is_vip=st.is_vip).credits
+            estimate = self.usage.estimate(
+                st.id, resolution, spec.duration, is_vip=st.is_vip
+            ).credits
         elif self.cache.lookup(key)[1] != "ok":
             status = "running"
         return {
@@ -724,17 +746,21 @@ class Session:
         source: str | Path,
         style: int | str | Style,
         prompt: str | None,
-        duration: int,
+        duration: int | None,
         resolution: str,
         seed: int,
     ) -> tuple[InputRef, Style, JobSpec, str]:
         """Validate the source and the style; return ``(input, style, spec, request key)``.
 
-        Shared by :meth:`transform` and :meth:`plan` (parameters already validated).
+        Shared by :meth:`transform` and :meth:`plan` (parameters already validated). The
+        spec's duration is resolved against the input's probed length (``resolve_duration``):
+        the key never holds None.
 
-        :raises InputError: unusable source, unknown style.
+        :raises InputError: unusable source, unknown style, input too short, duration longer
+            than the input.
         """
-        ref = self.inspect(source, duration=duration)
+        ref = self.inspect(source)
+        duration = resolve_duration(ref.name, ref.duration, duration)
         st = self.resolve_style(style)
         spec = JobSpec(
             model=st.id, duration=duration, resolution=resolution, seed=seed, prompt=prompt

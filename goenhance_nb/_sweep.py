@@ -183,7 +183,7 @@ def sweep(
     styles: int | str | Sequence[int | str],
     grid: Mapping[str, Sequence[Any]] | None = None,
     prompt: str | None = None,
-    duration: int = 5,
+    duration: int | None = None,
     resolution: str = "720p",
     seed: int = -1,
     max_credits: int | None = None,
@@ -197,6 +197,9 @@ def sweep(
     """Run every ``inputs`` x ``styles`` x ``grid`` combination (grid keys: duration,
     resolution, seed, prompt; each a list), after planning all of them.
 
+    ``duration`` None (default): each input's own length, rounded down, 3-30 s (as
+    :meth:`Session.transform`); the plan and the grid show the resolved number.
+
     ``dry_run``: return the plan only (cached / running / new, estimated credits; no job call).
     ``max_jobs`` / ``max_credits`` cap the new jobs and their estimated credits; both are
     checked on the whole plan before anything is sent. ``wait``: block until every item ends
@@ -209,7 +212,8 @@ def sweep(
     a kernel someone watches and only the summary line when headless (nbclient, papermill,
     ``GOENHANCE_WAIT=1``) or outside a kernel. The summary line needs ``wait``.
 
-    :raises InputError: a bad input, style or grid key (before anything is sent).
+    :raises InputError: a bad input, style or grid key, an input shorter than 3 s or a
+        duration longer than an input (before anything is sent).
     :raises BudgetExceeded: the caps would be passed (nothing sent).
     """
     if session is None:
@@ -265,6 +269,7 @@ def _plan(
             for combo in itertools.product(*(values for _, values in axes)):
                 params = {**base, **dict(zip((k for k, _ in axes), combo, strict=True))}
                 plan = session.plan(source, style, **params)
+                params["duration"] = plan["spec"].duration  # None resolved: the input's length
                 items.append(
                     SweepItem(
                         source=str(source),

@@ -444,7 +444,7 @@ def test_styles_credits_jobs_cache_outputs(
     assert "input_hash" in text
     outputs = list((clip.parent / "goenhance_outputs").iterdir())
     with capture_output() as cap:
-        ip.run_line_magic("goenhance", "cache clear")
+        ip.run_line_magic("goenhance", "cache clear --yes")
     assert "1 result(s) removed" in cap.stdout
     assert all(p.is_file() for p in outputs)  # the notebook's files stay (DECISIONS 13)
     with pytest.raises(goenhance_nb.CacheError):
@@ -505,7 +505,7 @@ def test_panel_and_cache_remove(
     p = ip.run_line_magic("goenhance", "panel")
     assert "goenhance-panel" in p._dom_classes and p.session is magics(ip).session()
     job = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --wait")
-    ip.run_line_magic("goenhance", f"cache remove {job.key[:10]}")
+    ip.run_line_magic("goenhance", f"cache remove {job.key[:10]} --yes")
     assert f"Removed {job.key[:12]}" in capsys.readouterr().out
     again = ip.run_line_magic("goenhance", "run sample.mp4 --style 2000 -d 3 -r 540p --wait")
     # removed from the cache: not a cache hit, yet the ledger re-attaches to the finished job

@@ -88,7 +88,8 @@ def test_jobs_table_newest_first_with_short_ids() -> None:
         "created",
         "key",
     ]
-    assert lines[1].split()[:3] == ["submitting", "x", "30"] and lines[1].endswith("new-key-0123")
+    # issue 17 point 7: the badge's words (a submitting entry is "queued")
+    assert lines[1].split()[:3] == ["queued", "x", "30"] and lines[1].endswith("new-key-0123")
     assert lines[2].startswith("job-old-0123") and "done" in lines[2]
 
 
@@ -100,7 +101,8 @@ def test_styles_table_thumbnails_only_for_plain_http_urls() -> None:
     ]
     html_t, text = _tables.styles_table(styles)
     assert html_t.count("<img ") == 1 and "javascript" not in html_t
-    assert "VIP" in text.splitlines()[2]
+    assert text.splitlines()[0].split()[-1] == "VIP"  # issue 17 point 16: the column's header
+    assert text.splitlines()[2].split()[-1] == "yes" and "yes" not in text.splitlines()[1]
 
 
 def test_cache_table_heading_sums_sizes() -> None:

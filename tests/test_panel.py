@@ -229,7 +229,7 @@ def test_cost_estimate_follows_style_duration_and_resolution(sim, session, comms
     [(None, None), (1.2, 3), (3.0, 3), (3.97, 4), (4.5, 4), (12.0, 12), (30.0, 30), (95.0, 30)],
 )
 def test_default_duration_is_the_input_length_rounded_down_and_clamped(length, want):
-    from goenhance_nb._panel import default_duration
+    from goenhance_nb._inputs import default_duration
 
     assert default_duration(length) == want
 

@@ -80,9 +80,15 @@ def test_unknown_style_raises_before_any_job_call(sim: Any, session: Session, cl
     assert {r["path"] for r in sim.requests()} == {"/api/v1/video2video/modellist"}
 
 
-def test_short_source_is_only_a_warning(sim: Any, session: Session, clip: Path) -> None:
-    with pytest.warns(UserWarning, match="shorter than the requested duration 5s"):
-        job = session.transform(clip, 2000, duration=5)
+def test_a_duration_longer_than_the_source_is_refused(
+    sim: Any, session: Session, clip: Path
+) -> None:
+    # issue 17 point 2 (was: only a warning, and the 5 s were charged for a 3 s video)
+    with pytest.raises(InputError, match=r"duration 5 is longer than the input clip.mp4 \(3.0 s\)"):
+        session.transform(clip, 2000, duration=5)
+    assert sim.generate_calls() == 0
+    job = session.transform(clip, 2000)  # the default: the input's length
+    assert job.spec.duration == 3
     assert hash_file(job.result(60).path) == job.result().sha
 
 

@@ -7,7 +7,7 @@
                          --timeout T --force --embed/--no-embed --compare --notify/--no-notify]
     styles | credits | jobs | config | panel | help [SUBCOMMAND]
     resume [ID] [--resubmit]
-    cache [list | info KEY | clear | remove KEY | verify KEY]
+    cache [list | info KEY | clear | remove KEY | verify KEY] [--yes]
     login [--save]
 
 ``%%goenhance`` takes ``run`` options on its first line and YAML ``key: value`` parameters in its

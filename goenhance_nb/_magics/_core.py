@@ -17,12 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import (
+    Magics,
+    line_cell_magic,
+    magics_class,
+    needs_local_scope,
+    no_var_expand,
+)
 from traitlets import Bool, Bunch, Float, Int, TraitError, Unicode, validate
 
 from goenhance_nb._errors import GoEnhanceWarning, redact_text
 from goenhance_nb._magics._handlers import HANDLERS, busy_message, handle_run
-from goenhance_nb._magics._parsing import merge_cell, parse_cell_body, parse_cell_line, parse_line
+from goenhance_nb._magics._parsing import (
+    expand_vars,
+    merge_cell,
+    parse_cell_body,
+    parse_cell_line,
+    parse_line,
+)
 from goenhance_nb._magics._present import (
     Presentation,
     Presented,
@@ -159,7 +171,12 @@ class GoEnhanceMagics(Magics):
     default_style = Unicode(
         None, allow_none=True, config=True, help="Style used when run has no --style."
     )
-    default_duration = Int(5, config=True, help="Default --duration (seconds, 3-30).")
+    default_duration = Int(
+        None,
+        allow_none=True,
+        config=True,
+        help="Default --duration (seconds, 3-30); None: the input's length (rounded down).",
+    )
     default_resolution = Unicode("720p", config=True, help="Default --resolution (540p or 720p).")
     embed = Bool(
         None,
@@ -270,36 +287,57 @@ class GoEnhanceMagics(Magics):
 
     # -- entry point --------------------------------------------------------------------------
     @line_cell_magic
-    def goenhance(self, line: str, cell: str | None = None) -> object:
-        """GoEnhance AI video-to-video. ``%goenhance help`` lists the subcommands."""
+    @no_var_expand
+    @needs_local_scope
+    def goenhance(
+        self, line: str, cell: str | None = None, local_ns: Mapping[str, object] | None = None
+    ) -> object:
+        """GoEnhance AI video-to-video. ``%goenhance help`` lists the subcommands.
+
+        ``{expr}`` and ``$name`` in the line and the cell body are expanded here, strictly
+        (:func:`expand_vars`): an undefined name is a one-line UsageError before anything runs.
+        """
         if self._notices is not None:  # re-entered (a magic inside a magic): one collector
-            return self._dispatch(line, cell)
+            return self._dispatch(line, cell, local_ns)
         with _Notices() as notices:
             self._notices = notices
             try:
-                return self._dispatch(line, cell)
+                return self._dispatch(line, cell, local_ns)
             finally:
                 self._notices = None
 
-    def _dispatch(self, line: str, cell: str | None) -> object:
+    def _namespace(self, local_ns: Mapping[str, object] | None) -> dict[str, object] | None:
+        """What ``{expr}`` / ``$name`` see: the user's namespace, then the caller's locals (as
+        IPython's ``var_expand``); None without a shell (no expansion)."""
+        if self.shell is None:
+            return None
+        ns: dict[str, object] = dict(self.shell.user_ns)
+        if local_ns is not None:
+            ns.update(local_ns)
+        return ns
+
+    def _dispatch(
+        self, line: str, cell: str | None, local_ns: Mapping[str, object] | None = None
+    ) -> object:
+        ns = self._namespace(local_ns)
+        prog = "%goenhance" if cell is None else "%%goenhance"
+        if ns is not None:
+            line = expand_vars(line, ns, prog=prog)
         if cell is not None:
-            return self._cell(line, cell)
+            return self._cell(line, cell, ns)
         cmd = parse_line(line)
         if cmd is None:
             return None
         return HANDLERS[cmd.name](self, cmd.args)
 
-    def _cell(self, line: str, cell: str) -> object:
+    def _cell(self, line: str, cell: str, ns: Mapping[str, object] | None) -> object:
         line_args = parse_cell_line(line)
         if line_args is None:
             return None
         body = cell
-        if self.shell is not None and ("{" in body or "$" in body):
-            shell = self.shell
-            # line by line: IPython's formatter drops text after a {var} across newlines
-            body = "\n".join(
-                shell.var_expand(ln) if ("{" in ln or "$" in ln) else ln for ln in body.split("\n")
-            )
+        if ns is not None:
+            # line by line: a {field} never spans lines, and an error names its own line
+            body = "\n".join(expand_vars(ln, ns, prog="%%goenhance") for ln in body.split("\n"))
         args = merge_cell(line_args, parse_cell_body(body))
         if not args.input:
             raise UsageError("%%goenhance: no input (give it on the first line or as 'input:')")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,14 +39,19 @@ from goenhance_nb._magics._present import Presentation, display_obj
 from goenhance_nb._magics._tables import (
     cache_table,
     config_rows,
+    fmt_size,
     jobs_table,
     key_state,
+    ledger_badge,
+    magic_default_rows,
     styles_table,
     table,
 )
 from goenhance_nb._theme import SIMULATED_LABEL
 
 if TYPE_CHECKING:
+    from goenhance_nb._cache import ResultCache, ResultRecord
+    from goenhance_nb._job import Job
     from goenhance_nb._ledger import LedgerEntry
     from goenhance_nb._magics._core import GoEnhanceMagics
     from goenhance_nb._session import Session
@@ -140,8 +146,41 @@ def handle_run(m: GoEnhanceMagics, args: RunArgs) -> object:
         timeout=args.timeout,
     )
     m.flush_notices()  # input warnings: one plain line before the status
-    m.present(job, how, session)
+    return _present_or_stop(m, job, how, session)
+
+
+def _present_or_stop(m: GoEnhanceMagics, job: Job, how: Presentation, session: Session) -> object:
+    """Show ``job``; return it. An interrupt while a ``--wait`` run waits (the kernel's
+    interrupt button, Ctrl-C) ends the cell quietly with one line, the resume hint: the job
+    keeps going and stays resumable, and a traceback would only repeat that. Returns None then
+    (the cell was interrupted: nothing to bind)."""
+    try:
+        m.present(job, how, session)
+    except KeyboardInterrupt as exc:
+        if not how.wait or job.done():
+            raise
+        if not _hint_shown(exc):
+            print(
+                "Stopped waiting; the job keeps going. Resume with %goenhance resume "
+                f"{job.id or job.key}",
+                file=sys.stderr,
+            )
+        return None
     return job
+
+
+def _hint_shown(exc: KeyboardInterrupt) -> bool:
+    """Whether the interrupt came while the presentation waited in ``Job.result`` (it printed
+    the resume hint then), rather than while it built the status display."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "result" and str(frame.f_globals.get("__name__", "")).startswith(
+            "goenhance_nb."
+        ):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _unfinished(entry: LedgerEntry) -> bool:
@@ -166,7 +205,7 @@ def _list_unfinished(session: Session) -> None:
             hint = f"never got a job id; %goenhance resume {key} --resubmit (may charge twice)"
         else:
             hint = f"%goenhance resume {e.job_id}"
-        print(f"{key}  {e.state:<16} {e.style_label or ''}  {hint}")
+        print(f"{key}  {ledger_badge(e.state):<16} {e.style_label or ''}  {hint}")
 
 
 def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> object:
@@ -184,8 +223,7 @@ def handle_resume(m: GoEnhanceMagics, args: ResumeArgs) -> object:
         embed=m.embed,
         notify=bool(m.notify),
     )
-    m.present(job, how, session)
-    return job
+    return _present_or_stop(m, job, how, session)
 
 
 # -- tables -----------------------------------------------------------------------------------
@@ -239,18 +277,19 @@ def handle_jobs(m: GoEnhanceMagics, args: NoArgs) -> None:
 def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
     """``list`` / ``info KEY`` / ``clear`` / ``remove KEY`` / ``verify KEY`` on the result cache.
 
-    KEY may be a unique key prefix or a job id. ``clear`` and ``remove`` delete only the store's
-    files, never the notebook's files in ``goenhance_outputs/`` (DECISIONS 13).
+    KEY may be a unique key prefix or a job id. ``clear`` and ``remove`` say what they would
+    remove (results, bytes) and remove it only with ``--yes`` (headless runs too); they delete
+    only the store's files, never the notebook's files in ``goenhance_outputs/`` (DECISIONS 13).
     :raises CacheError: unknown or ambiguous KEY, unreadable index.
     """
-    cache = m.session().cache
+    session = m.session()
+    cache = session.cache
     if args.action == "list":
         html_t, text, head = cache_table(cache.list())
         _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
         return
     if args.action == "clear":
-        n = cache.clear()
-        print(f"Cache cleared: {n} result(s) removed. Files in goenhance_outputs/ are kept.")
+        _cache_clear(cache, session.cache_dir, yes=args.yes)
         return
     rec = cache.info(args.key or "")
     if args.action == "info":
@@ -258,8 +297,7 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
         width = max(len(k) for k in data)
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
     elif args.action == "remove":
-        cache.remove(rec.key)
-        print(f"Removed {rec.key[:12]} from the cache. Files in goenhance_outputs/ are kept.")
+        _cache_remove(cache, rec, yes=args.yes)
     else:
         ok = cache.verify(rec.key, full=True)
         print(
@@ -267,12 +305,45 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
         )
 
 
-#: The magic defaults ``%goenhance config`` shows after the settings.
-_MAGIC_DEFAULTS = ("default_style", "default_duration", "default_resolution", "embed", "wait")
+_KEPT = "files in goenhance_outputs/ are kept"
+
+
+def _cache_clear(cache: ResultCache, where: Path, *, yes: bool) -> None:
+    """``cache clear``: say what it would remove; remove it only when ``yes``."""
+    records = cache.list()
+    what = f"{len(records)} cached result(s) ({_bytes_of(records)})"
+    if not yes:
+        print(
+            f"Would remove {what} from the cache in {where}; nothing removed. "
+            f"Run %goenhance cache clear --yes to remove them ({_KEPT})."
+        )
+        return
+    n = cache.clear()
+    print(f"Cache cleared: {n} result(s) removed ({_bytes_of(records)}). {_KEPT.capitalize()}.")
+
+
+def _cache_remove(cache: ResultCache, rec: ResultRecord, *, yes: bool) -> None:
+    """``cache remove KEY``: say what it would remove; remove it only when ``yes``."""
+    what = f"{rec.key[:12]} ({rec.style_label}, {_bytes_of([rec])})"
+    if not yes:
+        print(
+            f"Would remove {what} from the cache; nothing removed. "
+            f"Run %goenhance cache remove {rec.key[:12]} --yes to remove it ({_KEPT})."
+        )
+        return
+    cache.remove(rec.key)
+    print(f"Removed {what} from the cache. {_KEPT.capitalize()}.")
+
+
+def _bytes_of(records: list[ResultRecord]) -> str:
+    """The bytes the stored files of ``records`` take (a file shared by records counted once)."""
+    by_sha = {r.sha: r.size for r in records}
+    return fmt_size(sum(by_sha.values())) or "0 KiB"
 
 
 def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
-    """Show the effective settings and magic defaults; the key only as set / not set."""
+    """Show the effective settings and magic defaults; the key only as set / not set. A value
+    left unset says what it means ("not set", the default in force), never a blank."""
     session = m.session()
     s = session.settings
     rows: list[list[object]] = [
@@ -281,11 +352,17 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
         ["mode", session.mode],
         ["lockfile", session.lockfile.path],
         *config_rows(s),
+        *magic_default_rows(
+            default_style=m.default_style,
+            default_duration=m.default_duration,
+            default_resolution=m.default_resolution,
+            embed=m.embed,
+            wait=m.wait,
+            notify=m.notify,
+        ),
+        ["frontend", _frontend.frontend(m.shell)],
+        ["headless", _frontend.is_headless(m.shell)],
     ]
-    for name in (*_MAGIC_DEFAULTS, "notify"):
-        rows.append([f"GoEnhanceMagics.{name}", getattr(m, name)])  # a traitlets trait
-    rows.append(["frontend", _frontend.frontend(m.shell)])
-    rows.append(["headless", _frontend.is_headless(m.shell)])
     html_t, text = table(["setting", "value"], rows, klass="goenhance-config")
     _show(f"<div>{html_t}</div>", text)
 

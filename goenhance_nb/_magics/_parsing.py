@@ -6,6 +6,10 @@ first line (run options) and YAML body; :func:`merge_cell` combines them. Every 
 a one-line :class:`~IPython.core.error.UsageError`; nothing here makes an API call, and the
 input limits (duration, resolutions) come from :mod:`goenhance_nb._inputs`, imported on first
 use so ``%load_ext`` stays cheap.
+
+:func:`expand_vars` does the ``{expr}`` / ``$name`` expansion IPython would do (its
+``DollarFormatter``), strictly: an undefined name or a field that cannot be evaluated is a
+one-line UsageError naming it, never text sent as typed (``{{``/``}}`` and ``$$`` escape).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import argparse
 import functools
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
+from IPython.utils.text import DollarFormatter  # loaded with IPython.core.magic already
 
 from goenhance_nb._errors import brief
 from goenhance_nb._settings import MODES
@@ -45,6 +50,7 @@ __all__ = [
     "StylesArgs",
     "SweepArgs",
     "build_parser",
+    "expand_vars",
     "merge_cell",
     "parse_cell_body",
     "parse_cell_line",
@@ -107,7 +113,8 @@ class ResumeArgs:
 
 @dataclass(frozen=True, slots=True)
 class CacheArgs:
-    """``%goenhance cache [list|info KEY|clear|remove KEY|verify KEY]``."""
+    """``%goenhance cache [list|info KEY|clear|remove KEY|verify KEY] [--yes]`` (``yes``: really
+    remove; without it ``clear``/``remove`` only say what they would remove)."""
 
     action: str = "list"
     key: str | None = None
@@ -208,13 +215,43 @@ def _positive_float(text: str) -> float:
 def _duration_help() -> str:
     from goenhance_nb._inputs import MAX_DURATION, MIN_DURATION
 
-    return f"seconds of output, {MIN_DURATION}-{MAX_DURATION}"
+    return (
+        f"seconds of output, {MIN_DURATION}-{MAX_DURATION}; default: the input's length "
+        "(rounded down); longer than the input is refused"
+    )
+
+
+def cost_help() -> str:
+    """How a new job is charged, from the rates the estimate uses (``_usage``): shown by
+    ``run --help`` and ``sweep --help``."""
+    from goenhance_nb._inputs import DEFAULT_RESOLUTION
+    from goenhance_nb._usage import DEFAULT_RATES, VIP_MULTIPLIER
+
+    by_res = sorted(DEFAULT_RATES.items(), key=lambda kv: kv[1], reverse=True)
+    rates = ", ".join(
+        f"{rate:g} credits/s at {res}" if i == 0 else f"{rate:g} at {res}"
+        for i, (res, rate) in enumerate(by_res)
+    )
+    return (
+        f"Defaults: --duration = the input's length (rounded down, 3-30 s), --resolution "
+        f"{DEFAULT_RESOLUTION} (%config GoEnhanceMagics.default_duration / default_resolution). "
+        f"Cost of a new job (estimate): seconds x {rates}; VIP styles x{VIP_MULTIPLIER:g} "
+        "(the simulator's rates; the API's prices are on its billing page; after a job the "
+        "rate observed for that style is used). A cached result costs nothing; a duration "
+        "longer than the input is refused before anything is sent."
+    )
 
 
 def _resolutions() -> tuple[str, ...]:
     from goenhance_nb._inputs import RESOLUTIONS
 
     return RESOLUTIONS
+
+
+def _default_resolution() -> str:
+    from goenhance_nb._inputs import DEFAULT_RESOLUTION
+
+    return DEFAULT_RESOLUTION
 
 
 def duration_error(prefix: str, name: str, value: int | None) -> UsageError | None:
@@ -246,7 +283,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, input_optional: bool) -> Non
     p.add_argument("--duration", "-d", type=int, default=None, help=_duration_help())
     resolutions = _resolutions()
     p.add_argument(
-        "--resolution", "-r", default=None, choices=resolutions, help=" or ".join(resolutions)
+        "--resolution",
+        "-r",
+        default=None,
+        choices=resolutions,
+        help=f"{' or '.join(resolutions)} (default {_default_resolution()})",
     )
     p.add_argument("--seed", type=int, default=None, help="seed, -1 = random")
     p.add_argument(
@@ -325,13 +366,20 @@ def _add_small_commands(sub: _Subparsers) -> None:
     ca = sub.add_parser(
         "cache",
         help="inspect or clear the result cache",
-        description="list | info KEY | clear | remove KEY | verify KEY. "
-        "Files in goenhance_outputs/ are never deleted.",
+        description="list | info KEY | clear | remove KEY | verify KEY. clear and remove say "
+        "what they would remove and remove it only with --yes. Files in goenhance_outputs/ are "
+        "never deleted.",
     )
     ca.add_argument(
         "action", nargs="?", default="list", choices=("list", "info", "clear", "remove", "verify")
     )
     ca.add_argument("key", nargs="?", default=None, metavar="KEY", help="a cache key (prefix)")
+    ca.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="really remove (clear/remove); without it they only say what they would remove",
+    )
     sub.add_parser(
         "config",
         help="effective settings",
@@ -388,6 +436,7 @@ def _add_sweep_command(sub: _Subparsers) -> None:
         help="every input x style x grid value",
         description="Plan every INPUT x --style x --grid combination (cached, running, new, "
         "estimated credits), check the caps before anything is sent, run, show one grid.",
+        epilog=cost_help(),
     )
     sw.add_argument("inputs", nargs="+", metavar="INPUT", help="input videos")
     sw.add_argument("--style", "-s", action="append", required=True, help="a style (repeatable)")
@@ -416,6 +465,7 @@ def build_parser() -> _Parser:
         "run",
         help="transform a video with a style",
         description="Transform INPUT with a style; returns the Job handle.",
+        epilog=cost_help(),
     )
     _add_run_options(run, input_optional=False)
     _add_small_commands(sub)
@@ -439,9 +489,58 @@ def _cell_parser() -> _Parser:
         prog="%%goenhance",
         description="Run a job: run options on the first line, YAML key: value "
         f"parameters in the body ({', '.join(CELL_KEYS)}).",
+        epilog=cost_help(),
     )
     _add_run_options(p, input_optional=True)
     return p
+
+
+# -- {var} / $var expansion --------------------------------------------------------------------
+class _StrictFormatter(DollarFormatter):
+    """IPython's ``DollarFormatter`` that remembers the field it is evaluating (for the error)."""
+
+    field: str = ""
+
+    def parse(self, fmt_string: str) -> Iterator[tuple[Any, Any, Any, Any]]:
+        for item in super().parse(fmt_string):
+            if item[1] is not None:
+                self.field = item[1] if not item[2] else f"{item[1]}:{item[2]}"
+            yield item
+
+
+def _field_shown(text: str, field: str) -> str:
+    """How the failing field was written: ``$name`` or ``{expr}``."""
+    return f"${field}" if f"${field}" in text and f"{{{field}}}" not in text else f"{{{field}}}"
+
+
+def expand_vars(text: str, namespace: Mapping[str, object], *, prog: str) -> str:
+    """Expand ``{expr}`` and ``$name`` in ``text`` with ``namespace``, as IPython does for magic
+    lines (``IPython.utils.text.DollarFormatter``: ``{expr}`` evaluates an expression, ``$name``
+    a name or attribute, ``{{``/``}}`` are literal braces, ``$$`` a literal ``$``), but strictly.
+
+    :raises UsageError: a name is not defined, or a field cannot be evaluated (IPython would
+        leave the text as typed, and the braces would be sent and charged).
+    """
+    if "{" not in text and "}" not in text and "$" not in text:
+        return text
+    fmt = _StrictFormatter()
+    escape = "write {{ and }} for literal braces, $$ for a literal $"
+    try:
+        return fmt.vformat(text, args=[], kwargs=dict(namespace))
+    except NameError as exc:
+        shown = _field_shown(text, fmt.field)
+        raise UsageError(
+            f"{prog}: name {exc.name or fmt.field!r} is not defined (in {brief(shown, 60, quote=False)}); nothing "
+            f"was sent ({escape})"
+        ) from None
+    except ValueError as exc:  # unbalanced braces (str.format's own errors)
+        raise UsageError(f"{prog}: {exc}; nothing was sent ({escape})") from None
+    except Exception as exc:  # anything the expression raised, or a syntax error in it
+        shown = _field_shown(text, fmt.field)
+        why = brief(f"{type(exc).__name__}: {exc}", 80, quote=False)
+        raise UsageError(
+            f"{prog}: cannot expand {brief(shown, 60, quote=False)}: {why}; nothing was sent ({escape})"
+        ) from None
 
 
 # -- %goenhance lines -------------------------------------------------------------------------
@@ -453,13 +552,22 @@ def _split(prog: str, line: str) -> list[str]:
 
 
 def _parse(parser: _Parser, prog: str, argv: list[str]) -> argparse.Namespace | None:
-    """``parser.parse_args(argv)``; None when help was printed."""
+    """``parser.parse_args(argv)``; None when help was printed.
+
+    :raises UsageError: a bad option; an unknown one names the subcommand's own help
+        (``%goenhance run --help``), not the top-level one.
+    """
     try:
-        return parser.parse_args(argv)
+        ns, extra = parser.parse_known_args(argv)
     except _HelpShown:
         return None
     except argparse.ArgumentError as exc:
         raise UsageError(f"{prog}: {exc}") from None
+    if extra:
+        command = vars(ns).get("command")  # set by the root parser's subcommands only
+        where = f"{prog} {command}" if command else prog
+        raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)} (see {where} --help)")
+    return ns
 
 
 def _run_args(ns: argparse.Namespace) -> RunArgs:
@@ -479,7 +587,7 @@ def _args_cache(ns: argparse.Namespace) -> Args:
         raise UsageError(f"%goenhance cache {ns.action}: KEY is required")
     if ns.action in ("list", "clear") and ns.key:
         raise UsageError(f"%goenhance cache {ns.action}: takes no KEY")
-    return CacheArgs(ns.action, ns.key)
+    return CacheArgs(ns.action, ns.key, ns.yes)
 
 
 def _args_sweep(ns: argparse.Namespace) -> Args:

@@ -25,6 +25,8 @@ __all__ = [
     "fmt_size",
     "fmt_time",
     "jobs_table",
+    "ledger_badge",
+    "magic_default_rows",
     "styles_table",
     "table",
 ]
@@ -99,12 +101,28 @@ def _thumbnail(preview: str | None) -> Raw:
 
 
 def styles_table(styles: Iterable[Style]) -> tuple[str, str]:
-    """The model list: thumbnail, id, label, category, version, VIP."""
+    """The model list: thumbnail, id, label, category, version, VIP (``yes``: charged at the
+    VIP rate; blank otherwise)."""
     rows: list[list[Cell]] = [
-        [_thumbnail(s.preview_url), s.id, s.label, s.category, s.version, "VIP" if s.is_vip else ""]
+        [_thumbnail(s.preview_url), s.id, s.label, s.category, s.version, _vip(s.is_vip)]
         for s in styles
     ]
-    return table(["", "id", "label", "category", "version", ""], rows, klass="goenhance-styles")
+    return table(["", "id", "label", "category", "version", "VIP"], rows, klass="goenhance-styles")
+
+
+def _vip(is_vip: bool) -> str:
+    return "yes" if is_vip else ""
+
+
+def ledger_badge(state: str) -> str:
+    """The word the status widget's badge shows for a ledger ``state`` (``watch_cancelled`` ->
+    ``not watching``); a state this version does not know is shown as stored."""
+    from goenhance_nb._lifecycle import LedgerState, badge_for
+
+    try:
+        return badge_for(state=LedgerState(state)).value
+    except ValueError:
+        return state
 
 
 _JOB_HEADERS = ("job id", "state", "raw status", "style", "cost", "created", "key")
@@ -120,8 +138,8 @@ def jobs_table(entries: Iterable[LedgerEntry]) -> tuple[str, str, int]:
     rows: list[list[Cell]] = [
         [
             _short(e.job_id),
-            e.state,
-            e.raw_status or "",
+            ledger_badge(e.state),
+            e.raw_status or ("no job id yet" if e.is_orphan else ""),
             e.style_label or "",
             "" if e.cost is None else e.cost,
             fmt_time(e.created),
@@ -180,8 +198,26 @@ def key_state(settings: Settings) -> str:
     return "not set (embedded simulator)" if settings.base_url is None else "not set"
 
 
+#: What an unset (None) setting or magic default means, shown instead of a blank.
+UNSET_MEANS: dict[str, str] = {
+    "output_dir": "goenhance_outputs/ beside the notebook",
+    "budget": "no budget",
+    "wait": "only in headless runs",
+    "default_style": "not set (run needs --style)",
+    "default_duration": "the input's length (rounded down, 3-30 s)",
+    "embed": "per frontend",
+}
+
+
+def _shown(name: str, value: object) -> Cell:
+    if value is None or value == "":
+        return UNSET_MEANS.get(name, "not set")
+    return value
+
+
 def config_rows(settings: Settings) -> list[list[Cell]]:
-    """One ``[name, value]`` row per :data:`CONFIG_FIELDS` entry (base URLs redacted)."""
+    """One ``[name, value]`` row per :data:`CONFIG_FIELDS` entry (base URLs redacted; an unset
+    value says what it means, :data:`UNSET_MEANS`)."""
     from goenhance_nb._errors import redact_url
 
     rows: list[list[Cell]] = []
@@ -189,5 +225,11 @@ def config_rows(settings: Settings) -> list[list[Cell]]:
         value = getattr(settings, name)  # a Settings dataclass field, by name
         if name == "base_url":
             value = redact_url(value) if value else "(embedded simulator)"
-        rows.append([name, "" if value is None else value])
+        rows.append([name, _shown(name, value)])
     return rows
+
+
+def magic_default_rows(**defaults: object) -> list[list[Cell]]:
+    """``[GoEnhanceMagics.<name>, value]`` rows for the magics' run defaults (unset values say
+    what they mean, :data:`UNSET_MEANS`)."""
+    return [[f"GoEnhanceMagics.{name}", _shown(name, v)] for name, v in defaults.items()]

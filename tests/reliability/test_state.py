@@ -313,9 +313,9 @@ def test_malformed_rows_are_skipped_and_reported_once(
     resumed, text = run(f"resume {job.id} --wait")
     assert resumed.id == job.id and resumed.path is not None
 
-    _, text = run(f"cache remove {job.key[:12]}")
+    _, text = run(f"cache remove {job.key[:12]} --yes")
     assert f"Removed {job.key[:12]}" in text
-    _, text = run("cache clear")
+    _, text = run("cache clear --yes")
     assert "Cache cleared" in text
     assert sim.generate_calls() == 1
 
@@ -401,14 +401,17 @@ def test_input_warning_is_one_plain_line_beside_the_status(
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     monkeypatch.setattr(warnings, "showwarning", to_stderr)
-    result = ip.run_cell("%goenhance run sample.mp4 --style 2000 -d 5 -r 540p --wait")
+    # (issue 17: a duration longer than the input is refused now; an input longer than the
+    # API's 30 s maximum is the input warning a run still gives)
+    sample_clip(nb_clip.parent / "long.mp4", seconds=31.0, width=64, height=64, fps=4)
+    result = ip.run_cell("%goenhance run long.mp4 --style 2000 -r 540p --wait")
     assert result.error_in_exec is None
     out = capsys.readouterr()
-    lines = [ln for ln in (out.out + out.err).splitlines() if "shorter than" in ln]
+    lines = [ln for ln in (out.out + out.err).splitlines() if "31.0 s long" in ln]
     assert len(lines) == 1, out
     assert lines[0] in out.out.splitlines()  # plain output, not the stderr block
     assert ".py" not in lines[0] and "warn" not in lines[0].lower().replace("warning:", "")
-    assert "sample.mp4 is 3.0s long, shorter than the requested duration 5s" in lines[0]
+    assert "long.mp4 is 31.0 s long; the duration defaults to 30 s" in lines[0]
     assert "_inputs" not in out.err and "warnings.warn" not in out.err
 
     # the Python API keeps a normal, filterable warning category
