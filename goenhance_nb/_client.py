@@ -229,10 +229,11 @@ class AsyncClient:
         if isinstance(transport, RetryTransport):
             self.transport = transport
         else:
+            limit = settings.rate_limit_for(self.base_url)
             self.transport = RetryTransport(
                 transport,
                 max_retries=settings.max_retries,
-                rate_limiter=RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None,
+                rate_limiter=RateLimiter(limit) if limit > 0 else None,
             )
         self._http = httpx.AsyncClient(
             transport=self.transport,

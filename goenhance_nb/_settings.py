@@ -25,6 +25,9 @@ import platformdirs
 
 from goenhance_nb._errors import ConfigError, brief
 
+#: Requests per second to a remote API when the rate_limit setting is not given.
+DEFAULT_RATE_LIMIT = 5.0
+
 __all__ = [
     "DEFAULT_REAL_BASE_URL",
     "MODES",
@@ -219,7 +222,7 @@ class Settings:
     poll_interval: float = 5.0
     job_timeout: float = 1800.0
     request_timeout: float = 30.0
-    rate_limit: float = 5.0
+    rate_limit: float | None = None  # requests/s to /api/; None: rate_limit_for() decides
     max_retries: int = 4
     output_dir: Path | None = None
     budget: int | None = None
@@ -262,6 +265,18 @@ class Settings:
         base URL). This decides the 5 s poll floor only (DECISIONS 6/26): whether a base URL is
         our simulator is learnt by asking it (``Session.backend``), never from its host."""
         return self.base_url is None or is_loopback_host(self.host)
+
+    def rate_limit_for(self, base_url: str) -> float:
+        """Requests per second the client allows itself to ``base_url``'s ``/api/`` routes.
+
+        The ``rate_limit`` setting when given (0: no limit); else :data:`DEFAULT_RATE_LIMIT`
+        for a remote API and no limit for a loopback server, like the 5 s poll floor
+        (DECISIONS 6): the limit protects the real service, and a local simulator polled
+        faster than 5 s would otherwise queue its own polls behind it.
+        """
+        if self.rate_limit is not None:
+            return float(self.rate_limit)
+        return 0.0 if is_loopback_host(urlsplit(base_url).hostname) else DEFAULT_RATE_LIMIT
 
     @property
     def is_embedded_simulator(self) -> bool:
@@ -485,6 +500,10 @@ def _non_negative(name: str, value: object) -> float:
     return value
 
 
+def _optional_non_negative(name: str, value: object) -> float | None:
+    return None if value is None else _non_negative(name, value)
+
+
 def _timeout(name: str, value: object) -> float:
     seconds = _non_negative(name, value)
     if seconds <= 0:
@@ -550,7 +569,7 @@ _SETTINGS: Mapping[str, _Setting] = {
     "poll_interval": _Setting(_float, _non_negative),
     "job_timeout": _Setting(_float, _timeout),
     "request_timeout": _Setting(_float, _timeout),
-    "rate_limit": _Setting(_float, _non_negative),
+    "rate_limit": _Setting(_float, _optional_non_negative),
     "max_upload_mb": _Setting(_float, _non_negative),
     "embed_limit_mb": _Setting(_float, _non_negative),
     "max_result_mb": _Setting(_float, _non_negative),

@@ -202,6 +202,7 @@ def key_state(settings: Settings) -> str:
 UNSET_MEANS: dict[str, str] = {
     "output_dir": "goenhance_outputs/ beside the notebook",
     "budget": "no budget",
+    "rate_limit": "5/s to a remote API, none on loopback",
     "wait": "only in headless runs",
     "default_style": "not set (run needs --style)",
     "default_duration": "the input's length (rounded down, 3-30 s)",
