@@ -173,6 +173,7 @@ class _Run:
     budget: float
     deadline: float | None = None
     task: asyncio.Task[None] | None = None
+    charged: bool = False  # this run's generate was accepted (the session spent its cost)
 
 
 class _PollFailures:
@@ -878,6 +879,7 @@ class JobEngine:
         job.cost = gr.cost
         log.info("goenhance_nb: request %s submitted as job %s", job.key[:12], gr.img_uuid)
         run.reservation.spend(gr.cost, req.spec)
+        run.charged = True
         try:
             return self.ledger.update(
                 job.key,
@@ -990,6 +992,8 @@ class JobEngine:
             self.ledger.update(
                 job.key, state=LedgerState.FAILED, error=msg or raw, finished_at=time.time()
             )
+            if run.charged:  # the API does not say whether it refunds: "may be refunded"
+                self.usage.record_failed(job.cost)
             raise JobFailed(job_id, msg or f"status {raw}")
         return done
 

@@ -735,7 +735,7 @@ class Panel(W.VBox):
     def _render_credits(self, count: int | None) -> None:
         spend = self._session.spend()
         parts = [f"credits {count}" if count is not None else "credits ?"]
-        parts.append(f"session spend {spend.spent}")
+        parts.append(f"session spend {spend}")
         if spend.budget is not None:
             parts.append(f"budget {spend.budget}")
         self.credits.value = " · ".join(parts)

@@ -62,6 +62,16 @@ class SpendSnapshot:
     last_credits: int | None
     maybe_refunded: int = 0
 
+    def __str__(self) -> str:
+        """``15``, or with what is uncertain: ``30 (incl. 15 possibly charged; incl. 15 on
+        failed jobs, may be refunded)``."""
+        notes = []
+        if self.possible:  # generate outcomes unknown: counted as spent until known
+            notes.append(f"incl. {self.possible} possibly charged")
+        if self.maybe_refunded:
+            notes.append(f"incl. {self.maybe_refunded} on failed jobs, may be refunded")
+        return f"{self.spent} ({'; '.join(notes)})" if notes else str(self.spent)
+
 
 class Usage:
     """Session spend and cost history. Thread-safe.

@@ -245,10 +245,7 @@ def handle_styles(m: GoEnhanceMagics, args: StylesArgs) -> None:
 
 
 def _session_spend(session: Session) -> str:
-    spend = session.spend()  # no HTTP
-    if spend.possible:  # generate outcomes unknown: counted as spent until known
-        return f"{spend.spent} (incl. {spend.possible} possibly charged)"
-    return str(spend.spent)
+    return str(session.spend())  # no HTTP; says what is possibly charged or may be refunded
 
 
 def handle_credits(m: GoEnhanceMagics, args: NoArgs) -> None:
