@@ -693,6 +693,11 @@ class JobEngine:
         )
 
     # -- the local queue -------------------------------------------------------------------
+    @property
+    def queue_limit(self) -> int | None:
+        """Jobs the account may run at once (``queueLimit``) when known, else ``None``."""
+        return self._queue.limit
+
     async def _ensure_queue_limit(self) -> None:
         """Learn the account's queueLimit once (one ``user/tokens`` call); concurrent callers
         wait for that one call, so no job slips past an unknown limit."""

@@ -324,6 +324,12 @@ class Session:
         """True when jobs run on a simulator (no real credits are spent)."""
         return self.backend == "simulated"
 
+    @property
+    def queue_limit(self) -> int | None:
+        """Jobs the account may run at once (its ``queueLimit``), once a submission or a
+        credits call has told it; ``None`` before (no HTTP here)."""
+        return self.engine.queue_limit
+
     def simulator(self) -> SimulatorControl:
         """Controls of the simulator this session talks to (settings, faults, request log).
 

@@ -54,3 +54,12 @@ def test_the_credits_line_says_what_may_be_refunded(
         assert "session spend 15 (incl. 15 on failed jobs, may be refunded)" in out, out
     finally:
         shell.run_line_magic("unload_ext", "goenhance_nb")
+
+
+def test_the_session_knows_the_accounts_queue_limit_after_a_submission(
+    sim: Any, session: Session, clip: Path
+) -> None:
+    """The status widget's ETA counts the local queue wait with it (issue 17 point 15)."""
+    assert session.queue_limit is None  # nothing asked yet: no HTTP for this
+    session.transform(clip, 2000, duration=3, resolution="540p").result(60)
+    assert session.queue_limit == 3  # the simulator's queueLimit

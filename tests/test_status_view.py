@@ -249,7 +249,10 @@ def test_view_after_stop_watching() -> None:
 def test_view_of_a_failure(change: Observed, badge: str, hint_has: str) -> None:
     v = shown(change)
     assert v.badge == badge and v.badge_colours == Badge(badge).colours
-    assert v.error_html.startswith('<span style="color:#c62828">') and "\n" not in v.error_html
+    assert (
+        v.error_html.startswith('<span style="background:#fee2e2;color:#991b1b;')
+        and "\n" not in v.error_html
+    )
     assert hint_has in v.hint
     assert v.show_retry and not v.show_cancel and v.settled and v.toast == ""
 

@@ -632,6 +632,7 @@ class StatusWidget(W.VBox):
             spec_text=f"{job.spec.duration} s · {job.spec.resolution}",
             eta=float(estimate) if estimate is not None else None,
             eta_samples=estimate.samples if estimate is not None else 0,
+            queue_limit=session.queue_limit if session is not None else None,
             retry_cost=charge.credits if charge is not None else None,
             show_result=self._show_result,
         )
