@@ -139,7 +139,8 @@ class Session:
     **The contract with the notebook layer** (magics, panel, widgets use only these, typed):
     look-ups :attr:`backend`, :attr:`is_simulated`, :attr:`mode`, :attr:`cache_dir`,
     :meth:`styles`, :meth:`resolve_style`, :meth:`style_preview`, :meth:`simulator`; money :meth:`credits`,
-    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`, :meth:`duration_for`; jobs :meth:`transform`,
+    :meth:`spend`, :meth:`cost_estimate`; inputs :meth:`inspect`, :meth:`duration_for`; the cache :meth:`cached_results`,
+    :meth:`cached_result`, :meth:`verify_cached`, :meth:`remove_cached`, :meth:`clear_cache`; jobs :meth:`transform`,
     :meth:`plan`, :meth:`resume`, :meth:`running_jobs`; the ledger and bundles
     :meth:`export`, :meth:`import_bundle`; lifetime :meth:`set_mode`, :meth:`successor`,
     :meth:`close`. The parts (``settings``, ``client``, ``cache``, ``ledger``, ``store``,
@@ -476,6 +477,37 @@ class Session:
     def ledger_entries(self) -> list[LedgerEntry]:
         """Return all ledger entries (jobs this cache dir knows), newest first."""
         return self.ledger.entries()
+
+    # -- the result cache (no HTTP) ----------------------------------------------------------
+    def cached_results(self) -> list[ResultRecord]:
+        """Every cached result, newest first."""
+        return self.cache.list()
+
+    def cached_result(self, key_or_id: str) -> ResultRecord:
+        """The cached result for a key, a unique key prefix or a job id.
+
+        :raises CacheError: none matches, or a prefix matches several.
+        """
+        return self.cache.info(key_or_id)
+
+    def verify_cached(self, key: str) -> bool:
+        """Re-hash a cached result's file: True when its size and content hash match."""
+        return self.cache.verify(key, full=True)
+
+    def remove_cached(self, key: str) -> bool:
+        """Forget one cached result and delete its stored file (never the notebook's copy in
+        ``goenhance_outputs/``). True when it was there."""
+        return self.cache.remove(key)
+
+    def clear_cache(self) -> int:
+        """Forget every cached result and delete the stored files (never the notebook's
+        copies); returns how many were removed."""
+        return self.cache.clear()
+
+    @property
+    def lockfile_path(self) -> Path:
+        """Where this session's lockfile is (it may not exist yet)."""
+        return self.lockfile.path
 
     # -- inputs ----------------------------------------------------------------------------
     def inspect(self, source: str | Path, *, duration: int | None = None) -> InputRef:

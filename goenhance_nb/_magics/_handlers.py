@@ -50,7 +50,7 @@ from goenhance_nb._magics._tables import (
 from goenhance_nb._theme import SIMULATED_LABEL
 
 if TYPE_CHECKING:
-    from goenhance_nb._cache import ResultCache, ResultRecord
+    from goenhance_nb._cache import ResultRecord
     from goenhance_nb._job import Job
     from goenhance_nb._ledger import LedgerEntry
     from goenhance_nb._magics._core import GoEnhanceMagics
@@ -280,23 +280,22 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
     :raises CacheError: unknown or ambiguous KEY, unreadable index.
     """
     session = m.session()
-    cache = session.cache
     if args.action == "list":
-        html_t, text, head = cache_table(cache.list())
+        html_t, text, head = cache_table(session.cached_results())
         _show(f"<div><b>{html.escape(head)}</b>{html_t}</div>", f"{head}\n{text}")
         return
     if args.action == "clear":
-        _cache_clear(cache, session.cache_dir, yes=args.yes)
+        _cache_clear(session, yes=args.yes)
         return
-    rec = cache.info(args.key or "")
+    rec = session.cached_result(args.key or "")
     if args.action == "info":
         data = rec.to_json()
         width = max(len(k) for k in data)
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
     elif args.action == "remove":
-        _cache_remove(cache, rec, yes=args.yes)
+        _cache_remove(session, rec, yes=args.yes)
     else:
-        ok = cache.verify(rec.key, full=True)
+        ok = session.verify_cached(rec.key)
         print(
             f"{rec.key[:12]}: {'ok (size and content hash match)' if ok else 'DAMAGED or missing'}"
         )
@@ -305,9 +304,9 @@ def handle_cache(m: GoEnhanceMagics, args: CacheArgs) -> None:
 _KEPT = "files in goenhance_outputs/ are kept"
 
 
-def _cache_clear(cache: ResultCache, where: Path, *, yes: bool) -> None:
+def _cache_clear(session: Session, *, yes: bool) -> None:
     """``cache clear``: say what it would remove; remove it only when ``yes``."""
-    records = cache.list()
+    records, where = session.cached_results(), session.cache_dir
     what = f"{len(records)} cached result(s) ({_bytes_of(records)})"
     if not yes:
         print(
@@ -315,11 +314,11 @@ def _cache_clear(cache: ResultCache, where: Path, *, yes: bool) -> None:
             f"Run %goenhance cache clear --yes to remove them ({_KEPT})."
         )
         return
-    n = cache.clear()
+    n = session.clear_cache()
     print(f"Cache cleared: {n} result(s) removed ({_bytes_of(records)}). {_KEPT.capitalize()}.")
 
 
-def _cache_remove(cache: ResultCache, rec: ResultRecord, *, yes: bool) -> None:
+def _cache_remove(session: Session, rec: ResultRecord, *, yes: bool) -> None:
     """``cache remove KEY``: say what it would remove; remove it only when ``yes``."""
     what = f"{rec.key[:12]} ({rec.style_label}, {_bytes_of([rec])})"
     if not yes:
@@ -328,7 +327,7 @@ def _cache_remove(cache: ResultCache, rec: ResultRecord, *, yes: bool) -> None:
             f"Run %goenhance cache remove {rec.key[:12]} --yes to remove it ({_KEPT})."
         )
         return
-    cache.remove(rec.key)
+    session.remove_cached(rec.key)
     print(f"Removed {what} from the cache. {_KEPT.capitalize()}.")
 
 
@@ -347,7 +346,7 @@ def handle_config(m: GoEnhanceMagics, args: NoArgs) -> None:
         ["api_key", key_state(s)],
         ["backend", session.backend],
         ["mode", session.mode],
-        ["lockfile", session.lockfile.path],
+        ["lockfile", session.lockfile_path],
         *config_rows(s),
         *magic_default_rows(
             default_style=m.default_style,
@@ -382,7 +381,7 @@ def handle_mode(m: GoEnhanceMagics, args: ModeArgs) -> None:
     if args.mode is not None:
         session.set_mode(args.mode)
         m.remember_mode(args.mode)
-    extra = _MODE_NOTES[session.mode].format(where=session.lockfile.path)
+    extra = _MODE_NOTES[session.mode].format(where=session.lockfile_path)
     print(f"goenhance mode: {session.mode} ({extra})")
 
 
