@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -66,6 +67,7 @@ from goenhance_nb._job import Job, JobRequest
 from goenhance_nb._jsondisk import network_fs_type, private_dir
 from goenhance_nb._keys import hash_bytes, request_key
 from goenhance_nb._ledger import Ledger, LedgerEntry
+from goenhance_nb._lifecycle import PlanStatus
 from goenhance_nb._records import Credits, JobSpec, Style
 from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Settings
 from goenhance_nb._simcontrol import SimulatorControl
@@ -108,6 +110,18 @@ log = logging.getLogger("goenhance_nb.session")
 _OFFLINE_BASE_URL = "http://127.0.0.1:9"
 #: Seconds a fetch of an input URL waits for another fetch of the same URL to finish.
 _URL_LOCK_WAIT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One transformation as :meth:`Session.plan` sees it before anything is sent."""
+
+    key: str
+    input: str
+    style: str
+    spec: JobSpec
+    status: PlanStatus
+    estimate: int
 
 
 class Session:
@@ -748,36 +762,28 @@ class Session:
         duration: int | None = None,
         resolution: str = DEFAULT_RESOLUTION,
         seed: int = -1,
-    ) -> dict[str, Any]:
+    ) -> Plan:
         """What :meth:`transform` would do, without doing it (no job call, nothing charged).
 
-        Returns ``{"key", "input", "style", "spec", "status", "estimate"}``: ``status`` is
-        ``"cached"`` (served from the cache), ``"running"`` (a known job would be re-attached)
-        or ``"new"`` (a paid submission); ``estimate`` is the estimated credits of a new job
-        (0 otherwise); ``spec.duration`` is the resolved duration (None: the input's length).
-        Validation is the same as :meth:`transform`'s.
+        Returns a :class:`Plan`: ``status`` is a :class:`PlanStatus` (``CACHED``: served from
+        the cache, ``RUNNING``: a known job would be re-attached, ``NEW``: a paid submission);
+        ``estimate`` the estimated credits of a new job (0 otherwise); ``spec.duration`` the
+        resolved duration. Validation is the same as :meth:`transform`'s.
 
         :raises InputError: bad parameter, unknown style, unusable source, an input shorter
             than 3 s, a ``duration`` longer than the input.
         """
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
         ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
-        status, estimate = "cached", 0
+        status, estimate = PlanStatus.CACHED, 0
         if self._needs_new_charge(key, False):
-            status = "new"
+            status = PlanStatus.NEW
             estimate = self.usage.estimate(
                 st.id, resolution, spec.duration, is_vip=st.is_vip
             ).credits
         elif self.cache.lookup(key)[1] != "ok":
-            status = "running"
-        return {
-            "key": key,
-            "input": ref.name,
-            "style": st.label,
-            "spec": spec,
-            "status": status,
-            "estimate": estimate,
-        }
+            status = PlanStatus.RUNNING
+        return Plan(key, ref.name, st.label, spec, status, estimate)
 
     def _request(
         self,

@@ -269,15 +269,15 @@ def _plan(
             for combo in itertools.product(*(values for _, values in axes)):
                 params = {**base, **dict(zip((k for k, _ in axes), combo, strict=True))}
                 plan = session.plan(source, style, **params)
-                params["duration"] = plan["spec"].duration  # None resolved: the input's length
+                params["duration"] = plan.spec.duration  # None resolved: the input's length
                 items.append(
                     SweepItem(
                         source=str(source),
-                        style=str(plan["style"]),
+                        style=plan.style,
                         params=params,
-                        key=str(plan["key"]),
-                        status=str(plan["status"]),
-                        estimate=int(plan["estimate"]),
+                        key=plan.key,
+                        status=plan.status.value,
+                        estimate=plan.estimate,
                     )
                 )
     return items

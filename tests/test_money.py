@@ -101,7 +101,7 @@ def test_transform_defaults_to_the_input_length_and_repeats_hit_the_cache(
     job.result(60)
     again = session.transform(clip4, 2000, duration=4, resolution="540p")  # the same request
     assert again.key == job.key and again.cached
-    assert session.plan(clip4, 2000, resolution="540p")["spec"].duration == 4
+    assert session.plan(clip4, 2000, resolution="540p").spec.duration == 4
     assert sim.generate_calls() == 1
 
 
