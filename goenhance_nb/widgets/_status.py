@@ -756,7 +756,10 @@ class StatusWidget(W.VBox):
             _dom_classes=["goenhance-mode"],
         )
         self.info = W.Label("", _dom_classes=["goenhance-info"])
-        self.timing = W.Label("", _dom_classes=["goenhance-elapsed"])
+        # its own gap: in a compact row it follows the info text on the same line
+        self.timing = W.Label(
+            "", layout=W.Layout(margin="0 0 0 10px"), _dom_classes=["goenhance-elapsed"]
+        )
         self.progress = W.FloatProgress(
             value=0.0,
             min=0.0,
@@ -847,6 +850,7 @@ class StatusWidget(W.VBox):
             self.job_id_label,
             self.info,
             self.timing,
+            self.timing.layout,
             self.progress,
             self.progress.layout,
             self.error,
