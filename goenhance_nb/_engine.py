@@ -159,6 +159,21 @@ class _Reservation:
             self._usage.record_possible(est)
 
 
+def _entry_for(job: Job, state: LedgerState, **fields: Any) -> LedgerEntry:
+    """A ledger entry for ``job``'s request in ``state`` (plus ``fields``)."""
+    req = job.request
+    return LedgerEntry(
+        key=job.key,
+        state=state,
+        spec=req.spec.canonical(),
+        backend=req.backend,
+        input_hash=req.input.content_hash,
+        model_version=req.model_version,
+        style_label=req.style_label,
+        **fields,
+    )
+
+
 @dataclass(eq=False)
 class _Run:
     """The engine's private state for one job handle (the handle never sees it).
@@ -549,19 +564,13 @@ class JobEngine:
     def _known_entry(self, job: Job, stale: ResultRecord | None) -> LedgerEntry | None:
         """The ledger entry for ``job``; when there is none (or it has no job id) but the cache
         index knows the job that made a (now missing) file, an entry re-made from it."""
-        req = job.request
         entry = self.ledger.get(job.key)
         if stale is None or not stale.job_id or (entry is not None and entry.job_id is not None):
             return entry
         return self.ledger.put(
-            LedgerEntry(
-                key=job.key,
-                state=LedgerState.DONE,
-                spec=req.spec.canonical(),
-                backend=req.backend,
-                input_hash=req.input.content_hash,
-                model_version=req.model_version,
-                style_label=req.style_label,
+            _entry_for(
+                job,
+                LedgerState.DONE,
                 source_name=stale.source_name,
                 job_id=stale.job_id,
                 cost=stale.cost,
@@ -781,14 +790,9 @@ class JobEngine:
         ref_url = await req.reference_url() if req.reference_url is not None else fallback_url
         assert ref_url is not None
         now = time.time()
-        entry = LedgerEntry(
-            key=job.key,
-            state=LedgerState.SUBMITTING,
-            spec=req.spec.canonical(),
-            backend=req.backend,
-            input_hash=req.input.content_hash,
-            model_version=req.model_version,
-            style_label=req.style_label,
+        entry = _entry_for(
+            job,
+            LedgerState.SUBMITTING,
             source_name=req.source_name or req.input.name,
             reference_url=ref_url,
             created=old.created if old is not None else now,

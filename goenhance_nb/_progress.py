@@ -130,7 +130,7 @@ def wait_all(
             bar.flush()  # the last state rendered (a throttled render may still be pending)
             bar.close()
         if progress is not False:
-            _show_summary(f"{ended}, {progress_line(tally_jobs(jobs))}", handle)
+            show_summary(f"{ended}, {progress_line(tally_jobs(jobs))}", handle)
     if ended == "timed out":
         running = sum(1 for j in jobs if not j.done())
         raise TimeoutError(
@@ -153,9 +153,10 @@ def _wait_each(jobs: Sequence[Job], timeout: float | None) -> str:
     return "done"
 
 
-def _show_summary(line: str, handle: Any) -> None:
-    """The static end of the display: one line (a regular output in a kernel, replacing the
-    live bar when there was one; printed outside IPython)."""
+def show_summary(line: str, handle: Any, *, klass: str = "goenhance-jobs-summary") -> None:
+    """The static end of a progress display: one line (a regular output in a kernel, replacing
+    the live bar when ``handle`` is its display handle; printed outside IPython). ``klass`` is
+    the HTML class of the line (the browser suite and users' CSS find it by that)."""
     from IPython import get_ipython
     from IPython.display import display
 
@@ -164,7 +165,7 @@ def _show_summary(line: str, handle: Any) -> None:
         return
     bundle = {
         "text/plain": line,
-        "text/html": f"<div class='goenhance-jobs-summary'>{html.escape(line)}</div>",
+        "text/html": f"<div class='{klass}'>{html.escape(line)}</div>",
     }
     if handle is not None:
         handle.update(bundle, raw=True)

@@ -18,7 +18,6 @@ paths), never a widget, so it stays in the saved notebook.
 
 from __future__ import annotations
 
-import html
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -320,20 +319,7 @@ def _show_progress(result: Sweep) -> tuple[Any, Any]:
 
 
 def _show_summary(result: Sweep, handle: Any) -> None:
-    """The static end of the progress display: one summary line (a regular output in a
-    kernel, replacing the live bar when there was one; printed outside IPython)."""
-    from IPython import get_ipython
-    from IPython.display import display
+    """The static end of the sweep's progress display: one summary line."""
+    from goenhance_nb._progress import show_summary
 
-    line = f"sweep done, {result.progress_line()}"
-    if get_ipython() is None:
-        print(line)
-        return
-    bundle = {
-        "text/plain": line,
-        "text/html": f"<div class='goenhance-sweep-summary'>{html.escape(line)}</div>",
-    }
-    if handle is not None:
-        handle.update(bundle, raw=True)
-    else:
-        display(bundle, raw=True)  # type: ignore[no-untyped-call]
+    show_summary(f"sweep done, {result.progress_line()}", handle, klass="goenhance-sweep-summary")
