@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 from simctl import FAST_CONFIG, SimProcess, start_sim
 from workers.support import make_session
 
@@ -94,3 +95,20 @@ def _no_leaked_running_loop(request: pytest.FixtureRequest) -> None:
             "a running asyncio loop leaked into this test from an earlier one "
             "(is a sync Playwright instance still started?)"
         )
+
+
+@pytest.fixture
+def ip() -> Iterator[InteractiveShell]:
+    """The IPython shell with the extension freshly loaded (a new magics instance, default
+    traits); unloaded afterwards."""
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("reload_ext", "goenhance_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "goenhance_nb")
+
+
+@pytest.fixture
+def cwd_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The README's 4 s sample clip as ``sample.mp4`` in a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    return sample_clip(tmp_path / "sample.mp4")

@@ -34,26 +34,19 @@ def test_a_failed_charged_job_is_reported_as_maybe_refunded(
 
 
 def test_the_credits_line_says_what_may_be_refunded(
+    ip: InteractiveShell,
     sim: Any,
     fresh_session: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    cwd_sample: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    goenhance_nb.sample_clip(str(tmp_path / "sample.mp4"))
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("reload_ext", "goenhance_nb")
-    try:
-        sim.faults({"kind": "job_failed"})
-        run = shell.run_cell("%goenhance run sample.mp4 --style 2000 -d 3 -r 540p --wait")
-        assert isinstance(run.error_in_exec, goenhance_nb.JobFailed)
-        capsys.readouterr()
-        shell.run_line_magic("goenhance", "credits")
-        out = capsys.readouterr().out
-        assert "session spend 15 (incl. 15 on failed jobs, may be refunded)" in out, out
-    finally:
-        shell.run_line_magic("unload_ext", "goenhance_nb")
+    sim.faults({"kind": "job_failed"})
+    run = ip.run_cell("%goenhance run sample.mp4 --style 2000 -d 3 -r 540p --wait")
+    assert isinstance(run.error_in_exec, goenhance_nb.JobFailed)
+    capsys.readouterr()
+    ip.run_line_magic("goenhance", "credits")
+    out = capsys.readouterr().out
+    assert "session spend 15 (incl. 15 on failed jobs, may be refunded)" in out, out
 
 
 def test_the_session_knows_the_accounts_queue_limit_after_a_submission(

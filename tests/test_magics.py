@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +49,8 @@ SUBCOMMANDS = [
 
 
 @pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    """The shell with the extension freshly loaded (a new magics instance, default traits)."""
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("reload_ext", "goenhance_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "goenhance_nb")
-
-
-@pytest.fixture
-def clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "sample.mp4"
-    goenhance_nb.sample_clip(str(path))
-    return path
+def clip(cwd_sample: Path) -> Path:
+    return cwd_sample
 
 
 def magics(ip: InteractiveShell) -> GoEnhanceMagics:

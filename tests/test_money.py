@@ -6,7 +6,6 @@ command is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,9 @@ from goenhance_nb._sweep import sweep
 
 
 @pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("reload_ext", "goenhance_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "goenhance_nb")
-
-
-@pytest.fixture
-def clip4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def clip4(cwd_sample: Path) -> Path:
     """The README's sample clip (4 s) as ``sample.mp4`` in the working directory."""
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "sample.mp4"
-    goenhance_nb.sample_clip(str(path))
-    return path
+    return cwd_sample
 
 
 def magics(ip: InteractiveShell) -> GoEnhanceMagics:
