@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from fakes import T0, fake_record
 
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._display import ResultBundle
@@ -30,29 +31,11 @@ from goenhance_nb.widgets._status import (
     view,
 )
 
-T0 = 1_000_000.0
 KEY = "0123456789abcdef" * 4
 
 
 def record(**kw: Any) -> ResultRecord:
-    base: dict[str, Any] = {
-        "key": KEY,
-        "path": "/store/x.mp4",
-        "sha": "b3" * 32,
-        "size": 10,
-        "job_id": "job-uuid-1234",
-        "model": 2000,
-        "style_label": "Anime Style",
-        "model_version": "v5",
-        "params": {"duration": 3, "resolution": "540p"},
-        "input_hash": "ab" * 32,
-        "cost": 15,
-        "backend": "simulated",
-        "created": T0,
-        "timings": {},
-    }
-    base.update(kw)
-    return ResultRecord(**base)
+    return fake_record(KEY, **kw)
 
 
 def ev(kind: str, state: JobState | str = JobState.RUNNING, at: float = 1.0, **kw: Any) -> Observed:

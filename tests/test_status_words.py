@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import T0, fake_record
 
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._display import (
@@ -37,30 +38,12 @@ from goenhance_nb.widgets._status import (
     view,
 )
 
-T0 = 1_000_000.0
 KEY = "fedcba9876543210" * 4
 JOB = "8da7f61d-1111-2222-3333-444455556666"
 
 
 def record(**kw: Any) -> ResultRecord:
-    base: dict[str, Any] = {
-        "key": KEY,
-        "path": "/store/x.mp4",
-        "sha": "b3" * 32,
-        "size": 10,
-        "job_id": JOB,
-        "model": 2000,
-        "style_label": "Anime Style",
-        "model_version": "v5",
-        "params": {"duration": 3, "resolution": "540p"},
-        "input_hash": "ab" * 32,
-        "cost": 15,
-        "backend": "simulated",
-        "created": T0,
-        "timings": {},
-    }
-    base.update(kw)
-    return ResultRecord(**base)
+    return fake_record(KEY, JOB, **kw)
 
 
 def ev(kind: str, state: JobState | str = JobState.RUNNING, at: float = 1.0, **kw: Any) -> Observed:
