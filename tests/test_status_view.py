@@ -301,3 +301,8 @@ RAN = {"submitted": T0, "finished": T0 + 12.5}
 )
 def test_runtime_of_a_past_result(rec: ResultRecord, expected: float | None) -> None:
     assert _runtime_of(rec, "simulated", SPEC) == expected
+
+
+def test_a_cache_hit_says_no_elapsed_time() -> None:
+    v = shown(ev("cached", JobState.DONE, result=record()), ev("done", JobState.DONE), now=9.0)
+    assert v.badge == "cached" and "elapsed" not in v.timing

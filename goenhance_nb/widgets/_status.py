@@ -381,7 +381,8 @@ def _hint(state: StatusState) -> str:
 
 
 def _timing(state: StatusState, elapsed: float | None) -> str:
-    parts = [f"elapsed {fmt_seconds(elapsed)}"]
+    # a cache hit took no time worth saying (its row stays short: issue 17 points 9, 16)
+    parts = [] if state.badge is Badge.CACHED else [f"elapsed {fmt_seconds(elapsed)}"]
     if state.queue_position is not None and not state.terminal:
         parts.append(f"local queue position {state.queue_position}")
     eta = _eta_text(state, elapsed)
