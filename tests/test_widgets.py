@@ -567,3 +567,15 @@ def test_widget_keeps_updating_after_the_cell_returns_in_a_real_kernel(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_closing_a_status_widget_leaves_no_orphan_model(session: Any, clip: Path) -> None:
+    """Every box of a closed status widget is closed too: no model stays in the kernel's
+    registry with closed children (its state could not even be read: issue 17)."""
+    job = session.transform(clip, 2000, duration=3, resolution="540p")
+    job.result(120)
+    before = set(_instances)
+    w = StatusWidget(job, session=session)
+    assert len(set(_instances) - before) > 10  # the widget, its boxes, labels, layouts
+    w.close()
+    assert set(_instances) - before == set()

@@ -26,6 +26,7 @@ __all__ = [
     "append_bundle",
     "backend_label",
     "clear_outputs",
+    "descendants",
     "fmt_seconds",
     "result_bundle",
     "set_badge",
@@ -178,3 +179,22 @@ class Throttle:
         with self._run_lock:
             self.runs += 1
             self._fn()
+
+
+def descendants(root: W.Widget) -> list[W.Widget]:
+    """Every widget reachable from ``root`` through its traits (children, layout, style, ...),
+    deepest first, ``root`` excluded: what must be closed with it so no orphan model (whose
+    children are closed) stays in the kernel's widget registry."""
+    seen: set[int] = {id(root)}
+    order: list[W.Widget] = []
+    stack = [root]
+    while stack:
+        widget = stack.pop()
+        for value in widget.trait_values().values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            for item in items:
+                if isinstance(item, W.Widget) and id(item) not in seen:
+                    seen.add(id(item))
+                    order.append(item)
+                    stack.append(item)
+    return order[::-1]

@@ -42,6 +42,7 @@ from goenhance_nb.widgets._controls import (
     append_bundle,
     backend_label,
     clear_outputs,
+    descendants,
     fmt_seconds,
     set_badge,
     short_id,
@@ -617,7 +618,7 @@ class StatusWidget(W.VBox):
         self._closed = True
         self._detach()
         self._throttle.cancel()
-        for w in self._all_children():
+        for w in descendants(self):  # the boxes too: no orphan model keeps closed children
             w.close()
         super().close()
 
@@ -727,7 +728,7 @@ class StatusWidget(W.VBox):
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
-            for w in self._all_children():
+            for w in descendants(self):
                 stack.enter_context(w.hold_sync())
             yield
 
@@ -836,38 +837,6 @@ class StatusWidget(W.VBox):
             self.toast,
             W.HBox([self.cancel_button, self.retry_button, self.resume_button]),
             self.result,
-        ]
-
-    def _all_children(self) -> list[W.Widget]:
-        return [
-            self.badge,
-            self.badge.style,
-            self.raw_prefix,
-            self.raw_prefix.layout,
-            self.raw_label,
-            self.raw_label.layout,
-            self.backend,
-            self.backend.style,
-            self.job_id_label,
-            self.info,
-            self.timing,
-            self.timing.layout,
-            self.progress,
-            self.progress.layout,
-            self.error,
-            self.error.layout,
-            self.hint,
-            self.hint.layout,
-            self.toast,
-            self.toast.layout,
-            self.cancel_button,
-            self.cancel_button.layout,
-            self.retry_button,
-            self.retry_button.layout,
-            self.resume_button,
-            self.resume_button.layout,
-            self.result,
-            self.result.layout,
         ]
 
     # -- helpers -------------------------------------------------------------------------------
