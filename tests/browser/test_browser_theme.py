@@ -46,6 +46,13 @@ FAIL_CELL = (
     "goenhance_nb.simulator().fault('job_failed')\n"
     "%goenhance run clip.mp4 --style 2004 --duration 3 --resolution 540p"
 )
+# a failed job in a status widget the user displays (it keeps its Retry button; the magic's
+# own output of an ended job is static)
+WIDGET_FAIL_CELL = (
+    "goenhance_nb.simulator().fault('job_failed')\n"
+    "fj = goenhance_nb.transform(clip, 2006, duration=3, resolution='540p')\n"
+    "goenhance_nb.StatusWidget(fj)"
+)
 
 # Every text we draw is measured and must pass (the lead applied the theme list).
 PENDING_LEAD: tuple[str, ...] = ()
@@ -148,16 +155,19 @@ def test_every_text_we_draw_meets_4_5_to_1_in_light_and_dark(
         "%goenhance credits",
         PANEL_CELL,
         FAIL_CELL,
+        WIDGET_FAIL_CELL,
     ]
     server = _start(jupyter, kernel_env, cells)
     open_notebook(page, server, "looks.ipynb")
     run_all_and_wait(page)
     page.wait_for_function(
         """() => Array.from(document.querySelectorAll('.goenhance-status .goenhance-state'))
-            .map(e => e.textContent.trim()).join() === 'done,failed'""",
+            .map(e => e.textContent.trim()).join() === 'done,failed,failed'""",
         timeout=JOB_DONE_MS,
     )
+    page.locator(".goenhance-result-error").last.wait_for(timeout=30_000)
     page.locator(".goenhance-status .goenhance-error").last.wait_for(timeout=30_000)
+    page.locator(".goenhance-status .goenhance-retry").last.wait_for(timeout=30_000)
     page.locator(".jp-OutputArea .goenhance-result .goenhance-cached").wait_for(timeout=JOB_DONE_MS)
     page.locator(".goenhance-credits-line").wait_for(timeout=30_000)
     page.locator(".goenhance-panel .goenhance-submit").wait_for(timeout=30_000)
