@@ -775,13 +775,15 @@ class JobEngine:
         beat = asyncio.ensure_future(self._heartbeat(shared, got))
         try:
             rec = await self._obtain_here(run, entry, submit=True)
+        except BaseException:
+            if self._may_release(run.job.key):
+                await asyncio.shield(self._shared_call(shared.release, got))
+            raise
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             run.claim = None
-            if self._may_release(run.job.key, done=False):
-                await self._shared_call(shared.release, got)
-        await self._shared_call(shared.publish, rec)
+        await self._shared_call(shared.publish, rec)  # blob, then the index record
         await self._shared_call(shared.release, got)
         return rec
 
@@ -883,12 +885,10 @@ class JobEngine:
             )
         return orphan_error(job.key, reason)
 
-    def _may_release(self, key: str, *, done: bool) -> bool:
+    def _may_release(self, key: str) -> bool:
         """Whether our claim may go after a run that ended without a result: only when no
         job exists or can exist (no POST sent, or provably refused, or the job failed). A
         job id (others re-attach to it) or an unknown POST outcome (an orphan) keeps it."""
-        if done:
-            return True
         with contextlib.suppress(LedgerError):
             entry = self.ledger.get(key)
             if entry is None or entry.state == LedgerState.FAILED:

@@ -15,8 +15,8 @@ file, which fails when the name exists). An identical record already there is fi
 one is never overwritten (one :class:`StorageWarning`). A fetch streams the blob into the local
 store's temp dir, checks its sha256 and size and commits it through
 :meth:`ResultStore.commit` (probe included); a mismatch is reported once per key and the entry
-is never used. Index records never hold the API key or a URL (a :class:`ResultRecord` holds
-neither).
+is never used; once this machine has made the result itself, its verified copy replaces that
+entry. Index records never hold the API key or a URL (a :class:`ResultRecord` holds neither).
 
 A claim is an exclusive create of ``claims/<key>.json`` before the paid POST. The owner writes
 the job id into it as soon as the API answers and rewrites it (``heartbeat``) every
@@ -171,6 +171,7 @@ class SharedStore:
         self._said_down = False
         self._reported: set[str] = set()
         self._bad_blobs: set[str] = set()
+        self._bad_keys: set[str] = set()  # index records whose blob failed its check here
 
     def __repr__(self) -> str:
         return f"<SharedStore {self.url!r} backend={self.backend!r}>"
@@ -309,6 +310,7 @@ class SharedStore:
                 return None
             if digest != found.sha256 or size != found.size:
                 self._bad_blobs.add(found.sha256)
+                self._bad_keys.add(found.key)
                 self._report(
                     found.key,
                     f"its blob does not match its record (sha256 {digest[:12]}, {size} bytes; "
@@ -360,9 +362,23 @@ class SharedStore:
                 return True
             except FileExistsError:
                 old = self._read_json(fs, path)
+                if record.key in self._bad_keys:
+                    # its blob failed the check here: our verified result replaces it
+                    self._overwrite(fs, path, data)
+                    self._bad_keys.discard(record.key)
+                    log.warning("goenhance_nb: shared result %s replaced", record.key[:12])
+                    return True
         if old is not None and old.get("sha256") == sha256:
             return True
-        self._report(record.key, "another result is published under its key (kept as it is)")
+        log.warning("goenhance_nb: shared store keeps another result for %s", record.key[:12])
+        if record.key not in self._reported:
+            self._reported.add(record.key)
+            warnings.warn(
+                f"shared store {self.url}: a different result is already published for "
+                f"{record.key[:12]}; it is kept, this one stays in the local cache",
+                StorageWarning,
+                stacklevel=2,
+            )
         return False
 
     def _put_blob(self, fs: Any, src: Path, blob: str) -> None:

@@ -20,6 +20,7 @@ from moto_s3 import CREDENTIALS, S3Server, s3_server  # noqa: F401 (fixture)
 from workers.support import make_session, wait_until
 
 from goenhance_nb._errors import LedgerError, StorageWarning
+from goenhance_nb._session import Session
 from goenhance_nb._settings import Settings
 from goenhance_nb._shared import Claim, ClaimInfo, SharedStore
 from goenhance_nb._store import probe_result
@@ -97,6 +98,7 @@ def test_a_tampered_result_is_ignored_and_reported(
 ) -> None:
     a = make_session(sim, tmp_path / "a", shared_store=store_url)
     b = make_session(sim, tmp_path / "b", shared_store=store_url)
+    c = make_session(sim, tmp_path / "c", shared_store=store_url)
     try:
         ra = a.transform(clip, 2000, **RUN).result(60)
         shared = a.engine.shared
@@ -111,9 +113,16 @@ def test_a_tampered_result_is_ignored_and_reported(
         assert Path(rb.path).read_bytes() != tampered
         probe_result(Path(rb.path), max_duration=3)
         assert sim.generate_calls() == 2  # never served: computed (and paid) again
+        # b's verified result repaired the shared entry: a third cache gets it, no job call
+        jc = c.transform(clip, 2000, **RUN)
+        rc = jc.result(60)
+        assert jc.cached and rc.origin == "shared"
+        assert Path(rc.path).read_bytes() == Path(rb.path).read_bytes()
+        assert sim.generate_calls() == 2
     finally:
         a.close()
         b.close()
+        c.close()
 
 
 def test_store_down_local_work_goes_on_with_one_warning(
@@ -189,6 +198,43 @@ def test_a_live_claim_without_a_job_id_is_waited_for(sim: Any, tmp_path: Path, c
         claim.unlink()  # the owner gave up without a job (a provable refusal): we go on
         assert Path(job.result(60).path).is_file()
         assert sim.generate_calls() == 1
+    finally:
+        s.close()
+
+
+def test_the_owner_renews_its_claim_while_the_job_lives(
+    sim: Any, tmp_path: Path, clip: Path
+) -> None:
+    sim.config(pending_seconds=1.5)
+    share = tmp_path / "share"
+    settings = Settings.resolve(
+        explicit={
+            "api_key": sim.api_key,
+            "base_url": sim.base_url,
+            "cache_dir": tmp_path / "a",
+            "poll_interval": 0.05,
+        },
+        env={},
+    )
+    s = Session(settings, shared_store=str(share))
+    try:
+        key = s.plan(clip, 2000, **RUN).key
+        s._attach_shared_store()
+        s.engine.shared = store = SharedStore(str(share), "simulated", heartbeat_every=0.1)
+        job = s.transform(clip, 2000, **RUN)
+        first = wait_until(lambda: store.read_claim(key), "the claim")
+        renewed = wait_until(
+            lambda: (
+                (c := store.read_claim(key)) is not None
+                and c.heartbeat > first.heartbeat
+                and c.job_id is not None
+                and c
+            ),
+            "a heartbeat with the job id",
+        )
+        assert renewed.job_id == job.result(60).job_id
+        assert store.read_claim(key) is None  # released once published
+        assert store.lookup(key) is not None
     finally:
         s.close()
 
