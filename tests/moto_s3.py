@@ -58,7 +58,8 @@ def s3_server() -> Iterator[S3Server]:
     os.environ.update(srv.env)
     try:
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(srv.bucket)
+        if not fs.exists(srv.bucket):  # moto's state is per process: one bucket for all
+            fs.mkdir(srv.bucket)
         yield srv
     finally:
         server.stop()
