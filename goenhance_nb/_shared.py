@@ -255,6 +255,11 @@ class SharedStore:
         fs.pipe_file(tmp, body)
         try:
             os.link(tmp, path)  # atomic, and fails when the name exists
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some SMB mounts): O_EXCL, written in one call
+            with open(path, "xb") as fh:
+                fh.write(body)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
