@@ -110,8 +110,22 @@ class ClaimInfo:
     submitted_at: float | None = None
 
     def stale(self, now: float, lease: float) -> bool:
-        """True when the owner has not renewed it within ``lease`` seconds (it died)."""
-        return now - self.heartbeat > lease
+        """True when the owner died: it has not renewed the claim within ``lease`` seconds, or
+        it ran on this host and its process is gone."""
+        return now - self.heartbeat > lease or self._owner_gone()
+
+    def _owner_gone(self) -> bool:
+        host, _, rest = self.owner.partition("/")
+        pid_text = rest.partition("/")[0]
+        if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # e.g. another user's process: alive
+            return False
+        return False
 
 
 @dataclass(slots=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -179,6 +181,30 @@ def test_a_stale_claim_without_a_job_id_is_an_orphan_never_resubmitted(
         with pytest.warns(UserWarning, match="may charge twice"):
             rec = s.resume(key, resubmit=True).result(60)
         assert Path(rec.path).is_file() and sim.generate_calls() == 1
+    finally:
+        s.close()
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_an_orphan_at_once(
+    sim: Any, tmp_path: Path, clip: Path
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    share = tmp_path / "share"
+    s = make_session(sim, tmp_path / "a", shared_store=str(share))
+    try:
+        key = s.plan(clip, 2000, **RUN).key
+        path = _hand_claim(share, key, heartbeat=time.time())  # fresh, but its process is gone
+        body = json.loads(path.read_text())
+        body["owner"] = f"{socket.gethostname()}/{gone.stdout.strip()}/dead"
+        path.write_text(json.dumps(body))
+        with pytest.raises(LedgerError, match="--resubmit"):
+            s.transform(clip, 2000, **RUN).result(30)
+        assert sim.generate_calls() == 0
     finally:
         s.close()
 
