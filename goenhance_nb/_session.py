@@ -70,7 +70,7 @@ from goenhance_nb._ledger import Ledger, LedgerEntry
 from goenhance_nb._lifecycle import PlanStatus
 from goenhance_nb._records import Credits, JobSpec, Style
 from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Settings
-from goenhance_nb._shared import SharedStore
+from goenhance_nb._shared import SharedStore, SharedStoreDown
 from goenhance_nb._simcontrol import SimulatorControl
 from goenhance_nb._simproc import ensure_simulator
 from goenhance_nb._store import ResultStore
@@ -784,7 +784,7 @@ class Session:
         """What :meth:`transform` would do, without doing it (no job call, nothing charged).
 
         Returns a :class:`Plan`: ``status`` is a :class:`PlanStatus` (``CACHED``: served from
-        the cache, ``RUNNING``: a known job would be re-attached, ``NEW``: a paid submission);
+        the cache, or from the shared store when it has the result, ``RUNNING``: a known job would be re-attached, ``NEW``: a paid submission);
         ``estimate`` the estimated credits of a new job (0 otherwise); ``spec.duration`` the
         resolved duration. Validation is the same as :meth:`transform`'s.
 
@@ -795,13 +795,28 @@ class Session:
         ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         status, estimate = PlanStatus.CACHED, 0
         if self._needs_new_charge(key, False):
-            status = PlanStatus.NEW
-            estimate = self.usage.estimate(
-                st.id, resolution, spec.duration, is_vip=st.is_vip
-            ).credits
+            if not self._in_shared_store(key):
+                status = PlanStatus.NEW
+                estimate = self.usage.estimate(
+                    st.id, resolution, spec.duration, is_vip=st.is_vip
+                ).credits
         elif self.cache.lookup(key)[1] != "ok":
             status = PlanStatus.RUNNING
         return Plan(key, ref.name, st.label, spec, status, estimate)
+
+    def _in_shared_store(self, key: str) -> bool:
+        """Whether the shared store (when set and answering) has a result for ``key`` (its
+        index record; the blob is checked when it is fetched)."""
+        if self.settings.shared_store is None or self.mode in ("replay", "offline"):
+            return False
+        self._attach_shared_store()
+        shared = self.engine.shared
+        if shared is None or not shared.available():
+            return False
+        try:
+            return shared.lookup(key) is not None
+        except SharedStoreDown:
+            return False
 
     def _request(
         self,

@@ -22,6 +22,7 @@ from moto_s3 import CREDENTIALS, S3Server, s3_server  # noqa: F401 (fixture)
 from workers.support import make_session, wait_until
 
 from goenhance_nb._errors import LedgerError, StorageWarning
+from goenhance_nb._lifecycle import PlanStatus
 from goenhance_nb._session import Session
 from goenhance_nb._settings import Settings
 from goenhance_nb._shared import Claim, ClaimInfo, SharedStore
@@ -79,6 +80,8 @@ def test_a_second_cache_gets_the_result_from_the_store_with_no_job_call(
         ra = a.transform(clip, 2000, **RUN).result(60)
         assert sim.generate_calls() == 1
         polls = len(sim.requests(DETAIL))
+        plan = b.plan(clip, 2000, **RUN)  # a sweep's plan counts it as cached, no charge
+        assert plan.status == PlanStatus.CACHED and plan.estimate == 0
         jb = b.transform(clip, 2000, **RUN)
         rb = jb.result(60)
         assert jb.cached and rb.origin == "shared" and ra.origin == ""
