@@ -305,6 +305,7 @@ class SharedStore:
             or isinstance(size, bool)
             or not isinstance(record, dict)
             or record.get("key") != key
+            or not _readable_record(record)
         ):
             self._report(key, "its index record is malformed")
             return None
@@ -474,6 +475,15 @@ class SharedStore:
         with self._io("take over a claim") as fs, contextlib.suppress(FileNotFoundError):
             fs.rm_file(self._path("claims", f"{info.key}.json"))
         return self.claim(info.key)
+
+
+def _readable_record(record: dict[str, Any]) -> bool:
+    """Whether the provenance of an index record makes a ResultRecord (with a local file)."""
+    try:
+        ResultRecord.from_json({**record, "path": "-", "sha": "-", "size": 0})
+    except CacheError:
+        return False
+    return True
 
 
 def _claim_info(key: str, data: dict[str, Any] | None, now: float) -> ClaimInfo | None:

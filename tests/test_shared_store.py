@@ -130,6 +130,18 @@ def test_a_tampered_result_is_ignored_and_reported(
         c.close()
 
 
+def test_a_malformed_index_record_is_ignored_and_reported(tmp_path: Path) -> None:
+    store = SharedStore(str(tmp_path / "share"), "simulated")
+    path = tmp_path / "share" / "simulated" / "results" / f"{'a' * 64}.json"
+    path.parent.mkdir(parents=True)
+    bad = {"sha256": "0" * 64, "size": 10, "record": {"key": "a" * 64, "model": "not a number"}}
+    path.write_text(json.dumps(bad))
+    with pytest.warns(StorageWarning, match="index record is malformed"):
+        assert store.lookup("a" * 64) is None
+    path.write_text("{not json")
+    assert store.lookup("a" * 64) is None  # not JSON: counts as absent
+
+
 def test_store_down_local_work_goes_on_with_one_warning(
     sim: Any, tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
