@@ -33,6 +33,7 @@ Failures: any error of the store itself (unreachable, refused credentials, a tim
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from goenhance_nb._cache import ResultRecord
-from goenhance_nb._errors import CacheError, GoEnhanceError, StorageWarning
+from goenhance_nb._errors import CacheError, DiskFull, GoEnhanceError, StorageWarning
 from goenhance_nb._store import ResultStore, StoredFile
 
 __all__ = ["Claim", "ClaimInfo", "SharedResult", "SharedStore", "SharedStoreDown", "backend_slug"]
@@ -78,6 +79,14 @@ _PROVENANCE = (
 
 class SharedStoreDown(GoEnhanceError):
     """The shared store could not be used (unreachable, auth, timeout): work locally."""
+
+
+class _LocalWriteError(Exception):
+    """Writing the local copy of a shared result failed (our disk, not the store)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def backend_slug(backend: str) -> str:
@@ -220,7 +229,7 @@ class SharedStore:
         try:
             fs, _ = self._filesystem()
             yield fs
-        except (FileNotFoundError, FileExistsError):
+        except (FileNotFoundError, FileExistsError, _LocalWriteError):
             raise
         except ImportError as exc:
             self._down(what, exc, hint=" (install goenhance-nb[shared])")
@@ -328,6 +337,14 @@ class SharedStore:
             except FileNotFoundError:
                 self._report(found.key, "its blob is missing")
                 return None
+            except _LocalWriteError as exc:
+                err = exc.error
+                cls = (
+                    DiskFull
+                    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+                    else CacheError
+                )
+                raise cls(f"cannot save a shared result here: {err.strerror or err}") from None
             if digest != found.sha256 or size != found.size:
                 self._bad_blobs.add(found.sha256)
                 self._bad_keys.add(found.key)
@@ -339,9 +356,9 @@ class SharedStore:
                 return None
             try:
                 return store.commit(part, expected_size=size, probe=probe)
+            except DiskFull:
+                raise
             except CacheError as exc:
-                if "no space" in str(exc):
-                    raise
                 self._report(found.key, f"its file was refused ({exc})")
                 return None
         finally:
@@ -512,10 +529,17 @@ def _copy_hashed(fs: Any, src: str, dest: Path) -> tuple[str, int]:
     """Stream ``src`` from the store into ``dest``; return its sha256 and size."""
     h = hashlib.sha256()
     size = 0
-    with fs.open(src, "rb") as inp, dest.open("wb") as out:
+    try:
+        out = dest.open("wb")
+    except OSError as exc:
+        raise _LocalWriteError(exc) from None
+    with out, fs.open(src, "rb") as inp:
         while chunk := inp.read(_CHUNK):
             h.update(chunk)
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise _LocalWriteError(exc) from None
             size += len(chunk)
     return h.hexdigest(), size
 
