@@ -1,4 +1,4 @@
-"""The figures P1-P8 of issue 15. Each ``pN(work, mode)`` measures ours and its baseline in the
+"""The figures P1-P8 of issue 15 and P9 of issue 16. Each ``pN(work, mode)`` measures ours and its baseline in the
 same run and returns table rows; nothing here judges except the goal check of each row.
 
 Fast simulator lifecycles are used where the job itself is not what is measured; every figure
@@ -814,7 +814,137 @@ def p8(work: Path, mode: Mode) -> list[Row]:
         sim.stop()
 
 
-FIGURES = {"P1": p1, "P2": p2, "P3": p3, "P4": p4, "P5": p5, "P6": p6, "P7": p7, "P8": p8}
+# ------------------------------------------------------------------------------------------
+# P9: shared-store hit (empty local cache) vs local cache hit vs a bare Video display (issue 16)
+# ------------------------------------------------------------------------------------------
+_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_MAX_ATTEMPTS": "2",
+}
+
+
+def _timed_ms(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t0) * 1000, out
+
+
+def p9(work: Path, mode: Mode) -> list[Row]:
+    """In this process: one session publishes a result to a moto S3 server on loopback; each
+    run a fresh session on an empty cache dir gets it from the store (timed: transform ->
+    result), then again from its own cache (timed); the baseline is a bare ``Video(path)``
+    rendered to HTML. Model list and input hash are warmed (``plan``) before timing."""
+    import logging
+
+    from IPython.display import Video
+    from moto.server import ThreadedMotoServer
+
+    from goenhance_nb._session import Session
+    from goenhance_nb._settings import Settings
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    sim = start_sim(work / "sim", FAST)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {**_S3_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    clip = _clip(work / "clip.mp4")
+    run = {"duration": 3, "resolution": "540p"}
+
+    def session(name: str) -> Session:
+        explicit = {
+            "api_key": sim.api_key,
+            "base_url": sim.base_url,
+            "cache_dir": work / name,
+            "poll_interval": 0.1,
+            "shared_store": "s3://goenhance-bench/team",
+        }
+        return Session(Settings.resolve(explicit=explicit, env={}))
+
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("goenhance-bench")
+        first = session("publisher")
+        try:
+            first.transform(clip, STYLE, **run).result(300)
+        finally:
+            first.close()
+        shared_ms: list[float] = []
+        local_ms: list[float] = []
+        bare_ms: list[float] = []
+        job_requests = 0
+        for i in range(mode.runs):
+            s = session(f"fresh-{i}")
+            try:
+                s.plan(clip, STYLE, **run)  # model list and input hash, not timed
+                sim.clear_requests()
+                ms, job = _timed_ms(lambda s=s: s.transform(clip, STYLE, **run))
+                ms2, rec = _timed_ms(lambda job=job: job.result(300))
+                if not job.cached or rec.origin != "shared":
+                    raise BenchError("P9: the fresh cache did not get the result from the store")
+                shared_ms.append(ms + ms2)
+                job_requests += sum(
+                    1 for q in sim.requests() if "generate" in q["path"] or "detail" in q["path"]
+                )
+                ms, rec = _timed_ms(lambda s=s: s.transform(clip, STYLE, **run).result(300))
+                local_ms.append(ms)
+                bare_ms.append(_timed_ms(lambda rec=rec: Video(rec.path)._repr_html_())[0])
+            finally:
+                s.close()
+        size = Path(rec.path).stat().st_size
+        return [
+            Row(
+                "P9",
+                f"shared-store hit on an empty local cache (S3 on loopback, {size / 1e6:.2f} MB)",
+                "ms",
+                shared_ms,
+                "local cache hit of the same result, same session",
+                local_ms,
+                med(shared_ms) / med(local_ms),
+                "ours / baseline",
+                "0 job requests (generate, jobs/detail)",
+                job_requests == 0,
+                extra={"job_requests": job_requests, "bytes": size},
+            ),
+            Row(
+                "P9",
+                "local cache hit (transform -> result)",
+                "ms",
+                local_ms,
+                "bare `Video(path)._repr_html_()` of the stored file",
+                bare_ms,
+                med(local_ms) / max(med(bare_ms), 1e-6),
+                "ours / baseline",
+                "no verdict on time; 0 job requests",
+                job_requests == 0,
+            ),
+        ]
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sim.stop()
+
+
+FIGURES = {
+    "P1": p1,
+    "P2": p2,
+    "P3": p3,
+    "P4": p4,
+    "P5": p5,
+    "P6": p6,
+    "P7": p7,
+    "P8": p8,
+    "P9": p9,
+}
 
 
 def cleanup(work: Path) -> None:

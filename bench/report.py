@@ -193,6 +193,10 @@ def render(
         "cell's outputs after an nbclient run; P8 times from the simulator's recorded job "
         "`end_time` to the page's `Date.now()` when the result video has data (readyState >= 2) "
         "or plays, pressing play (muted) when the element appears.",
+        "- P9 (issue 16) runs in the harness process: a moto S3 server on loopback holds the "
+        "shared store; each run a new session on an empty cache dir (model list and input hash "
+        "warmed by `plan`) times `transform` -> `result` from the store, then the same from its "
+        "own cache; the baseline is `Video(path)._repr_html_()`.",
         "",
     ]
     return "\n".join(lines)

@@ -39,7 +39,8 @@ class ResultRecord:
 
     ``path`` is absolute and inside the store; ``sha`` is the blake3 of the output file;
     ``params`` is the canonical parameter dict (``JobSpec.canonical()``); ``timings`` holds unix
-    times ``submitted``, ``finished``, ``downloaded`` when known.
+    times ``submitted``, ``finished``, ``downloaded`` when known; ``origin`` is ``"shared"`` when
+    the file came from the team's shared store (issue 16), else empty.
     """
 
     key: str
@@ -57,6 +58,7 @@ class ResultRecord:
     created: float
     timings: dict[str, float] = field(default_factory=dict)
     source_name: str = ""
+    origin: str = ""  # "" made by this machine; "shared": fetched from the shared store
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict of all fields."""
@@ -105,6 +107,7 @@ _RECORD_FIELDS: Mapping[str, Field] = {
     "created": Field(object, 0.0, float),
     "timings": Field(object, {}, _float_values),
     "source_name": Field(object, "", str),
+    "origin": Field(object, "", str),
 }
 
 

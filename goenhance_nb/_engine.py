@@ -75,6 +75,7 @@ from goenhance_nb._job import Job, JobRequest
 from goenhance_nb._ledger import Ledger, LedgerEntry, orphan_error
 from goenhance_nb._lifecycle import EventKind, JobState, LedgerState, known_raw_status
 from goenhance_nb._records import JobDetail, JobSpec
+from goenhance_nb._shared import Claim, ClaimInfo, SharedResult, SharedStore, SharedStoreDown
 from goenhance_nb._store import ResultStore, StoredFile, probe_result
 from goenhance_nb._usage import Estimate, Usage
 
@@ -189,6 +190,7 @@ class _Run:
     deadline: float | None = None
     task: asyncio.Task[None] | None = None
     charged: bool = False  # this run's generate was accepted (the session spent its cost)
+    claim: Claim | None = None  # our claim on the key in the shared store (issue 16)
 
 
 class _PollFailures:
@@ -247,6 +249,8 @@ class JobEngine:
         on the first submission, default 3 if it does not say.
     :param max_poll_errors: failed polls in a row (each already re-sent by the transport)
         tolerated before the watch ends with the last error (the job stays resumable).
+    :param shared: the team's shared store (issue 16): a second cache tier looked up on a
+        local miss, and a claim before any paid POST (see :meth:`_obtain_shared`).
     """
 
     def __init__(
@@ -264,8 +268,10 @@ class JobEngine:
         queue_limit: int | None = None,
         max_poll_errors: int = 3,
         lock_poll: float = 0.1,
+        shared: SharedStore | None = None,
     ) -> None:
         self.client = client
+        self.shared = shared
         self.cache = cache
         self.ledger = ledger
         self.store = store
@@ -533,6 +539,8 @@ class JobEngine:
             return rec
         async with self._key_lock(run.job):
             rec, stale_now = self._cache_hit(run, warn=stale is None)
+            if rec is None and not req.force:
+                rec = await self._shared_hit(run)
             if rec is not None:
                 return rec
             entry = self._known_entry(run.job, stale or stale_now)
@@ -551,7 +559,16 @@ class JobEngine:
                 return await self._obtain(run, entry, submit=True)
 
     async def _obtain(self, run: _Run, entry: LedgerEntry | None, *, submit: bool) -> ResultRecord:
-        """Attach to ``entry``'s job or submit a new one, poll it, download and verify."""
+        """Attach to ``entry``'s job or submit a new one, poll it, download and verify. With a
+        shared store, a submission goes through its claim first (:meth:`_obtain_shared`)."""
+        if submit and self.shared is not None and self.shared.available():
+            return await self._obtain_shared(run, entry, self.shared)
+        return await self._obtain_here(run, entry, submit=submit)
+
+    async def _obtain_here(
+        self, run: _Run, entry: LedgerEntry | None, *, submit: bool
+    ) -> ResultRecord:
+        """:meth:`_obtain` without the shared store."""
         if submit:
             entry, detail = await self._submit_and_poll(run, entry)
         else:
@@ -701,6 +718,219 @@ class JobEngine:
             message=f"re-attached to job {entry.job_id}",
         )
 
+    # -- the shared store (issue 16) -------------------------------------------------------
+    async def _shared_hit(self, run: _Run) -> ResultRecord | None:
+        """A result from the shared store, fetched, verified and put in the local cache
+        (served as cached: no API call); None on a miss, a bad entry (reported by the store)
+        or an outage (said once by the store)."""
+        shared = self.shared
+        if shared is None or not shared.available():
+            return None
+        job = run.job
+        max_duration = float(job.request.spec.duration)
+
+        def probe(path: Path) -> float:
+            return probe_result(path, max_duration=max_duration)
+
+        try:
+            found = await asyncio.to_thread(shared.lookup, job.key)
+            if found is None:
+                return None
+            stored = await asyncio.to_thread(shared.fetch, found, self.store, probe)
+        except SharedStoreDown:
+            return None
+        if stored is None:
+            return None
+        rec = self._shared_record(job, found, stored)
+        self.cache.put(rec)
+        job.cached = True
+        job.id, job.cost, job.state = rec.job_id, rec.cost, JobState.DONE
+        run.reservation.release()
+        job._emit(EventKind.CACHED, result=rec, message="served from the shared store")
+        return rec
+
+    @staticmethod
+    def _shared_record(job: Job, found: SharedResult, stored: StoredFile) -> ResultRecord:
+        """The local cache record of a result fetched from the shared store: its provenance
+        as published, this store's file, ``origin`` "shared"."""
+        prov = dict(found.record)
+        prov.update(
+            key=job.key,
+            path=str(stored.path),
+            sha=stored.sha,
+            size=stored.size,
+            backend=job.request.backend,
+            origin="shared",
+        )
+        prov.setdefault("model", job.request.spec.model)
+        timings = prov.get("timings")
+        prov["timings"] = {**(timings if isinstance(timings, dict) else {}), "fetched": time.time()}
+        return ResultRecord.from_json(prov)
+
+    async def _obtain_shared(
+        self, run: _Run, entry: LedgerEntry | None, shared: SharedStore
+    ) -> ResultRecord:
+        """Submit only under our claim on the key; else take the job or result another
+        machine made. An outage of the store: work here as without it (said once)."""
+        try:
+            got = await self._claim_or_join(run, shared)
+        except SharedStoreDown:
+            return await self._obtain_here(run, entry, submit=True)
+        if isinstance(got, ResultRecord):
+            return got
+        if isinstance(got, LedgerEntry):
+            return await self._obtain_here(run, got, submit=False)
+        run.claim = got
+        beat = asyncio.ensure_future(self._heartbeat(shared, got))
+        try:
+            rec = await self._obtain_here(run, entry, submit=True)
+        except BaseException:
+            if self._may_release(run.job.key):
+                await asyncio.shield(self._shared_call(shared.release, got))
+            raise
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            run.claim = None
+        await self._shared_call(shared.publish, rec)  # blob, then the index record
+        await self._shared_call(shared.release, got)
+        return rec
+
+    async def _claim_or_join(
+        self, run: _Run, shared: SharedStore
+    ) -> Claim | LedgerEntry | ResultRecord:
+        """Our claim on the key (we submit), a ledger entry holding another machine's job id
+        (re-attach), or the result another machine published meanwhile. Waits (polling the
+        claim and the index every ``poll_interval``) while a live owner has no job id yet.
+
+        :raises LedgerError: the claim's owner died before the API answered it (DECISIONS 25:
+            an orphan; only ``resume KEY --resubmit`` pays again).
+        :raises SharedStoreDown: the store failed.
+        """
+        job = run.job
+        waiting = False
+        while True:
+            got = await asyncio.to_thread(shared.claim, job.key)
+            if isinstance(got, Claim):
+                hit = await self._shared_hit(run)  # published between the look-up and now?
+                if hit is None:
+                    return got
+                await self._shared_call(shared.release, got)
+                return hit
+            if got.job_id is not None:
+                return self._adopt_claim(job, got)
+            if got.stale(shared.clock(), shared.lease):
+                if job.request.resubmit:
+                    taken = await asyncio.to_thread(shared.take_over, got)
+                    if isinstance(taken, Claim):
+                        return taken
+                    continue
+                raise self._claim_orphan(job, got)
+            if not waiting:
+                waiting = True
+                job._emit(
+                    EventKind.STATUS,
+                    message=f"{got.owner} is submitting the same transformation (shared "
+                    "store); waiting for its job",
+                )
+            await self._sleep(self.poll_interval)
+            hit = await self._shared_hit(run)
+            if hit is not None:
+                return hit
+
+    def _adopt_claim(self, job: Job, info: ClaimInfo) -> LedgerEntry:
+        """A ledger entry for the job another machine submitted (same account): re-attached
+        by its id, never submitted again."""
+        req = job.request
+        log.info(
+            "goenhance_nb: request %s is job %s of %s (shared store); re-attaching",
+            job.key[:12],
+            info.job_id,
+            info.owner,
+        )
+        return self.ledger.put(
+            LedgerEntry(
+                key=job.key,
+                state=LedgerState.SUBMITTED,
+                spec=req.spec.canonical(),
+                backend=req.backend,
+                input_hash=req.input.content_hash,
+                model_version=req.model_version,
+                style_label=req.style_label,
+                source_name=req.source_name or req.input.name,
+                job_id=info.job_id,
+                cost=info.cost,
+                created=time.time(),
+                submitted_at=info.submitted_at,
+                pid=os.getpid(),
+                extra={"input": req.input.to_json(), "shared_owner": info.owner},
+            )
+        )
+
+    def _claim_orphan(self, job: Job, info: ClaimInfo) -> LedgerError:
+        """A stale claim without a job id: its owner may have made (and been charged for) a
+        job nobody knows. Recorded here as an orphan ``submitting`` entry, so ``resume KEY
+        --resubmit`` can pay again on purpose (DECISIONS 25)."""
+        req = job.request
+        reason = f"{info.owner} claimed it on the shared store and stopped before the API answered"
+        old = self.ledger.get(job.key)
+        with contextlib.suppress(LedgerError):
+            self.ledger.put(
+                LedgerEntry(
+                    key=job.key,
+                    state=LedgerState.SUBMITTING,
+                    spec=req.spec.canonical(),
+                    backend=req.backend,
+                    input_hash=req.input.content_hash,
+                    model_version=req.model_version,
+                    style_label=req.style_label,
+                    source_name=req.source_name or req.input.name,
+                    reference_url=old.reference_url if old is not None else None,
+                    error=reason,
+                    created=time.time(),
+                    pid=os.getpid(),
+                    extra={"input": req.input.to_json(), "shared_owner": info.owner},
+                )
+            )
+        return orphan_error(job.key, reason)
+
+    def _may_release(self, key: str) -> bool:
+        """Whether our claim may go after a run that ended without a result: only when no
+        job exists or can exist (no POST sent, or provably refused, or the job failed). A
+        job id (others re-attach to it) or an unknown POST outcome (an orphan) keeps it."""
+        with contextlib.suppress(LedgerError):
+            entry = self.ledger.get(key)
+            if entry is None or entry.state == LedgerState.FAILED:
+                return True
+            return entry.job_id is None and entry.state != LedgerState.SUBMITTING
+        return False
+
+    async def _claim_job_id(self, claim: Claim, job_id: str, cost: int | None) -> None:
+        """Write the API's job id into our claim at once (shielded from a cancel)."""
+        shared = self.shared
+        if shared is None:
+            return
+        write = asyncio.to_thread(shared.record_job_id, claim, job_id, cost, time.time())
+        with contextlib.suppress(SharedStoreDown, asyncio.CancelledError):
+            await asyncio.shield(asyncio.ensure_future(write))
+
+    async def _heartbeat(self, shared: SharedStore, claim: Claim) -> None:
+        """Renew ``claim`` every ``heartbeat_every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(shared.heartbeat_every)
+            await self._shared_call(shared.heartbeat, claim)
+
+    @staticmethod
+    async def _shared_call(fn: Callable[..., Any], *args: Any) -> None:
+        """One store call off the loop; an outage (said once by the store) is not the job's
+        failure, nor is a local file error while publishing."""
+        try:
+            await asyncio.to_thread(fn, *args)
+        except SharedStoreDown:
+            pass
+        except OSError as exc:
+            log.warning("goenhance_nb: shared store call %s failed: %s", fn.__name__, exc)
+
     # -- the local queue -------------------------------------------------------------------
     @property
     def queue_limit(self) -> int | None:
@@ -815,6 +1045,9 @@ class JobEngine:
             if not post.cancelled():
                 post.exception()  # retrieved: its outcome is in the ledger already
             raise
+        finally:
+            if run.claim is not None and job.id is not None:
+                await self._claim_job_id(run.claim, job.id, job.cost)
         job._emit(
             EventKind.SUBMITTED,
             job_id=job.id,

@@ -70,6 +70,7 @@ from goenhance_nb._ledger import Ledger, LedgerEntry
 from goenhance_nb._lifecycle import PlanStatus
 from goenhance_nb._records import Credits, JobSpec, Style
 from goenhance_nb._settings import DEFAULT_REAL_BASE_URL, MODES, SecretKey, Settings
+from goenhance_nb._shared import SharedStore, SharedStoreDown
 from goenhance_nb._simcontrol import SimulatorControl
 from goenhance_nb._simproc import ensure_simulator
 from goenhance_nb._store import ResultStore
@@ -131,6 +132,10 @@ class Session:
     :param transport: an ``httpx.AsyncBaseTransport`` for the client (test seam; typed ``Any``
         here because only ``_client``/``_transport`` may name httpx).
     :param uploader: ``fn(path) -> public https URL`` used for local files with the real API.
+    :param shared_store: fsspec URL of the team's shared store (overrides the
+        ``shared_store`` setting, ``GOENHANCE_SHARED_STORE``): a second cache tier and a claim
+        before every paid submission, so machines sharing it pay once per transformation
+        (:mod:`goenhance_nb._shared`; its key prefix is this session's :attr:`backend`).
     :raises ConfigError: bad settings, or the embedded simulator does not start.
 
     ``backend`` is ``"simulated"`` for the embedded simulator (from its port file) or for a base
@@ -169,10 +174,13 @@ class Session:
         uploader: Uploader | None = None,
         queue_limit: int | None = None,
         mode: str | None = None,
+        shared_store: str | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings.resolve()
         if mode is not None:
             self.settings = self.settings.with_(mode=mode)
+        if shared_store is not None:
+            self.settings = self.settings.with_(shared_store=shared_store)
         s = self.settings
         self.cache_dir = private_dir(Path(s.cache_dir).expanduser())
         fstype = network_fs_type(self.cache_dir)
@@ -751,7 +759,17 @@ class Session:
             estimate=estimate,
             source_name=ref.name,
         )
+        self._attach_shared_store()
         return self._maybe_record(self.engine.submit(req))
+
+    def _attach_shared_store(self) -> None:
+        """Give the engine the shared store of the ``shared_store`` setting, keyed by the
+        backend known now (made again when the backend changed)."""
+        url = self.settings.shared_store
+        current = self.engine.shared
+        if url is None or (current is not None and current.backend == self.backend):
+            return
+        self.engine.shared = SharedStore(url, self.backend)
 
     def plan(
         self,
@@ -766,7 +784,7 @@ class Session:
         """What :meth:`transform` would do, without doing it (no job call, nothing charged).
 
         Returns a :class:`Plan`: ``status`` is a :class:`PlanStatus` (``CACHED``: served from
-        the cache, ``RUNNING``: a known job would be re-attached, ``NEW``: a paid submission);
+        the cache, or from the shared store when it has the result, ``RUNNING``: a known job would be re-attached, ``NEW``: a paid submission);
         ``estimate`` the estimated credits of a new job (0 otherwise); ``spec.duration`` the
         resolved duration. Validation is the same as :meth:`transform`'s.
 
@@ -777,13 +795,28 @@ class Session:
         ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         status, estimate = PlanStatus.CACHED, 0
         if self._needs_new_charge(key, False):
-            status = PlanStatus.NEW
-            estimate = self.usage.estimate(
-                st.id, resolution, spec.duration, is_vip=st.is_vip
-            ).credits
+            if not self._in_shared_store(key):
+                status = PlanStatus.NEW
+                estimate = self.usage.estimate(
+                    st.id, resolution, spec.duration, is_vip=st.is_vip
+                ).credits
         elif self.cache.lookup(key)[1] != "ok":
             status = PlanStatus.RUNNING
         return Plan(key, ref.name, st.label, spec, status, estimate)
+
+    def _in_shared_store(self, key: str) -> bool:
+        """Whether the shared store (when set and answering) has a result for ``key`` (its
+        index record; the blob is checked when it is fetched)."""
+        if self.settings.shared_store is None or self.mode in ("replay", "offline"):
+            return False
+        self._attach_shared_store()
+        shared = self.engine.shared
+        if shared is None or not shared.available():
+            return False
+        try:
+            return shared.lookup(key) is not None
+        except SharedStoreDown:
+            return False
 
     def _request(
         self,
@@ -959,7 +992,7 @@ class Session:
             model_version=entry.model_version,
             style_label=entry.style_label,
             backend=entry.backend,
-            reference_url=None,
+            reference_url=self._resubmit_url(entry, ref) if resubmit else None,
             timeout=timeout,
             resubmit=resubmit,
             estimate=estimate,
@@ -967,7 +1000,21 @@ class Session:
         )
         if resubmit and entry.state == "failed":
             req.force = True
+        self._attach_shared_store()
         return self._maybe_record(self.engine.submit(req))
+
+    def _resubmit_url(
+        self, entry: LedgerEntry, ref: InputRef
+    ) -> Callable[[], Awaitable[str]] | None:
+        """The input URL maker for resubmitting ``entry`` when it never got one (an orphan
+        claim of another machine on the shared store): its input URL, or its local file
+        uploaded again (hash-checked); None when the entry has a URL or no usable input."""
+        if entry.reference_url:
+            return None
+        usable = (ref.kind == "url" and bool(ref.url)) or (
+            ref.path is not None and Path(ref.path).is_file()
+        )
+        return self._reference_url(ref) if usable else None
 
     def _adopt(self, img_uuid: str) -> LedgerEntry:
         """Give a job id the ledger never recorded to the ``submitting`` entry it belongs to.

@@ -235,6 +235,7 @@ class Settings:
     mode: str | None = None  # live | record | replay | offline; None = auto (see Session.mode)
     lockfile: Path | None = None  # None = goenhance.lock.json in the notebook's folder
     replay_backend: str | None = None  # backend identity in replay/offline ("simulated" or a host)
+    shared_store: str | None = None  # fsspec URL of the team's shared store (issue 16); None: off
 
     def __post_init__(self) -> None:
         for name, setting in _SETTINGS.items():
@@ -536,6 +537,15 @@ def _replay_backend(name: str, value: object) -> object:
     return value
 
 
+def _shared_store(name: str, value: object) -> object:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(
+            "shared_store must be an fsspec URL (s3://bucket/prefix, gs://..., a folder), "
+            f"got {brief(value)}"
+        )
+    return value.strip() if isinstance(value, str) else value
+
+
 def _wait(name: str, value: object) -> object:
     if value is not None and not isinstance(value, bool):
         raise ConfigError(f"wait must be True, False or None, got {brief(value)}")
@@ -579,6 +589,7 @@ _SETTINGS: Mapping[str, _Setting] = {
     "mode": _Setting(_mode, _mode_value),
     "lockfile": _Setting(_path, _optional_expand),
     "replay_backend": _Setting(_str, _replay_backend),
+    "shared_store": _Setting(_str, _shared_store),
     "wait": _Setting(_bool_or_none, _wait),
     "key_source": _Setting(None),
 }

@@ -37,6 +37,7 @@ LAYERS: list[str] = [
     "_simproc",
     "_simcontrol",
     "_engine",
+    "_shared",
     "_job",
     "_inputs",
     "_cache",
@@ -245,7 +246,7 @@ def test_load_ext_stays_cheap() -> None:
         "shell = InteractiveShell.instance()\n"
         "before = set(sys.modules)\n"
         "shell.run_line_magic('load_ext', 'goenhance_nb')\n"
-        "heavy = {'httpx', 'av', 'numpy', 'diskcache', 'sqlite3', 'ipywidgets', 'yaml'}\n"
+        "heavy = {'httpx', 'av', 'numpy', 'diskcache', 'sqlite3', 'ipywidgets', 'yaml', 'fsspec', 's3fs'}\n"
         "print(sorted(heavy & (set(sys.modules) - before)))\n"
     )
     out = subprocess.run(

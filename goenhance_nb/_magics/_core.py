@@ -117,7 +117,7 @@ class SettingsBusy(TraitError):
 
 
 #: Traits that feed ``Settings``; changing one replaces the session (``Session.successor``).
-_SETTINGS_TRAITS = ("poll_interval", "job_timeout", "output_dir", "wait")
+_SETTINGS_TRAITS = ("poll_interval", "job_timeout", "output_dir", "wait", "shared_store")
 
 
 def _session_for(config: Mapping[str, object]) -> Session:
@@ -145,7 +145,7 @@ def _replace_session(current: Session, config: Mapping[str, object]) -> Session:
 class GoEnhanceMagics(Magics):
     """``%goenhance`` and ``%%goenhance``. Defaults are ``config=True`` traits.
 
-    The traits ``poll_interval``, ``job_timeout``, ``output_dir`` and ``wait`` are passed to
+    The traits ``poll_interval``, ``job_timeout``, ``output_dir``, ``wait`` and ``shared_store`` are passed to
     :meth:`Settings.resolve` as its ``config`` mapping; ``default_style``, ``default_duration``,
     ``default_resolution`` and ``embed`` are run defaults. No trait ever holds the API key.
     """
@@ -189,6 +189,13 @@ class GoEnhanceMagics(Magics):
         allow_none=True,
         config=True,
         help="Block until done (True), never (False), or only in headless runs (None).",
+    )
+    shared_store = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="fsspec URL of the team's shared result store (s3://bucket/prefix, a shared "
+        "folder); None: GOENHANCE_SHARED_STORE or no shared store.",
     )
     notify = Bool(
         False,

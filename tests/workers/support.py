@@ -41,8 +41,10 @@ class Worker:
         style: str = "2000",
         duration: int = 3,
         seed: int = -1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOENHANCE_")}
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [
                 sys.executable,
