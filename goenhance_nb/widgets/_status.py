@@ -540,7 +540,8 @@ class StatusWidget(W.VBox):
             # Seed from what already happened, so the first view shows the job's real state
             # (e.g. "cached" with its job id) rather than "queued" until the subscription's
             # replay arrives from the engine loop. The reducer is idempotent for that replay.
-            for ev in list(job.history):
+            seeded = list(job.history)
+            for ev in seeded:
                 self._state = reduce(self._state, self._observed(ev, job))
             terminal = self._state.terminal
         clear_outputs(self.result)
@@ -548,6 +549,12 @@ class StatusWidget(W.VBox):
         if not terminal:
             self._start_ticker()
         self._unsubscribe = job.subscribe(functools.partial(self._on_event, source=job))
+        # the subscription replays only the latest event: catch up on any that came between
+        # the seeding and the subscription (e.g. a re-attachment's "submitted" and a status)
+        with self._lock:
+            for ev in list(job.history)[len(seeded) :]:
+                self._state = reduce(self._state, self._observed(ev, job))
+        self._throttle.request()
         if self._show_result:
             job.on_finish(self._publish)
 
