@@ -849,14 +849,9 @@ class JobEngine:
             info.owner,
         )
         return self.ledger.put(
-            LedgerEntry(
-                key=job.key,
-                state=LedgerState.SUBMITTED,
-                spec=req.spec.canonical(),
-                backend=req.backend,
-                input_hash=req.input.content_hash,
-                model_version=req.model_version,
-                style_label=req.style_label,
+            _entry_for(
+                job,
+                LedgerState.SUBMITTED,
                 source_name=req.source_name or req.input.name,
                 job_id=info.job_id,
                 cost=info.cost,
@@ -876,14 +871,9 @@ class JobEngine:
         old = self.ledger.get(job.key)
         with contextlib.suppress(LedgerError):
             self.ledger.put(
-                LedgerEntry(
-                    key=job.key,
-                    state=LedgerState.SUBMITTING,
-                    spec=req.spec.canonical(),
-                    backend=req.backend,
-                    input_hash=req.input.content_hash,
-                    model_version=req.model_version,
-                    style_label=req.style_label,
+                _entry_for(
+                    job,
+                    LedgerState.SUBMITTING,
                     source_name=req.source_name or req.input.name,
                     reference_url=old.reference_url if old is not None else None,
                     error=reason,
