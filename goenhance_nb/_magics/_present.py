@@ -306,7 +306,10 @@ class _Live:
             self.handle.update(bundle)
         else:
             display_obj(bundle)
-        self.widget.close()  # the notifier stays open: its page side may still be notifying
+        if self.notifier is not None:  # it stays open: its page side may still be notifying
+            notifier = self.notifier
+            self.widget.children = tuple(c for c in self.widget.children if c is not notifier)
+        self.widget.close()  # with every box and label it holds
 
     def on_end(self, final: Callable[[Job], _display.ResultBundle | None]) -> None:
         """When the job the widget follows ends (after a Retry or Resume: the new one), notify
