@@ -483,3 +483,30 @@ def find_secret(text: str, secret: str) -> list[str]:
             if len(needle) >= 8 and needle in text
         }
     )
+
+
+#: The first cells of most scenarios: a sample clip in the notebook's folder, the extension.
+SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
+LOAD_CELL = "%load_ext goenhance_nb"
+
+
+def export_html(server: JupyterServer, name: str) -> str:
+    """``jupyter nbconvert --to html`` of the saved notebook ``name``; returns the HTML."""
+    out = server.root.parent / f"{Path(name).stem}.html"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "html",
+            "--output",
+            str(out),
+            str(server.root / name),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env=server.env,
+    )
+    return out.read_text()

@@ -17,6 +17,7 @@ import pytest
 from browserkit import (
     ARTIFACTS,
     JOB_DONE_MS,
+    SETUP_CELL,
     JupyterServer,
     open_notebook,
     run_all_and_wait,
@@ -26,7 +27,6 @@ from browserkit import (
 
 pytestmark = pytest.mark.browser
 
-SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
 
 # Every visible labelled control of the panel: clipped (its text wider than its box) or
 # reaching outside the panel's box. Returns a list of problems (empty: none).

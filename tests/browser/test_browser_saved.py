@@ -11,19 +11,19 @@ DOM hooks: docs/ARCHITECTURE.md section 4. Screenshots: artifacts/browser/.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from browserkit import (
     JOB_DONE_MS,
+    LOAD_CELL,
+    SETUP_CELL,
     JupyterServer,
     accept_dialog_if_shown,
     command,
+    export_html,
     open_notebook,
     outputs_text,
     run_all_and_wait,
@@ -34,8 +34,6 @@ from browserkit import (
 
 pytestmark = pytest.mark.browser
 
-SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
-LOAD_CELL = "%load_ext goenhance_nb"
 RUN_NO_WAIT = "%goenhance run clip.mp4 --style 2000 --duration 3 --resolution 540p --no-wait"
 CELLS = [SETUP_CELL, LOAD_CELL, RUN_NO_WAIT]
 NAME = "saved.ipynb"
@@ -88,27 +86,6 @@ def _video_loads(page: Any, video: Any) -> dict[str, Any]:
     assert info["error"] is None and info["ready"] >= 1, f"the video did not load: {info}"
     assert info["w"] > 0 and info["h"] > 0, info
     return info
-
-
-def _export_html(server: JupyterServer, name: str) -> str:
-    out = server.root.parent / f"{Path(name).stem}.html"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbconvert",
-            "--to",
-            "html",
-            "--output",
-            str(out),
-            str(server.root / name),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env=server.env,
-    )
-    return out.read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -176,7 +153,7 @@ def test_reopened_after_shutdown_shows_static_result_and_html_has_no_widget_repr
     screenshot(page, f"{artifact_name}-reopened")
 
     # The HTML export (a viewer without widgets): the video, no widget repr.
-    html = _export_html(server, NAME)
+    html = export_html(server, NAME)
     for needle in WIDGET_REPRS:
         assert needle not in html, f"{needle!r} in the HTML export"
     video_tag = re.search(r'<video class="[^"]*goenhance-video[^"]*"[^>]*>', html)

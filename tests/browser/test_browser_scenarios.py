@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +22,15 @@ from browserkit import (
     JOB_DONE_MS,
     JS_BUSY_PROMPTS,
     JS_KERNEL_STATUS,
+    LOAD_CELL,
     REPO,
     SENTINEL,
+    SETUP_CELL,
     JupyterServer,
     accept_dialog_if_shown,
     command,
     dom_snapshot,
+    export_html,
     find_secret,
     open_notebook,
     outputs_text,
@@ -42,8 +43,6 @@ from browserkit import (
 
 pytestmark = pytest.mark.browser
 
-SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
-LOAD_CELL = "%load_ext goenhance_nb"
 RUN_CELL = "%goenhance run clip.mp4 --style 2000 --duration 3 --resolution 540p"
 QUICKSTART_CELLS = [SETUP_CELL, LOAD_CELL, RUN_CELL]
 
@@ -523,7 +522,7 @@ def test_sentinel_key_leaves_no_trace(
     assert "application/vnd.jupyter.widget-state+json" in saved_text, (
         "widget state was not saved into the notebook"
     )
-    html_export = _export_html(server, "secret.ipynb")
+    html_export = export_html(server, "secret.ipynb")
     surfaces = {
         "page DOM": dom_snapshot(page),
         "saved .ipynb": (server.root / "secret.ipynb").read_text(),
@@ -567,7 +566,7 @@ def test_sentinel_key_leaves_no_trace(
     caught = {
         "page DOM": find_secret(dom_snapshot(page), SENTINEL),
         "saved .ipynb": find_secret((server.root / "control-leak.ipynb").read_text(), SENTINEL),
-        "HTML export": find_secret(_export_html(server, "control-leak.ipynb"), SENTINEL),
+        "HTML export": find_secret(export_html(server, "control-leak.ipynb"), SENTINEL),
         "server + kernel log": find_secret(_wait_log(server, "leak-log:"), SENTINEL),
         "widget state (kernel)": find_secret(control_dump.read_text(), SENTINEL),
     }
@@ -602,27 +601,6 @@ def _dump_widget_state_cell(path: Path) -> str:
         f"_ = open({str(path)!r}, 'w').write(json.dumps(state, default=_enc))\n"
         "print(len(state), 'widgets')"
     )
-
-
-def _export_html(server: JupyterServer, name: str) -> str:
-    out = server.root.parent / f"{Path(name).stem}.html"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nbconvert",
-            "--to",
-            "html",
-            "--output",
-            str(out),
-            str(server.root / name),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env=server.env,
-    )
-    return out.read_text()
 
 
 def _wait_log(server: JupyterServer, needle: str, timeout: float = 30.0) -> str:

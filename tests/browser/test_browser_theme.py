@@ -17,6 +17,8 @@ import pytest
 from browserkit import (
     ARTIFACTS,
     JOB_DONE_MS,
+    LOAD_CELL,
+    SETUP_CELL,
     JupyterServer,
     command,
     open_notebook,
@@ -29,8 +31,6 @@ from goenhance_nb._theme import MIN_CONTRAST, contrast, flatten
 
 pytestmark = pytest.mark.browser
 
-SETUP_CELL = 'import goenhance_nb\nclip = goenhance_nb.sample_clip("clip.mp4")'
-LOAD_CELL = "%load_ext goenhance_nb"
 RUN = "%goenhance run clip.mp4 --style 2000 --duration 3 --resolution 540p"
 GRID_CELL = (
     "jobs = [goenhance_nb.transform('clip.mp4', s, duration=3, resolution='540p')"
