@@ -750,6 +750,8 @@ class AsyncClient:
         self.request_count += 1
         try:
             async with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    await response.aread()  # (no body) so the connection goes back to the pool
                 offset = _resume_offset(response, safe, dest, have, conditional)
                 if offset is None:  # nothing left to fetch
                     return have

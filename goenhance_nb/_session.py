@@ -571,8 +571,10 @@ class Session:
         and hashed every time.
 
         The temp name is unique (``mkstemp``), so two threads or kernels fetching the same URL
-        never share a file; a per-URL lock (``<cache_dir>/locks/src-*.lock``) lets one fetch
-        at a time (the next waits, then fetches its own copy). The download is capped as the
+        never share a file. A URL seen before is revalidated at once; a first fetch holds a
+        per-URL lock (``<cache_dir>/locks/src-*.lock``), so a second kernel asking for the same
+        new URL meanwhile waits, then revalidates what the first one remembered (one download
+        between them when the server gives validators). The download is capped as the
         bytes arrive: ``max_upload_mb`` for the real API (its upload limit), ``max_input_mb``
         for the simulator; an oversized input is refused before it is hashed.
 
@@ -586,17 +588,18 @@ class Session:
             cap = min(cap, max_bytes)
         name = unquote(Path(urlsplit(url).path).name) or "input"
         url_hash = hash_bytes(url.encode())
+        memo_name = f"src-url:{url_hash}"
+        known = _remembered_url(self.cache.meta_get(memo_name))
         lock = filelock.FileLock(str(self.ledger.lock_dir / f"src-{url_hash[:32]}.lock"))
         locked = False
-        if not self.engine.on_engine_thread():  # never block the loop the holder needs
+        if known is None and not self.engine.on_engine_thread():  # never block the loop
             try:
                 lock.acquire(timeout=_URL_LOCK_WAIT)
                 locked = True
             except filelock.Timeout:
                 pass  # the other fetch hangs; ours uses its own temp file anyway
+            known = _remembered_url(self.cache.meta_get(memo_name))  # fetched meanwhile?
         tmp: Path | None = None
-        memo_name = f"src-url:{url_hash}"
-        known = _remembered_url(self.cache.meta_get(memo_name))
         try:
             tmp = self.store.new_temp("src-")
             fresh = self.engine.run(

@@ -272,15 +272,18 @@ def test_run_wait_shows_final_video_and_returns_job_then_cache_hit(
     assert len(cap2.outputs) == 1, [sorted(o.data) for o in cap2.outputs]
     assert "application/vnd.jupyter.widget-view+json" not in cap2.outputs[0].data
 
-    # the cell that ran the magic shows the video once; a bare `job` in a later cell shows
-    # its status and the result again
-    same = ip.display_formatter.format(job)[0]
-    assert "goenhance-video" not in same.get("text/html", "")
-    assert same["text/plain"] == f"<GoEnhance job {job.id[:8]}: shown above>"  # short, true
+    # the cell that ran the magic shows the video once and no second output (the job is the
+    # value, with no Out[n] of its own); a bare `job` in a later cell shows its status and the
+    # result again
+    with capture_output() as same:
+        ip.displayhook(job)
+    assert same.outputs == [] and ip.user_ns["_"] is job
     ip.execution_count += 1
-    fmt, md = ip.display_formatter.format(job)
-    assert md["goenhance_nb"]["key"] == job.key
-    assert "done" in fmt["text/plain"] and "goenhance-video" in fmt["text/html"]
+    with capture_output() as later:
+        ip.displayhook(job)
+    [out] = later.outputs
+    assert out.metadata["goenhance_nb"]["key"] == job.key
+    assert "done" in out.data["text/plain"] and "goenhance-video" in out.data["text/html"]
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ class ValidatorServer:
 
     def __init__(self, body: bytes, mode: str) -> None:
         self.mode = mode
+        self.delay = 0.0  # seconds before a 200 answer
         self.log: list[tuple[str, int, dict[str, str]]] = []
         self.lock = threading.Lock()
         self.set_body(body)
@@ -57,6 +58,8 @@ class ValidatorServer:
                 elif outer.mode == "last-modified" and ims is not None:
                     since = email.utils.parsedate_to_datetime(ims).timestamp()
                     status = 304 if int(modified) <= since else 200
+                if status == 200 and outer.delay:
+                    time.sleep(outer.delay)
                 if self.headers.get("User-Agent", "").startswith("goenhance-nb"):
                     with outer.lock:
                         outer.log.append(("GET", status, dict(self.headers.items())))
@@ -199,6 +202,11 @@ def test_simulator_files_revalidate_with_one_304(
     got = [(r["method"], r["status"]) for r in sim.requests("/sim/files/")]
     assert got == [("GET", 304)]
     assert sim.requests("/api/v1/video2video/generate") == []
+    # a 304 leaves its connection open for the next repeat (no new TCP connection each time)
+    for _ in range(2):
+        assert session.transform(url, 2000, duration=3).cached
+    conns = {r["conn"] for r in sim.requests("/sim/files/")}
+    assert len(conns) == 1, sim.requests("/sim/files/")
 
 
 def test_simulator_files_send_validators_and_honour_conditions(sim: Any, clip: Path) -> None:
@@ -243,4 +251,28 @@ def test_the_memo_is_shared_by_sessions_on_one_cache_dir(
     first = a.transform(srv.url, 2000, duration=3).result(WAIT)
     again = b.transform(srv.url, 2000, duration=3)  # another kernel, same cache dir
     assert again.done() and again.key == first.key
+    assert [s for _, s, _ in srv.requests()] == [200, 304]
+
+
+def test_two_kernels_fetching_one_new_url_at_once_download_it_once(
+    request: pytest.FixtureRequest,
+    sim: Any,
+    two_sessions: tuple[Session, Session],
+    clip: Path,
+) -> None:
+    srv = _server(request, clip, "etag")
+    srv.delay = 1.0  # the first download is slow: the second kernel asks meanwhile
+    a, b = two_sessions
+    refs: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=lambda s=s, n=n: refs.__setitem__(n, s.inspect(srv.url)))
+        for n, s in (("a", a), ("b", b))
+    ]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(WAIT)
+    assert refs["a"].content_hash == refs["b"].content_hash == hash_bytes(clip.read_bytes())
+    # the second waited for the first, then revalidated what it remembered: one download
     assert [s for _, s, _ in srv.requests()] == [200, 304]

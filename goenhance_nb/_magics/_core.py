@@ -286,11 +286,19 @@ class GoEnhanceMagics(Magics):
         self._presented.add(job.key, execution_count(self.shell))
         present_job(job, how, session, self.shell)
 
-    def job_bundle(self, job: Job) -> tuple[dict[str, object], dict[str, object]]:
-        """The Job formatter: a bare ``job`` as a cell's value (no second video in the cell
-        whose magic already showed it)."""
-        same_cell = self._presented.shown(job.key, execution_count(self.shell))
-        return job_bundle(job, same_cell=same_cell)
+    def display_job(self, job: Job) -> None:
+        """IPython's display step for a ``Job`` (a cell's value, ``display(job)``).
+
+        In the cell whose magic showed ``job`` nothing more: that one output is the job (the
+        value still goes to ``_`` and ``Out``, and the kernel sends no empty ``Out[n]``).
+        Elsewhere the job's bundle (:func:`job_bundle`): the video when done, else its status.
+        """
+        if self._presented.shown(job.key, execution_count(self.shell)):
+            return
+        from IPython.display import publish_display_data
+
+        data, metadata = job_bundle(job)
+        publish_display_data(data, metadata=metadata)
 
     # -- entry point --------------------------------------------------------------------------
     @line_cell_magic
@@ -355,16 +363,18 @@ class GoEnhanceMagics(Magics):
 def _register_job_formatter(shell: InteractiveShell, magics: GoEnhanceMagics) -> None:
     if shell.display_formatter is None:
         return
-    # by name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown
-    shell.display_formatter.mimebundle_formatter.for_type_by_name(
-        "goenhance_nb._job", "Job", magics.job_bundle
+    # IPython's display step (ipython_display_formatter), not a mime bundle: in the cell that
+    # showed the job it publishes nothing, so no empty Out[n] follows the job's output. By
+    # name: the engine (httpx, diskcache, ...) is imported only when a Job is first shown.
+    shell.display_formatter.ipython_display_formatter.for_type_by_name(
+        "goenhance_nb._job", "Job", magics.display_job
     )
 
 
 def _unregister_job_formatter(shell: InteractiveShell) -> None:
     if shell.display_formatter is None:
         return
-    fmt = shell.display_formatter.mimebundle_formatter
+    fmt = shell.display_formatter.ipython_display_formatter
     fmt.pop("goenhance_nb._job.Job", None)
     engine = sys.modules.get("goenhance_nb._job")
     if engine is not None:

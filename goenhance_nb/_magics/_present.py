@@ -9,8 +9,9 @@ holds no widget of an ended job. A job already done (a cache hit) shows the stat
 once; a headless run shows a status line that the result replaces; a terminal gets a status
 line per change. :func:`status_line` and :func:`job_label` name a job in one line (the job id
 once the API gave one, the request key only before); :class:`Presented` remembers which jobs
-the current cell already showed, so the Job formatter (:func:`job_bundle`) shows a short
-reference there instead of a second output.
+the current cell already showed, so the Job's display step shows nothing more there (the
+job is the cell's value, in ``_`` and ``Out``, without a second output); elsewhere it shows
+:func:`job_bundle`.
 
 Listeners run on the engine thread and never raise into it. Failures of the job itself are
 raised only where the caller blocks (``wait`` or an already finished job), so the cell fails.
@@ -76,7 +77,7 @@ class Presented:
     """The keys of the jobs shown in the most recent cell (by execution count).
 
     Bounded: only the latest cell's keys are kept (a new execution count starts afresh), which
-    is all :func:`job_bundle` asks ("was this job shown in the cell now running?").
+    is all the Job's display step asks ("was this job shown in the cell now running?").
     """
 
     count: int | None = None
@@ -449,22 +450,9 @@ def job_text(job: Job) -> str:
     return line
 
 
-def same_cell_text(job: Job) -> str:
-    """The value of a ``%goenhance run``/``resume`` cell, below the job's own output: true in
-    every state, so it names no state (``<GoEnhance job 8da7f61d: shown above>``; before the
-    API gave an id, no id at all: the output above names the job)."""
-    return (
-        f"<GoEnhance job {job.id[:8]}: shown above>" if job.id else "<GoEnhance job: shown above>"
-    )
-
-
-def job_bundle(job: Job, *, same_cell: bool) -> tuple[dict[str, object], dict[str, object]]:
-    """The display of a bare ``job``: the result video (+ provenance metadata) when done, else
-    a status line. ``same_cell``: the magic of the running cell already showed the job, so a
-    short plain-text reference only (:func:`same_cell_text`)."""
-    if same_cell:
-        # the cell's one output above says it all (and stays true): a short reference only
-        return {"text/plain": same_cell_text(job)}, {}
+def job_bundle(job: Job) -> tuple[dict[str, object], dict[str, object]]:
+    """The display of a bare ``job`` (a later cell's value, ``display(job)``): the result video
+    (+ provenance metadata) when done, else a status line."""
     text = job_text(job)
     if job.done() and job.error is None:
         with contextlib.suppress(Exception):

@@ -440,8 +440,12 @@ class FaultAndLogMiddleware:
         query = scope.get("query_string", b"").decode("latin-1")
         sim = self.owner.sim
         # logged at arrival (so the log is in arrival order); status 0 = no response sent
+        client = scope.get("client")
+        conn = int(client[1]) if client else None
         entry = (
-            sim.log_request(method, path, query, 0) if path.startswith(LOGGED_PREFIXES) else None
+            sim.log_request(method, path, query, 0, conn)
+            if path.startswith(LOGGED_PREFIXES)
+            else None
         )
 
         async def send_logged(message: Message) -> None:

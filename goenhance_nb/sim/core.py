@@ -165,15 +165,19 @@ class Simulator:
             self.save()
             return dict(self.config)
 
-    def log_request(self, method: str, path: str, query: str, status: int) -> dict[str, Any]:
+    def log_request(
+        self, method: str, path: str, query: str, status: int, conn: int | None = None
+    ) -> dict[str, Any]:
         """Append one entry to the request log (never headers) and return it (mutable, so the
-        HTTP layer can fill in the status once the response starts)."""
+        HTTP layer can fill in the status once the response starts). ``conn`` is the client's
+        port: requests with the same one came over the same (kept-alive) connection."""
         entry = {
             "method": method,
             "path": path,
             "query": query,
             "status": status,
             "ts": self.clock(),
+            "conn": conn,
         }
         with self.lock:
             self.requests.append(entry)
