@@ -15,12 +15,13 @@ import errno
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -244,6 +245,8 @@ class AsyncClient:
         base = urlsplit(self.base_url)
         self._origin = (base.scheme, base.hostname, base.port)
         self.request_count = 0
+        self._sync: httpx.Client | None = None  # revalidate_input's, made when first needed
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={redact_url(self.base_url)!r})"
@@ -692,6 +695,64 @@ class AsyncClient:
             return None
         return seen.get("validators", URLValidators())
 
+    def revalidate_input(
+        self, url: str, dest: Path, *, known: URLValidators, max_bytes: int | None = None
+    ) -> URLValidators | None:
+        """:meth:`fetch_input` for a URL seen before, on the CALLER's thread: the one
+        conditional GET over a kept-alive sync connection, with no hop to the event loop
+        (on a loopback or LAN server that hop and the async stack cost more than the request).
+
+        A 304 returns ``None`` (nothing written); a 200 body is written into ``dest`` with the
+        same size cap and its :class:`URLValidators` are returned. The headers are a
+        download's (the key only on the API's own origin); only for a URL the rate limit does
+        not cover (:meth:`may_revalidate_now`); no retries here.
+
+        :raises TransportError: no complete answer (a connection error, a timeout, a cut body,
+            a status worth retrying): the caller fetches again with :meth:`fetch_input`
+            (except :class:`TooLarge`, a TransportError too, which is final).
+        :raises ResultExpired, AuthError, TooLarge, DiskFull, CacheError: as :meth:`fetch_input`.
+        """
+        dest = Path(dest)
+        safe = redact_url(url)
+        headers = self._download_headers(url, 0, known.conditional_headers())
+        self.request_count += 1
+        try:
+            with self._sync_client().stream("GET", url, headers=headers) as response:
+                try:
+                    _resume_offset(response, safe, dest, 0, headers)
+                except _NotModified:
+                    response.read()  # (no body) so the connection goes back to the pool
+                    return None
+                except APIError as exc:
+                    raise TransportError(f"revalidating {safe}: {exc}") from None
+                encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
+                length = None if encoded else _int_or_none(response.headers.get("content-length"))
+                if max_bytes is not None and length is not None and length > max_bytes:
+                    raise _too_large(safe, length, max_bytes)
+                _Body(safe, length, max_bytes, None).write_sync(response, dest)
+                return URLValidators.from_headers(response.headers, length)
+        except _Truncated as exc:
+            raise TransportError(str(exc)) from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+            raise TransportError(f"revalidating {safe} failed: {type(exc).__name__}") from None
+
+    def may_revalidate_now(self, url: str) -> bool:
+        """Whether :meth:`revalidate_input` may fetch ``url``: not when the transport's rate
+        limit covers it (an ``/api/`` path while a limit is set), which only the async path
+        applies."""
+        limited = self.transport.rate_limiter is not None
+        return not (limited and urlsplit(url).path.startswith("/api/"))
+
+    def _sync_client(self) -> httpx.Client:
+        with self._sync_lock:
+            if self._sync is None:
+                self._sync = httpx.Client(
+                    timeout=httpx.Timeout(self.settings.request_timeout),
+                    headers={"User-Agent": _USER_AGENT},
+                    follow_redirects=False,
+                )
+            return self._sync
+
     async def _download(
         self,
         url: str,
@@ -786,6 +847,10 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close connections (the client is unusable afterwards)."""
+        with self._sync_lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
@@ -891,23 +956,52 @@ class _Body:
             with dest.open("ab" if offset else "wb") as fh:
                 try:
                     async for chunk in response.aiter_bytes():
-                        done += len(chunk)
-                        if self.max_bytes is not None and done > self.max_bytes:
-                            raise _too_large(self.safe, done, self.max_bytes, so_far=True)
-                        fh.write(chunk)
-                        self._progress(done)
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                        done = self._take(fh, done, chunk)
+                except _CUT as exc:
                     fh.flush()
-                    total = self.total if self.total is not None else "?"
-                    raise _Truncated(
-                        f"download of {self.safe} interrupted at {done} of {total} bytes "
-                        f"({type(exc).__name__})"
-                    ) from None
+                    raise self._cut(done, exc) from None
         except OSError as exc:
             raise _write_error(exc, dest) from None
+        return self._complete(done)
+
+    def write_sync(self, response: httpx.Response, dest: Path) -> int:
+        """:meth:`write` of a whole body (offset 0) from a sync client's response."""
+        done = 0
+        self._progress(done)
+        try:
+            with dest.open("wb") as fh:
+                try:
+                    for chunk in response.iter_bytes():
+                        done = self._take(fh, done, chunk)
+                except _CUT as exc:
+                    raise self._cut(done, exc) from None
+        except OSError as exc:
+            raise _write_error(exc, dest) from None
+        return self._complete(done)
+
+    def _take(self, fh: BinaryIO, done: int, chunk: bytes) -> int:
+        """Write one chunk that arrived after ``done`` bytes (the cap checked first)."""
+        done += len(chunk)
+        if self.max_bytes is not None and done > self.max_bytes:
+            raise _too_large(self.safe, done, self.max_bytes, so_far=True)
+        fh.write(chunk)
+        self._progress(done)
+        return done
+
+    def _cut(self, done: int, exc: Exception) -> _Truncated:
+        total = self.total if self.total is not None else "?"
+        return _Truncated(
+            f"download of {self.safe} interrupted at {done} of {total} bytes ({type(exc).__name__})"
+        )
+
+    def _complete(self, done: int) -> int:
         if self.total is not None and done != self.total:
             raise _Truncated(f"download of {self.safe} truncated: {done} of {self.total} bytes")
         return done
+
+
+# a body that stopped arriving (resumable)
+_CUT = (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout)
 
 
 class _Truncated(Exception):

@@ -429,15 +429,19 @@ class JobEngine:
             runs = list(self._active.values())
         return [r.job for r in runs if not r.job.done()]
 
-    def submit(self, request: JobRequest) -> Job:
+    def submit(self, request: JobRequest, *, hit: ResultRecord | None = None) -> Job:
         """Start (or join) the job for ``request.key`` and return its handle at once.
 
         A job for the same key already running in this process is returned instead of a new
         one; its deadline is extended as :meth:`join` says. Otherwise a usable cached result
         (not ``force``) is served right here: the returned handle is already done and
-        ``cached`` (no task on the engine loop).
+        ``cached`` (no task on the engine loop). ``hit``: that record when the caller has just
+        found it usable (the cache is not asked again).
         """
-        hit = None if request.force else self._usable_hit(request.key)
+        if request.force:
+            hit = None
+        elif hit is None:
+            hit = self._usable_hit(request.key)
         with self._active_lock:
             existing = self._active.get(request.key)
             if existing is not None and not existing.job.done():

@@ -171,4 +171,6 @@ def notebook_dir(
                 p = Path.cwd() / p
             if p.parent.is_dir():
                 return p.parent.resolve()
+    if os.name == "posix":  # getcwd() is the resolved path already (no symlinks)
+        return Path(os.getcwd())
     return Path.cwd().resolve()

@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -250,6 +251,7 @@ def probe_video(path: Path) -> dict[str, Any]:
 #: Memo rows holding ``{"sha", "probe"}``: a hash with its :func:`probe_video` result (the
 #: bare memo key holds the hash alone, for :meth:`HashMemo.hash`).
 _PROBE_PREFIX = "probe:"
+_RECENT_MAX = 256  # HashMemo's in-process inspect() entries
 _PROBE_FIELDS = {"duration", "width", "height", "container"}
 
 
@@ -274,16 +276,21 @@ class HashMemo:
             raise InputError(f"cannot open the file-hash memo: {exc}") from None
         self.reads = 0  # number of full reads performed (for tests / metrics)
         self.probes = 0  # number of PyAV probes performed (for tests / metrics)
+        # what inspect() read or wrote lately, by the same (device, inode, size, mtime_ns):
+        # a repeat in this process skips the database read (bounded, oldest dropped first)
+        self._recent: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._recent_lock = threading.Lock()
 
     @staticmethod
-    def _memo_key(path: Path) -> str:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
+    def _memo_key(path: Path, st: os.stat_result | None = None) -> str:
+        if st is None:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
         return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
-    def inspect(self, path: Path) -> tuple[str, dict[str, Any]]:
+    def inspect(self, path: Path, st: os.stat_result | None = None) -> tuple[str, dict[str, Any]]:
         """Return ``(blake3 hex, probe_video info)`` of ``path``: one ``stat`` and one memo read
         when the file is unchanged; otherwise it is probed (PyAV), hashed (:meth:`hash`) and
         both are remembered together under the same ``(device, inode, size, mtime_ns)``.
@@ -291,9 +298,15 @@ class HashMemo:
         The pair is remembered only when the file did not change while it was probed and
         hashed; a failed probe is never remembered (it raises again next time).
 
+        ``st``: the caller's ``os.stat(path)`` made just now (saves a second one).
+
         :raises InputError: the file cannot be read, or see :func:`probe_video`.
         """
-        memo_key = self._memo_key(path)
+        memo_key = self._memo_key(path, st)
+        with self._recent_lock:
+            seen = self._recent.get(memo_key)
+        if seen is not None:
+            return seen[0], dict(seen[1])
         try:
             cached = self._db.get(_PROBE_PREFIX + memo_key)
         except PickledRowError:
@@ -301,13 +314,21 @@ class HashMemo:
         if isinstance(cached, dict):
             digest, info = cached.get("sha"), cached.get("probe")
             if isinstance(digest, str) and isinstance(info, dict) and set(info) == _PROBE_FIELDS:
+                self._remember(memo_key, digest, info)
                 return digest, info
         self.probes += 1
         info = probe_video(Path(path))
         digest = self.hash(path)
         if self._memo_key(path) == memo_key:
             self._db.set(_PROBE_PREFIX + memo_key, {"sha": digest, "probe": info})
+            self._remember(memo_key, digest, info)
         return digest, info
+
+    def _remember(self, memo_key: str, digest: str, info: dict[str, Any]) -> None:
+        with self._recent_lock:
+            self._recent[memo_key] = (digest, dict(info))
+            while len(self._recent) > _RECENT_MAX:
+                del self._recent[next(iter(self._recent))]
 
     def forget(self, path: Path) -> None:
         """Drop the memoised hash for ``path`` as it is now (its content changed unseen).
@@ -316,7 +337,11 @@ class HashMemo:
         the memo reopens one lazily where it is used next.
         """
         with contextlib.suppress(OSError, InputError, PickledRowError, sqlite3.Error):
-            self._db.delete(self._memo_key(path))
+            memo_key = self._memo_key(path)
+            with self._recent_lock:
+                self._recent.pop(memo_key, None)
+            self._db.delete(memo_key)
+            self._db.delete(_PROBE_PREFIX + memo_key)
         self._db.close()
 
     def hash(self, path: Path) -> str:
@@ -394,7 +419,7 @@ def inspect_file(
             "(raise Settings.max_upload_mb if your plan allows more)"
         )
     if memo is not None:
-        digest, info = memo.inspect(p)
+        digest, info = memo.inspect(p, st)
     else:
         info = probe_video(p)
         try:

@@ -89,7 +89,12 @@ def output_file(
 
 
 def relative_src(path: Path, nb_dir: Path) -> str:
-    """``path`` relative to ``nb_dir`` with forward slashes (a URL path)."""
+    """``path`` relative to ``nb_dir`` with forward slashes (a URL path): the path below
+    ``nb_dir`` as written when it is there (the common case, no file-system calls), else
+    relative between the resolved paths (symlinks followed)."""
+    full, base = os.path.abspath(path), os.path.abspath(nb_dir)
+    if full.startswith(base.rstrip(os.sep) + os.sep):
+        return Path(full[len(base.rstrip(os.sep)) + 1 :]).as_posix()
     rel = os.path.relpath(Path(path).resolve(), Path(nb_dir).resolve())
     return Path(rel).as_posix()
 
@@ -151,12 +156,26 @@ def outputs_path(
     :raises GoEnhanceError: the stored file is gone or the folder cannot be written.
     """
     dest = output_file(result.style_label, result.key, notebook_dir, output_dir)
+    if _linked_already(Path(result.path), dest):
+        return dest  # shown before: its mode was set then (a later chmod is the user's)
     out = link_or_copy(Path(result.path), dest)
     with contextlib.suppress(OSError):  # a mode we cannot set is no reason to fail a result
         st = os.lstat(out)  # link_or_copy leaves a regular file there, never a symlink
         if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != shared_mode():
             os.chmod(out, shared_mode())
     return out
+
+
+def _linked_already(src: Path, dest: Path) -> bool:
+    """Whether ``dest`` is a regular file that is ``src`` itself (the same inode)."""
+    try:
+        here, there = os.lstat(dest), os.stat(src)
+    except OSError:
+        return False
+    return stat.S_ISREG(here.st_mode) and (here.st_dev, here.st_ino) == (
+        there.st_dev,
+        there.st_ino,
+    )
 
 
 def shared_mode() -> int:

@@ -227,6 +227,9 @@ class Session:
         )
         self._closed = False
         self._styles_refreshed = False
+        # the model list as last read from the cache and its parsed Styles (a repeat that
+        # reads the same rows skips parsing them again)
+        self._styles_read: tuple[list[Any], list[Style]] | None = None
         self._preview_lock = threading.Lock()
         self._has_key = api_key is not None
         self._backend: str | None = "simulated" if embedded else None
@@ -377,10 +380,16 @@ class Session:
         if not refresh or self.mode == "offline":
             cached = self.cache.meta_get(name, max_age=None if pinned else STYLES_TTL)
             if isinstance(cached, list):
+                last = self._styles_read
+                if last is not None and last[0] == cached:
+                    return list(last[1])
                 try:
-                    return [Style.from_json(d) for d in cached]
+                    parsed = [Style.from_json(d) for d in cached]
                 except (ValueError, TypeError):
                     pass
+                else:
+                    self._styles_read = (cached, parsed)
+                    return list(parsed)
         if self.mode == "offline":
             raise ConfigError(
                 f"offline mode: no cached model list for backend {self.backend!r}; run once "
@@ -590,21 +599,18 @@ class Session:
         url_hash = hash_bytes(url.encode())
         memo_name = f"src-url:{url_hash}"
         known = _remembered_url(self.cache.meta_get(memo_name))
-        lock = filelock.FileLock(str(self.ledger.lock_dir / f"src-{url_hash[:32]}.lock"))
-        locked = False
+        lock: filelock.FileLock | None = None
         if known is None and not self.engine.on_engine_thread():  # never block the loop
+            lock = filelock.FileLock(str(self.ledger.lock_dir / f"src-{url_hash[:32]}.lock"))
             try:
                 lock.acquire(timeout=_URL_LOCK_WAIT)
-                locked = True
             except filelock.Timeout:
-                pass  # the other fetch hangs; ours uses its own temp file anyway
+                lock = None  # the other fetch hangs; ours uses its own temp file anyway
             known = _remembered_url(self.cache.meta_get(memo_name))  # fetched meanwhile?
         tmp: Path | None = None
         try:
             tmp = self.store.new_temp("src-")
-            fresh = self.engine.run(
-                self.client.fetch_input(url, tmp, known=known[0] if known else None, max_bytes=cap)
-            )
+            fresh = self._fetch_url(url, tmp, known[0] if known else None, cap)
             if fresh is None and known is not None:  # 304: the bytes we hashed and probed
                 return _url_ref_from_memo(known[1], url=url, name=name, duration=duration, cap=cap)
             ref = inspect_file(
@@ -633,8 +639,31 @@ class Session:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
-            if locked:
+            if lock is not None:
                 lock.release()
+
+    def _fetch_url(
+        self, url: str, tmp: Path, known: URLValidators | None, cap: int
+    ) -> URLValidators | None:
+        """Fetch ``url`` into ``tmp`` unless ``known`` still describes it (``None``: a 304).
+
+        A URL seen before is revalidated on this thread (:meth:`AsyncClient.revalidate_input`:
+        one conditional GET, no event-loop hop); without an answer, and for a first fetch,
+        the engine's :meth:`AsyncClient.fetch_input` (its transport retries).
+        """
+        client = self.client
+        if (
+            known is not None
+            and client.may_revalidate_now(url)
+            and not self.engine.on_engine_thread()
+        ):
+            try:
+                return client.revalidate_input(url, tmp, known=known, max_bytes=cap)
+            except TooLarge:
+                raise  # an answer (the refusal stands; asking again would not change it)
+            except TransportError:
+                pass  # no complete answer: the full fetch below, with its retries
+        return self.engine.run(client.fetch_input(url, tmp, known=known, max_bytes=cap))
 
     def _reference_url(self, ref: InputRef) -> Callable[[], Awaitable[str]]:
         """The engine's ``reference_url()`` for ``ref``: called only when the job is submitted.
@@ -746,7 +775,8 @@ class Session:
             return self._maybe_record(existing)
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
-        if self._needs_new_charge(key, force):
+        hit = None if force else self._usable_hit(key)
+        if hit is None and self._needs_new_charge(key, True):
             estimate = self.usage.estimate(st.id, resolution, spec.duration, is_vip=st.is_vip)
             self.usage.reserve(estimate)
         req = JobRequest(
@@ -763,7 +793,7 @@ class Session:
             source_name=ref.name,
         )
         self._attach_shared_store()
-        return self._maybe_record(self.engine.submit(req))
+        return self._maybe_record(self.engine.submit(req, hit=hit))
 
     def _attach_shared_store(self) -> None:
         """Give the engine the shared store of the ``shared_store`` setting, keyed by the
@@ -929,12 +959,16 @@ class Session:
             inputs_dir=self.lockfile.dir / _repro.INPUTS_DIRNAME,
         )
 
+    def _usable_hit(self, key: str) -> ResultRecord | None:
+        """The cached record for ``key`` when it may be served as it is, else None."""
+        rec, status = self.cache.lookup(key)
+        return rec if status == "ok" else None
+
     def _needs_new_charge(self, key: str, force: bool) -> bool:
-        """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight)"""
-        if not force:
-            _, status = self.cache.lookup(key)
-            if status == "ok":
-                return False
+        """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight;
+        ``force``: the cache is not asked)"""
+        if not force and self._usable_hit(key) is not None:
+            return False
         entry = self.ledger.get(key)
         return not (
             entry is not None and entry.job_id is not None and entry.state not in ("failed", "done")

@@ -81,6 +81,22 @@ def test_link_mode_hard_links_into_outputs_and_uses_relative_src(tmp_path: Path)
     assert meta["file"] == src
 
 
+def test_a_symlinked_outputs_folder_keeps_the_src_the_server_serves(tmp_path: Path) -> None:
+    # goenhance_outputs/ a symlink to another disk: the browser asks the server for the path
+    # below the notebook's folder; the symlink's target may be outside what it serves
+    rec = make_record(tmp_path / "cache" / "store")
+    nb, elsewhere = tmp_path / "nb", tmp_path / "big-disk" / "videos"
+    nb.mkdir()
+    elsewhere.mkdir(parents=True)
+    (nb / "goenhance_outputs").symlink_to(elsewhere, target_is_directory=True)
+    src = video_src(publish_result(rec, notebook_dir=nb, frontend="lab")["text/html"])
+    assert src == "goenhance_outputs/anime-style-01234567.mp4"
+    assert (elsewhere / "anime-style-01234567.mp4").read_bytes() == VIDEO_BYTES
+    # an output folder outside the notebook's: relative between the real paths, as before
+    out = publish_result(rec, notebook_dir=nb, frontend="lab", output_dir=tmp_path / "out")
+    assert video_src(out["text/html"]) == "../out/anime-style-01234567.mp4"
+
+
 def test_real_backend_has_no_simulated_label_and_cached_label_shows(tmp_path: Path) -> None:
     rec = make_record(tmp_path / "store", backend="api.goenhance.ai", style="Oil Painting")
     bundle = publish_result(rec, notebook_dir=tmp_path, frontend="lab", cached=True)

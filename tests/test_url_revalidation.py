@@ -21,6 +21,7 @@ import httpx
 import pytest
 from workers.support import make_session
 
+from goenhance_nb._errors import InputError
 from goenhance_nb._keys import hash_bytes
 from goenhance_nb._samples import sample_clip
 from goenhance_nb._session import Session
@@ -37,6 +38,7 @@ class ValidatorServer:
     def __init__(self, body: bytes, mode: str) -> None:
         self.mode = mode
         self.delay = 0.0  # seconds before a 200 answer
+        self.answers: list[int] = []  # statuses for goenhance_nb's next requests (no body)
         self.log: list[tuple[str, int, dict[str, str]]] = []
         self.lock = threading.Lock()
         self.set_body(body)
@@ -58,6 +60,10 @@ class ValidatorServer:
                 elif outer.mode == "last-modified" and ims is not None:
                     since = email.utils.parsedate_to_datetime(ims).timestamp()
                     status = 304 if int(modified) <= since else 200
+                ours = self.headers.get("User-Agent", "").startswith("goenhance-nb")
+                with outer.lock:
+                    if ours and outer.answers:
+                        status = outer.answers.pop(0)
                 if status == 200 and outer.delay:
                     time.sleep(outer.delay)
                 if self.headers.get("User-Agent", "").startswith("goenhance-nb"):
@@ -68,6 +74,8 @@ class ValidatorServer:
                     self.send_header(k, v)
                 if status == 200:
                     self.send_header("Content-Length", str(len(body)))
+                elif status != 304:
+                    self.send_header("Content-Length", "0")
                 self.end_headers()
                 if status == 200:
                     self.wfile.write(body)
@@ -276,3 +284,31 @@ def test_two_kernels_fetching_one_new_url_at_once_download_it_once(
     assert refs["a"].content_hash == refs["b"].content_hash == hash_bytes(clip.read_bytes())
     # the second waited for the first, then revalidated what it remembered: one download
     assert [s for _, s, _ in srv.requests()] == [200, 304]
+
+
+def test_a_revalidation_without_an_answer_falls_back_to_the_full_fetch(
+    request: pytest.FixtureRequest, sim: Any, session: Session, clip: Path
+) -> None:
+    srv = _server(request, clip, "etag")
+    first = session.transform(srv.url, 2000, duration=3).result(WAIT)
+    srv.answers = [503]  # the quick revalidation gets no usable answer
+    again = session.transform(srv.url, 2000, duration=3)
+    assert again.done() and again.cached and again.key == first.key
+    # then the engine's fetch (with its transport's retries) asks again: still no download
+    assert [s for _, s, _ in srv.requests()] == [200, 503, 304]
+    assert sim.generate_calls() == 1
+
+
+def test_a_changed_input_over_the_cap_is_refused_when_revalidated(
+    request: pytest.FixtureRequest, sim: Any, tmp_path: Path, clip: Path
+) -> None:
+    srv = _server(request, clip, "etag")
+    small = make_session(sim, tmp_path / "cache", max_input_mb=0.5)
+    request.addfinalizer(small.close)
+    small.transform(srv.url, 2000, duration=3).result(WAIT)
+    srv.set_body(b"\0" * 600_000)  # changed, and over the 0.5 MB cap
+    with pytest.raises(InputError, match="too large"):
+        small.transform(srv.url, 2000, duration=3)
+    assert [s for _, s, _ in srv.requests()] == [200, 200]  # refused, not retried
+    assert sim.generate_calls() == 1
+    assert list(small.store.tmp_dir.glob("src-*")) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import warnings
+from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -321,15 +322,16 @@ class GoEnhanceMagics(Magics):
             finally:
                 self._notices = None
 
-    def _namespace(self, local_ns: Mapping[str, object] | None) -> dict[str, object] | None:
-        """What ``{expr}`` / ``$name`` see: the user's namespace, then the caller's locals (as
-        IPython's ``var_expand``); None without a shell (no expansion)."""
+    def _namespace(self, local_ns: Mapping[str, object] | None) -> Mapping[str, object] | None:
+        """What ``{expr}`` / ``$name`` see: the caller's locals, then the user's namespace (as
+        IPython's ``var_expand``; a view, copied only when a line has something to expand);
+        None without a shell (no expansion)."""
         if self.shell is None:
             return None
-        ns: dict[str, object] = dict(self.shell.user_ns)
-        if local_ns is not None:
-            ns.update(local_ns)
-        return ns
+        user_ns: dict[str, object] = self.shell.user_ns
+        if local_ns is None or local_ns is user_ns:  # a cell's top level: locals are globals
+            return user_ns
+        return ChainMap(dict(local_ns), user_ns)
 
     def _dispatch(
         self, line: str, cell: str | None, local_ns: Mapping[str, object] | None = None

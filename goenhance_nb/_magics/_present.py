@@ -108,9 +108,15 @@ def execution_count(shell: InteractiveShell | None) -> int | None:
 
 
 def display_obj(obj: object, **kw: Any) -> DisplayHandle | None:
-    """IPython's ``display`` (imported when first used)."""
-    from IPython.display import display
+    """IPython's ``display`` (imported when first used). A :class:`~goenhance_nb._display.
+    ResultBundle` shown once (no display id) is published as it is, without asking IPython's
+    formatters what it already says (a cache hit's whole output)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display, publish_display_data
 
+    if isinstance(obj, _display.ResultBundle) and not kw and InteractiveShell.initialized():
+        publish_display_data(dict(obj), metadata=obj.metadata)
+        return None
     handle: DisplayHandle | None = display(obj, **kw)
     return handle
 
