@@ -208,7 +208,8 @@ def p2(work: Path, mode: Mode) -> list[Row]:
                 h.update(chunk)
         serial.append(time.perf_counter() - t0)
     hash_row.found.append(
-        f"hash_file (4 MiB chunks read ahead by a second thread while this one hashes) runs at "
+        "hash_file (4 MiB chunks read ahead by a second thread while the caller hashes the "
+        f"previous one, blake3 `max_threads=AUTO`) runs at "
         f"{gbs / (med(ours) / 1000):.2f} GB/s, cat at {gbs / (med(base) / 1000):.2f} GB/s; on "
         f"the same file a serial 1 MiB read-then-hash loop at {gbs / med(serial):.2f} GB/s and "
         f"blake3's `update_mmap` with `max_threads=AUTO` at {gbs / med(mm):.2f} GB/s (medians; "

@@ -96,14 +96,15 @@ def hash_file(path: str | os.PathLike[str], *also: Callable[[memoryview], object
     valid only during the call).
 
     A file larger than one chunk (4 MiB) is read ahead by a worker thread while this thread
-    hashes the previous chunk: about the speed of the slower of the two, not their sum. At most
-    two 4 MiB buffers are held; the file is never mapped into memory.
+    hashes the previous chunk (blake3 with ``max_threads=AUTO``, its own threads joining in when
+    cores are free): about the speed of the slower of the two, not their sum. At most two 4 MiB
+    buffers are held; the file is never mapped into memory.
 
     :raises FileChangedError: a regular file's size or mtime changed while it was read, or
         fewer or more bytes than its size were read.
     :raises OSError: unreadable file (or what an ``also`` callable raises).
     """
-    h = blake3.blake3()
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)  # its threads when cores are free
     with Path(path).open("rb", buffering=0) as fh:
         before = os.fstat(fh.fileno())
         regular = stat.S_ISREG(before.st_mode)
