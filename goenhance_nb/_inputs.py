@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import blake3
-
 from goenhance_nb._errors import InputError, InputWarning, brief
 from goenhance_nb._jsondisk import JSONOnlyDisk, PickledRowError, open_json_cache, private_dir
 from goenhance_nb._keys import hash_file
@@ -347,7 +345,7 @@ class HashMemo:
     def hash(self, path: Path) -> str:
         """Return the blake3 hex of ``path``, reading it only if unseen or changed.
 
-        :raises InputError: when the file cannot be read.
+        :raises InputError: when the file cannot be read, or changed while it was read.
         """
         memo_key = self._memo_key(path)
         try:
@@ -361,8 +359,9 @@ class HashMemo:
         except OSError as exc:
             raise InputError(f"cannot read {Path(path).name}: {exc.strerror}") from None
         self.reads += 1
-        with contextlib.suppress(sqlite3.DatabaseError):  # a memo only: never fails a run
-            self._db.set(memo_key, digest)
+        if self._memo_key(path) == memo_key:  # not replaced (renamed over) while it was read
+            with contextlib.suppress(sqlite3.DatabaseError):  # a memo only: never fails a run
+                self._db.set(memo_key, digest)
         return digest
 
     def close(self) -> None:
@@ -462,7 +461,8 @@ def snapshot_for_upload(source: Path, expected_hash: str, tmp_dir: Path) -> Snap
     Returns the copy only when its blake3 equals ``expected_hash`` (the hash the request key was
     made from), so the bytes uploaded are the bytes hashed; the caller uploads ``path`` and then
     calls :meth:`Snapshot.discard`. The copy is made with ``mkdtemp`` (mode 0700, no symlink
-    followed), one pass, 1 MiB chunks.
+    followed), in one pass of :func:`~goenhance_nb._keys.hash_file` (which also refuses a
+    source that changes while it is read).
 
     :raises InputError: the file is gone or unreadable, or its content changed since it was
         validated (nothing is uploaded; the caller sends no generate request).
@@ -470,18 +470,15 @@ def snapshot_for_upload(source: Path, expected_hash: str, tmp_dir: Path) -> Snap
     src = Path(source)
     folder = Path(tempfile.mkdtemp(prefix="upload-", dir=private_dir(Path(tmp_dir))))
     dest = folder / (src.name or "input.mp4")
-    b3, sha, size = blake3.blake3(), hashlib.sha256(), 0
+    sha = hashlib.sha256()
     try:
-        with src.open("rb") as fin, open(dest, "xb") as fout:
-            while chunk := fin.read(1 << 20):
-                b3.update(chunk)
-                sha.update(chunk)
-                size += len(chunk)
-                fout.write(chunk)
+        with open(dest, "xb") as fout:
+            digest = hash_file(src, sha.update, fout.write)
+            size = fout.tell()
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise InputError(f"cannot read {src.name} for upload: {exc.strerror}") from None
-    if b3.hexdigest() != expected_hash:
+    if digest != expected_hash:
         shutil.rmtree(folder, ignore_errors=True)
         raise InputError(
             f"{src.name} changed after it was validated; nothing was uploaded or charged. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from fractions import Fraction
@@ -11,9 +12,10 @@ import av
 import numpy as np
 import pytest
 
+from goenhance_nb import _keys
 from goenhance_nb._errors import InputError
-from goenhance_nb._inputs import HashMemo, inspect_file, validate_params
-from goenhance_nb._keys import hash_file
+from goenhance_nb._inputs import HashMemo, inspect_file, snapshot_for_upload, validate_params
+from goenhance_nb._keys import hash_bytes, hash_file
 from goenhance_nb._samples import sample_clip
 
 
@@ -157,3 +159,51 @@ def test_probe_is_memoised_with_the_hash(clip: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot open"):  # a failed probe is not remembered
         inspect_file(copy, memo)
     assert memo.probes == 3
+
+
+def _meddling_hash_file(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
+    """Make ``_inputs``' hash_file append to ``target`` after the first chunk it reads."""
+    import goenhance_nb._inputs as inputs
+
+    def meddle_once(chunk: memoryview, done: list[bool] = []) -> None:  # noqa: B006
+        if not done:
+            done.append(True)
+            with target.open("ab") as fh:
+                fh.write(b"still being written")
+
+    monkeypatch.setattr(
+        inputs, "hash_file", lambda path, *also: hash_file(path, *also, meddle_once)
+    )
+
+
+def test_hash_memo_refuses_and_forgets_a_file_written_while_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    growing = tmp_path / "growing.mp4"
+    growing.write_bytes(os.urandom(100_000))
+    memo = HashMemo(tmp_path / "c")
+    with monkeypatch.context() as m:
+        _meddling_hash_file(m, growing)
+        with pytest.raises(InputError, match=r"growing\.mp4: it changed while it was being read"):
+            memo.hash(growing)
+    assert memo.hash(growing) == hash_bytes(growing.read_bytes())  # now complete: hashed
+    assert memo.reads == 1
+
+
+def test_upload_snapshot_is_the_hashed_bytes_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "in.mp4"
+    data = os.urandom(3 * _keys._CHUNK + 5)
+    src.write_bytes(data)
+    snap = snapshot_for_upload(src, hash_bytes(data), tmp_path / "tmp")
+    assert snap.path.read_bytes() == data and snap.size == len(data)
+    assert snap.sha256 == hashlib.sha256(data).hexdigest()
+    snap.discard()
+    with pytest.raises(InputError, match="changed after it was validated"):
+        snapshot_for_upload(src, "0" * 64, tmp_path / "tmp")
+    with monkeypatch.context() as m:
+        _meddling_hash_file(m, src)
+        with pytest.raises(InputError, match="for upload: it changed while it was being read"):
+            snapshot_for_upload(src, hash_bytes(data), tmp_path / "tmp")
+    assert list((tmp_path / "tmp").glob("upload-*")) == []  # no copy left behind

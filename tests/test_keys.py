@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+import tracemalloc
 from pathlib import Path
 
 import blake3
 import pytest
 
+from goenhance_nb import _keys
 from goenhance_nb._keys import (
     RESULT_URL_MAX_TTL,
+    FileChangedError,
     canonical_json,
     extract_result,
     hash_bytes,
@@ -28,6 +34,97 @@ def test_hash_bytes_and_file_agree(tmp_path: Path) -> None:
     assert hash_bytes(data) == hash_file(p) == blake3.blake3(data).hexdigest()
     assert hash_bytes(b"") == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
     assert hash_bytes(b"a") != hash_bytes(b"b")
+
+
+C = _keys._CHUNK
+
+
+@pytest.mark.parametrize("size", [0, 1, C - 1, C, C + 1, 2 * C - 1, 2 * C, 2 * C + 1, 3 * C + 7])
+def test_hash_file_sizes_around_chunk_boundaries(tmp_path: Path, size: int) -> None:
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    threads = threading.active_count()
+    assert hash_file(p) == blake3.blake3(data).hexdigest()
+    assert threading.active_count() == threads  # the read-ahead thread is gone
+
+
+def test_hash_file_feeds_every_byte_to_also_in_order(tmp_path: Path) -> None:
+    data = os.urandom(3 * C + 12345)
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    sha = hashlib.sha256()
+    with (tmp_path / "copy.bin").open("wb") as out:
+        digest = hash_file(p, sha.update, out.write)
+    assert digest == blake3.blake3(data).hexdigest()
+    assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_hash_file_reads_a_pipe_to_its_end(tmp_path: Path) -> None:
+    data = os.urandom(2 * C + 3)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    assert hash_file(fifo) == blake3.blake3(data).hexdigest()  # no size to check against
+    writer.join()
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink", "rewrite"])
+def test_hash_file_refuses_a_file_changed_while_read(tmp_path: Path, change: str) -> None:
+    # no digest of a mix of two versions: a clear error (never a crash: the file is not mapped)
+    p = tmp_path / "f.bin"
+    p.write_bytes(os.urandom(3 * C))
+    calls = 0
+
+    def meddle(chunk: memoryview) -> None:
+        nonlocal calls
+        calls += 1
+        if calls != 1:
+            return
+        if change == "grow":
+            with p.open("ab") as fh:
+                fh.write(b"more")
+        elif change == "shrink":
+            os.truncate(p, C // 2)
+        else:  # same size, new bytes, new mtime
+            with p.open("r+b") as fh:
+                fh.write(b"x" * 10)
+            os.utime(p, ns=(1, 1))
+
+    threads = threading.active_count()
+    with pytest.raises(FileChangedError, match="changed while it was being read") as info:
+        hash_file(p, meddle)
+    assert isinstance(info.value, OSError) and info.value.strerror
+    assert threading.active_count() == threads
+
+
+def test_hash_file_stops_its_reader_when_a_sink_fails(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    p.write_bytes(bytes(5 * C))
+
+    def full_disk(chunk: memoryview) -> None:
+        raise OSError(28, "No space left on device")
+
+    threads = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        hash_file(p, full_disk)
+    assert threading.active_count() == threads
+
+
+def test_hash_file_memory_is_bounded(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    with p.open("wb") as fh:
+        for _ in range(10):
+            fh.write(os.urandom(C))
+    tracemalloc.start()
+    try:
+        hash_file(p)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * C + (1 << 20)  # two read buffers, whatever the file size
 
 
 def test_canonical_json() -> None:
