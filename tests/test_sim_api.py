@@ -434,7 +434,7 @@ def test_request_log_never_stores_the_key(
 ) -> None:
     httpx.get(result_url(done_job))
     log = sim.requests()
-    assert {tuple(sorted(q)) for q in log} == {("method", "path", "query", "status", "ts")}
+    assert {tuple(sorted(q)) for q in log} == {("conn", "method", "path", "query", "status", "ts")}
     assert any(q["path"].startswith("/sim/results/") for q in log)
     assert any(q["path"] == "/api/v1/jobs/detail" and "img_uuid=" in q["query"] for q in log)
     text = http.get("/sim/requests").text

@@ -635,16 +635,29 @@ def parse_line(line: str) -> Command | None:
     """Parse a ``%goenhance`` line into a :class:`Command`; None when help was printed.
 
     Raises :class:`UsageError` (one line) on a quoting error, an unknown subcommand or a bad
-    option. No API call is made here.
+    option. No API call is made here. A line parsed before gives the same (frozen) Command
+    again without parsing (a re-run cell); help is printed every time it is asked for.
+    """
+    try:
+        return _parsed(line)
+    except _HelpShown:
+        return None
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed(line: str) -> Command:
+    """:func:`parse_line` of ``line``, remembered (errors and help are not: they raise).
+
+    :raises _HelpShown: help was printed.
     """
     argv = _split("%goenhance", line)
     parser = _line_parser()
     if not argv:
         parser.print_help()
-        return None
+        raise _HelpShown
     ns = _parse(parser, "%goenhance", argv)
     if ns is None:
-        return None
+        raise _HelpShown
     name: str = ns.command
     make = _ARGS.get(name)
     return Command(name, make(ns) if make is not None else NoArgs())
