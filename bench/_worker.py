@@ -6,7 +6,9 @@ Each prints one JSON object on its last stdout line. Settings come from the envi
 - ``download URL DEST [--warm URL]``: ``AsyncClient.download`` of URL into DEST; seconds,
   bytes, and the peak-RSS growth during the download (VmHWM after minus VmRSS before, with the
   peak reset through /proc/self/clear_refs first when the kernel allows it).
-- ``httpx URL DEST``: the same with a bare ``httpx.Client`` stream (a diagnostic reference).
+- ``httpx URL DEST [READ_BYTES]``: the same with a bare ``httpx.Client`` stream (a diagnostic
+  reference), at httpcore's own read size or at READ_BYTES.
+- ``httpx-async URL DEST [READ_BYTES]``: the same with a bare ``httpx.AsyncClient`` stream.
 - ``jobs N SEEDBASE INPUT``: ``Session.transform`` of N jobs (seeds SEEDBASE+i) and the wall
   time until every ``job.result()`` returned, plus each job's submit/done offsets.
 """
@@ -65,13 +67,25 @@ async def _download(url: str, dest: Path, warm: str | None) -> dict[str, Any]:
         "hwm_after_kib": hwm,
         "growth_kib": hwm - rss0,
         "peak_reset": reset,
+        "read_bytes": _read_bytes("AsyncHTTP11Connection", None),
     }
 
 
-def _plain_httpx(url: str, dest: Path) -> dict[str, Any]:
+def _read_bytes(cls_name: str, read_bytes: int | None) -> int:
+    """httpcore's HTTP/1.1 read size for ``cls_name`` (set first when ``read_bytes``)."""
+    import httpcore
+
+    cls = getattr(httpcore, cls_name)
+    if read_bytes:
+        cls.READ_NUM_BYTES = read_bytes
+    return int(cls.READ_NUM_BYTES)
+
+
+def _plain_httpx(url: str, dest: Path, read_bytes: int | None = None) -> dict[str, Any]:
     """The same download with a bare ``httpx.Client`` stream (no retries, no rate limiter)."""
     import httpx
 
+    read = _read_bytes("HTTP11Connection", read_bytes)
     with httpx.Client(timeout=60) as c:
         c0 = time.process_time()
         t0 = time.perf_counter()
@@ -81,7 +95,25 @@ def _plain_httpx(url: str, dest: Path) -> dict[str, Any]:
                 f.write(chunk)
         dt = time.perf_counter() - t0
         cpu = time.process_time() - c0
-    return {"seconds": dt, "cpu_seconds": cpu, "bytes": dest.stat().st_size}
+    return {"seconds": dt, "cpu_seconds": cpu, "bytes": dest.stat().st_size, "read_bytes": read}
+
+
+async def _plain_httpx_async(url: str, dest: Path, read_bytes: int | None) -> dict[str, Any]:
+    """The same download with a bare ``httpx.AsyncClient`` stream, body written on the loop."""
+    import httpx
+
+    read = _read_bytes("AsyncHTTP11Connection", read_bytes)
+    async with httpx.AsyncClient(timeout=60) as c:
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        async with c.stream("GET", url) as r:
+            r.raise_for_status()
+            with dest.open("wb") as f:
+                async for chunk in r.aiter_bytes():
+                    f.write(chunk)
+        dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    return {"seconds": dt, "cpu_seconds": cpu, "bytes": dest.stat().st_size, "read_bytes": read}
 
 
 def _jobs(n: int, seed_base: int, source: str) -> dict[str, Any]:
@@ -112,7 +144,10 @@ def main(argv: list[str]) -> int:
         warm = argv[argv.index("--warm") + 1] if "--warm" in argv else None
         out = asyncio.run(_download(argv[1], Path(argv[2]), warm))
     elif kind == "httpx":
-        out = _plain_httpx(argv[1], Path(argv[2]))
+        out = _plain_httpx(argv[1], Path(argv[2]), int(argv[3]) if len(argv) > 3 else None)
+    elif kind == "httpx-async":
+        read = int(argv[3]) if len(argv) > 3 else None
+        out = asyncio.run(_plain_httpx_async(argv[1], Path(argv[2]), read))
     elif kind == "jobs":
         out = _jobs(int(argv[1]), int(argv[2]), argv[3])
     else:
