@@ -384,8 +384,10 @@ def p3(work: Path, mode: Mode) -> list[Row]:
         dl.found.append(
             f"The simulator used {med(sim_cpu):.2f} s of CPU while serving ours and "
             f"{med(sim_cpu_curl):.2f} s while serving curl: it is not what holds ours back. "
-            "httpcore reads 64 KiB at a time, a class constant with no public setting; our client "
-            "sets it to 256 KiB (`widen_httpcore_reads`, a setting of a third-party class). "
+            "httpcore reads 64 KiB at a time, a class constant with no public setting; the "
+            "256 KiB rows set it in the bench's own process to show what a larger read would "
+            "give (our client leaves httpcore's setting alone: changing a third-party class for "
+            "every httpx user in the kernel is not ours to do). "
             "What is left is the asyncio stack's turn per read (anyio, h11, httpx) on top of the "
             "two copies curl also makes (socket to user, user to page cache). The sync rows "
             "show what a sync httpx client in a worker thread would cost; the download path "
