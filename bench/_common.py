@@ -33,6 +33,7 @@ class Mode:
 
     smoke: bool
     runs: int  # repeats per measurement (>= 5 in a full run)
+    p1_runs: int  # P1's alternated re-runs (a cell takes ~6 ms: more runs, a steadier median)
     big_bytes: int  # P2/P3 file size
     rss_bytes: int  # P3 peak-RSS download size
     p4_jobs: int
@@ -49,6 +50,7 @@ class Mode:
         return cls(
             smoke=False,
             runs=5,
+            p1_runs=25,
             big_bytes=512 << 20,
             rss_bytes=1 << 30,
             p4_jobs=100,
@@ -66,6 +68,7 @@ class Mode:
         return cls(
             smoke=True,
             runs=1,
+            p1_runs=1,
             big_bytes=4 << 20,
             rss_bytes=8 << 20,
             p4_jobs=5,

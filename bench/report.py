@@ -182,8 +182,10 @@ def render(
         "## Method",
         "",
         "- Kernel figures (P1, P4, P6) time a cell from the execute request to the kernel's idle "
-        "status for it, with `allow_stdin` true as JupyterLab sends; P1 runs each variant once "
-        "untimed first (the first use of an input kind), then alternates it with the baseline.",
+        "status for it, with `allow_stdin` true as JupyterLab sends; P1 runs each variant twice "
+        "untimed first (the first use of an input kind, and the first repeat: a URL's first "
+        "revalidation makes the session's sync HTTP client), then alternates it with the "
+        "baseline, 25 times each.",
         "- Every figure has its own simulator process (`python -m goenhance_nb.sim`) and its "
         "own `GOENHANCE_CACHE_DIR`; P1 counts the simulator's logged requests during the "
         "timed re-runs. P3 downloads in a fresh process per run (`bench/_worker.py`).",

@@ -432,7 +432,8 @@ def inspect_file(
         name=label,
         content_hash=digest,
         size=size,
-        path=str(p.resolve()),
+        # absolute (lexically, no file-system calls) unless ".." could go through a symlink
+        path=str(p.resolve()) if ".." in p.parts else os.path.abspath(p),
         url=url,
         duration=src_dur,
         width=info["width"],

@@ -234,7 +234,8 @@ def publish(
     nb_dir = _given_or_current(notebook_dir)
     local = outputs_path(result, nb_dir, output_dir=output_dir)
     rel = relative_src(local, nb_dir)
-    mode = choose_media(frontend, local.stat().st_size, embed=embed, embed_limit_mb=embed_limit_mb)
+    size = result.size if result.size else local.stat().st_size  # (the store checked it)
+    mode = choose_media(frontend, size, embed=embed, embed_limit_mb=embed_limit_mb)
     embedded = mode == "embed"
     published = Published(rel=rel, src=_data_uri(local) if embedded else rel, embedded=embedded)
     if source is None or not Path(source).is_file():
