@@ -468,6 +468,29 @@ def _cpu_windows(pid: int, total: float, parts: int) -> list[float]:
     return shares
 
 
+#: Run in the P4 kernel after the window: CPU (of its own thread) per request of a bare
+#: ``httpx.AsyncClient`` GET of the same jobs/detail URL + ``.json()``, on a fresh event loop
+#: in a new thread, one request every 0.1 s: the floor our poll sits on (the library itself).
+_P4_BARE_HTTPX = """
+def _p4_bare(n, url, key, job_id):
+    import asyncio, threading, time, httpx
+    out = []
+    async def main():
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(headers=headers) as c:
+            (await c.get(url, params={"img_uuid": job_id})).json()
+            t0 = time.thread_time()
+            for _ in range(n):
+                (await c.get(url, params={"img_uuid": job_id})).json()
+                await asyncio.sleep(0.1)
+            out.append((time.thread_time() - t0) / n)
+    t = threading.Thread(target=lambda: asyncio.run(main()))
+    t.start()
+    t.join()
+    return out[0]
+"""
+
+
 def p4(work: Path, mode: Mode) -> list[Row]:
     # jobs that stay pending for the whole figure; every job may be on the server at once
     sim = start_sim(
@@ -506,6 +529,14 @@ def p4(work: Path, mode: Mode) -> list[Row]:
         busy_rtt = [kernel.run("1+1").seconds * 1000 for _ in range(mode.p4_rtt_runs)]
         states = kernel.value("sorted(set(str(j.state) for j in jobs))")
         overall = sum(shares) / len(shares)
+        kernel.run(_P4_BARE_HTTPX)
+        bare_ms = 1000 * float(
+            kernel.value(
+                f"_p4_bare({max(mode.p4_rtt_runs, 5) * 5}, {sim.base_url + '/api/v1/jobs/detail'!r}, "
+                f"{sim.api_key!r}, jobs[0].id)"
+            )
+        )
+        per_poll_ms = 10 * overall * mode.p4_window_s / max(polls, 1)
         cpu = Row(
             "P4",
             f"kernel CPU share, {mode.p4_jobs} jobs polling, {mode.p4_window_s:.0f} s",
@@ -517,14 +548,23 @@ def p4(work: Path, mode: Mode) -> list[Row]:
             "",
             "< 1 %",
             overall < 1.0,
-            extra={"overall": overall, "polls": polls, "states": states},
+            extra={
+                "overall": overall,
+                "polls": polls,
+                "states": states,
+                "cpu_ms_per_poll": per_poll_ms,
+                "bare_httpx_cpu_ms": bare_ms,
+            },
         )
         cpu.found.append(
             f"{overall:.2f} % of a core over the whole window; {polls} jobs/detail polls in "
             f"{mode.p4_window_s:.0f} s ({polls / mode.p4_window_s:.1f}/s) at poll interval "
             f"{poll_interval:g} s; job states {', '.join(states)}. {mode.p4_jobs} jobs at that "
             f"interval ask for {mode.p4_jobs / poll_interval:.1f} polls/s; the client's rate "
-            f"limit is {rate_limit:g} requests/s."
+            f"limit is {rate_limit:g} requests/s. Kernel CPU per poll (window CPU / polls): "
+            f"{per_poll_ms:.2f} ms; a bare `httpx.AsyncClient` GET of the same jobs/detail URL "
+            f"+ `.json()` in the same kernel (own thread and loop, one every 0.1 s): "
+            f"{bare_ms:.2f} ms of CPU per request."
         )
         added = med(busy_rtt) - med(idle_rtt)
         rtt = Row(
