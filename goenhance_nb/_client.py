@@ -46,7 +46,12 @@ from goenhance_nb._keys import extract_result
 from goenhance_nb._lifecycle import map_status
 from goenhance_nb._records import Credits, GenerateResult, JobDetail, JobSpec, Style
 from goenhance_nb._settings import SecretKey, Settings
-from goenhance_nb._transport import RateLimiter, RetryTransport, parse_retry_after
+from goenhance_nb._transport import (
+    MAX_ANSWER_BYTES,
+    RateLimiter,
+    RetryTransport,
+    parse_retry_after,
+)
 
 __all__ = [
     "AsyncClient",
@@ -70,7 +75,7 @@ SIM_SERVICE = "goenhance-simulator"
 SIM_PROBE_TIMEOUT = 2.0
 
 #: The largest API JSON answer read (the real ones are a few KiB); checked as bytes arrive.
-MAX_JSON_BYTES = 1 << 20
+MAX_JSON_BYTES = MAX_ANSWER_BYTES  # an answer longer than this is refused as it arrives
 #: ``errno`` values that mean "no room to write" (a full disk, a file size limit, a quota).
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 

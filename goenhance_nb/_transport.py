@@ -186,7 +186,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             ):
                 try:
                     response = await _buffer(response)
-                    ok = _is_json(response.content)
+                    body = response.content
+                    ok = len(body) > MAX_ANSWER_BYTES or _is_json(body)  # too large: final
                 except httpx.TransportError:
                     if last:
                         raise
@@ -203,13 +204,26 @@ class RetryTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+#: The most of one API answer that is read (the client's JSON cap): the transport's buffer
+#: stops one byte past it, so a huge answer is never held whole.
+MAX_ANSWER_BYTES = 1 << 20
+
+
 async def _buffer(response: httpx.Response) -> httpx.Response:
-    """Read a (small, API) response fully and return an equivalent buffered response."""
-    stream = response.stream
+    """Read a (small, API) response and return an equivalent buffered response; reading stops
+    once it passes :data:`MAX_ANSWER_BYTES` (the answer is returned cut there: the client
+    refuses it as too large, and it is not retried)."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
+        async for chunk in response.stream:  # type: ignore[union-attr]
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                break
     finally:
         await response.aclose()
+    raw = b"".join(chunks)
     return httpx.Response(
         response.status_code,
         headers=response.headers,

@@ -357,6 +357,24 @@ def test_a_huge_json_answer_is_refused_as_it_arrives(
     assert session.credits().count >= 0  # the next answer is read normally
 
 
+def test_a_huge_json_answer_to_a_poll_is_never_held_in_memory(sim: Any, session: Session) -> None:
+    # GET answers on /api/ are buffered by the transport (to retry a half-read one): that
+    # buffer stops at the cap too, so a 64 MiB answer costs about 1 MiB of memory
+    import tracemalloc
+
+    sim.faults(
+        {"kind": "oversize_json", "path": "/api/v1/user/tokens", "size": 64 << 20, "length": False}
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooLarge):
+            session.credits()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak >> 20} MiB"
+
+
 def test_an_input_url_over_the_cap_is_refused_before_hashing(
     sim: Any, tmp_path: Path, clip: Path
 ) -> None:
