@@ -30,10 +30,14 @@ output, never as a stderr block with our source path; other warnings pass throug
 The package: ``_parsing`` (shlex + argparse -> frozen args; cell bodies), ``_present`` (how a
 job is shown: final output, live widget + placeholder, terminal lines; the Job formatter),
 ``_tables`` (pure table builders), ``_handlers`` (one handler per subcommand and the dispatch
-table) and ``_core`` (the :class:`GoEnhanceMagics` class and the extension hooks).
+table), ``_cells`` (what the magics remember between cells) and ``_core`` (the
+:class:`GoEnhanceMagics` class and the extension hooks). ``%load_ext`` imports ``_core`` and
+``_cells`` only; the rest comes with the first ``%goenhance``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from goenhance_nb._magics._core import (
     GoEnhanceMagics,
@@ -41,16 +45,39 @@ from goenhance_nb._magics._core import (
     load_ipython_extension,
     unload_ipython_extension,
 )
-from goenhance_nb._magics._parsing import (
-    CELL_KEYS,
-    MAX_YAML_NODES,
-    Command,
-    RunArgs,
-    build_parser,
-    merge_cell,
-    parse_cell_body,
-    parse_line,
-)
+
+if TYPE_CHECKING:
+    from goenhance_nb._magics._parsing import (
+        CELL_KEYS,
+        MAX_YAML_NODES,
+        Command,
+        RunArgs,
+        build_parser,
+        merge_cell,
+        parse_cell_body,
+        parse_line,
+    )
+
+_FROM_PARSING = {
+    "CELL_KEYS",
+    "MAX_YAML_NODES",
+    "Command",
+    "RunArgs",
+    "build_parser",
+    "merge_cell",
+    "parse_cell_body",
+    "parse_line",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The parser's names, imported when first asked for (``%load_ext`` does not need them)."""
+    if name in _FROM_PARSING:
+        from goenhance_nb._magics import _parsing
+
+        return vars(_parsing)[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CELL_KEYS",

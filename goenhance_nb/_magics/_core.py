@@ -28,26 +28,16 @@ from IPython.core.magic import (
 from traitlets import Bool, Bunch, Float, Int, TraitError, Unicode, validate
 
 from goenhance_nb._errors import GoEnhanceWarning, redact_text
-from goenhance_nb._magics._handlers import HANDLERS, busy_message, handle_run
-from goenhance_nb._magics._parsing import (
-    expand_vars,
-    merge_cell,
-    parse_cell_body,
-    parse_cell_line,
-    parse_line,
-)
-from goenhance_nb._magics._present import (
-    Presentation,
-    Presented,
-    execution_count,
-    job_bundle,
-    present_job,
-)
+from goenhance_nb._magics._cells import Presented, execution_count
+
+# The handlers, the parser and the presentation (argparse, the display and output modules)
+# are imported on the first %goenhance, not by %load_ext (bench P6: load_ext vs ipywidgets).
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from goenhance_nb._job import Job
+    from goenhance_nb._magics._present import Presentation
     from goenhance_nb._session import Session
 
 __all__ = [
@@ -232,6 +222,8 @@ class GoEnhanceMagics(Magics):
 
         :raises SettingsBusy: jobs still run (``%config`` prints it as one line).
         """
+        from goenhance_nb._magics._handlers import busy_message
+
         busy = busy_message(self._session)
         if busy is not None:
             raise SettingsBusy(f"GoEnhanceMagics.{proposal['trait'].name} not changed: {busy}")
@@ -284,6 +276,8 @@ class GoEnhanceMagics(Magics):
 
     def present(self, job: Job, how: Presentation, session: Session) -> None:
         """Show ``job`` in the running cell (see :func:`present_job`) and remember it there."""
+        from goenhance_nb._magics._present import present_job
+
         self._presented.add(job.key, execution_count(self.shell))
         present_job(job, how, session, self.shell)
 
@@ -297,6 +291,8 @@ class GoEnhanceMagics(Magics):
         if self._presented.shown(job.key, execution_count(self.shell)):
             return
         from IPython.display import publish_display_data
+
+        from goenhance_nb._magics._present import job_bundle
 
         data, metadata = job_bundle(job)
         publish_display_data(data, metadata=metadata)
@@ -336,6 +332,9 @@ class GoEnhanceMagics(Magics):
     def _dispatch(
         self, line: str, cell: str | None, local_ns: Mapping[str, object] | None = None
     ) -> object:
+        from goenhance_nb._magics._handlers import HANDLERS
+        from goenhance_nb._magics._parsing import expand_vars, parse_line
+
         ns = self._namespace(local_ns)
         prog = "%goenhance" if cell is None else "%%goenhance"
         if ns is not None:
@@ -348,6 +347,14 @@ class GoEnhanceMagics(Magics):
         return HANDLERS[cmd.name](self, cmd.args)
 
     def _cell(self, line: str, cell: str, ns: Mapping[str, object] | None) -> object:
+        from goenhance_nb._magics._handlers import handle_run
+        from goenhance_nb._magics._parsing import (
+            expand_vars,
+            merge_cell,
+            parse_cell_body,
+            parse_cell_line,
+        )
+
         line_args = parse_cell_line(line)
         if line_args is None:
             return None

@@ -24,13 +24,14 @@ import html
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from goenhance_nb import _display, _frontend
 from goenhance_nb._errors import JobTimedOut, redact_text
 from goenhance_nb._lifecycle import Badge, EventKind, JobState
+from goenhance_nb._magics._cells import Presented
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -72,39 +73,8 @@ class Presentation:
     notify: bool = False
 
 
-@dataclass
-class Presented:
-    """The keys of the jobs shown in the most recent cell (by execution count).
-
-    Bounded: only the latest cell's keys are kept (a new execution count starts afresh), which
-    is all the Job's display step asks ("was this job shown in the cell now running?").
-    """
-
-    count: int | None = None
-    keys: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, key: str, count: int | None) -> None:
-        """Note that ``key`` was shown in the cell ``count``."""
-        with self._lock:
-            if count != self.count:
-                self.count, self.keys = count, set()
-            self.keys.add(key)
-
-    def shown(self, key: str, count: int | None) -> bool:
-        """True when ``key`` was shown in the cell ``count``."""
-        with self._lock:
-            return count == self.count and key in self.keys
-
-
 class _Notifier(Protocol):
     def notify(self, title: str, body: str = "") -> None: ...
-
-
-def execution_count(shell: InteractiveShell | None) -> int | None:
-    """The shell's execution count (None without a shell)."""
-    count = shell.execution_count if shell is not None else None
-    return count if isinstance(count, int) else None
 
 
 def display_obj(obj: object, **kw: Any) -> DisplayHandle | None:
