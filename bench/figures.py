@@ -546,7 +546,8 @@ def p4(work: Path, mode: Mode) -> list[Row]:
             idle,
             None,
             "",
-            "< 1 %",
+            f"< 1 % over the whole window (here {overall:.2f} %; the cells: "
+            f"{mode.p4_window_s / mode.p4_subwindows:.0f} s windows)",
             overall < 1.0,
             extra={
                 "overall": overall,
