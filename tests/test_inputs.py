@@ -161,6 +161,28 @@ def test_probe_is_memoised_with_the_hash(clip: Path, tmp_path: Path) -> None:
     assert memo.probes == 3
 
 
+def test_a_forgotten_file_is_hashed_again_even_with_the_same_stat(
+    clip: Path, tmp_path: Path
+) -> None:
+    # the upload snapshot found other bytes than the memo vouched for (rewritten within the
+    # mtime's resolution): forget() must drop the digest AND the probe row that carries it,
+    # in this process's memory too, or every retry would send the old key again
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(clip.read_bytes())
+    memo = HashMemo(tmp_path / "c")
+    first = inspect_file(src, memo)
+    st = os.stat(src)
+    other = sample_clip(tmp_path / "other.mp4", seconds=3.0, seed=11).read_bytes()
+    with src.open("r+b") as fh:  # same inode, same size, same mtime: the memo cannot tell
+        fh.write(other[: st.st_size].ljust(st.st_size, b"\0"))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert inspect_file(src, memo).content_hash == first.content_hash  # still vouched for
+    memo.forget(src)
+    assert inspect_file(src, memo).content_hash == hash_file(src) != first.content_hash
+    again = HashMemo(tmp_path / "c")  # and on disk
+    assert again.inspect(src)[0] == hash_file(src)
+
+
 def _meddling_hash_file(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:
     """Make ``_inputs``' hash_file append to ``target`` after the first chunk it reads."""
     import goenhance_nb._inputs as inputs
