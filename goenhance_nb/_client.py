@@ -719,12 +719,13 @@ class AsyncClient:
         """
         dest = Path(dest)
         safe = redact_url(url)
-        headers = self._download_headers(url, 0, known.conditional_headers())
+        conditional = known.conditional_headers()
+        headers = self._download_headers(url, 0, conditional)
         self.request_count += 1
         try:
             with self._sync_client().stream("GET", url, headers=headers) as response:
                 try:
-                    _resume_offset(response, safe, dest, 0, headers)
+                    _resume_offset(response, safe, dest, 0, conditional)
                 except _NotModified:
                     response.read()  # (no body) so the connection goes back to the pool
                     return None
