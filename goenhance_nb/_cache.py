@@ -182,6 +182,12 @@ class ResultCache:
             return None, "absent"
         return rec, self.store.check(rec.file, size=rec.size)
 
+    def usable(self, key: str) -> ResultRecord | None:
+        """The record for ``key`` when it may be served as it is (:meth:`lookup` says
+        ``"ok"``: file present, right size), else None."""
+        rec, status = self.lookup(key)
+        return rec if status == "ok" else None
+
     def put(self, record: ResultRecord) -> None:
         """Store ``record`` (replacing any previous one for its key), then apply the size limit."""
         with self._guard():

@@ -746,8 +746,7 @@ class AsyncClient:
         """Whether :meth:`revalidate_input` may fetch ``url``: not when the transport's rate
         limit covers it (an ``/api/`` path while a limit is set), which only the async path
         applies."""
-        limited = self.transport.rate_limiter is not None
-        return not (limited and urlsplit(url).path.startswith("/api/"))
+        return not self.transport.limits(urlsplit(url).path)
 
     def _sync_client(self) -> httpx.Client:
         with self._sync_lock:

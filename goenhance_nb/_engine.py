@@ -441,7 +441,7 @@ class JobEngine:
         if request.force:
             hit = None
         elif hit is None:
-            hit = self._usable_hit(request.key)
+            hit = self.cache.usable(request.key)
         with self._active_lock:
             existing = self._active.get(request.key)
             if existing is not None and not existing.job.done():
@@ -634,12 +634,6 @@ class JobEngine:
             UserWarning,
             stacklevel=1,
         )
-
-    def _usable_hit(self, key: str) -> ResultRecord | None:
-        """The cached record for ``key`` when it may be served as is (file present, right size);
-        ``None`` otherwise (absent, missing or damaged: :meth:`_drive` deals with those)."""
-        rec, status = self.cache.lookup(key)
-        return rec if rec is not None and status == "ok" else None
 
     @staticmethod
     def _serve_hit(job: Job, rec: ResultRecord) -> None:

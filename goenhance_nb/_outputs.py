@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from goenhance_nb._frontend import notebook_dir
-from goenhance_nb._store import OUTPUTS_DIRNAME, _replace, link_or_copy, slugify
+from goenhance_nb._store import OUTPUTS_DIRNAME, _replace, is_linked, link_or_copy, slugify
 
 if TYPE_CHECKING:
     from goenhance_nb._cache import ResultRecord
@@ -156,7 +156,7 @@ def outputs_path(
     :raises GoEnhanceError: the stored file is gone or the folder cannot be written.
     """
     dest = output_file(result.style_label, result.key, notebook_dir, output_dir)
-    if _linked_already(Path(result.path), dest):
+    if is_linked(Path(result.path), dest):
         return dest  # shown before: its mode was set then (a later chmod is the user's)
     out = link_or_copy(Path(result.path), dest)
     with contextlib.suppress(OSError):  # a mode we cannot set is no reason to fail a result
@@ -164,18 +164,6 @@ def outputs_path(
         if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != shared_mode():
             os.chmod(out, shared_mode())
     return out
-
-
-def _linked_already(src: Path, dest: Path) -> bool:
-    """Whether ``dest`` is a regular file that is ``src`` itself (the same inode)."""
-    try:
-        here, there = os.lstat(dest), os.stat(src)
-    except OSError:
-        return False
-    return stat.S_ISREG(here.st_mode) and (here.st_dev, here.st_ino) == (
-        there.st_dev,
-        there.st_ino,
-    )
 
 
 def shared_mode() -> int:

@@ -775,7 +775,7 @@ class Session:
             return self._maybe_record(existing)
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
-        hit = None if force else self._usable_hit(key)
+        hit = None if force else self.cache.usable(key)
         if hit is None and self._needs_new_charge(key, True):
             estimate = self.usage.estimate(st.id, resolution, spec.duration, is_vip=st.is_vip)
             self.usage.reserve(estimate)
@@ -833,7 +833,7 @@ class Session:
                 estimate = self.usage.estimate(
                     st.id, resolution, spec.duration, is_vip=st.is_vip
                 ).credits
-        elif self.cache.lookup(key)[1] != "ok":
+        elif self.cache.usable(key) is None:
             status = PlanStatus.RUNNING
         return Plan(key, ref.name, st.label, spec, status, estimate)
 
@@ -959,15 +959,10 @@ class Session:
             inputs_dir=self.lockfile.dir / _repro.INPUTS_DIRNAME,
         )
 
-    def _usable_hit(self, key: str) -> ResultRecord | None:
-        """The cached record for ``key`` when it may be served as it is, else None."""
-        rec, status = self.cache.lookup(key)
-        return rec if status == "ok" else None
-
     def _needs_new_charge(self, key: str, force: bool) -> bool:
         """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight;
         ``force``: the cache is not asked)"""
-        if not force and self._usable_hit(key) is not None:
+        if not force and self.cache.usable(key) is not None:
             return False
         entry = self.ledger.get(key)
         return not (

@@ -294,9 +294,10 @@ def link_or_copy(src: Path, dest: Path) -> Path:
     src = Path(src)
     dest = Path(dest)
     try:
-        if _is_regular_file(dest) and (
-            os.path.samefile(src, dest)
-            or (dest.stat().st_size == src.stat().st_size and _same_bytes(src, dest))
+        if is_linked(src, dest) or (
+            _is_regular_file(dest)
+            and dest.stat().st_size == src.stat().st_size
+            and _same_bytes(src, dest)
         ):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +317,15 @@ def link_or_copy(src: Path, dest: Path) -> Path:
     except OSError as exc:
         raise GoEnhanceError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
+
+
+def is_linked(src: Path, dest: Path) -> bool:
+    """Whether ``dest`` is a regular file (never a symlink) that is ``src`` itself (the same
+    inode): nothing to link or copy."""
+    try:
+        return _is_regular_file(dest) and os.path.samefile(src, dest)
+    except OSError:
+        return False
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -143,6 +143,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
         base = min(self.backoff_max, self.backoff_base * (2.0**attempt))
         return base * self._rng.uniform(0.5, 1.0)
 
+    def limits(self, path: str) -> bool:
+        """Whether the rate limit covers a request for URL ``path`` (an ``/api/`` path while a
+        limit is set)."""
+        return self.rate_limiter is not None and path.startswith("/api/")
+
     @staticmethod
     def _may_retry_error(request: httpx.Request, exc: Exception) -> bool:
         if request.method.upper() in IDEMPOTENT_METHODS:
@@ -159,7 +164,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """Send ``request`` through ``inner``, re-sending per the rules."""
         attempt = 0
         while True:
-            if self.rate_limiter is not None and request.url.path.startswith("/api/"):
+            if self.rate_limiter is not None and self.limits(request.url.path):
                 await self.rate_limiter.acquire(urgent=request.method.upper() == "POST")
             self.attempts += 1
             try:
