@@ -227,6 +227,9 @@ class Session:
         )
         self._closed = False
         self._styles_refreshed = False
+        # jobs run in record mode whose lockfile entry is not written yet (settle_records)
+        self._recording: set[Job] = set()
+        self._recording_cv = threading.Condition()
         # the model list as last read from the cache and its parsed Styles (a repeat that
         # reads the same rows skips parsing them again)
         self._styles_read: tuple[list[Any], list[Style]] | None = None
@@ -898,17 +901,36 @@ class Session:
     def _maybe_record(self, job: Job) -> Job:
         """In record mode, write the job's result to the lockfile once it is done."""
         if self.mode == "record":
+            with self._recording_cv:
+                self._recording.add(job)
             job.on_finish(self._record_finished)
         return job
 
     def _record_finished(self, job: Job) -> None:
-        result = job.record
-        if result is None:  # failed, timed out or no longer watched: nothing to record
-            return
         try:
+            result = job.record
+            if result is None:  # failed, timed out or no longer watched: nothing to record
+                return
             self.record(result)
         except (GoEnhanceError, OSError) as exc:
             warnings.warn(f"could not update the lockfile: {exc}", UserWarning, stacklevel=1)
+        finally:
+            with self._recording_cv:
+                self._recording.discard(job)
+                self._recording_cv.notify_all()
+
+    def settle_records(self, timeout: float = 30.0) -> None:
+        """Wait (``timeout`` s at most) until every job that ended in record mode has its
+        lockfile entry: it is written on the engine thread just after the job's handle
+        settles, so a cell right after the run (``verify``, ``export``) could read the
+        lockfile first. Jobs still running are not waited for."""
+        deadline = time.monotonic() + timeout
+        with self._recording_cv:
+            while any(j.done() for j in self._recording):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._recording_cv.wait(left)
 
     def record(self, result: ResultRecord) -> None:
         """Write (or refresh) the lockfile entry for ``result`` and put its file beside the
@@ -931,6 +953,7 @@ class Session:
 
         :raises ConfigError: no lockfile. :raises BundleError: a result is missing/changed.
         """
+        self.settle_records()
 
         def styles_of(backend: str) -> list[dict[str, Any]] | None:
             got = self.cache.meta_get(f"styles:{backend}")

@@ -392,7 +392,9 @@ def handle_verify(m: GoEnhanceMagics, args: PathArgs) -> None:
     """
     from goenhance_nb._repro import verify
 
-    target = args.path if args.path is not None else m.session().lockfile.path
+    session = m.session()
+    session.settle_records()  # a run's lockfile entry is written just after it ends
+    target = args.path if args.path is not None else session.lockfile.path
     report = verify(target)
     print(report)
     if not report.ok:
