@@ -701,14 +701,20 @@ class AsyncClient:
         return seen.get("validators", URLValidators())
 
     def revalidate_input(
-        self, url: str, dest: Path, *, known: URLValidators, max_bytes: int | None = None
-    ) -> URLValidators | None:
+        self,
+        url: str,
+        new_dest: Callable[[], Path],
+        *,
+        known: URLValidators,
+        max_bytes: int | None = None,
+    ) -> tuple[URLValidators, Path] | None:
         """:meth:`fetch_input` for a URL seen before, on the CALLER's thread: the one
         conditional GET over a kept-alive sync connection, with no hop to the event loop
         (on a loopback or LAN server that hop and the async stack cost more than the request).
 
-        A 304 returns ``None`` (nothing written); a 200 body is written into ``dest`` with the
-        same size cap and its :class:`URLValidators` are returned. The headers are a
+        A 304 returns ``None`` and touches no file. A 200 body is written, with the same size
+        cap, into the file ``new_dest()`` makes then (the caller deletes it); its
+        :class:`URLValidators` and that path are returned. The headers are a
         download's (the key only on the API's own origin); only for a URL the rate limit does
         not cover (:meth:`may_revalidate_now`); no retries here.
 
@@ -717,7 +723,6 @@ class AsyncClient:
             (except :class:`TooLarge`, a TransportError too, which is final).
         :raises ResultExpired, AuthError, TooLarge, DiskFull, CacheError: as :meth:`fetch_input`.
         """
-        dest = Path(dest)
         safe = redact_url(url)
         conditional = known.conditional_headers()
         headers = self._download_headers(url, 0, conditional)
@@ -725,7 +730,7 @@ class AsyncClient:
         try:
             with self._sync_client().stream("GET", url, headers=headers) as response:
                 try:
-                    _resume_offset(response, safe, dest, 0, conditional)
+                    _resume_offset(response, safe, None, 0, conditional)
                 except _NotModified:
                     response.read()  # (no body) so the connection goes back to the pool
                     return None
@@ -735,8 +740,9 @@ class AsyncClient:
                 length = None if encoded else _int_or_none(response.headers.get("content-length"))
                 if max_bytes is not None and length is not None and length > max_bytes:
                     raise _too_large(safe, length, max_bytes)
+                dest = new_dest()
                 _Body(safe, length, max_bytes, None).write_sync(response, dest)
-                return URLValidators.from_headers(response.headers, length)
+                return URLValidators.from_headers(response.headers, length), dest
         except _Truncated as exc:
             raise TransportError(str(exc)) from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
@@ -896,12 +902,13 @@ def _write_error(exc: OSError, dest: Path) -> CacheError:
 def _resume_offset(
     response: httpx.Response,
     safe: str,
-    dest: Path,
+    dest: Path | None,
     have: int,
     conditional: Mapping[str, str] | None,
 ) -> int | None:
     """Where the answer's body goes in ``dest``: 0 (a full body) or ``have`` (the rest, 206);
-    ``None`` when nothing is left to fetch (416 and the file is complete).
+    ``None`` when nothing is left to fetch (416 and the file is complete). ``dest`` None: no
+    file yet (``have`` is 0).
 
     :raises _NotModified: 304 to a conditional GET.
     :raises ResultExpired: 403/404/410. :raises AuthError: 401. :raises APIError: other status.
@@ -915,11 +922,13 @@ def _resume_offset(
     if status == 416 and have:
         if _content_range_total(response.headers.get("content-range")) == have:
             return None
-        dest.unlink(missing_ok=True)
+        if dest is not None:
+            dest.unlink(missing_ok=True)
         raise _Truncated(f"download of {safe}: range not satisfiable, restarting")
     if status == 206 and have:
         if _content_range_start(response.headers.get("content-range")) != have:
-            dest.unlink(missing_ok=True)
+            if dest is not None:
+                dest.unlink(missing_ok=True)
             raise _Truncated(f"download of {safe}: unexpected range, restarting")
         return have
     if status == 200:

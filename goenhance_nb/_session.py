@@ -572,7 +572,8 @@ class Session:
         return ref
 
     def _inspect_url(self, url: str, *, duration: int | None, max_bytes: int | None) -> InputRef:
-        """Download ``url`` into a temp file of its own, validate and hash it, delete it.
+        """Download ``url`` into a temp file of its own, validate and hash it, delete it (a
+        repeat answered 304 makes no file).
 
         The validators the server gave (``ETag``, ``Last-Modified``, ``Content-Length``) are
         remembered with the content hash and probe in the cache's meta store, under a hash of
@@ -610,14 +611,20 @@ class Session:
             except filelock.Timeout:
                 lock = None  # the other fetch hangs; ours uses its own temp file anyway
             known = _remembered_url(self.cache.meta_get(memo_name))  # fetched meanwhile?
-        tmp: Path | None = None
+        temps: list[Path] = []
+
+        def new_temp() -> Path:  # made only for a body: a 304 writes nothing to disk
+            temps.append(self.store.new_temp("src-"))
+            return temps[-1]
+
         try:
-            tmp = self.store.new_temp("src-")
-            fresh = self._fetch_url(url, tmp, known[0] if known else None, cap)
-            if fresh is None and known is not None:  # 304: the bytes we hashed and probed
+            got = self._fetch_url(url, new_temp, known[0] if known else None, cap)
+            if got is None:  # 304: the bytes we hashed and probed
+                assert known is not None
                 return _url_ref_from_memo(known[1], url=url, name=name, duration=duration, cap=cap)
+            fresh, body = got
             ref = inspect_file(
-                tmp,
+                body,
                 None,
                 duration=duration,
                 max_bytes=max_bytes,
@@ -625,7 +632,7 @@ class Session:
                 url=url,
                 name=name,
             )
-            if fresh is not None and (fresh.usable or known is not None):
+            if fresh.usable or known is not None:
                 # (validators gone: the row stops matching, so the next run downloads again)
                 self.cache.meta_set(memo_name, _url_memo(fresh, ref))
             return ref
@@ -640,15 +647,20 @@ class Session:
                 raise
             raise InputError(f"cannot fetch the input URL: {exc}") from None
         finally:
-            if tmp is not None:
+            for tmp in temps:
                 tmp.unlink(missing_ok=True)
             if lock is not None:
                 lock.release()
 
     def _fetch_url(
-        self, url: str, tmp: Path, known: URLValidators | None, cap: int
-    ) -> URLValidators | None:
-        """Fetch ``url`` into ``tmp`` unless ``known`` still describes it (``None``: a 304).
+        self,
+        url: str,
+        new_temp: Callable[[], Path],
+        known: URLValidators | None,
+        cap: int,
+    ) -> tuple[URLValidators, Path] | None:
+        """Fetch ``url`` unless ``known`` still describes it (``None``: a 304); else the
+        answer's validators and the temp file (from ``new_temp``) that holds its body.
 
         A URL seen before is revalidated on this thread (:meth:`AsyncClient.revalidate_input`:
         one conditional GET, no event-loop hop); without an answer, and for a first fetch,
@@ -661,12 +673,14 @@ class Session:
             and not self.engine.on_engine_thread()
         ):
             try:
-                return client.revalidate_input(url, tmp, known=known, max_bytes=cap)
+                return client.revalidate_input(url, new_temp, known=known, max_bytes=cap)
             except TooLarge:
                 raise  # an answer (the refusal stands; asking again would not change it)
             except TransportError:
                 pass  # no complete answer: the full fetch below, with its retries
-        return self.engine.run(client.fetch_input(url, tmp, known=known, max_bytes=cap))
+        tmp = new_temp()
+        fresh = self.engine.run(client.fetch_input(url, tmp, known=known, max_bytes=cap))
+        return None if fresh is None else (fresh, tmp)
 
     def _reference_url(self, ref: InputRef) -> Callable[[], Awaitable[str]]:
         """The engine's ``reference_url()`` for ``ref``: called only when the job is submitted.

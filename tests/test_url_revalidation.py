@@ -151,6 +151,21 @@ def test_repeat_sends_one_conditional_request_and_no_download(
     assert keys and "secret123" not in stored and "127.0.0.1" not in stored
 
 
+def test_a_repeat_answered_304_writes_nothing_to_disk(
+    request: pytest.FixtureRequest, sim: Any, session: Session, clip: Path
+) -> None:
+    # (a temp file made and deleted for nothing costs a network-filesystem cache dir far more
+    # than the request itself)
+    srv = _server(request, clip, "etag")
+    session.transform(srv.url, 2000, duration=3).result(WAIT)
+    tmp = session.store.tmp_dir
+    before = tmp.stat().st_mtime_ns
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    assert session.transform(srv.url, 2000, duration=3).cached
+    assert [s for _, s, _ in srv.requests()] == [200, 304]
+    assert tmp.stat().st_mtime_ns == before  # no file made in it, none deleted
+
+
 def test_changed_bytes_at_the_same_url_are_a_new_transformation(
     request: pytest.FixtureRequest, sim: Any, session: Session, clip: Path, other_clip: Path
 ) -> None:
