@@ -50,7 +50,7 @@ class Mode:
         return cls(
             smoke=False,
             runs=5,
-            p1_runs=25,
+            p1_runs=40,
             big_bytes=512 << 20,
             rss_bytes=1 << 30,
             p4_jobs=100,

@@ -185,7 +185,9 @@ def render(
         "status for it, with `allow_stdin` true as JupyterLab sends; P1 runs each variant twice "
         "untimed first (the first use of an input kind, and the first repeat: a URL's first "
         "revalidation makes the session's sync HTTP client), then alternates it with the "
-        "baseline, 25 times each.",
+        "baseline (n in the table). Each magic variant is also timed bound to a name (no "
+        "displayhook for its value), and for a URL input the bare display plus one conditional "
+        "GET from two plain clients gives the floor that request alone sets.",
         "- Every figure has its own simulator process (`python -m goenhance_nb.sim`) and its "
         "own `GOENHANCE_CACHE_DIR`; P1 counts the simulator's logged requests during the "
         "timed re-runs. P3 downloads in a fresh process per run (`bench/_worker.py`).",
