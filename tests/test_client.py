@@ -20,7 +20,6 @@ import httpx
 import pytest
 from simctl import SimProcess
 
-from goenhance_nb import _sync
 from goenhance_nb._client import AsyncClient
 from goenhance_nb._errors import (
     APIError,
@@ -786,9 +785,49 @@ def test_run_sync_reentrant_on_the_engine_thread(sim: SimProcess) -> None:
     }
 
 
-def test_nest_asyncio_not_applied_outside_the_reentrant_case(sim: SimProcess) -> None:
-    assert not _sync._nested
-    assert not hasattr(asyncio, "_nest_patched")
+ORDINARY_SCRIPT = r"""
+import asyncio, json, os, threading
+from pathlib import Path
+from goenhance_nb import _sync
+from goenhance_nb._session import Session
+from goenhance_nb._settings import SecretKey, Settings
+from goenhance_nb._sync import Client, run_sync
+
+settings = Settings(base_url=os.environ["SIM_URL"], api_key=SecretKey(os.environ["SIM_KEY"]),
+                    rate_limit=0, cache_dir=Path(os.environ["CACHE_DIR"]))
+out = {"count": Client(settings).credits().count}            # the sync face, main thread
+session = Session(settings)
+out["styles"] = len(session.styles())                         # through the engine thread
+box = {}
+t = threading.Thread(target=lambda: box.update(v=run_sync(asyncio.sleep(0, "t"))))
+t.start(); t.join(10)                                         # run_sync from a plain thread
+out["thread"] = box.get("v")
+session.close()
+out["nested"] = sorted(_sync._nested)
+out["patched"] = hasattr(asyncio, "_nest_patched")
+print(json.dumps(out))
+"""
+
+
+def test_nest_asyncio_not_applied_outside_the_reentrant_case(
+    sim: SimProcess, tmp_path: Path
+) -> None:
+    # In a fresh process (the re-entrant case, which some tests reach in this one, patches
+    # asyncio process-wide): ordinary sync calls, engine work and run_sync leave it alone.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SIM_URL": sim.base_url, "SIM_KEY": sim.api_key}
+    env["CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run(
+        [sys.executable, "-c", ORDINARY_SCRIPT], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["count"] == 5000 and out["styles"] > 0 and out["thread"] == "t"
+    assert out["nested"] == [] and out["patched"] is False
 
 
 def test_run_sync_propagates_errors_and_timeout() -> None:
