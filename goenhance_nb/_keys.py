@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import queue
@@ -31,6 +32,7 @@ __all__ = [
     "hash_bytes",
     "hash_file",
     "request_key",
+    "sha256_file",
 ]
 
 RESULT_URL_MAX_TTL = 12 * 3600.0
@@ -48,6 +50,16 @@ class FileChangedError(OSError):
 def hash_bytes(data: bytes) -> str:
     """blake3 hex digest of ``data``."""
     return blake3.blake3(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, streamed (what lockfiles, bundles and the shared store
+    record: a digest any tool can check, unlike the cache's blake3)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_ahead(fh: Any, ahead: bool) -> Generator[memoryview, None, None]:

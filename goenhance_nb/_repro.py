@@ -48,7 +48,7 @@ import filelock
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._errors import BundleError, CacheError, ConfigError
 from goenhance_nb._frontend import notebook_dir
-from goenhance_nb._keys import hash_file, request_key
+from goenhance_nb._keys import hash_file, request_key, sha256_file
 from goenhance_nb._outputs import output_file, outputs_path
 from goenhance_nb._records import JobSpec
 from goenhance_nb._store import OUTPUTS_DIRNAME, link_or_copy, slugify
@@ -118,15 +118,6 @@ def find_lockfile(path: Path | str | None = None) -> Path:
             "(GOENHANCE_MODE=record or %goenhance mode record)"
         )
     return p
-
-
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dump(data: Any) -> str:

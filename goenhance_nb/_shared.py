@@ -51,6 +51,7 @@ from typing import Any
 
 from goenhance_nb._cache import ResultRecord
 from goenhance_nb._errors import CacheError, DiskFull, GoEnhanceError, StorageWarning
+from goenhance_nb._keys import sha256_file
 from goenhance_nb._store import ResultStore, StoredFile
 
 __all__ = ["Claim", "ClaimInfo", "SharedResult", "SharedStore", "SharedStoreDown", "backend_slug"]
@@ -384,7 +385,7 @@ class SharedStore:
 
         :raises SharedStoreDown: the store failed. :raises OSError: the local file is gone.
         """
-        sha256 = _sha256_file(record.file)
+        sha256 = sha256_file(record.file)
         blob = self._path("blobs", sha256)
         with self._io("upload a result") as fs:
             if sha256 in self._bad_blobs or not fs.exists(blob):
@@ -542,11 +543,3 @@ def _copy_hashed(fs: Any, src: str, dest: Path) -> tuple[str, int]:
                 raise _LocalWriteError(exc) from None
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
