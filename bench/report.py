@@ -186,7 +186,8 @@ def render(
         "untimed first (the first use of an input kind, and the first repeat: a URL's first "
         "revalidation makes the session's sync HTTP client), then alternates it with the "
         "baseline (n in the table). Each magic variant is also timed bound to a name (no "
-        "displayhook for its value), and for a URL input the bare display plus one conditional "
+        "displayhook for its value) and against `Video(path)` as a cell's value (for "
+        "information), and for a URL input the bare display plus one conditional "
         "GET from two plain clients gives the floor that request alone sets.",
         "- Every figure has its own simulator process (`python -m goenhance_nb.sim`) and its "
         "own `GOENHANCE_CACHE_DIR`; P1 counts the simulator's logged requests during the "
