@@ -193,7 +193,8 @@ def render(
         "own `GOENHANCE_CACHE_DIR`; P1 counts the simulator's logged requests during the "
         "timed re-runs. P3 downloads in a fresh process per run (`bench/_worker.py`).",
         "- P4 uses the default poll interval, starts its window once every job has been polled "
-        "(the steady state) and reads the kernel's CPU time from /proc/PID/stat; P5 uses a fixed simulated job time (pending + processing, render cached) "
+        "(the steady state) and reads the kernel's CPU time from /proc/PID/stat; P5 uses a "
+        "fixed simulated job time (pending + processing, render cached) "
         "and poll interval 0.5 s; P7 measures the saved .ipynb size with and without each "
         "cell's outputs after an nbclient run; P8 times from the simulator's recorded job "
         "`end_time` to the page's `Date.now()` when the result video has data (readyState >= 2) "
