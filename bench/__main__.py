@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench._common import REPO, Mode, Row, read_loadavg
+from bench._common import REPO, Mode, Row, read_loadavg, speed_probe, steal_seconds
 from bench.figures import FIGURES, Unavailable, cleanup
 from bench.report import machine_info, render
 
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             cleanup(root)
     seconds = time.monotonic() - t_all
     info["loadavg_end"] = read_loadavg()
+    info["speed_end_ms"] = speed_probe()
+    info["steal_end_s"] = steal_seconds()
     info["loadavg_samples"] = samples
     text = render(rows, info, status, smoke=mode.smoke, seconds=seconds, note=args.note)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,25 @@ def make_file(path: Path, size: int, block: int = 16 << 20) -> Path:
     return path
 
 
+def speed_probe() -> float:
+    """Milliseconds a fixed pure-Python loop takes here (best of 3): a machine-speed reading to
+    compare runs by (a host that slows every figure alike shows here too)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this machine since boot (``steal`` in /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def read_loadavg() -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages from /proc/loadavg."""
     parts = Path("/proc/loadavg").read_text().split()

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench._common import REPO, Row, read_loadavg, stats_text
+from bench._common import REPO, Row, read_loadavg, speed_probe, stats_text, steal_seconds
 
 PACKAGES = (
     "goenhance-nb",
@@ -85,6 +85,8 @@ def machine_info() -> dict[str, Any]:
         "curl": _cmd_version(["curl", "--version"]),
         "commit": commit + (" (goenhance_nb/ has uncommitted changes)" if dirty else ""),
         "loadavg_start": read_loadavg(),
+        "speed_start_ms": speed_probe(),
+        "steal_start_s": steal_seconds(),
     }
 
 
@@ -133,6 +135,12 @@ def render(
         f"{' / '.join(f'{x:.2f}' for x in la1)}; highest 1-min value seen during the run: "
         f"{peak:.2f}",
     ]
+    if "speed_end_ms" in info:
+        lines.append(
+            f"- Machine speed (a fixed Python loop, best of 3): {info['speed_start_ms']:.0f} ms "
+            f"at start, {info['speed_end_ms']:.0f} ms at end; CPU time taken by the hypervisor "
+            f"(steal) during the run: {info['steal_end_s'] - info['steal_start_s']:.1f} s"
+        )
     if peak > 0.5 * cores:
         lines.append(
             f"- **This run was made on a loaded machine** (load average up to {peak:.2f} on "
