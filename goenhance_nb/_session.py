@@ -793,7 +793,7 @@ class Session:
         self.ledger.check_orphan(key)  # never re-sent silently (DECISIONS 8), even with force
         estimate = None
         hit = None if force else self.cache.usable(key)
-        if hit is None and self._needs_new_charge(key, True):
+        if hit is None and self._needs_new_charge(key):
             estimate = self.usage.estimate(st.id, resolution, spec.duration, is_vip=st.is_vip)
             self.usage.reserve(estimate)
         req = JobRequest(
@@ -844,14 +844,14 @@ class Session:
         validate_params(duration=duration, resolution=resolution, prompt=prompt, seed=seed)
         ref, st, spec, key = self._request(source, style, prompt, duration, resolution, seed)
         status, estimate = PlanStatus.CACHED, 0
-        if self._needs_new_charge(key, False):
-            if not self._in_shared_store(key):
+        if self.cache.usable(key) is None:
+            if not self._needs_new_charge(key):
+                status = PlanStatus.RUNNING
+            elif not self._in_shared_store(key):
                 status = PlanStatus.NEW
                 estimate = self.usage.estimate(
                     st.id, resolution, spec.duration, is_vip=st.is_vip
                 ).credits
-        elif self.cache.usable(key) is None:
-            status = PlanStatus.RUNNING
         return Plan(key, ref.name, st.label, spec, status, estimate)
 
     def _in_shared_store(self, key: str) -> bool:
@@ -996,11 +996,9 @@ class Session:
             inputs_dir=self.lockfile.dir / _repro.INPUTS_DIRNAME,
         )
 
-    def _needs_new_charge(self, key: str, force: bool) -> bool:
-        """Would running ``key`` now submit a new (paid) job? (cache miss and nothing in flight;
-        ``force``: the cache is not asked)"""
-        if not force and self.cache.usable(key) is not None:
-            return False
+    def _needs_new_charge(self, key: str) -> bool:
+        """Would running ``key`` now submit a new (paid) job, the cache aside (the caller has
+        asked it)? Not while the ledger has a job for it in flight."""
         entry = self.ledger.get(key)
         return not (
             entry is not None and entry.job_id is not None and entry.state not in ("failed", "done")
